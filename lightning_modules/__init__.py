@@ -1,0 +1,6 @@
+"""LightningModules: orchestration of steps, optimizers, metrics and logging."""
+
+from lightning_modules.classifier import DigitClassifier
+from lightning_modules.cyclegan import ACCR, CRCycleGAN, CycleGAN
+
+__all__ = ["ACCR", "CRCycleGAN", "CycleGAN", "DigitClassifier"]
