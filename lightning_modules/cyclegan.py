@@ -82,7 +82,7 @@ class CycleGAN(L.LightningModule):
         super().__init__()
         if cycle_loss not in ("l1", "l2"):
             raise ValueError(f"cycle_loss={cycle_loss!r} is not 'l1' or 'l2'")
-        self.save_hyperparameters(ignore=["g_ab", "g_ba", "d_a", "d_b", "generator_optimizer", "discriminator_optimizer"])
+        self.save_hyperparameters(ignore=["g_ab", "g_ba", "d_a", "d_b", "generator_optimizer", "discriminator_optimizer", "augment"])
         self.g_ab = g_ab if g_ab is not None else ResnetGenerator(width=32)
         self.g_ba = g_ba if g_ba is not None else ResnetGenerator(width=32)
         self.d_a = d_a if d_a is not None else PatchDiscriminator()
