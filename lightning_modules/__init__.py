@@ -2,5 +2,6 @@
 
 from lightning_modules.classifier import DigitClassifier
 from lightning_modules.cyclegan import ACCR, CRCycleGAN, CycleGAN
+from lightning_modules.ddp import GradSyncDDPStrategy
 
-__all__ = ["ACCR", "CRCycleGAN", "CycleGAN", "DigitClassifier"]
+__all__ = ["ACCR", "CRCycleGAN", "CycleGAN", "DigitClassifier", "GradSyncDDPStrategy"]

@@ -42,7 +42,7 @@ def test_help_documents_arguments(capsys):
     assert exit_info.value.code == 0
     text = capsys.readouterr().out
     for arg in ("lambda_fake", "lambda_rec", "fake_source", "lambda_real", "lambda_cyc", "pool_size", "classifier_b"):
-        assert f"--model.init_args.{arg}" in text
+        assert f"--model.{arg}" in text
     assert "weight of the reconstructed-image consistency" in text
 
 
