@@ -9,12 +9,12 @@ from torch import Tensor, nn
 
 
 class DigitNet(nn.Module):
-    """Small CNN ``[B, in_channels, H, W] -> [B, num_classes]`` logits; ``features`` gives the penultimate layer.
+    """Small VGG-style CNN ``[B, in_channels, H, W] -> [B, num_classes]`` logits; ``features`` gives the penultimate layer.
 
     Args:
         in_channels: image channels.
         num_classes: output classes (10 digits).
-        width: channels of the first conv block (doubled per block, three blocks).
+        width: channels of the first conv block (two convolutions per block, doubled per block, three blocks).
         feature_dim: size of the penultimate (feature) layer.
         dropout: dropout before the last layer.
 
@@ -32,15 +32,16 @@ class DigitNet(nn.Module):
         self.in_channels, self.num_features = in_channels, feature_dim
 
         def block(cin: int, cout: int) -> list[nn.Module]:
-            return [nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU(True), nn.MaxPool2d(2)]
+            conv = [nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU(True)]
+            return [*conv, nn.Conv2d(cout, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU(True), nn.MaxPool2d(2)]
 
         self.body = nn.Sequential(
             *block(in_channels, width),
             *block(width, 2 * width),
             *block(2 * width, 4 * width),
-            nn.AdaptiveAvgPool2d(1),
+            nn.AdaptiveAvgPool2d(2),  # keeps coarse layout (digits differ by where strokes are), any input size
             nn.Flatten(),
-            nn.Linear(4 * width, feature_dim),
+            nn.Linear(16 * width, feature_dim),
             nn.ReLU(True),
         )
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(feature_dim, num_classes))
