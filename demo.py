@@ -46,7 +46,12 @@ def main(args: list[str]) -> None:
     grids = sorted((run_dir / "grids").glob("*.png"))
     print("\n| ACCR mnist -> mnist_m (embedded digits) | last epoch (val) | best checkpoint (test) |")
     print("|---|---|---|")
-    for key, name in (("acc_a2b", "accuracy A->B"), ("acc_b2a", "accuracy B->A"), ("fid_b", "FID on B"), ("fid_a", "FID on A")):
+    for key, name in (
+        ("acc_a2b", "accuracy A->B"),
+        ("acc_b2a", "accuracy B->A"),
+        ("fid_b", "FID on B"),
+        ("fid_a", "FID on A"),
+    ):
         print(f"| {name} | {last[f'val/{key}']:.3f} | {test[f'test/{key}']:.3f} |")
     print(f"\nno translation (target classifier on source images): A->B {baseline_ab:.3f}, B->A {baseline_ba:.3f}; "
           "chance 0.100")  # fmt: skip

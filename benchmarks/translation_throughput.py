@@ -76,7 +76,7 @@ def main() -> None:
     base = statistics.median(times["CycleGAN"])
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch}, {args.size}x{args.size}, "
           f"G width {args.width} blocks {args.blocks}, D width {args.d_width}, {args.steps} steps each")  # fmt: skip
-    print(f"| method | median step (s) | images/s | time vs CycleGAN |\n|---|---|---|---|")
+    print("| method | median step (s) | images/s | time vs CycleGAN |\n|---|---|---|---|")
     for name, t in times.items():
         med = statistics.median(t)
         print(f"| {name} | {med:.3f} | {args.batch / med:.1f} | {med / base:.2f}x |")

@@ -77,7 +77,9 @@ def torchvision_svhn(root: str | None, split: str, download: bool) -> tuple[Tens
     try:
         ds = SVHN(root, split=split, download=download)
     except RuntimeError as err:
-        raise _missing("SVHN", root, f"Expected {root}/{split}_32x32.mat; set data.download=true with internet.") from err
+        raise _missing(
+            "SVHN", root, f"Expected {root}/{split}_32x32.mat; set data.download=true with internet."
+        ) from err
     return torch.from_numpy(ds.data), torch.from_numpy(ds.labels.astype(np.int64))
 
 

@@ -70,9 +70,7 @@ def _render_one(rng: np.random.Generator, fonts: list[ImageFont.FreeTypeFont], l
 def render_syn_digits(n: int, seed: int, size: int = 32) -> tuple[Tensor, Tensor]:
     """``n`` images ``uint8 [n, 3, size, size]`` and labels ``[n]``, deterministic for ``seed``."""
     rng = np.random.default_rng(seed)
-    fonts = [
-        ImageFont.truetype(str(p), int(s)) for p in font_paths() for s in np.linspace(0.6 * size, 0.95 * size, 4)
-    ]
+    fonts = [ImageFont.truetype(str(p), int(s)) for p in font_paths() for s in np.linspace(0.6 * size, 0.95 * size, 4)]
     labels = rng.integers(0, 10, n)
     images = np.stack([_render_one(rng, fonts, int(y), size) for y in labels])
     return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), torch.from_numpy(labels.astype(np.int64))

@@ -61,7 +61,12 @@ class _DigitsBase(L.LightningDataModule):
         if channels not in (1, 3):
             raise ValueError(f"data.channels={channels} is not 1 or 3")
         self.data_root, self.download, self.cache_dir, self.photos_dir = data_root, download, cache_dir, photos_dir
-        self.channels, self.image_size, self.batch_size, self.num_workers = channels, image_size, batch_size, num_workers
+        self.channels, self.image_size, self.batch_size, self.num_workers = (
+            channels,
+            image_size,
+            batch_size,
+            num_workers,
+        )
         self.test_limit, self.syn_digits_size = test_limit, tuple(syn_digits_size)
 
     def _domains(self) -> tuple[str, ...]:
@@ -104,7 +109,12 @@ class UnpairedDigitsDataModule(_DigitsBase):
     """
 
     def __init__(
-        self, domain_a: str = "mnist", domain_b: str = "mnist_m", batches_per_epoch: int | None = None, seed: int = 0, **kwargs
+        self,
+        domain_a: str = "mnist",
+        domain_b: str = "mnist_m",
+        batches_per_epoch: int | None = None,
+        seed: int = 0,
+        **kwargs,
     ) -> None:
         super().__init__(**kwargs)
         self.domain_a, self.domain_b = check_domain(domain_a), check_domain(domain_b)

@@ -28,7 +28,9 @@ class DigitClassifier(L.LightningModule):
             reward pixel-exact copies of the source layout.
     """
 
-    def __init__(self, net: nn.Module | None = None, optimizer: OptimizerCallable = _adam, augment: nn.Module | None = None) -> None:
+    def __init__(
+        self, net: nn.Module | None = None, optimizer: OptimizerCallable = _adam, augment: nn.Module | None = None
+    ) -> None:
         super().__init__()
         self.net = net if net is not None else DigitNet()
         self.optimizer, self.augment = optimizer, augment

@@ -82,7 +82,9 @@ class CycleGAN(L.LightningModule):
         super().__init__()
         if cycle_loss not in ("l1", "l2"):
             raise ValueError(f"cycle_loss={cycle_loss!r} is not 'l1' or 'l2'")
-        self.save_hyperparameters(ignore=["g_ab", "g_ba", "d_a", "d_b", "generator_optimizer", "discriminator_optimizer", "augment"])
+        self.save_hyperparameters(
+            ignore=["g_ab", "g_ba", "d_a", "d_b", "generator_optimizer", "discriminator_optimizer", "augment"]
+        )
         self.g_ab = g_ab if g_ab is not None else ResnetGenerator(width=32)
         self.g_ba = g_ba if g_ba is not None else ResnetGenerator(width=32)
         self.d_a = d_a if d_a is not None else PatchDiscriminator()
@@ -137,7 +139,11 @@ class CycleGAN(L.LightningModule):
 
     def discriminator_loss(self, real_a: Tensor, real_b: Tensor, images: dict[str, Tensor]) -> dict[str, Tensor]:
         """LSGAN terms of both discriminators plus ``discriminator_regularizer``; ``images`` are detached."""
-        images = {**images, "pool_a": self.pool_a.query(images["fake_a"]), "pool_b": self.pool_b.query(images["fake_b"])}
+        images = {
+            **images,
+            "pool_a": self.pool_a.query(images["fake_a"]),
+            "pool_b": self.pool_b.query(images["fake_b"]),
+        }
         d_out = {
             "real_a": self.d_a(real_a),
             "fake_a": self.d_a(images["pool_a"]),
@@ -145,8 +151,10 @@ class CycleGAN(L.LightningModule):
             "fake_b": self.d_b(images["pool_b"]),
         }
         terms = {
-            "d_a": 0.5 * (F.mse_loss(d_out["real_a"], torch.ones_like(d_out["real_a"])) + d_out["fake_a"].pow(2).mean()),
-            "d_b": 0.5 * (F.mse_loss(d_out["real_b"], torch.ones_like(d_out["real_b"])) + d_out["fake_b"].pow(2).mean()),
+            "d_a": 0.5
+            * (F.mse_loss(d_out["real_a"], torch.ones_like(d_out["real_a"])) + d_out["fake_a"].pow(2).mean()),
+            "d_b": 0.5
+            * (F.mse_loss(d_out["real_b"], torch.ones_like(d_out["real_b"])) + d_out["fake_b"].pow(2).mean()),
         }
         terms.update(self.discriminator_regularizer(real_a, real_b, images, d_out))
         return terms
@@ -207,9 +215,16 @@ class CycleGAN(L.LightningModule):
         self.log_dict({f"{stage}/{k}": v for k, v in metrics.items()}, add_dataloader_idx=False)
         return metrics
 
+    def on_validation_epoch_start(self) -> None:
+        self.evaluator.reset()
+
+    def on_test_epoch_start(self) -> None:
+        self.evaluator.reset()
+
     def on_validation_epoch_end(self) -> None:
         metrics = self._log_eval("val")
-        if metrics and not self.trainer.sanity_checking and metrics["acc_mean"] > self.best_acc_mean:
+        fitting = self.trainer.state.fn == "fit" and not self.trainer.sanity_checking
+        if metrics and fitting and metrics["acc_mean"] > self.best_acc_mean:
             self.best_acc_mean.fill_(metrics["acc_mean"])
             self.best_epoch.fill_(self.current_epoch)
         if metrics:
@@ -255,7 +270,9 @@ class CRCycleGAN(CycleGAN):
         self.lambda_real = lambda_real
         self.augment = augment if augment is not None else Translate()
 
-    def consistency_inputs(self, side: str, real: Tensor, images: dict[str, Tensor], d_out: dict[str, Tensor]) -> list[ConsistencyInput]:
+    def consistency_inputs(
+        self, side: str, real: Tensor, images: dict[str, Tensor], d_out: dict[str, Tensor]
+    ) -> list[ConsistencyInput]:
         """What the discriminator of ``side`` must judge consistently under ``T``."""
         return [(f"cr_real_{side}", self.lambda_real, real, d_out[f"real_{side}"])] if self.lambda_real else []
 
@@ -271,7 +288,9 @@ class CRCycleGAN(CycleGAN):
             terms[name] = weight * F.mse_loss(d_tx, d_x)  # l |D(x) - D(T(x))|^2
         return terms
 
-    def discriminator_regularizer(self, real_a: Tensor, real_b: Tensor, images: dict[str, Tensor], d_out: dict[str, Tensor]) -> dict[str, Tensor]:
+    def discriminator_regularizer(
+        self, real_a: Tensor, real_b: Tensor, images: dict[str, Tensor], d_out: dict[str, Tensor]
+    ) -> dict[str, Tensor]:
         return {
             **self._consistency(self.d_a, self.consistency_inputs("a", real_a, images, d_out)),
             **self._consistency(self.d_b, self.consistency_inputs("b", real_b, images, d_out)),
@@ -294,13 +313,17 @@ class ACCR(CRCycleGAN):
             ``"current"``: this step's fakes.
     """
 
-    def __init__(self, *args: Any, lambda_fake: float = 10.0, lambda_rec: float = 10.0, fake_source: str = "pool", **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, lambda_fake: float = 10.0, lambda_rec: float = 10.0, fake_source: str = "pool", **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
         if fake_source not in ("pool", "current"):
             raise ValueError(f"fake_source={fake_source!r} is not 'pool' or 'current'")
         self.lambda_fake, self.lambda_rec, self.fake_source = lambda_fake, lambda_rec, fake_source
 
-    def consistency_inputs(self, side: str, real: Tensor, images: dict[str, Tensor], d_out: dict[str, Tensor]) -> list[ConsistencyInput]:
+    def consistency_inputs(
+        self, side: str, real: Tensor, images: dict[str, Tensor], d_out: dict[str, Tensor]
+    ) -> list[ConsistencyInput]:
         items = super().consistency_inputs(side, real, images, d_out)
         if self.lambda_fake:
             if self.fake_source == "pool":

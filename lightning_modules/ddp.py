@@ -11,7 +11,8 @@ each ``optimizer.step()``, exactly the gradients that optimizer is about to use,
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.distributed as dist

@@ -49,6 +49,12 @@ class TranslationEvaluator(nn.Module):
         self.fid[target].update(translated, real=False)
         self.fid[source].update(real, real=True)
 
+    def reset(self) -> None:
+        """Fresh states, created under the current grad mode (validate runs in inference mode, fit's
+        validation does not; a state made in one cannot be updated in place in the other)."""
+        for metric in (*self.acc.values(), *self.fid.values()):
+            metric.reset()
+
     def compute(self) -> dict[str, Tensor]:
         out = {
             "acc_a2b": self.acc["b"].compute(),
@@ -56,7 +62,6 @@ class TranslationEvaluator(nn.Module):
             "fid_a": self.fid["a"].compute(),
             "fid_b": self.fid["b"].compute(),
         }
-        for metric in (*self.acc.values(), *self.fid.values()):
-            metric.reset()
+        self.reset()
         out["acc_mean"] = (out["acc_a2b"] + out["acc_b2a"]) / 2
         return out

@@ -109,7 +109,9 @@ class RandomErasing(nn.Module):
         ratio: range of the box aspect ratio (sampled log-uniformly).
     """
 
-    def __init__(self, p: float = 0.5, scale: tuple[float, float] = (0.02, 0.33), ratio: tuple[float, float] = (0.3, 3.3)) -> None:
+    def __init__(
+        self, p: float = 0.5, scale: tuple[float, float] = (0.02, 0.33), ratio: tuple[float, float] = (0.3, 3.3)
+    ) -> None:
         super().__init__()
         self.p, self.scale, self.ratio = p, scale, ratio
 

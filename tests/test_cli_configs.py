@@ -67,3 +67,22 @@ def test_unknown_domain_from_cli_is_named(capsys):
     with pytest.raises((SystemExit, ValueError)) as info:
         cli_main(["fit", "-c", str(ROOT / "configs/translation/accr_m2mm.yaml"), "--data.init_args.domain_b=usps"])
     assert "usps" in (str(info.value) + capsys.readouterr().err)
+
+
+def quick_fit_args(tmp_path, cache_dir):
+    return ["fit", "-c", str(ROOT / "configs/demo.yaml"), f"--trainer.default_root_dir={tmp_path}",
+            "--trainer.max_steps=2", "--trainer.limit_val_batches=0", "--trainer.enable_progress_bar=false",
+            f"--data.init_args.cache_dir={cache_dir}", "--data.init_args.batch_size=4",
+            "--model.init_args.classifier_a=null", "--model.init_args.classifier_b=null"]  # fmt: skip
+
+
+def test_wrong_channel_count_from_config_is_named(tmp_path, cache_dir):
+    with pytest.raises(ValueError, match=r"domain A images have shape \(4, 1, 32, 32\).*expects 3 channels"):
+        cli_main([*quick_fit_args(tmp_path, cache_dir), "--data.init_args.channels=1"])
+
+
+def test_second_run_in_same_folder_does_not_abort(tmp_path, cache_dir):
+    for _ in range(2):
+        cli = cli_main([*quick_fit_args(tmp_path, cache_dir), "--trainer.logger=false"])
+        assert cli.trainer.state.finished
+    assert (tmp_path / "config.yaml").is_file()

@@ -75,7 +75,15 @@ def test_image_pool_fills_then_mixes():
     assert torch.equal(ImagePool(0).query(new), new)
 
 
-AUGMENTS = [Translate(), Rotate(), Cutout(), RandomErasing(p=1.0), ColorJitter(), GaussianNoise(), Compose([Translate(), Cutout()])]
+AUGMENTS = [
+    Translate(),
+    Rotate(),
+    Cutout(),
+    RandomErasing(p=1.0),
+    ColorJitter(),
+    GaussianNoise(),
+    Compose([Translate(), Cutout()]),
+]
 
 
 @pytest.mark.parametrize("t", AUGMENTS, ids=lambda t: type(t).__name__)
