@@ -49,3 +49,16 @@ def test_resume_continues_schedule_pool_and_optimizer(tmp_path):
     assert at2["lr"] == uninterrupted[2]["lr"] == (2e-4 * (1 - 2 / 4), 2e-4 * (1 - 2 / 4))  # decay continues
     assert torch.equal(at2["pool_a"], saved["image_pools"]["a"]["images"])  # pool restored, not refilled
     assert at2["adam_step"] == uninterrupted[2]["adam_step"] == 6  # Adam moments continue from step 6
+
+
+def test_cli_resumes_from_last_checkpoint(tmp_path, cache_dir):
+    from main import cli_main
+
+    args = ["fit", "-c", "configs/demo.yaml", f"--trainer.default_root_dir={tmp_path}", "--trainer.logger=false",
+            "--trainer.limit_val_batches=0", "--trainer.enable_progress_bar=false", f"--data.init_args.cache_dir={cache_dir}",
+            "--data.init_args.batch_size=4", "--data.init_args.batches_per_epoch=2",
+            "--model.init_args.classifier_a=null", "--model.init_args.classifier_b=null"]  # fmt: skip
+    first = cli_main([*args, "--trainer.max_epochs=1"])
+    assert first.trainer.global_step == 4 and (tmp_path / "checkpoints" / "last.ckpt").is_file()
+    resumed = cli_main([*args, "--trainer.max_epochs=2", "--ckpt_path=last"])
+    assert resumed.trainer.current_epoch == 2 and resumed.trainer.global_step == 8  # continued, not restarted
