@@ -52,7 +52,8 @@ class CycleGAN(L.LightningModule):
         discriminator_optimizer: optimizer factory for both discriminators (same default).
         lambda_cyc: cycle-consistency weight (10).
         lambda_idt: identity weight, relative to ``lambda_cyc`` (0.5; 0 turns it off).
-        cycle_loss: ``"l1"`` (CycleGAN) or ``"l2"``.
+        cycle_loss: ``"l1"`` (CycleGAN), ``"l2"``, or ``"feature"``: L1 between the domain classifier's
+            penultimate features of the reconstruction and of the input (needs ``classifier_a`` / ``classifier_b``).
         pool_size: history pool size for discriminator fakes (50; 0 disables).
         lr_constant_epochs: epochs at the initial learning rate.
         lr_decay_epochs: epochs of linear decay to 0 after that (the LR is stepped once per epoch).
@@ -80,8 +81,8 @@ class CycleGAN(L.LightningModule):
         classifier_b: str | None = None,
     ) -> None:
         super().__init__()
-        if cycle_loss not in ("l1", "l2"):
-            raise ValueError(f"cycle_loss={cycle_loss!r} is not 'l1' or 'l2'")
+        if cycle_loss not in ("l1", "l2", "feature"):
+            raise ValueError(f"cycle_loss={cycle_loss!r} is not 'l1', 'l2' or 'feature'")
         self.save_hyperparameters(
             ignore=["g_ab", "g_ba", "d_a", "d_b", "generator_optimizer", "discriminator_optimizer", "augment"]
         )
@@ -115,7 +116,10 @@ class CycleGAN(L.LightningModule):
                 )
 
     # ---- losses -------------------------------------------------------------------------------------------
-    def _cycle(self, x: Tensor, target: Tensor) -> Tensor:
+    def _cycle(self, x: Tensor, target: Tensor, domain: str) -> Tensor:
+        if self.cycle_loss == "feature":
+            judge = self.evaluator.judges[domain]  # frozen: gradients reach x only
+            return F.l1_loss(judge.features(x), judge.features(target))
         return F.l1_loss(x, target) if self.cycle_loss == "l1" else F.mse_loss(x, target)
 
     def generator_loss(self, real_a: Tensor, real_b: Tensor) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
@@ -128,8 +132,8 @@ class CycleGAN(L.LightningModule):
         terms = {
             "g_adv_ab": F.mse_loss(pred_b, torch.ones_like(pred_b)),  # (D_Y(G(a)) - 1)^2
             "g_adv_ba": F.mse_loss(pred_a, torch.ones_like(pred_a)),  # (D_X(F(b)) - 1)^2
-            "cycle_a": self.lambda_cyc * self._cycle(rec_a, real_a),
-            "cycle_b": self.lambda_cyc * self._cycle(rec_b, real_b),
+            "cycle_a": self.lambda_cyc * self._cycle(rec_a, real_a, "a"),
+            "cycle_b": self.lambda_cyc * self._cycle(rec_b, real_b, "b"),
         }
         if self.lambda_idt > 0:
             w = self.lambda_cyc * self.lambda_idt
@@ -193,6 +197,8 @@ class CycleGAN(L.LightningModule):
     # ---- evaluation ----------------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
         self.evaluator.setup()
+        if self.cycle_loss == "feature" and not self.evaluator.enabled:
+            raise ValueError("cycle_loss='feature' needs model.classifier_a and model.classifier_b (the feature nets)")
         if not self.evaluator.enabled:
             rank_zero_warn("model.classifier_a / classifier_b not set: translation accuracy and FID are not computed")
 

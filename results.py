@@ -1,0 +1,111 @@
+"""Study results: mean ± std tables (Markdown, CSV), a bar plot (PNG) and a W&B table, from per-cell records."""
+
+from __future__ import annotations
+
+import csv
+import statistics
+from collections import defaultdict
+from pathlib import Path
+
+NAMES = {"cyclegan": "CycleGAN", "cr_cyclegan": "CR-CycleGAN", "accr": "ACCR"}
+ARROWS = {"m2mm": ("M", "MM"), "mm2m": ("MM", "M"), "m2s": ("M", "S"), "s2m": ("S", "M")}
+
+
+def direction_label(direction: str, svhn_name: str = "svhn") -> str:
+    a, b = ARROWS[direction]
+    star = "*" if svhn_name != "svhn" else ""
+    return f"{a}{star if a == 'S' else ''}→{b}{star if b == 'S' else ''}"
+
+
+def aggregate(records: list[dict], key: str) -> dict[tuple[str, str, str], tuple[float, float, int]]:
+    """(variant, method, direction) -> (mean, std, n) of ``key`` over seeds (std 0 for one seed)."""
+    groups: dict[tuple[str, str, str], list[float]] = defaultdict(list)
+    for r in records:
+        if key in r:
+            groups[(r["variant"], r["method"], r["direction"])].append(r[key])
+    return {k: (statistics.fmean(v), statistics.stdev(v) if len(v) > 1 else 0.0, len(v)) for k, v in groups.items()}
+
+
+def _ordered(records: list[dict], field: str) -> list[str]:
+    return list(dict.fromkeys(r[field] for r in records))
+
+
+def markdown(records: list[dict], key: str, title: str, svhn_name: str, digits: int) -> str:
+    agg = aggregate(records, key)
+    directions = _ordered(records, "direction")
+    lines = [f"**{title}**", "", "| variant | method | " + " | ".join(direction_label(d, svhn_name) for d in directions) + " |"]
+    lines.append("|---|---|" + "---|" * len(directions))
+    for variant in _ordered(records, "variant"):
+        for method in _ordered(records, "method"):
+            cells = []
+            for d in directions:
+                mean, std, n = agg.get((variant, method, d), (float("nan"), 0.0, 0))
+                cells.append(f"{mean:.{digits}f} ± {std:.{digits}f}" if n else "—")
+            lines.append(f"| {variant} | {NAMES.get(method, method)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_csv(records: list[dict], out: Path) -> None:
+    keys = ["variant", "method", "direction", "seed", "acc_a2b", "acc_b2a", "fid_a", "fid_b", "wall_s"]
+    with open(out / "cells.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(records)
+    acc, fid = aggregate(records, "acc_a2b"), aggregate(records, "fid_b")
+    with open(out / "results.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["variant", "method", "direction", "n_seeds", "acc_mean", "acc_std", "fid_mean", "fid_std"])
+        for (variant, method, direction), (mean, std, n) in acc.items():
+            fm, fs, _ = fid.get((variant, method, direction), (float("nan"), float("nan"), 0))
+            writer.writerow([variant, method, direction, n, f"{mean:.4f}", f"{std:.4f}", f"{fm:.4f}", f"{fs:.4f}"])
+
+
+def bar_plot(records: list[dict], path: Path, svhn_name: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    agg = aggregate(records, "acc_a2b")
+    directions, groups = _ordered(records, "direction"), [(v, m) for v in _ordered(records, "variant") for m in _ordered(records, "method")]
+    width = 0.8 / len(groups)
+    fig, ax = plt.subplots(figsize=(1.6 + 1.4 * len(directions), 3.6))
+    for i, (variant, method) in enumerate(groups):
+        stats = [agg.get((variant, method, d), (0.0, 0.0, 0)) for d in directions]
+        label = NAMES.get(method, method) + ("" if variant == "base" else f" [{variant}]")
+        xs = [j + (i - (len(groups) - 1) / 2) * width for j in range(len(directions))]
+        ax.bar(xs, [s[0] for s in stats], width, yerr=[s[1] for s in stats], capsize=3, label=label)
+    ax.set_xticks(range(len(directions)), [direction_label(d, svhn_name) for d in directions])
+    ax.set_ylabel("translated accuracy")
+    ax.set_ylim(0, 1)
+    ax.axhline(0.1, color="grey", lw=0.8, ls=":")
+    ax.legend(fontsize=7, ncol=min(3, len(groups)))
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def wandb_table(records: list[dict], out: Path, plot: Path, preset: str) -> None:
+    import wandb
+
+    run = wandb.init(project="coadv", dir=str(out), job_type="study", name=f"study-{preset}", reinit="finish_previous")
+    keys = ["variant", "method", "direction", "seed", "acc_a2b", "acc_b2a", "fid_a", "fid_b"]
+    run.log({"study/cells": wandb.Table(columns=keys, data=[[r.get(k) for k in keys] for r in records]),
+             "study/accuracy": wandb.Image(str(plot))})  # fmt: skip
+    run.finish()
+
+
+def write(records: list[dict], out: Path, svhn_name: str = "svhn", preset: str = "") -> None:
+    seeds = sorted({r["seed"] for r in records})
+    note = f"Preset `{preset}`, seeds {seeds}; accuracy of the target-domain classifier on translated test images (A→B)."
+    if svhn_name != "svhn":
+        note += f" S* = `{svhn_name}` standing in for SVHN (no offline SVHN copy)."
+    text = "\n\n".join([
+        note,
+        markdown(records, "acc_a2b", "Translated accuracy (mean ± std over seeds)", svhn_name, 3),
+        markdown(records, "fid_b", "FID on the target domain, classifier features (mean ± std)", svhn_name, 1),
+    ])  # fmt: skip
+    (out / "results.md").write_text(text + "\n")
+    write_csv(records, out)
+    bar_plot(records, out / "results.png", svhn_name)
+    wandb_table(records, out, out / "results.png", preset)

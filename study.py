@@ -1,0 +1,131 @@
+"""The translation study: {CycleGAN, CR-CycleGAN, ACCR} x directions x seeds (x ablation variants) -> tables + plot.
+
+    python study.py --preset ci                                   # CI-sized, embedded data, 2 CPU cores
+    python study.py --preset full --out runs/study_full           # paper-sized, for GPU users
+    python study.py --preset ci --methods accr --directions m2mm --variants configs/ablations/augment/*.yaml
+
+Each cell is one ordinary `main.py fit` run of `configs/translation/<method>_<direction>.yaml` (+ the preset's
+flags, + an ablation fragment), logging to CSV (and W&B). A cell that finished has `metrics.json` and is skipped
+on the next start; an interrupted cell resumes from its last checkpoint. The table is rebuilt from the cells'
+files every time, so an interrupted and restarted study gives the same table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import yaml
+
+import results
+from main import cli_main
+
+ROOT = Path(__file__).resolve().parent
+METHODS = {"cyclegan": "CycleGAN", "cr_cyclegan": "CR-CycleGAN", "accr": "ACCR"}
+DIRECTIONS = {"m2mm": ("mnist", "mnist_m"), "mm2m": ("mnist_m", "mnist"), "m2s": ("mnist", "svhn"), "s2m": ("svhn", "mnist")}
+QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
+
+
+def _check(kind: str, names: list[str], valid) -> None:
+    bad = [n for n in names if n not in valid]
+    if bad:
+        raise SystemExit(f"unknown {kind} {', '.join(map(repr, bad))}; valid {kind}s: {', '.join(valid)}")
+
+
+def ensure_classifier(domain: str, extra: list[str] = ()) -> Path:
+    """The evaluation classifier of ``domain`` (trained with its config when absent)."""
+    path = ROOT / "checkpoints" / "classifiers" / f"{domain}.ckpt"
+    if not path.is_file():
+        print(f"[study] training the {domain} evaluation classifier -> {path}", flush=True)
+        cli_main(["fit", "-c", str(ROOT / f"configs/classifier/{domain}.yaml"), *QUIET, *extra])
+    return path
+
+
+def cell_args(method: str, direction: str, seed: int, variant: Path | None, preset: dict, cell: Path) -> list[str]:
+    a, b = DIRECTIONS[direction]
+    args = ["fit", "-c", str(ROOT / f"configs/translation/{method}_{direction}.yaml")]
+    if variant is not None:
+        args += ["-c", str(variant)]
+    args += [*preset.get("flags", []), *QUIET, f"--seed_everything={seed}", f"--trainer.default_root_dir={cell}"]
+    loggers = [{"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": str(cell), "name": "csv"}}]
+    if preset.get("wandb", True):
+        loggers.append({"class_path": "lightning.pytorch.loggers.WandbLogger",
+                        "init_args": {"project": "coadv", "save_dir": str(cell), "group": "study"}})  # fmt: skip
+    args.append(f"--trainer.logger={json.dumps(loggers)}")
+    svhn = preset.get("svhn")
+    if svhn and svhn != "svhn":  # explicit offline stand-in for SVHN, named in the table
+        args.append("--data.init_args.data_root=null")
+        for side, domain in (("a", a), ("b", b)):
+            if domain == "svhn":
+                args += [f"--data.init_args.domain_{side}={svhn}",
+                         f"--model.init_args.classifier_{side}={ensure_classifier(svhn)}"]  # fmt: skip
+    if (cell / "checkpoints" / "last.ckpt").is_file():
+        args.append("--ckpt_path=last")  # an interrupted cell continues
+    return args
+
+
+def run_cell(method: str, direction: str, seed: int, variant: Path | None, preset: dict, out: Path) -> dict:
+    name = f"{variant.stem if variant else 'base'}/{method}_{direction}/seed{seed}"
+    cell = out / "cells" / name
+    done = cell / "metrics.json"
+    if done.is_file():
+        return json.loads(done.read_text())
+    print(f"[study] {name}", flush=True)
+    start = time.time()
+    cli = cli_main(cell_args(method, direction, seed, variant, preset, cell))
+    metrics = {k.removeprefix("val/"): float(v) for k, v in cli.trainer.callback_metrics.items() if k.startswith("val/")}
+    record = {"variant": variant.stem if variant else "base", "method": method, "direction": direction, "seed": seed,
+              **metrics, "wall_s": round(time.time() - start, 1)}  # fmt: skip
+    done.write_text(json.dumps(record, indent=1))
+    return record
+
+
+def load_preset(name_or_path: str) -> dict:
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = ROOT / "configs" / "study" / f"{name_or_path}.yaml"
+    if not path.is_file():
+        valid = sorted(p.stem for p in (ROOT / "configs" / "study").glob("*.yaml"))
+        raise SystemExit(f"study preset {name_or_path!r} not found ({path}); valid presets: {', '.join(valid)}")
+    return yaml.safe_load(path.read_text())
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", default="ci", help="configs/study/<name>.yaml or a path")
+    p.add_argument("--methods", nargs="+", help=f"subset of {', '.join(METHODS)} (default: the preset's)")
+    p.add_argument("--directions", nargs="+", help=f"subset of {', '.join(DIRECTIONS)} (default: the preset's)")
+    p.add_argument("--seeds", nargs="+", type=int, help="seeds (default: the preset's)")
+    p.add_argument("--variants", nargs="+", type=Path, help="ablation config fragments, each run as its own variant")
+    p.add_argument("--out", type=Path, help="output folder (default: runs/study_<preset>)")
+    args = p.parse_args(argv)
+    preset = load_preset(args.preset)
+    methods = args.methods or preset["methods"]
+    directions = args.directions or preset["directions"]
+    seeds = args.seeds if args.seeds is not None else preset["seeds"]
+    _check("method", methods, METHODS)
+    _check("direction", directions, DIRECTIONS)
+    for variant in args.variants or []:
+        if not variant.is_file():
+            raise SystemExit(f"ablation variant {str(variant)!r} does not exist")
+    out = args.out or ROOT / "runs" / f"study_{Path(args.preset).stem}"
+    out.mkdir(parents=True, exist_ok=True)
+    svhn = preset.get("svhn", "svhn")
+    for domain in {d for direction in directions for d in DIRECTIONS[direction]} - {"svhn"} | ({svhn} - {"svhn"}):
+        ensure_classifier(domain)
+    records = [
+        run_cell(method, direction, seed, variant, preset, out)
+        for variant in (args.variants or [None])
+        for method in methods
+        for direction in directions
+        for seed in seeds
+    ]
+    results.write(records, out, svhn_name=svhn, preset=args.preset)
+    print((out / "results.md").read_text())
+    return records
+
+
+if __name__ == "__main__":
+    main()
