@@ -8,7 +8,11 @@ import yaml
 from main import cli_main
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = sorted(p for p in (ROOT / "configs").rglob("*.yaml") if p.name != "defaults.yaml" and "sweeps" not in p.parts)
+FRAGMENTS = ("sweeps", "study", "ablations")  # not standalone LightningCLI configs; tested on their own below
+CONFIGS = sorted(
+    p for p in (ROOT / "configs").rglob("*.yaml") if p.name != "defaults.yaml" and not set(FRAGMENTS) & set(p.parts)
+)
+ABLATIONS = sorted((ROOT / "configs" / "ablations").rglob("*.yaml"))
 
 
 def overrides(config: Path, tmp_path: Path, classifiers: dict[str, str], cache_dir: str) -> list[str]:
@@ -34,6 +38,21 @@ def test_config_fast_dev_run(config, tmp_path, tiny_classifiers, cache_dir):
     cli = cli_main(["fit", "-c", str(config), "--trainer.fast_dev_run=true",
                     *overrides(config, tmp_path, tiny_classifiers, cache_dir)])  # fmt: skip
     assert cli.trainer.state.finished and cli.trainer.global_step >= 1
+
+
+@pytest.mark.parametrize("fragment", ABLATIONS, ids=lambda p: str(p.relative_to(ROOT / "configs" / "ablations")))
+def test_ablation_fragment_applies_and_runs(fragment, tmp_path, tiny_classifiers, cache_dir):
+    base = ROOT / "configs/translation/accr_m2mm.yaml"
+    cli = cli_main(["fit", "-c", str(base), "-c", str(fragment), "--trainer.fast_dev_run=true",
+                    *overrides(base, tmp_path, tiny_classifiers, cache_dir)])  # fmt: skip
+    assert cli.trainer.state.finished
+    wanted = yaml.safe_load(fragment.read_text())["model"]["init_args"]
+    for key, value in wanted.items():
+        got = getattr(cli.model, key)
+        if isinstance(value, dict):  # an augmentation: the configured class was built
+            assert type(got).__name__ == value["class_path"].split(".")[-1]
+        else:
+            assert got == value
 
 
 def test_help_documents_arguments(capsys):

@@ -1,0 +1,80 @@
+"""The study runner: tables come from the cells' own logged metrics, restarts skip finished cells, bad names fail."""
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+import results
+import study
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture()
+def tiny_preset(tmp_path, tiny_classifiers, monkeypatch) -> Path:
+    """A 4-step preset with tiny nets; the project's classifier paths point at the session's tiny classifiers."""
+    folder = tmp_path / "classifiers"
+    folder.mkdir()
+    for domain, path in tiny_classifiers.items():
+        shutil.copy(path, folder / f"{domain}.ckpt")
+    monkeypatch.setattr(study, "ensure_classifier", lambda domain, extra=(): folder / f"{domain}.ckpt")
+    flags = ["--trainer.max_epochs=1", "--data.init_args.batch_size=4", "--data.init_args.batches_per_epoch=2",
+             "--data.init_args.test_limit=16"] + [f"--model.init_args.{n}.init_args.width=8" for n in ("g_ab", "g_ba", "d_a", "d_b")]  # fmt: skip
+    flags += [f"--model.init_args.classifier_{s}={folder}/{d}.ckpt" for s, d in (("a", "mnist"), ("b", "mnist_m"))]
+    preset = tmp_path / "tiny.yaml"
+    preset.write_text(json.dumps({"methods": ["cyclegan", "accr"], "directions": ["m2mm"], "seeds": [0, 1],
+                                  "svhn": "syn_digits", "wandb": False, "flags": flags}))  # fmt: skip
+    return preset
+
+
+def logged(cell: Path, key: str) -> float:
+    rows = list(csv.DictReader(open(next(cell.glob("csv/version_*/metrics.csv")))))
+    return [float(r[key]) for r in rows if r.get(key)][-1]
+
+
+def test_table_cells_are_the_runs_logged_metrics_and_restart_skips(tmp_path, tiny_preset):
+    out = tmp_path / "study"
+    records = study.main(["--preset", str(tiny_preset), "--out", str(out)])
+    assert len(records) == 4 and {r["method"] for r in records} == {"cyclegan", "accr"}
+    for r in records:
+        cell = out / "cells" / "base" / f"{r['method']}_m2mm" / f"seed{r['seed']}"
+        assert r["acc_a2b"] == pytest.approx(logged(cell, "val/acc_a2b"))  # the number a user sees = the run's log
+    table = {(row["method"], row["direction"]): row for row in csv.DictReader(open(out / "results.csv"))}
+    accr = [r["acc_a2b"] for r in records if r["method"] == "accr"]
+    assert float(table[("accr", "m2mm")]["acc_mean"]) == pytest.approx(sum(accr) / 2, abs=1e-4)
+    assert (out / "results.png").stat().st_size > 0 and "ACCR" in (out / "results.md").read_text()
+    before = (out / "results.md").read_text()
+    stamps = {p: p.stat().st_mtime_ns for p in out.glob("cells/**/metrics.json")}
+    shutil.rmtree(out / "cells" / "base" / "accr_m2mm" / "seed1")  # as if interrupted before this cell
+    study.main(["--preset", str(tiny_preset), "--out", str(out)])
+    after = {p: p.stat().st_mtime_ns for p in out.glob("cells/**/metrics.json")}
+    rerun = [p for p in after if stamps.get(p) != after[p]]
+    assert [p.parent.name for p in rerun] == ["seed1"] and rerun[0].parent.parent.name == "accr_m2mm"
+    assert (out / "results.md").read_text() == before  # the re-run cell reproduces its numbers (seeded)
+
+
+def test_variants_run_as_their_own_rows(tmp_path, tiny_preset):
+    out = tmp_path / "study"
+    variant = ROOT / "configs/ablations/terms/rec_only.yaml"
+    records = study.main(["--preset", str(tiny_preset), "--out", str(out), "--methods", "accr", "--seeds", "0",
+                          "--variants", str(variant)])  # fmt: skip
+    assert [r["variant"] for r in records] == ["rec_only"]
+    config = next((out / "cells/rec_only/accr_m2mm/seed0").rglob("config.yaml")).read_text()
+    assert "lambda_fake: 0.0" in config and "lambda_rec: 10.0" in config
+
+
+@pytest.mark.parametrize(("flag", "value", "listed"), [("--methods", "pix2pix", "cyclegan, cr_cyclegan, accr"),
+                                                       ("--directions", "m2u", "m2mm, mm2m, m2s, s2m")])  # fmt: skip
+def test_unknown_names_list_valid_ones(flag, value, listed):
+    with pytest.raises(SystemExit, match=f"unknown .*'{value}'.*: {listed}"):
+        study.main([flag, value])
+
+
+def test_markdown_mean_and_std():
+    records = [{"variant": "base", "method": "accr", "direction": "m2s", "seed": s, "acc_a2b": a, "fid_b": 1.0}
+               for s, a in ((0, 0.5), (1, 0.7))]  # fmt: skip
+    text = results.markdown(records, "acc_a2b", "t", "syn_digits", 3)
+    assert "| base | ACCR | 0.600 ± 0.141 |" in text and "M→S*" in text
