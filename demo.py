@@ -10,17 +10,7 @@ import torch
 
 from main import cli_main
 from nets.classifier import load_digit_net
-
-QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
-
-
-def ensure_classifier(domain: str) -> Path:
-    path = Path("checkpoints/classifiers") / f"{domain}.ckpt"
-    if not path.is_file():
-        print(f"[demo] training the {domain} evaluation classifier -> {path}", flush=True)
-        cli = cli_main(["fit", "-c", f"configs/classifier/{domain}.yaml", *QUIET])
-        print(f"[demo] {domain} classifier: val/acc = {float(cli.trainer.callback_metrics['val/acc']):.3f}", flush=True)
-    return path
+from study import QUIET, ensure_classifier
 
 
 @torch.no_grad()

@@ -39,7 +39,8 @@ def ensure_classifier(domain: str, extra: list[str] = ()) -> Path:
     path = ROOT / "checkpoints" / "classifiers" / f"{domain}.ckpt"
     if not path.is_file():
         print(f"[study] training the {domain} evaluation classifier -> {path}", flush=True)
-        cli_main(["fit", "-c", str(ROOT / f"configs/classifier/{domain}.yaml"), *QUIET, *extra])
+        cli = cli_main(["fit", "-c", str(ROOT / f"configs/classifier/{domain}.yaml"), *QUIET, *extra])
+        print(f"[study] {domain} classifier: val/acc = {float(cli.trainer.callback_metrics['val/acc']):.3f}", flush=True)
     return path
 
 
