@@ -33,7 +33,11 @@ def _ordered(records: list[dict], field: str) -> list[str]:
 def markdown(records: list[dict], key: str, title: str, svhn_name: str, digits: int) -> str:
     agg = aggregate(records, key)
     directions = _ordered(records, "direction")
-    lines = [f"**{title}**", "", "| variant | method | " + " | ".join(direction_label(d, svhn_name) for d in directions) + " |"]
+    lines = [
+        f"**{title}**",
+        "",
+        "| variant | method | " + " | ".join(direction_label(d, svhn_name) for d in directions) + " |",
+    ]
     lines.append("|---|---|" + "---|" * len(directions))
     for variant in _ordered(records, "variant"):
         for method in _ordered(records, "method"):
@@ -67,7 +71,10 @@ def bar_plot(records: list[dict], path: Path, svhn_name: str) -> None:
     import matplotlib.pyplot as plt
 
     agg = aggregate(records, "acc_a2b")
-    directions, groups = _ordered(records, "direction"), [(v, m) for v in _ordered(records, "variant") for m in _ordered(records, "method")]
+    directions, groups = (
+        _ordered(records, "direction"),
+        [(v, m) for v in _ordered(records, "variant") for m in _ordered(records, "method")],
+    )
     width = 0.8 / len(groups)
     fig, ax = plt.subplots(figsize=(1.6 + 1.4 * len(directions), 3.6))
     for i, (variant, method) in enumerate(groups):
@@ -97,7 +104,9 @@ def wandb_table(records: list[dict], out: Path, plot: Path, preset: str) -> None
 
 def write(records: list[dict], out: Path, svhn_name: str = "svhn", preset: str = "") -> None:
     seeds = sorted({r["seed"] for r in records})
-    note = f"Preset `{preset}`, seeds {seeds}; accuracy of the target-domain classifier on translated test images (A→B)."
+    note = (
+        f"Preset `{preset}`, seeds {seeds}; accuracy of the target-domain classifier on translated test images (A→B)."
+    )
     if svhn_name != "svhn":
         note += f" S* = `{svhn_name}` standing in for SVHN (no offline SVHN copy)."
     text = "\n\n".join([

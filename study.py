@@ -24,7 +24,12 @@ from main import cli_main
 
 ROOT = Path(__file__).resolve().parent
 METHODS = {"cyclegan": "CycleGAN", "cr_cyclegan": "CR-CycleGAN", "accr": "ACCR"}
-DIRECTIONS = {"m2mm": ("mnist", "mnist_m"), "mm2m": ("mnist_m", "mnist"), "m2s": ("mnist", "svhn"), "s2m": ("svhn", "mnist")}
+DIRECTIONS = {
+    "m2mm": ("mnist", "mnist_m"),
+    "mm2m": ("mnist_m", "mnist"),
+    "m2s": ("mnist", "svhn"),
+    "s2m": ("svhn", "mnist"),
+}
 QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
 
 
@@ -40,7 +45,9 @@ def ensure_classifier(domain: str, extra: list[str] = ()) -> Path:
     if not path.is_file():
         print(f"[study] training the {domain} evaluation classifier -> {path}", flush=True)
         cli = cli_main(["fit", "-c", str(ROOT / f"configs/classifier/{domain}.yaml"), *QUIET, *extra])
-        print(f"[study] {domain} classifier: val/acc = {float(cli.trainer.callback_metrics['val/acc']):.3f}", flush=True)
+        print(
+            f"[study] {domain} classifier: val/acc = {float(cli.trainer.callback_metrics['val/acc']):.3f}", flush=True
+        )
     return path
 
 
@@ -50,7 +57,9 @@ def cell_args(method: str, direction: str, seed: int, variant: Path | None, pres
     if variant is not None:
         args += ["-c", str(variant)]
     args += [*preset.get("flags", []), *QUIET, f"--seed_everything={seed}", f"--trainer.default_root_dir={cell}"]
-    loggers = [{"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": str(cell), "name": "csv"}}]
+    loggers = [
+        {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": str(cell), "name": "csv"}}
+    ]
     if preset.get("wandb", True):
         loggers.append({"class_path": "lightning.pytorch.loggers.WandbLogger",
                         "init_args": {"project": "coadv", "save_dir": str(cell), "group": "study"}})  # fmt: skip
@@ -76,7 +85,9 @@ def run_cell(method: str, direction: str, seed: int, variant: Path | None, prese
     print(f"[study] {name}", flush=True)
     start = time.time()
     cli = cli_main(cell_args(method, direction, seed, variant, preset, cell))
-    metrics = {k.removeprefix("val/"): float(v) for k, v in cli.trainer.callback_metrics.items() if k.startswith("val/")}
+    metrics = {
+        k.removeprefix("val/"): float(v) for k, v in cli.trainer.callback_metrics.items() if k.startswith("val/")
+    }
     record = {"variant": variant.stem if variant else "base", "method": method, "direction": direction, "seed": seed,
               **metrics, "wall_s": round(time.time() - start, 1)}  # fmt: skip
     done.write_text(json.dumps(record, indent=1))

@@ -42,7 +42,9 @@ def suggest(trial: optuna.Trial, name: str, spec: dict):
         return spec["value"]
     if "values" in spec:
         return trial.suggest_categorical(name, spec["values"])
-    dist = spec.get("distribution") or ("int_uniform" if isinstance(spec["min"], int) and isinstance(spec["max"], int) else "uniform")
+    dist = spec.get("distribution") or (
+        "int_uniform" if isinstance(spec["min"], int) and isinstance(spec["max"], int) else "uniform"
+    )
     if dist == "int_uniform":
         return trial.suggest_int(name, spec["min"], spec["max"])
     if dist == "uniform":
@@ -58,7 +60,9 @@ def suggest(trial: optuna.Trial, name: str, spec: dict):
 def sampler(config: dict, seed: int) -> optuna.samplers.BaseSampler:
     method = config["method"]
     if method == "grid":
-        space = {name: spec["values"] if "values" in spec else [spec["value"]] for name, spec in config["parameters"].items()}
+        space = {
+            name: spec["values"] if "values" in spec else [spec["value"]] for name, spec in config["parameters"].items()
+        }
         return optuna.samplers.GridSampler(space, seed=seed)
     return optuna.samplers.RandomSampler(seed) if method == "random" else optuna.samplers.TPESampler(seed=seed)
 
@@ -82,7 +86,9 @@ def last_metric(folder: Path, name: str) -> float:
 
 
 def run_trial(config: dict, params: dict, folder: Path, flags: list[str]) -> float:
-    loggers = [{"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": str(folder), "name": "csv"}}]
+    loggers = [
+        {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": str(folder), "name": "csv"}}
+    ]
     cmd = expand(config["command"], config.get("program", "main.py"), params)
     cmd += [*flags, f"--trainer.default_root_dir={folder}", f"--trainer.logger={json.dumps(loggers)}",
             "--trainer.enable_progress_bar=false"]  # fmt: skip
@@ -111,7 +117,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
         flags = load_preset(args.preset).get("flags", [])
     out = args.out or ROOT / "runs" / f"sweep_{args.sweep.stem}"
     goal = config.get("metric", {}).get("goal", "minimize")
-    study = optuna.create_study(direction="maximize" if goal == "maximize" else "minimize", sampler=sampler(config, args.seed))
+    study = optuna.create_study(
+        direction="maximize" if goal == "maximize" else "minimize", sampler=sampler(config, args.seed)
+    )
     grid_size = math.prod(len(spec.get("values", [0])) for spec in config["parameters"].values())
     n = args.trials or (grid_size if config["method"] == "grid" else 10)
     rows = []

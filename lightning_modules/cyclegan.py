@@ -317,15 +317,26 @@ class ACCR(CRCycleGAN):
         lambda_rec: weight of the reconstructed-image consistency (0 turns it off).
         fake_source: ``"pool"``: the history-pool fakes the D loss used (their D outputs are reused);
             ``"current"``: this step's fakes.
+        lambda_cross: weight of a cross-network term (0 = off, the default): the two discriminators must agree on
+            an image and its translation, ``|D_X(a) - D_Y(G(a))|^2 + |D_Y(b) - D_X(F(b))|^2`` (current, detached
+            translations). A reconstruction of the "D1-D2" consistency named in a summary of the paper; the
+            paper's exact cross terms are unconfirmed, so it is an ablation only.
     """
 
     def __init__(
-        self, *args: Any, lambda_fake: float = 10.0, lambda_rec: float = 10.0, fake_source: str = "pool", **kwargs: Any
+        self,
+        *args: Any,
+        lambda_fake: float = 10.0,
+        lambda_rec: float = 10.0,
+        fake_source: str = "pool",
+        lambda_cross: float = 0.0,
+        **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         if fake_source not in ("pool", "current"):
             raise ValueError(f"fake_source={fake_source!r} is not 'pool' or 'current'")
         self.lambda_fake, self.lambda_rec, self.fake_source = lambda_fake, lambda_rec, fake_source
+        self.lambda_cross = lambda_cross
 
     def consistency_inputs(
         self, side: str, real: Tensor, images: dict[str, Tensor], d_out: dict[str, Tensor]
@@ -339,3 +350,16 @@ class ACCR(CRCycleGAN):
         if self.lambda_rec:
             items.append((f"cr_rec_{side}", self.lambda_rec, images[f"rec_{side}"], None))
         return items
+
+    def discriminator_regularizer(
+        self, real_a: Tensor, real_b: Tensor, images: dict[str, Tensor], d_out: dict[str, Tensor]
+    ) -> dict[str, Tensor]:
+        terms = super().discriminator_regularizer(real_a, real_b, images, d_out)
+        if self.lambda_cross:
+            terms["cross_ab"] = self.lambda_cross * F.mse_loss(
+                self.d_b(images["fake_b"]), d_out["real_a"]
+            )  # D_Y(G(a)) ~ D_X(a)
+            terms["cross_ba"] = self.lambda_cross * F.mse_loss(
+                self.d_a(images["fake_a"]), d_out["real_b"]
+            )  # D_X(F(b)) ~ D_Y(b)
+        return terms

@@ -110,3 +110,13 @@ def test_wrong_channel_count_is_named():
     model = tiny(CycleGAN)
     with pytest.raises(ValueError, match=r"domain A images have shape \(2, 1, 32, 32\) \(1 channels\).*expects 3"):
         model.check_channels(torch.zeros(2, 1, 32, 32), torch.zeros(2, 3, 32, 32))
+
+
+def test_cross_network_term_off_by_default_and_finite_when_on():
+    a, b = images()
+    for weight, expected in ((0.0, set()), (1.0, {"cross_ab", "cross_ba"})):
+        model = tiny(ACCR, lambda_cross=weight)
+        _, imgs = model.generator_loss(a, b)
+        d_terms = model.discriminator_loss(a, b, {k: v.detach() for k, v in imgs.items()})
+        assert {k for k in d_terms if k.startswith("cross")} == expected
+        assert all(torch.isfinite(v) and v > 0 for k, v in d_terms.items() if k.startswith("cross"))
