@@ -1,5 +1,6 @@
 """Data on disk -> batches."""
 
 from datamodules.translation import DigitsDataModule, UnpairedDigitsDataModule
+from datamodules.voxceleb import VoxCelebDataModule
 
-__all__ = ["DigitsDataModule", "UnpairedDigitsDataModule"]
+__all__ = ["DigitsDataModule", "UnpairedDigitsDataModule", "VoxCelebDataModule"]

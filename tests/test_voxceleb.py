@@ -1,0 +1,96 @@
+"""VoxCeleb1-layout loading and the synthetic speech corpus."""
+
+import hashlib
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from datamodules.synth_speech import write_corpus
+from datamodules.voxceleb import VoxCelebDataModule, read_trials, read_wave
+
+
+def tiny_tree(root, rate=16000, channels=1):
+    """A VoxCeleb1-layout tree written with soundfile: 3 speakers x 2 utterances, and a trial list."""
+    rng = np.random.default_rng(0)
+    for spk in ("id10001", "id10002", "id10003"):
+        for utt in (1, 2):
+            path = root / "wav" / spk / "vidA" / f"{utt:05d}.wav"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            data = rng.uniform(-0.5, 0.5, (rate // 2, channels)) if channels > 1 else rng.uniform(-0.5, 0.5, rate // 2)
+            sf.write(path, data, rate)
+    (root / "veri_test.txt").write_text("1 id10003/vidA/00001.wav id10003/vidA/00002.wav\n"
+                                         "0 id10003/vidA/00001.wav id10002/vidA/00001.wav\n")  # fmt: skip
+    return root
+
+
+def test_loader_on_real_layout_files(tmp_path):
+    dm = VoxCelebDataModule(root=str(tiny_tree(tmp_path)), crop_seconds=0.25, batch_size=2, eval_batch_size=2)
+    dm.setup("fit")
+    assert dm.speakers == ["id10001"]  # trial speakers (id10002, id10003) are held out of training
+    waves, speakers = next(iter(dm.train_dataloader()))
+    assert waves.shape == (2, 4000) and speakers.tolist() == [0, 0] and waves.abs().max() <= 1
+    batch = next(iter(dm.val_dataloader()))
+    assert batch["enrol"].shape == (2, 8000) and batch["label"].tolist() == [1, 0]
+
+
+def test_synthetic_corpus_is_deterministic_and_in_voxceleb_layout(tmp_path):
+    digests = []
+    for name in ("one", "two"):
+        trials = write_corpus(
+            tmp_path / name, n_speakers=4, videos=1, utts_per_video=2, seconds=(0.5, 0.6), n_trials=6, seed=3
+        )
+        wav = tmp_path / name / "wav" / "id10004" / "vid00" / "00002.wav"
+        digests.append((hashlib.sha256(wav.read_bytes()).hexdigest(), trials.read_text()))
+    assert digests[0] == digests[1]
+    parsed = read_trials(trials, tmp_path / "two" / "wav")
+    assert len(parsed) == 6 and {t.label for t in parsed} == {0, 1}
+    wave = read_wave(tmp_path / "two" / "wav" / "id10001" / "vid00" / "00001.wav")
+    assert wave.dtype == torch.float32 and 0.4 < wave.abs().max() <= 0.51 and len(wave) >= 8000
+
+
+def test_datamodule_synthesizes_when_asked(tmp_path):
+    dm = VoxCelebDataModule(
+        root=str(tmp_path / "vox"), synthesize=True, synth_speakers=8, crop_seconds=0.5, batch_size=4
+    )
+    dm.prepare_data()
+    dm.setup("fit")
+    assert dm.num_speakers == 6 and len(dm.trials) == 400
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [("1 id10003/vidA/00001.wav\n", "line 1: expected 'label path1 path2'"),
+     ("1 id10003/vidA/00001.wav id10003/vidA/00002.wav\n\n", "line 2: empty trial line"),
+     ("2 id10003/vidA/00001.wav id10003/vidA/00002.wav\n", "line 1: expected"),
+     ("1 id10003/vidA/00001.wav id10009/vidA/00001.wav\n", r"line 1: .*id10009/vidA/00001.wav not found")],
+)  # fmt: skip
+def test_bad_trial_lines_name_file_and_line(tmp_path, content, message):
+    tiny_tree(tmp_path)
+    (tmp_path / "veri_test.txt").write_text(content)
+    with pytest.raises((ValueError, FileNotFoundError), match=message):
+        read_trials(tmp_path / "veri_test.txt", tmp_path / "wav")
+
+
+def test_missing_trial_files_skipped_only_when_asked(tmp_path):
+    tiny_tree(tmp_path)
+    (tmp_path / "veri_test.txt").write_text("1 id10003/vidA/00001.wav id10003/vidA/00002.wav\n"
+                                             "0 id10003/vidA/00001.wav id10009/vidA/00001.wav\n")  # fmt: skip
+    assert [t.line for t in read_trials(tmp_path / "veri_test.txt", tmp_path / "wav", skip_missing=True)] == [1]
+
+
+def test_wrong_rate_and_stereo_are_named(tmp_path):
+    tiny_tree(tmp_path / "a", rate=8000)
+    with pytest.raises(ValueError, match=r"00001.wav: sample rate 8000 Hz, expected 16000"):
+        read_wave(tmp_path / "a" / "wav" / "id10001" / "vidA" / "00001.wav")
+    tiny_tree(tmp_path / "b", channels=2)
+    with pytest.raises(ValueError, match=r"00001.wav: 2 channels, expected mono"):
+        read_wave(tmp_path / "b" / "wav" / "id10001" / "vidA" / "00001.wav")
+    with pytest.raises(ValueError, match="m4a .*FFmpeg"):
+        read_wave(tmp_path / "x.m4a")
+
+
+def test_missing_corpus_explains_how_to_get_it(tmp_path):
+    with pytest.raises(FileNotFoundError, match="wav does not exist.*synthesize=true"):
+        VoxCelebDataModule(root=str(tmp_path)).setup("fit")
