@@ -2,5 +2,6 @@
 
 from callbacks.replica_parity import ReplicaParity
 from callbacks.translation_grid import TranslationGrid
+from callbacks.verification_plots import ScoreHistogram
 
-__all__ = ["ReplicaParity", "TranslationGrid"]
+__all__ = ["ReplicaParity", "ScoreHistogram", "TranslationGrid"]

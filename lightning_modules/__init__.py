@@ -3,5 +3,14 @@
 from lightning_modules.classifier import DigitClassifier
 from lightning_modules.cyclegan import ACCR, CRCycleGAN, CycleGAN
 from lightning_modules.ddp import GradSyncDDPStrategy
+from lightning_modules.verification import IVectorSystem, SpeakerEmbedding
 
-__all__ = ["ACCR", "CRCycleGAN", "CycleGAN", "DigitClassifier", "GradSyncDDPStrategy"]
+__all__ = [
+    "ACCR",
+    "CRCycleGAN",
+    "CycleGAN",
+    "DigitClassifier",
+    "GradSyncDDPStrategy",
+    "IVectorSystem",
+    "SpeakerEmbedding",
+]
