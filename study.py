@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+import warnings
 from pathlib import Path
 
 import yaml
@@ -31,6 +32,8 @@ DIRECTIONS = {
     "s2m": ("svhn", "mnist"),
 }
 QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
+# cells pass their own args to cli_main while sys.argv holds the study's flags: expected, not a mistake
+warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
 
 
 def _check(kind: str, names: list[str], valid) -> None:
