@@ -70,6 +70,22 @@ def speaker_of(relative: str) -> str:
     return relative.split("/")[0]
 
 
+def read_iden_split(path: Path, wav_root: Path, subset: int = 1) -> list[str]:
+    """Relative paths of subset ``subset`` (1 train, 2 val, 3 test) of VoxCeleb1's ``iden_split.txt``."""
+    if not path.is_file():
+        raise FileNotFoundError(f"identification split {path} does not exist (VoxCeleb1: iden_split.txt)")
+    files = []
+    for number, raw in enumerate(path.read_text().splitlines(), start=1):
+        parts = raw.split()
+        if len(parts) != 2 or parts[0] not in ("1", "2", "3"):
+            raise ValueError(f"{path}, line {number}: expected 'set path' with set 1, 2 or 3, got {raw!r}")
+        if int(parts[0]) == subset:
+            if not (wav_root / parts[1]).is_file():
+                raise FileNotFoundError(f"{path}, line {number}: {wav_root / parts[1]} not found")
+            files.append(parts[1])
+    return files
+
+
 def list_training_files(wav_root: Path, exclude_speakers: set[str]) -> list[str]:
     """Relative paths of every wav under ``wav_root`` whose speaker is not excluded (sorted, deterministic)."""
     if not wav_root.is_dir():
@@ -151,6 +167,8 @@ class VoxCelebDataModule(L.LightningDataModule):
         num_workers: DataLoader workers.
         skip_missing_trials: drop trials whose files are missing instead of raising (off: nothing is skipped
             silently).
+        iden_split: train on subset 1 of this identification split file (e.g. ``iden_split.txt`` under ``root``)
+            instead of every non-trial speaker's files.
         synthesize: when ``root/wav`` is absent, write the synthetic corpus there first (offline default data).
         synth_speakers: speakers of the synthetic corpus.
         synth_seed: seed of the synthetic corpus.
@@ -166,6 +184,7 @@ class VoxCelebDataModule(L.LightningDataModule):
         eval_batch_size: int = 8,
         num_workers: int = 0,
         skip_missing_trials: bool = False,
+        iden_split: str | None = None,
         synthesize: bool = False,
         synth_speakers: int = 40,
         synth_seed: int = 0,
@@ -177,7 +196,7 @@ class VoxCelebDataModule(L.LightningDataModule):
             eval_max_seconds and int(eval_max_seconds * SAMPLE_RATE),
         )
         self.batch_size, self.eval_batch_size, self.num_workers = batch_size, eval_batch_size, num_workers
-        self.skip_missing, self.synthesize = skip_missing_trials, synthesize
+        self.skip_missing, self.synthesize, self.iden_split = skip_missing_trials, synthesize, iden_split
         self.synth_speakers, self.synth_seed = synth_speakers, synth_seed
 
     @property
@@ -201,7 +220,11 @@ class VoxCelebDataModule(L.LightningDataModule):
             )
         self.trials = read_trials(self.trial_path, wav, self.skip_missing)
         trial_speakers = {speaker_of(p) for t in self.trials for p in (t.enrol, t.test)}
-        self.train_files = list_training_files(wav, trial_speakers)
+        if self.iden_split is not None:
+            split = Path(self.iden_split)
+            self.train_files = read_iden_split(split if split.parent != Path(".") else self.root / split, wav)
+        else:
+            self.train_files = list_training_files(wav, trial_speakers)
         self.speakers = sorted({speaker_of(f) for f in self.train_files})
 
     @property

@@ -158,5 +158,13 @@ class IVectorSystem(_TrialScoring):
     def training_step(self, batch: Any, batch_idx: int) -> None:
         return None  # EM already ran in on_fit_start
 
+    def on_train_end(self) -> None:
+        # ModelCheckpoint only saves after optimizer steps, and EM takes none: save through its path here
+        callback = self.trainer.checkpoint_callback
+        if callback is not None and callback.dirpath is not None:
+            path = callback.format_checkpoint_name(dict(self.trainer.callback_metrics))
+            self.trainer.save_checkpoint(path)
+            callback.best_model_path = callback.last_model_path = path
+
     def configure_optimizers(self) -> None:
         return None

@@ -94,3 +94,16 @@ def test_wrong_rate_and_stereo_are_named(tmp_path):
 def test_missing_corpus_explains_how_to_get_it(tmp_path):
     with pytest.raises(FileNotFoundError, match="wav does not exist.*synthesize=true"):
         VoxCelebDataModule(root=str(tmp_path)).setup("fit")
+
+
+def test_identification_split_selects_training_files(tmp_path):
+    tiny_tree(tmp_path)
+    (tmp_path / "iden_split.txt").write_text(
+        "1 id10001/vidA/00001.wav\n3 id10001/vidA/00002.wav\n1 id10002/vidA/00002.wav\n"
+    )
+    dm = VoxCelebDataModule(root=str(tmp_path), iden_split="iden_split.txt")
+    dm.setup("fit")
+    assert dm.train_files == ["id10001/vidA/00001.wav", "id10002/vidA/00002.wav"] and dm.num_speakers == 2
+    (tmp_path / "iden_split.txt").write_text("1 id10001/vidA/00001.wav\nx\n")
+    with pytest.raises(ValueError, match=r"iden_split.txt, line 2: expected 'set path'"):
+        dm.setup("fit")
