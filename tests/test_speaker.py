@@ -14,7 +14,7 @@ from nets.speaker import ECAPATDNN, AAMSoftmax, IVector, SEResNet34
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
-    dm = VoxCelebDataModule(root=str(tmp_path_factory.mktemp("vox")), synthesize=True, synth_speakers=12,
+    dm = VoxCelebDataModule(root=str(tmp_path_factory.mktemp("vox")), synthesize=True, synth_speakers=20,
                             crop_seconds=1.0, batch_size=8, eval_batch_size=8)  # fmt: skip
     dm.prepare_data()
     dm.setup("fit")
@@ -83,15 +83,15 @@ def test_ivector_system_learns_and_checkpoints_threshold(corpus, tmp_path):
 
 @pytest.mark.parametrize("name", ["ecapa", "seresnet34"])
 def test_neural_victim_learns_on_synthetic_corpus(corpus, name):
-    """CI-sized: 4 epochs of AAM-softmax on 9 training speakers; EER on 400 trials of 3 unseen speakers."""
+    """CI-sized: 8 epochs of AAM-softmax on 15 training speakers; EER on 400 trials of 5 unseen speakers."""
     L.seed_everything(0)
     victim = (
         ECAPATDNN(channels=32, embedding_dim=32, scale=4) if name == "ecapa" else SEResNet34(width=4, embedding_dim=32)
     )
     model = SpeakerEmbedding(victim)
-    trainer = quiet_trainer(max_epochs=4, check_val_every_n_epoch=4, enable_checkpointing=False)
+    trainer = quiet_trainer(max_epochs=8, check_val_every_n_epoch=8, enable_checkpointing=False)
     trainer.fit(model, corpus)
     assert model.head.weight.shape == (corpus.num_speakers, 32)
     eer = float(trainer.callback_metrics["val/eer"])
     print(f"{name}: EER {eer:.3f}")
-    assert eer < 0.3 and torch.isfinite(model.threshold)  # chance is 0.5
+    assert eer < 0.25 and torch.isfinite(model.threshold)  # chance is 0.5; measured 0.12 (ECAPA), 0.11 (SE-ResNet)
