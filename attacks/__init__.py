@@ -1,0 +1,9 @@
+"""Adversarial perturbations of utterances against speaker verification (plain torch, one attack per file)."""
+
+from attacks.base import Attack, AttackResult, VerificationObjective
+from attacks.fgsm import FGSM
+from attacks.gauss_newton import GaussNewton
+from attacks.pgd import PGD
+from attacks.quasi_newton import QuasiNewton
+
+__all__ = ["FGSM", "PGD", "Attack", "AttackResult", "GaussNewton", "QuasiNewton", "VerificationObjective"]

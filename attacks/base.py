@@ -1,0 +1,78 @@
+"""The attack base and the verification objective (plain torch).
+
+Threat model: white-box, only the test side of a trial is perturbed, waveform kept in [clip_min, clip_max].
+With sigma = +1 for a target trial (label 1) and -1 for a non-target trial, the residual is
+``r(delta) = sigma (s(enrol, x + delta) - theta) + kappa``; the attack succeeds when ``r <= 0``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+
+class VerificationObjective:
+    """Residual of a batch of trials against a victim with the ``score(enrol, test) -> [B]`` contract.
+
+    Args:
+        victim: the speaker model (frozen by the caller).
+        enrol: enrolment waveforms ``[B, T_e]``.
+        labels: 1 for target trials, 0 for non-target, ``[B]``.
+        threshold: the victim's clean EER threshold theta.
+        kappa: margin past the threshold that counts as success.
+    """
+
+    def __init__(self, victim, enrol: Tensor, labels: Tensor, threshold: float, kappa: float = 0.0) -> None:
+        self.victim, self.enrol, self.threshold, self.kappa = victim, enrol, threshold, kappa
+        self.sigma = labels.float() * 2 - 1
+        self.grad_evals = 0
+
+    def residual(self, x: Tensor) -> Tensor:
+        """``r [B]`` at test waveforms ``x [B, T]`` (differentiable)."""
+        return self.sigma * (self.victim.score(self.enrol, x) - self.threshold) + self.kappa
+
+    def residual_and_grad(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """``(r [B], dr/dx [B, T])``; counts one gradient evaluation per trial."""
+        x = x.detach().requires_grad_(True)
+        with torch.enable_grad():
+            r = self.residual(x)
+            (g,) = torch.autograd.grad(r.sum(), x)  # trials are independent: the sum's gradient is per-trial
+        self.grad_evals += 1
+        return r.detach(), g
+
+
+@dataclass
+class AttackResult:
+    """Adversarial test waveforms and per-trial bookkeeping."""
+
+    adversarial: Tensor
+    success: Tensor
+    iterations: Tensor
+    grad_evals: Tensor
+    extra: dict = field(default_factory=dict)
+
+
+class Attack:
+    """Base: subclasses implement ``perturb(x, objective) -> AttackResult`` and keep outputs in the clip range.
+
+    Args:
+        clip: valid waveform range (``(-1, 1)``).
+    """
+
+    def __init__(self, clip: tuple[float, float] = (-1.0, 1.0)) -> None:
+        self.clip = clip
+
+    def clamp(self, x: Tensor) -> Tensor:
+        return x.clamp(*self.clip)
+
+    def perturb(self, x: Tensor, objective: VerificationObjective) -> AttackResult:
+        raise NotImplementedError
+
+    def _result(
+        self, x_adv: Tensor, objective: VerificationObjective, iterations: Tensor, grad_evals: Tensor
+    ) -> AttackResult:
+        with torch.no_grad():
+            success = objective.residual(x_adv) <= 0
+        return AttackResult(x_adv.detach(), success, iterations, grad_evals)

@@ -1,0 +1,75 @@
+"""Attack invariants, and exactness on a linear scorer where the minimal L2 flip is known: |s - theta| / |w|."""
+
+import pytest
+import torch
+
+from attacks import FGSM, PGD, GaussNewton, QuasiNewton, VerificationObjective
+
+
+class LinearVictim:
+    """s(enrol, x) = w^T x (the enrolment is ignored)."""
+
+    def __init__(self, w: torch.Tensor) -> None:
+        self.w = w
+
+    def score(self, enrol: torch.Tensor, test: torch.Tensor) -> torch.Tensor:
+        return test @ self.w
+
+
+def linear_case(n=4, t=64, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    w = torch.randn(t, generator=gen)
+    x = (torch.rand(n, t, generator=gen) - 0.5) * 0.2
+    labels = torch.tensor([1, 0, 1, 0])[:n]
+    theta = 0.0
+    s = x @ w
+    x = x + ((0.5 + torch.rand(n, generator=gen)) * (labels * 2 - 1) - s)[:, None] * w / w.dot(
+        w
+    )  # clean decision right
+    objective = VerificationObjective(LinearVictim(w), torch.zeros(n, 1), labels, theta)
+    minimal = (x @ w - theta).abs() / w.norm()
+    return x, objective, minimal
+
+
+def test_gauss_newton_finds_the_exact_minimal_perturbation():
+    x, objective, minimal = linear_case()
+    result = GaussNewton(steps=5, overshoot=1e-4).perturb(x, objective)
+    assert result.success.all()
+    assert torch.allclose((result.adversarial - x).norm(dim=1), minimal, rtol=1e-3)
+
+
+def test_quasi_newton_finds_the_exact_minimal_perturbation():
+    x, objective, minimal = linear_case()
+    result = QuasiNewton(eta=1e-3, c=10.0).perturb(x, objective)
+    assert result.success.all()
+    assert torch.allclose((result.adversarial - x).norm(dim=1), minimal, rtol=1e-2)
+    assert (result.grad_evals > 0).all()
+
+
+def test_pgd_never_goes_below_the_minimum():
+    x, objective, minimal = linear_case()
+    result = PGD(epsilon=2.0, step_size=0.02, steps=200, norm="l2").perturb(x, objective)
+    assert result.success.all()
+    assert ((result.adversarial - x).norm(dim=1) >= minimal * (1 - 1e-5)).all()
+
+
+@pytest.mark.parametrize(
+    "attack", [FGSM(epsilon=0.05), PGD(epsilon=0.05, step_size=0.01, steps=20), PGD(epsilon=0.3, step_size=0.05, norm="l2")],
+    ids=["fgsm", "pgd_linf", "pgd_l2"],
+)  # fmt: skip
+def test_budget_and_clip_range_respected(attack):
+    x, objective, _ = linear_case()
+    x = x * 9  # near the clip edges
+    result = attack.perturb(x.clamp(-1, 1), objective)
+    delta = result.adversarial - x.clamp(-1, 1)
+    assert result.adversarial.min() >= -1 and result.adversarial.max() <= 1
+    if getattr(attack, "norm", "linf") == "linf":
+        assert delta.abs().max() <= attack.epsilon + 1e-6
+    else:
+        assert (delta.norm(dim=1) <= attack.epsilon + 1e-5).all()
+
+
+def test_attacks_are_deterministic():
+    x, objective, _ = linear_case()
+    runs = [QuasiNewton(warm_start=GaussNewton(steps=3)).perturb(x, objective).adversarial for _ in range(2)]
+    assert torch.equal(runs[0], runs[1])
