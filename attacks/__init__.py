@@ -5,5 +5,15 @@ from attacks.fgsm import FGSM
 from attacks.gauss_newton import GaussNewton
 from attacks.pgd import PGD
 from attacks.quasi_newton import QuasiNewton
+from attacks.step_size_regularized import StepSizeRegularized
 
-__all__ = ["FGSM", "PGD", "Attack", "AttackResult", "GaussNewton", "QuasiNewton", "VerificationObjective"]
+__all__ = [
+    "FGSM",
+    "PGD",
+    "Attack",
+    "AttackResult",
+    "GaussNewton",
+    "QuasiNewton",
+    "StepSizeRegularized",
+    "VerificationObjective",
+]

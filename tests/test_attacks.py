@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from attacks import FGSM, PGD, GaussNewton, QuasiNewton, VerificationObjective
+from attacks import FGSM, PGD, GaussNewton, QuasiNewton, StepSizeRegularized, VerificationObjective
 
 
 class LinearVictim:
@@ -73,3 +73,13 @@ def test_attacks_are_deterministic():
     x, objective, _ = linear_case()
     runs = [QuasiNewton(warm_start=GaussNewton(steps=3)).perturb(x, objective).adversarial for _ in range(2)]
     assert torch.equal(runs[0], runs[1])
+
+
+def test_step_size_regularized_succeeds_near_the_minimum_with_few_gradients():
+    x, objective, minimal = linear_case()
+    result = StepSizeRegularized(rho0=0.01).perturb(x, objective)
+    assert result.success.all()
+    norms = (result.adversarial - x).norm(dim=1)
+    assert (norms >= minimal * (1 - 1e-5)).all() and (norms <= minimal * 1.5).all()
+    fixed = PGD(epsilon=2.0, step_size=0.01, steps=500, norm="l2").perturb(x, objective)
+    assert fixed.success.all() and (result.grad_evals < fixed.grad_evals).all()  # radius adapts; a fixed step cannot
