@@ -1,6 +1,7 @@
 """Adversarial perturbations of utterances against speaker verification (plain torch, one attack per file)."""
 
 from attacks.base import Attack, AttackResult, VerificationObjective
+from attacks.carlini_wagner import CarliniWagnerL2
 from attacks.fgsm import FGSM
 from attacks.gauss_newton import GaussNewton
 from attacks.pgd import PGD
@@ -12,6 +13,7 @@ __all__ = [
     "PGD",
     "Attack",
     "AttackResult",
+    "CarliniWagnerL2",
     "GaussNewton",
     "QuasiNewton",
     "StepSizeRegularized",

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from attacks import FGSM, PGD, GaussNewton, QuasiNewton, StepSizeRegularized, VerificationObjective
+from attacks import FGSM, PGD, CarliniWagnerL2, GaussNewton, QuasiNewton, StepSizeRegularized, VerificationObjective
 
 
 class LinearVictim:
@@ -83,3 +83,10 @@ def test_step_size_regularized_succeeds_near_the_minimum_with_few_gradients():
     assert (norms >= minimal * (1 - 1e-5)).all() and (norms <= minimal * 1.5).all()
     fixed = PGD(epsilon=2.0, step_size=0.01, steps=500, norm="l2").perturb(x, objective)
     assert fixed.success.all() and (result.grad_evals < fixed.grad_evals).all()  # radius adapts; a fixed step cannot
+
+
+def test_carlini_wagner_succeeds_inside_the_box_and_not_below_the_minimum():
+    x, objective, minimal = linear_case()
+    result = CarliniWagnerL2(c=1.0, search_steps=4, steps=100, lr=0.01).perturb(x, objective)
+    assert result.success.all() and result.adversarial.abs().max() <= 1
+    assert ((result.adversarial - x).norm(dim=1) >= minimal * (1 - 1e-4)).all()
