@@ -4,6 +4,7 @@ from attacks.base import Attack, AttackResult, VerificationObjective
 from attacks.carlini_wagner import CarliniWagnerL2
 from attacks.fgsm import FGSM
 from attacks.gauss_newton import GaussNewton
+from attacks.mfcc_ivec import MFCCIvec
 from attacks.pgd import PGD
 from attacks.quasi_newton import QuasiNewton
 from attacks.step_size_regularized import StepSizeRegularized
@@ -15,6 +16,7 @@ __all__ = [
     "AttackResult",
     "CarliniWagnerL2",
     "GaussNewton",
+    "MFCCIvec",
     "QuasiNewton",
     "StepSizeRegularized",
     "VerificationObjective",

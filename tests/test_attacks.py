@@ -3,7 +3,16 @@
 import pytest
 import torch
 
-from attacks import FGSM, PGD, CarliniWagnerL2, GaussNewton, QuasiNewton, StepSizeRegularized, VerificationObjective
+from attacks import (
+    FGSM,
+    PGD,
+    CarliniWagnerL2,
+    GaussNewton,
+    MFCCIvec,
+    QuasiNewton,
+    StepSizeRegularized,
+    VerificationObjective,
+)
 
 
 class LinearVictim:
@@ -90,3 +99,20 @@ def test_carlini_wagner_succeeds_inside_the_box_and_not_below_the_minimum():
     result = CarliniWagnerL2(c=1.0, search_steps=4, steps=100, lr=0.01).perturb(x, objective)
     assert result.success.all() and result.adversarial.abs().max() <= 1
     assert ((result.adversarial - x).norm(dim=1) >= minimal * (1 - 1e-4)).all()
+
+
+def test_mfcc_ivec_refuses_neural_victims_and_perturbs_only_voiced_frames():
+    from nets.speaker import ECAPATDNN, IVector
+
+    torch.manual_seed(0)
+    enrol, test = torch.rand(2, 8000) - 0.5, torch.rand(2, 8000) - 0.5
+    neural = VerificationObjective(
+        ECAPATDNN(channels=16, embedding_dim=8, scale=2).eval(), enrol, torch.tensor([1, 0]), 0.5
+    )
+    with pytest.raises(TypeError, match="MFCC-ivec attacks i-vector victims.*ECAPATDNN"):
+        MFCCIvec().perturb(test, neural)
+    victim = IVector(n_components=4, rank=3, n_mfcc=5)
+    result = MFCCIvec(epsilon=0.5).perturb(test, VerificationObjective(victim, enrol, torch.tensor([1, 0]), 0.0))
+    change = (result.extra["features"] - victim.frames(test)).abs().amax(-1)
+    assert torch.equal(change > 0, result.extra["voiced"]) and change.max() == pytest.approx(0.5, abs=1e-5)
+    assert torch.equal(result.adversarial, test)  # feature-domain attack: the waveform is untouched

@@ -69,9 +69,13 @@ class IVector(nn.Module):
         return torch.linalg.solve(precision, b.unsqueeze(-1)).squeeze(-1), precision
 
     # ---- victim contract -----------------------------------------------------------------------------------
-    def embed(self, wave: Tensor) -> Tensor:
-        w, _ = self.ivectors(*self.statistics(self.frames(wave)))
+    def embed_frames(self, frames: Tensor) -> Tensor:
+        """Embedding from MFCC frames ``[B, N, D]`` (feature-domain attacks perturb these)."""
+        w, _ = self.ivectors(*self.statistics(frames))
         return (w - self.center) @ self.lda
+
+    def embed(self, wave: Tensor) -> Tensor:
+        return self.embed_frames(self.frames(wave))
 
     def forward(self, wave: Tensor) -> Tensor:
         return self.embed(wave)
