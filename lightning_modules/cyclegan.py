@@ -139,7 +139,13 @@ class CycleGAN(L.LightningModule):
             w = self.lambda_cyc * self.lambda_idt
             terms["idt_a"] = w * F.l1_loss(self.g_ab(real_b), real_b)  # |G(b) - b|
             terms["idt_b"] = w * F.l1_loss(self.g_ba(real_a), real_a)  # |F(a) - a|
-        return terms, {"fake_a": fake_a, "fake_b": fake_b, "rec_a": rec_a, "rec_b": rec_b}
+        images = {"fake_a": fake_a, "fake_b": fake_b, "rec_a": rec_a, "rec_b": rec_b}
+        terms.update(self.generator_regularizer(real_a, real_b, images))
+        return terms, images
+
+    def generator_regularizer(self, real_a: Tensor, real_b: Tensor, images: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Extra generator terms (images are not detached here)."""
+        return {}
 
     def discriminator_loss(self, real_a: Tensor, real_b: Tensor, images: dict[str, Tensor]) -> dict[str, Tensor]:
         """LSGAN terms of both discriminators plus ``discriminator_regularizer``; ``images`` are detached."""
@@ -321,6 +327,11 @@ class ACCR(CRCycleGAN):
             an image and its translation, ``|D_X(a) - D_Y(G(a))|^2 + |D_Y(b) - D_X(F(b))|^2`` (current, detached
             translations). A reconstruction of the "D1-D2" consistency named in a summary of the paper; the
             paper's exact cross terms are unconfirmed, so it is an ablation only.
+        lambda_cross_gg: "G1-G2" term (0 = off): the cycle must commute with T, with one draw of T shared by both
+            sides, ``|F(T(G(a))) - T(a)| + |G(T(F(b))) - T(b)|`` (generator step). Reconstruction, ablation only.
+        lambda_cross_gd: "G1-D2" / "G2-D1" terms (0 = off): a discriminator judges the translation of an augmented
+            image like the augmented translation, ``|D_Y(G(T(a))) - D_Y(T(G(a)))|^2 + |D_X(F(T(b))) - D_X(T(F(b)))|^2``
+            (shared draw of T, translations detached; discriminator step). Reconstruction, ablation only.
     """
 
     def __init__(
@@ -330,13 +341,35 @@ class ACCR(CRCycleGAN):
         lambda_rec: float = 10.0,
         fake_source: str = "pool",
         lambda_cross: float = 0.0,
+        lambda_cross_gg: float = 0.0,
+        lambda_cross_gd: float = 0.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         if fake_source not in ("pool", "current"):
             raise ValueError(f"fake_source={fake_source!r} is not 'pool' or 'current'")
         self.lambda_fake, self.lambda_rec, self.fake_source = lambda_fake, lambda_rec, fake_source
-        self.lambda_cross = lambda_cross
+        self.lambda_cross, self.lambda_cross_gg, self.lambda_cross_gd = lambda_cross, lambda_cross_gg, lambda_cross_gd
+
+    def paired_augment(self, *batches: Tensor) -> list[Tensor]:
+        """Apply one random draw of ``T`` to several batches of the same size (RNG forked and reseeded per batch)."""
+        seed = int(torch.randint(2**31 - 1, ()))
+        out = []
+        for x in batches:
+            with torch.random.fork_rng(devices=[x.device] if x.is_cuda else []):
+                torch.manual_seed(seed)
+                out.append(self.augment(x))
+        return out
+
+    def generator_regularizer(self, real_a: Tensor, real_b: Tensor, images: dict[str, Tensor]) -> dict[str, Tensor]:
+        if not self.lambda_cross_gg:
+            return {}
+        t_fake_b, t_a = self.paired_augment(images["fake_b"], real_a)
+        t_fake_a, t_b = self.paired_augment(images["fake_a"], real_b)
+        return {
+            "cross_gg_a": self.lambda_cross_gg * F.l1_loss(self.g_ba(t_fake_b), t_a),  # |F(T(G(a))) - T(a)|
+            "cross_gg_b": self.lambda_cross_gg * F.l1_loss(self.g_ab(t_fake_a), t_b),  # |G(T(F(b))) - T(b)|
+        }
 
     def consistency_inputs(
         self, side: str, real: Tensor, images: dict[str, Tensor], d_out: dict[str, Tensor]
@@ -362,4 +395,12 @@ class ACCR(CRCycleGAN):
             terms["cross_ba"] = self.lambda_cross * F.mse_loss(
                 self.d_a(images["fake_a"]), d_out["real_b"]
             )  # D_X(F(b)) ~ D_Y(b)
+        if self.lambda_cross_gd:
+            for name, gen, disc, real, fake in (("cross_gd_ab", self.g_ab, self.d_b, real_a, images["fake_b"]),
+                                                ("cross_gd_ba", self.g_ba, self.d_a, real_b, images["fake_a"])):  # fmt: skip
+                t_real, t_fake = self.paired_augment(real, fake)
+                with torch.no_grad():
+                    translated = gen(t_real)  # G(T(a))
+                out_gt, out_tg = disc(torch.cat([translated, t_fake])).chunk(2)
+                terms[name] = self.lambda_cross_gd * F.mse_loss(out_gt, out_tg)  # |D_Y(G(T(a))) - D_Y(T(G(a)))|^2
         return terms

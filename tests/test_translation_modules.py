@@ -120,3 +120,19 @@ def test_cross_network_term_off_by_default_and_finite_when_on():
         d_terms = model.discriminator_loss(a, b, {k: v.detach() for k, v in imgs.items()})
         assert {k for k in d_terms if k.startswith("cross")} == expected
         assert all(torch.isfinite(v) and v > 0 for k, v in d_terms.items() if k.startswith("cross"))
+
+
+def test_generator_and_generator_discriminator_cross_terms():
+    a, b = images()
+    model = tiny(ACCR, lambda_cross_gg=1.0, lambda_cross_gd=1.0)
+    g_terms, imgs = model.generator_loss(a, b)
+    d_terms = model.discriminator_loss(a, b, {k: v.detach() for k, v in imgs.items()})
+    assert {"cross_gg_a", "cross_gg_b"} <= set(g_terms) and {"cross_gd_ab", "cross_gd_ba"} <= set(d_terms)
+    assert all(torch.isfinite(t) and t > 0 for t in (g_terms["cross_gg_a"], d_terms["cross_gd_ab"]))
+    x = torch.rand(4, 3, 32, 32) * 2 - 1
+    first, second = model.paired_augment(x, x)
+    assert torch.equal(first, second) and not torch.equal(first, x)  # one random draw, shared
+    model.augment = Identity()  # with T = identity, D(G(T(a))) and D(T(G(a))) coincide
+    d_terms = model.discriminator_loss(a, b, {k: v.detach() for k, v in imgs.items()})
+    assert d_terms["cross_gd_ab"].item() == 0 and d_terms["cross_gd_ba"].item() == 0
+    assert "cross_gg_a" not in tiny(ACCR).generator_loss(a, b)[0]  # off by default
