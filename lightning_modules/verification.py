@@ -161,7 +161,7 @@ class IVectorSystem(_TrialScoring):
     def on_train_end(self) -> None:
         # ModelCheckpoint only saves after optimizer steps, and EM takes none: save through its path here
         callback = self.trainer.checkpoint_callback
-        if callback is not None and callback.dirpath is not None:
+        if callback is not None and callback.dirpath is not None and not self.trainer.fast_dev_run:
             path = callback.format_checkpoint_name(dict(self.trainer.callback_metrics))
             self.trainer.save_checkpoint(path)
             callback.best_model_path = callback.last_model_path = path

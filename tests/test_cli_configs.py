@@ -52,6 +52,7 @@ def test_config_fast_dev_run(config, tmp_path, tiny_classifiers, cache_dir):
         assert cli.trainer.global_step >= 1
     else:  # the i-vector system trains by EM at fit start and has no optimizer steps
         assert torch.isfinite(cli.trainer.callback_metrics["val/eer"])
+        assert cli.trainer.checkpoint_callback.best_model_path == ""  # fast_dev_run must not overwrite a victim
 
 
 @pytest.mark.parametrize("fragment", ABLATIONS, ids=lambda p: str(p.relative_to(ROOT / "configs" / "ablations")))
