@@ -1,12 +1,16 @@
 """Gauss-Newton minimum-norm search for a verification flip (no norm budget: the smallest L2 step it finds).
 
-Each iteration linearises the residual at ``delta_k`` and moves to the minimum-norm point of the linearised
-boundary ``r_k + g^T (delta - delta_k) = 0``: ``delta_{k+1} = ((g^T delta_k - r_k) / |g|^2) g``, damped as
-``delta_k + damping (delta_{k+1} - delta_k)``, with an ``overshoot`` factor so the flip survives rounding. On a
-linear scorer the first undamped step is the exact minimal perturbation |s - theta| / |w|.
+``update="root"`` (default, DESIGN.md): Gauss-Newton on the least-squares problem min 1/2 r(delta)^2 with the
+pseudo-inverse of the 1 x T Jacobian, i.e. the minimum-norm increment that zeroes the linearised residual,
+``delta <- delta - damping (1 + overshoot) r g / |g|^2``. ``update="project"``: jump to the minimum-norm point of
+the linearised boundary, ``delta <- ((g^T delta - r) / |g|^2) g`` (an SQP step); it forgets the part of delta
+orthogonal to the new gradient, and on the trained victims, whose input gradients decorrelate within one step,
+it oscillates (17 % success on ECAPA where "root" succeeds). On a linear scorer the first undamped step of either
+is the exact minimal perturbation |s - theta| / |w|. A trial stops at its first success (``early_stop``) or keeps
+iterating and returns its smallest successful perturbation.
 
-Args: ``steps`` (20), ``damping`` (1.0 = plain Gauss-Newton), ``overshoot`` (0.02), ``clip``.
-Shapes: ``x [B, T]`` -> ``[B, T]``.
+Args: ``steps`` (20), ``damping`` (1.0 = plain Gauss-Newton), ``overshoot`` (0.02), ``update``, ``early_stop``
+(True), ``clip``. Shapes: ``x [B, T]`` -> ``[B, T]``.
 """
 
 from __future__ import annotations
@@ -21,29 +25,47 @@ class GaussNewton(Attack):
     """Iterated minimum-norm linearised steps; keeps, per trial, the smallest successful perturbation."""
 
     def __init__(
-        self, steps: int = 20, damping: float = 1.0, overshoot: float = 0.02, clip: tuple[float, float] = (-1.0, 1.0)
+        self,
+        steps: int = 20,
+        damping: float = 1.0,
+        overshoot: float = 0.02,
+        update: str = "root",
+        early_stop: bool = True,
+        clip: tuple[float, float] = (-1.0, 1.0),
     ) -> None:
         super().__init__(clip)
-        self.steps, self.damping, self.overshoot = steps, damping, overshoot
+        if update not in ("root", "project"):
+            raise ValueError(f"update={update!r} is not 'root' or 'project'")
+        self.steps, self.damping, self.overshoot, self.update, self.early_stop = steps, damping, overshoot, update, early_stop
+
+    def _step(self, delta: Tensor, r: Tensor, g: Tensor) -> Tensor:
+        gg = (g * g).sum(1).clamp(min=1e-20)
+        if self.update == "root":
+            return delta - self.damping * (1 + self.overshoot) * (r / gg)[:, None] * g
+        proposal = (1 + self.overshoot) * (((g * delta).sum(1) - r) / gg)[:, None] * g
+        return delta + self.damping * (proposal - delta)
 
     def perturb(self, x: Tensor, objective: VerificationObjective) -> AttackResult:
         delta = torch.zeros_like(x)
         best = torch.full((len(x),), float("inf"))
         best_delta = torch.zeros_like(x)
         iterations = torch.zeros(len(x), dtype=torch.long)
-        for _ in range(self.steps):
+        evals = torch.zeros(len(x), dtype=torch.long)
+        active = torch.ones(len(x), dtype=torch.bool)
+        for _ in range(self.steps + 1):
             r, g = objective.residual_and_grad(self.clamp(x + delta))
+            evals += active.long()
             norm = delta.norm(dim=1)
-            improved = (r <= 0) & (norm < best)
+            improved = active & (r <= 0) & (norm < best)
             best = torch.where(improved, norm, best)
             best_delta[improved] = delta[improved]
-            target = ((g * delta).sum(1) - r) / (g * g).sum(1).clamp(min=1e-20)
-            proposal = (1 + self.overshoot) * target[:, None] * g
-            delta = self.clamp(x + delta + self.damping * (proposal - delta)) - x
-            iterations += 1
-        r = objective.residual(self.clamp(x + delta)).detach()
-        last = (r <= 0) & (delta.norm(dim=1) < best)
-        best_delta[last] = delta[last]
-        found = torch.isfinite(best) | last
+            if self.early_stop:
+                active &= r > 0
+            if not active.any() or int(iterations.max()) == self.steps:
+                break
+            iterations += active.long()
+            step = self.clamp(x + self._step(delta, r, g)) - x
+            delta = torch.where(active[:, None], step, delta)
+        found = torch.isfinite(best)
         final = torch.where(found[:, None], best_delta, delta)  # unsuccessful trials return the last iterate
-        return self._result(self.clamp(x + final), objective, iterations, iterations + 1)
+        return self._result(self.clamp(x + final), objective, iterations, evals)

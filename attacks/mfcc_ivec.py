@@ -12,7 +12,6 @@ Args: ``epsilon`` (feature units, 0.5), ``voiced_quantile`` (0.3). Needs a victi
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from attacks.base import Attack, AttackResult, VerificationObjective
@@ -20,6 +19,8 @@ from attacks.base import Attack, AttackResult, VerificationObjective
 
 class MFCCIvec(Attack):
     """One signed-gradient step on voiced MFCC frames of an i-vector victim."""
+
+    domain = "mfcc"
 
     def __init__(
         self, epsilon: float = 0.5, voiced_quantile: float = 0.3, clip: tuple[float, float] = (-1.0, 1.0)
@@ -34,14 +35,12 @@ class MFCCIvec(Attack):
                 f"MFCC-ivec attacks i-vector victims (frames/embed_frames); {type(victim).__name__} has no MFCC i-vector front-end"
             )
         with torch.no_grad():
-            enrol = victim.embed(objective.enrol)
             frames = victim.frames(x)
         c0 = frames[..., 0]
         voiced = c0 >= torch.quantile(c0, self.voiced_quantile, dim=1, keepdim=True)
 
         def residual(f: Tensor) -> Tensor:
-            score = F.cosine_similarity(enrol, victim.embed_frames(f), dim=-1)
-            return objective.sigma * (score - objective.threshold) + objective.kappa
+            return objective.residual_of_score(victim.compare(objective.enrol_embedding, victim.embed_frames(f)))
 
         f = frames.clone().requires_grad_(True)
         with torch.enable_grad():

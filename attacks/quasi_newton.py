@@ -2,12 +2,14 @@
 
 torch.optim.LBFGS supplies the L-BFGS two-loop recursion, the strong-Wolfe line search and the curvature-pair
 skip (pairs with y^T s <= 1e-10 are dropped). A dense BFGS matrix is out of reach for waveforms (T^2 entries),
-so "BFGS" here means L-BFGS with a long ``history``. The penalty is continued (c x ``c_growth``) until the flip
+so ``method="bfgs"`` keeps every curvature pair of each inner solve (the two-loop recursion with unbounded memory equals
+BFGS started from the scaled identity, torch re-scaling H0 by s^T y / y^T y each iteration), while
+``method="lbfgs"`` keeps the last ``history`` pairs. The penalty is continued (c x ``c_growth``) until the flip
 holds; ``eta`` (relative to the clean residual) puts the penalised optimum just past the boundary, since with
 ``eta = 0`` it would stop short of it. Warm start from the Gauss-Newton result (``warm_start``), as in the paper's
 reconstruction. Each trial is solved on its own.
 
-Args: ``c`` (1.0), ``c_growth`` (10), ``outer_steps`` (4), ``lbfgs_iterations`` (20), ``history`` (10),
+Args: ``method`` (``"lbfgs"`` or ``"bfgs"``), ``c`` (1.0), ``c_growth`` (10), ``outer_steps`` (4), ``lbfgs_iterations`` (20), ``history`` (10),
 ``eta`` (0.01), ``warm_start`` (a GaussNewton or None), ``clip``. Shapes: ``x [B, T]`` -> ``[B, T]``.
 """
 
@@ -32,28 +34,31 @@ class QuasiNewton(Attack):
         history: int = 10,
         eta: float = 0.01,
         warm_start: GaussNewton | None = None,
+        method: str = "lbfgs",
         clip: tuple[float, float] = (-1.0, 1.0),
     ) -> None:
         super().__init__(clip)
+        if method not in ("lbfgs", "bfgs"):
+            raise ValueError(f"method={method!r} is not 'lbfgs' or 'bfgs'")
+        self.method = method
         self.c, self.c_growth, self.outer_steps = c, c_growth, outer_steps
         self.lbfgs_iterations, self.history, self.eta, self.warm_start = lbfgs_iterations, history, eta, warm_start
 
     def _solve_one(
         self, x: Tensor, delta0: Tensor, objective: VerificationObjective, i: int
     ) -> tuple[Tensor, int, int]:
-        enrol, sigma = objective.enrol[i : i + 1], objective.sigma[i : i + 1]
+        single = objective.subset(slice(i, i + 1))
 
         def residual(d: Tensor) -> Tensor:
-            return (sigma * (objective.victim.score(enrol, self.clamp(x + d)) - objective.threshold) + objective.kappa)[
-                0
-            ]
+            return single.residual(self.clamp(x + d))[0]
 
         with torch.no_grad():
             eta = self.eta * residual(torch.zeros_like(x)).abs().clamp(min=1e-3)
         delta = delta0.clone().requires_grad_(True)
         best, evals, iters, c = None, 0, 0, self.c
         for _ in range(self.outer_steps):
-            optimizer = torch.optim.LBFGS([delta], max_iter=self.lbfgs_iterations, history_size=self.history,
+            memory = self.history if self.method == "lbfgs" else self.lbfgs_iterations
+            optimizer = torch.optim.LBFGS([delta], max_iter=self.lbfgs_iterations, history_size=memory,
                                           line_search_fn="strong_wolfe")  # fmt: skip
 
             def closure(optimizer: torch.optim.LBFGS = optimizer, c: float = c) -> Tensor:

@@ -118,7 +118,8 @@ class CropDataset(Dataset):
 
 
 class TrialDataset(Dataset):
-    """``(enrol wave, test wave, label)`` per trial, each cut to ``max_samples`` (``None``: full length)."""
+    """``(enrol wave, test wave, label, index)`` per trial, each cut to ``max_samples`` (``None``: full length); the
+    index into the trial list survives distributed sharding."""
 
     def __init__(self, wav_root: Path, trials: list[Trial], max_samples: int | None) -> None:
         self.wav_root, self.trials, self.max_samples = wav_root, trials, max_samples
@@ -126,18 +127,19 @@ class TrialDataset(Dataset):
     def __len__(self) -> int:
         return len(self.trials)
 
-    def __getitem__(self, i: int) -> tuple[Tensor, Tensor, int]:
+    def __getitem__(self, i: int) -> tuple[Tensor, Tensor, int, int]:
         t = self.trials[i]
         return (
             read_wave(self.wav_root / t.enrol, self.max_samples),
             read_wave(self.wav_root / t.test, self.max_samples),
             t.label,
+            i,
         )
 
 
-def pad_trials(batch: list[tuple[Tensor, Tensor, int]]) -> dict[str, Tensor]:
+def pad_trials(batch: list[tuple[Tensor, Tensor, int, int]]) -> dict[str, Tensor]:
     """Zero-pad variable-length trials; lengths are kept so models can ignore the padding."""
-    enrol, test, labels = zip(*batch)
+    enrol, test, labels, index = zip(*batch)
 
     def pad(waves: tuple[Tensor, ...]) -> tuple[Tensor, Tensor]:
         lengths = torch.tensor([len(w) for w in waves])
@@ -147,7 +149,8 @@ def pad_trials(batch: list[tuple[Tensor, Tensor, int]]) -> dict[str, Tensor]:
         return out, lengths
 
     (e, e_len), (t, t_len) = pad(enrol), pad(test)
-    return {"enrol": e, "enrol_len": e_len, "test": t, "test_len": t_len, "label": torch.tensor(labels)}
+    return {"enrol": e, "enrol_len": e_len, "test": t, "test_len": t_len, "label": torch.tensor(labels),
+            "index": torch.tensor(index)}  # fmt: skip
 
 
 class VoxCelebDataModule(L.LightningDataModule):
@@ -167,6 +170,7 @@ class VoxCelebDataModule(L.LightningDataModule):
         num_workers: DataLoader workers.
         skip_missing_trials: drop trials whose files are missing instead of raising (off: nothing is skipped
             silently).
+        max_trials: keep the first ``max_trials`` trials of the list (``None``: all).
         iden_split: train on subset 1 of this identification split file (e.g. ``iden_split.txt`` under ``root``)
             instead of every non-trial speaker's files.
         synthesize: when ``root/wav`` is absent, write the synthetic corpus there first (offline default data).
@@ -184,6 +188,7 @@ class VoxCelebDataModule(L.LightningDataModule):
         eval_batch_size: int = 8,
         num_workers: int = 0,
         skip_missing_trials: bool = False,
+        max_trials: int | None = None,
         iden_split: str | None = None,
         synthesize: bool = False,
         synth_speakers: int = 40,
@@ -198,6 +203,9 @@ class VoxCelebDataModule(L.LightningDataModule):
         self.batch_size, self.eval_batch_size, self.num_workers = batch_size, eval_batch_size, num_workers
         self.skip_missing, self.synthesize, self.iden_split = skip_missing_trials, synthesize, iden_split
         self.synth_speakers, self.synth_seed = synth_speakers, synth_seed
+        if max_trials is not None and max_trials < 1:
+            raise ValueError(f"max_trials={max_trials} must be at least 1 (or None for every trial)")
+        self.max_trials = max_trials
 
     @property
     def trial_path(self) -> Path:
@@ -218,8 +226,9 @@ class VoxCelebDataModule(L.LightningDataModule):
                 "(request access at robots.ox.ac.uk/~vgg/data/voxceleb); for the offline synthetic corpus set "
                 "data.init_args.synthesize=true"
             )
-        self.trials = read_trials(self.trial_path, wav, self.skip_missing)
-        trial_speakers = {speaker_of(p) for t in self.trials for p in (t.enrol, t.test)}
+        trials = read_trials(self.trial_path, wav, self.skip_missing)
+        trial_speakers = {speaker_of(p) for t in trials for p in (t.enrol, t.test)}  # of the whole list
+        self.trials = trials[: self.max_trials]
         if self.iden_split is not None:
             split = Path(self.iden_split)
             self.train_files = read_iden_split(split if split.parent != Path(".") else self.root / split, wav)
@@ -240,4 +249,7 @@ class VoxCelebDataModule(L.LightningDataModule):
         return DataLoader(ds, self.eval_batch_size, collate_fn=pad_trials, num_workers=self.num_workers)
 
     def test_dataloader(self) -> DataLoader:
+        return self.val_dataloader()
+
+    def predict_dataloader(self) -> DataLoader:
         return self.val_dataloader()

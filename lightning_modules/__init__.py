@@ -1,5 +1,6 @@
 """LightningModules: orchestration of steps, optimizers, metrics and logging."""
 
+from lightning_modules.attack import AdversarialAttack
 from lightning_modules.classifier import DigitClassifier
 from lightning_modules.cyclegan import ACCR, CRCycleGAN, CycleGAN
 from lightning_modules.ddp import GradSyncDDPStrategy
@@ -7,6 +8,7 @@ from lightning_modules.verification import IVectorSystem, SpeakerEmbedding
 
 __all__ = [
     "ACCR",
+    "AdversarialAttack",
     "CRCycleGAN",
     "CycleGAN",
     "DigitClassifier",

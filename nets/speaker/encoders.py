@@ -1,7 +1,8 @@
 """Neural speaker encoders: SE-ResNet-34 and ECAPA-TDNN, behind the common victim contract.
 
 Contract (attacks rely on it): ``embed(wave [B, T] in [-1, 1], 16 kHz) -> [B, D]`` with the front-end inside the
-graph, and ``score(enrol, test) -> [B]`` cosine similarity of the embeddings.
+graph, and ``score(enrol, test) -> [B]`` cosine similarity of the embeddings, ``compare(enrol_emb, test_emb)`` the same on
+embeddings.
 """
 
 from __future__ import annotations
@@ -30,8 +31,12 @@ class SpeakerEncoder(nn.Module):
     def forward(self, wave: Tensor) -> Tensor:
         return self.embed(wave)
 
+    def compare(self, enrol_embedding: Tensor, test_embedding: Tensor) -> Tensor:
+        """Score of embeddings (attacks cache the enrolment side)."""
+        return F.cosine_similarity(enrol_embedding, test_embedding, dim=-1)
+
     def score(self, enrol: Tensor, test: Tensor) -> Tensor:
-        return F.cosine_similarity(self.embed(enrol), self.embed(test), dim=-1)
+        return self.compare(self.embed(enrol), self.embed(test))
 
 
 class _SEBasicBlock(nn.Module):

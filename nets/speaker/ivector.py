@@ -80,8 +80,12 @@ class IVector(nn.Module):
     def forward(self, wave: Tensor) -> Tensor:
         return self.embed(wave)
 
+    def compare(self, enrol_embedding: Tensor, test_embedding: Tensor) -> Tensor:
+        """Score of embeddings (attacks cache the enrolment side)."""
+        return F.cosine_similarity(enrol_embedding, test_embedding, dim=-1)
+
     def score(self, enrol: Tensor, test: Tensor) -> Tensor:
-        return F.cosine_similarity(self.embed(enrol), self.embed(test), dim=-1)
+        return self.compare(self.embed(enrol), self.embed(test))
 
     # ---- training by EM ------------------------------------------------------------------------------------
     @torch.no_grad()

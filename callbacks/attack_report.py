@@ -1,0 +1,216 @@
+"""Reporting of an attack run: adversarial audio, per-trial CSV, summary table, plots; files always, W&B too.
+
+Files under ``<run dir>/attack/``:
+
+- ``adversarial/<index>_<label>.wav``: 32-bit float, 16 kHz (a 16-bit file would quantise away perturbations of
+  ρ ~ 1e-3); feature-domain attacks write ``<index>_<label>.pt`` (the adversarial MFCC frames) instead;
+- ``trials.csv`` (one row per trial, ``lightning_modules.attack.COLUMNS``), ``summary.json``, ``summary.md``;
+- ``examples/<index>.png``: clean waveform with the perturbation, spectrograms of the clean, adversarial and
+  perturbation signals (MFCC images for feature-domain attacks), for the first ``n_examples`` trials of rank 0;
+- ``rho.png``: the distribution of ρ over successful trials.
+
+W&B (any logger with ``log_table`` / ``log_image`` / ``log_audio``): ``attack/trials`` and ``attack/summary``
+tables, the example and ρ images, clean / adversarial audio of the examples.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from torch import Tensor
+from torchvision.io import decode_png
+
+from callbacks.translation_grid import log_image, run_dir
+
+SAMPLE_RATE = 16_000
+
+
+def _png(fig) -> bytes:
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buffer, format="png", dpi=90)
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def example_figure(clean: Tensor, adversarial: Tensor, title: str, domain: str = "waveform") -> bytes:
+    """Clean signal and perturbation side by side: waveforms and dB spectrograms (torchaudio), or MFCC images."""
+    plt = _pyplot()
+    delta = adversarial - clean
+    if domain != "waveform":
+        fig, axes = plt.subplots(1, 2, figsize=(10, 3))
+        for ax, image, name in zip(axes, (clean, delta), ("clean MFCC", "perturbation")):
+            ax.imshow(image.T.numpy(), origin="lower", aspect="auto")
+            ax.set_title(name)
+            ax.set_xlabel("frame")
+        fig.suptitle(title)
+        return _png(fig)
+    from torchaudio.transforms import AmplitudeToDB, Spectrogram
+
+    spectrogram = torch.nn.Sequential(Spectrogram(n_fft=512, hop_length=160), AmplitudeToDB(top_db=100))
+    fig, axes = plt.subplots(2, 2, figsize=(11, 5.5))
+    seconds = np.arange(len(clean)) / SAMPLE_RATE
+    axes[0, 0].plot(seconds, clean.numpy(), lw=0.4, label="clean")
+    axes[0, 0].plot(seconds, delta.numpy(), lw=0.4, label="perturbation")
+    axes[0, 0].set_xlabel("s")
+    axes[0, 0].legend(fontsize=7)
+    with torch.no_grad():
+        images = [spectrogram(x) for x in (clean, adversarial, delta)]
+    low = min(float(im.min()) for im in images)
+    high = max(float(im.max()) for im in images)
+    for ax, image, name in zip((axes[0, 1], axes[1, 0], axes[1, 1]), images, ("clean", "adversarial", "perturbation")):
+        ax.imshow(image.numpy(), origin="lower", aspect="auto", vmin=low, vmax=high,
+                  extent=(0, len(clean) / SAMPLE_RATE, 0, SAMPLE_RATE / 2000))  # fmt: skip
+        ax.set_title(f"{name} (dB)")
+        ax.set_xlabel("s")
+        ax.set_ylabel("kHz")
+    fig.suptitle(title)
+    return _png(fig)
+
+
+def rho_figure(rho: dict[str, np.ndarray], title: str) -> bytes:
+    """Histograms of log10 ρ over successful trials, one per attack."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 3.4))
+    finite = [np.log10(v[v > 0]) for v in rho.values() if (v > 0).any()]
+    bins = np.linspace(min(f.min() for f in finite), max(f.max() for f in finite) + 1e-9, 40) if finite else 10
+    for name, values in rho.items():
+        values = values[values > 0]
+        if len(values):
+            ax.hist(np.log10(values), bins=bins, alpha=0.5, label=f"{name} (median {np.median(values):.2e})")
+    ax.set_xlabel("log10 ρ = log10 ‖δ‖₂ / ‖x‖₂ (successful trials)")
+    ax.set_ylabel("trials")
+    ax.legend(fontsize=7)
+    ax.set_title(title)
+    return _png(fig)
+
+
+def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
+    def cell(v: Any) -> str:
+        return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def _as_image(png: bytes) -> Tensor:
+    return decode_png(torch.frombuffer(bytearray(png), dtype=torch.uint8))[:3].float() / 255
+
+
+class AttackReport(L.Callback):
+    """Writes and logs what an ``AdversarialAttack`` test (or predict) run produced.
+
+    Args:
+        n_examples: trials drawn (waveform + spectrogram) and logged as audio.
+        save_audio: write every adversarial utterance.
+    """
+
+    def __init__(self, n_examples: int = 4, save_audio: bool = True) -> None:
+        self.n_examples, self.save_audio = n_examples, save_audio
+        self._examples: list[tuple[int, int, Tensor, Tensor]] = []
+
+    @staticmethod
+    def folder(trainer: L.Trainer) -> Path:
+        return run_dir(trainer) / "attack"
+
+    def _start(self) -> None:
+        self._examples = []
+
+    def on_test_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._start()
+
+    def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._start()
+
+    def _batch(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: dict, batch: dict) -> None:
+        import soundfile
+
+        folder = self.folder(trainer) / "adversarial"
+        folder.mkdir(parents=True, exist_ok=True)
+        for i, (row, adversarial) in enumerate(zip(outputs["rows"], outputs["adversarial"])):
+            index, label = int(row[0]), int(row[1])
+            if self.save_audio:
+                if pl_module.domain == "waveform":
+                    soundfile.write(folder / f"{index:05d}_{label}.wav", adversarial.numpy(), SAMPLE_RATE, "FLOAT")
+                else:
+                    torch.save(adversarial, folder / f"{index:05d}_{label}.pt")
+            if trainer.is_global_zero and len(self._examples) < self.n_examples:
+                clean = batch["test"][i, : int(batch["test_len"][i])].detach().cpu()
+                if pl_module.domain != "waveform":
+                    with torch.no_grad():
+                        clean = pl_module.victim.frames(clean[None].to(pl_module.device))[0].cpu()
+                self._examples.append((index, label, clean, adversarial))
+
+    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        self._batch(trainer, pl_module, outputs, batch)
+
+    def on_predict_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        self._batch(trainer, pl_module, outputs, batch)
+
+    def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.is_global_zero:
+            self._write_examples(trainer, pl_module)
+
+    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.is_global_zero or pl_module.rows is None:
+            return
+        from lightning_modules.attack import COLUMNS
+
+        folder = self.folder(trainer)
+        folder.mkdir(parents=True, exist_ok=True)
+        rows = [[int(v) if name in ("index", "label") else float(v) for name, v in zip(COLUMNS, row)]
+                for row in pl_module.rows.tolist()]  # fmt: skip
+        with open(folder / "trials.csv", "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(COLUMNS)
+            writer.writerows(rows)
+        name, victim = type(pl_module.attack).__name__, type(pl_module.victim).__name__
+        summary = {"attack": name, "victim": victim, "domain": pl_module.domain, "threshold": pl_module.threshold,
+                   "checkpoint": str(pl_module.checkpoint), **pl_module.summary}  # fmt: skip
+        (folder / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        (folder / "summary.md").write_text(markdown_table(list(summary), [list(summary.values())]))
+        col = dict(zip(COLUMNS, pl_module.rows.T))
+        won = (col["success"] > 0) & (col["clean_correct"] > 0)
+        png = rho_figure({name: col["rho"][won].numpy()}, f"{name} vs {victim}")
+        (folder / "rho.png").write_bytes(png)
+        step = trainer.global_step
+        log_image(trainer, "attack/rho", _as_image(png), step)
+        for logger in trainer.loggers:
+            if hasattr(logger, "log_table"):
+                logger.log_table("attack/trials", columns=list(COLUMNS), data=rows, step=step)
+                logger.log_table("attack/summary", columns=list(summary), data=[list(summary.values())], step=step)
+        self._write_examples(trainer, pl_module)
+
+    def _write_examples(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        folder = self.folder(trainer) / "examples"
+        folder.mkdir(parents=True, exist_ok=True)
+        name = type(pl_module.attack).__name__
+        for index, label, clean, adversarial in self._examples:
+            kind = "target" if label == 1 else "non-target"
+            png = example_figure(clean, adversarial, f"{name}: trial {index} ({kind})", pl_module.domain)
+            (folder / f"{index:05d}.png").write_bytes(png)
+            log_image(trainer, f"attack/example_{index}", _as_image(png), trainer.global_step)
+            if pl_module.domain == "waveform":
+                for logger in trainer.loggers:
+                    if hasattr(logger, "log_audio"):
+                        logger.log_audio(f"attack/audio_{index}", [clean.numpy(), adversarial.numpy()],
+                                         caption=["clean", "adversarial"], sample_rate=[SAMPLE_RATE] * 2)  # fmt: skip

@@ -1,0 +1,117 @@
+"""Every attack against one victim, side by side: one ``main.py test`` run per ``configs/attack/<attack>_<victim>.yaml``.
+
+    python compare_attacks.py --victim ecapa                     # all trials of the list, every attack
+    python compare_attacks.py --victim ivector --trials 40 --attacks fgsm bim qn_lbfgs ssr
+
+Prints (and writes to ``<out>/comparison.md`` / ``.csv``) per attack: success rate over the trials decided
+correctly when clean, mean / median ρ and mean SNR over successes, gradient evaluations and wall time per trial,
+FAR / FRR / EER of the attacked trials at the clean threshold; then a paired table against ``--reference``
+(default the L-BFGS quasi-Newton search): on the trials both succeed on, the mean ρ of each. ``<out>/rho.png``
+overlays the ρ distributions. Each attack's run lives in ``<out>/<attack>/`` (audio, per-trial CSV, plots); a run
+whose summary covers the requested trials is reused, so an interrupted comparison continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from callbacks.attack_report import markdown_table, rho_figure
+
+ROOT = Path(__file__).resolve().parent
+ATTACKS = ("fgsm", "bim", "pgd_linf", "pgd_l2", "cw", "mfcc_ivec", "gauss_newton", "ssr", "qn_lbfgs", "qn_bfgs")
+VICTIMS = ("ivector", "seresnet34", "ecapa")
+QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
+
+
+def read_trials_csv(path: Path) -> dict[str, np.ndarray]:
+    with open(path) as f:
+        rows = list(csv.DictReader(f))
+    return {k: np.array([float(r[k]) for r in rows]) for k in rows[0]} if rows else {}
+
+
+def run_attack(attack: str, victim: str, out: Path, trials: int | None, extra: list[str], force: bool) -> dict:
+    config = ROOT / "configs" / "attack" / f"{attack}_{victim}.yaml"
+    summary_path = out / attack / "attack" / "summary.json"
+    if summary_path.is_file() and not force:
+        summary = json.loads(summary_path.read_text())
+        if trials is None or int(summary["trials"]) == trials:
+            print(f"[compare] {attack}: reusing {summary_path}", flush=True)
+            return summary
+    args = [sys.executable, str(ROOT / "main.py"), "test", "-c", str(config),
+            f"--trainer.default_root_dir={out / attack}", *QUIET, *extra]  # fmt: skip
+    if trials is not None:
+        args.append(f"--data.init_args.max_trials={trials}")
+    print(f"[compare] {attack}: {' '.join(args[1:])}", flush=True)
+    start = time.time()
+    subprocess.run(args, check=True, cwd=ROOT)
+    print(f"[compare] {attack}: {time.time() - start:.0f} s", flush=True)
+    return json.loads(summary_path.read_text())
+
+
+def tables(summaries: dict[str, dict], per_trial: dict[str, dict], reference: str) -> tuple[str, list, list]:
+    header = ["attack", "success", "ρ mean", "ρ median", "SNR dB", "‖δ‖∞", "grad evals", "wall s", "FAR", "FRR",
+              "EER"]  # fmt: skip
+    keys = ["success_rate", "rho_mean", "rho_median", "snr_db_mean", "linf_mean", "grad_evals_mean", "wall_s_mean",
+            "far", "frr", "eer"]  # fmt: skip
+    # feature-domain attacks measure rho in MFCC units: labelled, and left out of the paired table
+    label = {name: name if s.get("domain", "waveform") == "waveform" else f"{name} [{s['domain']}]"
+             for name, s in summaries.items()}  # fmt: skip
+    rows = [[label[name]] + [float(s[k]) for k in keys] for name, s in summaries.items()]
+    text = markdown_table(header, rows)
+    if reference in per_trial:
+        ref = per_trial[reference]
+        ref_won = (ref["success"] > 0) & (ref["clean_correct"] > 0)
+        paired_header = ["attack", "both succeed", f"ρ {reference}", "ρ attack", "ratio"]
+        paired = []
+        for name, t in per_trial.items():
+            if name == reference or label[name] != name or len(t.get("rho", [])) != len(ref["rho"]):
+                continue
+            both = ref_won & (t["success"] > 0)
+            if both.any():
+                a, b = float(ref["rho"][both].mean()), float(t["rho"][both].mean())
+                paired.append([name, int(both.sum()), a, b, b / a])
+        text += f"\nPaired with {reference} (trials both succeed on; mean ρ):\n\n" + markdown_table(paired_header, paired)
+    return text, header, rows
+
+
+def main(argv: list[str] | None = None) -> str:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--victim", required=True, choices=VICTIMS)
+    parser.add_argument("--attacks", nargs="+", default=None, help=f"subset of {', '.join(ATTACKS)}")
+    parser.add_argument("--trials", type=int, default=None, help="first N trials of the list (default: all)")
+    parser.add_argument("--out", type=Path, default=None, help="default runs/attack/<victim>")
+    parser.add_argument("--reference", default="qn_lbfgs")
+    parser.add_argument("--force", action="store_true", help="re-run attacks whose results exist")
+    parser.add_argument("extra", nargs="*", help="flags passed to every main.py run (after --)")
+    ns = parser.parse_args(argv)
+    attacks = ns.attacks or [a for a in ATTACKS if (ROOT / "configs" / "attack" / f"{a}_{ns.victim}.yaml").is_file()]
+    missing = [a for a in attacks if not (ROOT / "configs" / "attack" / f"{a}_{ns.victim}.yaml").is_file()]
+    if missing:
+        raise SystemExit(f"no config configs/attack/<attack>_{ns.victim}.yaml for {', '.join(missing)}")
+    out = ns.out or ROOT / "runs" / "attack" / ns.victim
+    summaries = {a: run_attack(a, ns.victim, out, ns.trials, ns.extra, ns.force) for a in attacks}
+    per_trial = {a: read_trials_csv(out / a / "attack" / "trials.csv") for a in attacks}
+    text, header, rows = tables(summaries, per_trial, ns.reference)
+    n = int(next(iter(summaries.values()))["trials"])
+    title = f"Attacks against {ns.victim} ({n} trials, clean threshold {next(iter(summaries.values()))['threshold']:.4f})"
+    text = f"## {title}\n\n{text}"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "comparison.md").write_text(text)
+    with open(out / "comparison.csv", "w", newline="") as f:
+        csv.writer(f).writerows([header, *rows])
+    rho = {a: t["rho"][(t["success"] > 0) & (t["clean_correct"] > 0)] for a, t in per_trial.items() if t}
+    (out / "rho.png").write_bytes(rho_figure(rho, title))
+    print(text, flush=True)
+    return text
+
+
+if __name__ == "__main__":
+    main()
