@@ -78,7 +78,9 @@ def tables(summaries: dict[str, dict], per_trial: dict[str, dict], reference: st
             if both.any():
                 a, b = float(ref["rho"][both].mean()), float(t["rho"][both].mean())
                 paired.append([name, int(both.sum()), a, b, b / a])
-        text += f"\nPaired with {reference} (trials both succeed on; mean ρ):\n\n" + markdown_table(paired_header, paired)
+        text += f"\nPaired with {reference} (trials both succeed on; mean ρ):\n\n" + markdown_table(
+            paired_header, paired
+        )
     return text, header, rows
 
 
@@ -101,7 +103,9 @@ def main(argv: list[str] | None = None) -> str:
     per_trial = {a: read_trials_csv(out / a / "attack" / "trials.csv") for a in attacks}
     text, header, rows = tables(summaries, per_trial, ns.reference)
     n = int(next(iter(summaries.values()))["trials"])
-    title = f"Attacks against {ns.victim} ({n} trials, clean threshold {next(iter(summaries.values()))['threshold']:.4f})"
+    title = (
+        f"Attacks against {ns.victim} ({n} trials, clean threshold {next(iter(summaries.values()))['threshold']:.4f})"
+    )
     text = f"## {title}\n\n{text}"
     out.mkdir(parents=True, exist_ok=True)
     (out / "comparison.md").write_text(text)

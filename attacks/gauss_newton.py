@@ -36,7 +36,8 @@ class GaussNewton(Attack):
         super().__init__(clip)
         if update not in ("root", "project"):
             raise ValueError(f"update={update!r} is not 'root' or 'project'")
-        self.steps, self.damping, self.overshoot, self.update, self.early_stop = steps, damping, overshoot, update, early_stop
+        self.steps, self.damping, self.overshoot = steps, damping, overshoot
+        self.update, self.early_stop = update, early_stop
 
     def _step(self, delta: Tensor, r: Tensor, g: Tensor) -> Tensor:
         gg = (g * g).sum(1).clamp(min=1e-20)

@@ -42,7 +42,9 @@ def load_victim(victim: nn.Module, path: str | Path) -> float | None:
             "(python main.py fit -c configs/speaker/<victim>_synth.yaml)"
         )
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    state = {k.removeprefix("victim."): v for k, v in checkpoint.get("state_dict", {}).items() if k.startswith("victim.")}
+    state = {
+        k.removeprefix("victim."): v for k, v in checkpoint.get("state_dict", {}).items() if k.startswith("victim.")
+    }
     if not state:
         raise ValueError(f"{path}: no 'victim.*' weights in state_dict; is it a speaker-verification checkpoint?")
     try:
