@@ -98,7 +98,8 @@ def rho_figure(rho: dict[str, np.ndarray], title: str) -> bytes:
             ax.hist(np.log10(values), bins=bins, alpha=0.5, label=f"{name} (median {np.median(values):.2e})")
     ax.set_xlabel("log10 ρ = log10 ‖δ‖₂ / ‖x‖₂ (successful trials)")
     ax.set_ylabel("trials")
-    ax.legend(fontsize=7)
+    if finite:
+        ax.legend(fontsize=7)
     ax.set_title(title)
     return _png(fig)
 

@@ -242,11 +242,11 @@ class VoxCelebDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         ds = CropDataset(self.root / "wav", self.train_files, self.speakers, self.crop)
-        return DataLoader(ds, self.batch_size, shuffle=True, drop_last=True, num_workers=self.num_workers)
+        return DataLoader(ds, batch_size=self.batch_size, shuffle=True, drop_last=True, num_workers=self.num_workers)
 
     def val_dataloader(self) -> DataLoader:
         ds = TrialDataset(self.root / "wav", self.trials, self.eval_max)
-        return DataLoader(ds, self.eval_batch_size, collate_fn=pad_trials, num_workers=self.num_workers)
+        return DataLoader(ds, batch_size=self.eval_batch_size, collate_fn=pad_trials, num_workers=self.num_workers)
 
     def test_dataloader(self) -> DataLoader:
         return self.val_dataloader()
