@@ -40,19 +40,60 @@ def linear_case(n=4, t=64, seed=0):
     return x, objective, minimal
 
 
-def test_gauss_newton_finds_the_exact_minimal_perturbation():
+@pytest.mark.parametrize("update", ["root", "project"])
+def test_gauss_newton_finds_the_exact_minimal_perturbation(update):
     x, objective, minimal = linear_case()
-    result = GaussNewton(steps=5, overshoot=1e-4).perturb(x, objective)
+    result = GaussNewton(steps=5, overshoot=1e-4, update=update).perturb(x, objective)
     assert result.success.all()
     assert torch.allclose((result.adversarial - x).norm(dim=1), minimal, rtol=1e-3)
+    assert (result.iterations == 1).all()  # one linearised step is exact on a linear scorer
 
 
-def test_quasi_newton_finds_the_exact_minimal_perturbation():
+@pytest.mark.parametrize("method", ["lbfgs", "bfgs"])
+def test_quasi_newton_finds_the_exact_minimal_perturbation(method):
     x, objective, minimal = linear_case()
-    result = QuasiNewton(eta=1e-3, c=10.0).perturb(x, objective)
+    result = QuasiNewton(eta=1e-3, c=10.0, method=method).perturb(x, objective)
     assert result.success.all()
     assert torch.allclose((result.adversarial - x).norm(dim=1), minimal, rtol=1e-2)
     assert (result.grad_evals > 0).all()
+
+
+ALL_ATTACKS = {
+    "fgsm": lambda: FGSM(epsilon=0.05),
+    "pgd_random_start": lambda: PGD(epsilon=0.05, step_size=0.01, steps=20, random_start=True),
+    "cw": lambda: CarliniWagnerL2(search_steps=2, steps=20),
+    "gauss_newton": lambda: GaussNewton(steps=5),
+    "qn": lambda: QuasiNewton(outer_steps=2, lbfgs_iterations=5, warm_start=GaussNewton(steps=2)),
+    "ssr": lambda: StepSizeRegularized(steps=10),
+}
+
+
+@pytest.mark.parametrize("name", ALL_ATTACKS)
+def test_every_attack_stays_in_range_and_is_deterministic_for_a_seed(name):
+    x, objective, _ = linear_case()
+    x = (x * 9).clamp(-1, 1)  # samples at the clip edges
+    runs = []
+    for _ in range(2):
+        torch.manual_seed(7)
+        result = ALL_ATTACKS[name]().perturb(x, objective)
+        assert result.adversarial.min() >= -1 and result.adversarial.max() <= 1
+        assert result.success.dtype == torch.bool and result.grad_evals.shape == (len(x),)
+        runs.append(result.adversarial)
+    assert torch.equal(runs[0], runs[1])
+
+
+def test_cached_enrolment_embedding_scores_like_the_victim():
+    from nets.speaker import ECAPATDNN
+
+    torch.manual_seed(0)
+    victim = ECAPATDNN(channels=16, embedding_dim=8, scale=2).eval()
+    enrol, test = torch.rand(3, 8000) - 0.5, torch.rand(3, 8000) - 0.5
+    objective = VerificationObjective(victim, enrol, torch.tensor([1, 0, 1]), 0.5)
+    assert objective.enrol_embedding is not None
+    with torch.no_grad():
+        assert torch.allclose(objective.score(test), victim.score(enrol, test), atol=1e-6)
+        assert torch.allclose(objective.subset(slice(1, 2)).score(test[1:2]), victim.score(enrol[1:2], test[1:2]),
+                              atol=1e-6)  # fmt: skip
 
 
 def test_pgd_never_goes_below_the_minimum():

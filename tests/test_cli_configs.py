@@ -10,7 +10,12 @@ from lightning_modules import CycleGAN
 from main import cli_main
 
 ROOT = Path(__file__).resolve().parents[1]
-FRAGMENTS = ("sweeps", "study", "ablations", "attack")  # not fit configs; tested on their own (attack: test_attack_module)
+FRAGMENTS = (
+    "sweeps",
+    "study",
+    "ablations",
+    "attack",
+)  # not fit configs; tested on their own (attack: test_attack_module)
 CONFIGS = sorted(
     p for p in (ROOT / "configs").rglob("*.yaml") if p.name != "defaults.yaml" and not set(FRAGMENTS) & set(p.parts)
 )
