@@ -68,10 +68,12 @@ def example_figure(clean: Tensor, adversarial: Tensor, title: str, domain: str =
     spectrogram = torch.nn.Sequential(Spectrogram(n_fft=512, hop_length=160), AmplitudeToDB(top_db=100))
     fig, axes = plt.subplots(2, 2, figsize=(11, 5.5))
     seconds = np.arange(len(clean)) / SAMPLE_RATE
-    axes[0, 0].plot(seconds, clean.numpy(), lw=0.4, label="clean")
-    axes[0, 0].plot(seconds, delta.numpy(), lw=0.4, label="perturbation")
+    axes[0, 0].plot(seconds, clean.numpy(), lw=0.4, color="tab:blue")
+    axes[0, 0].set_ylabel("clean", color="tab:blue")
     axes[0, 0].set_xlabel("s")
-    axes[0, 0].legend(fontsize=7)
+    twin = axes[0, 0].twinx()  # the perturbation is orders of magnitude smaller: its own scale
+    twin.plot(seconds, delta.numpy(), lw=0.4, color="tab:orange")
+    twin.set_ylabel("perturbation", color="tab:orange")
     with torch.no_grad():
         images = [spectrogram(x) for x in (clean, adversarial, delta)]
     low = min(float(im.min()) for im in images)
