@@ -213,3 +213,18 @@ def test_two_processes_give_the_table_of_one(tmp_path, corpus, victim_checkpoint
     assert [int(r["index"]) for r in two] == [0, 1, 2, 3, 4]
     assert two == one
     assert len(list((tmp_path / "two" / "attack" / "adversarial").glob("*.wav"))) == 5
+
+
+def test_wandb_receives_audio_images_and_tables(tmp_path, corpus, victim_checkpoints):
+    config = ROOT / "configs/attack/gauss_newton_ecapa.yaml"
+    spec = yaml.safe_load(config.read_text())["model"]["init_args"]["victim"]
+    args = [a for a in attack_args(config, tmp_path, corpus, victim_checkpoints[yaml.safe_dump(spec)])
+            if a != "--trainer.logger=false"]  # the default WandbLogger, offline  # fmt: skip
+    env = {**os.environ, "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "main.py", "test", *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=600)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    media = [p.relative_to(tmp_path).as_posix() for p in (tmp_path / "wandb").rglob("media/**/*") if p.is_file()]
+    for kind in ("audio/attack/audio_", "images/attack/example_", "images/attack/rho", "table/attack/trials",
+                 "table/attack/summary"):  # fmt: skip
+        assert any(kind in m for m in media), (kind, media)
