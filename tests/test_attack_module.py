@@ -61,12 +61,20 @@ def victim_checkpoints(tmp_path_factory, corpus) -> dict[str, Path]:
     """One random-weight checkpoint per victim architecture used by configs/attack."""
     out, paths = tmp_path_factory.mktemp("victims"), {}
     for config in ATTACK_CONFIGS:
-        spec = yaml.safe_load(config.read_text())["model"]["init_args"]["victim"]
+        spec = victim_spec(config)
         key = yaml.safe_dump(spec)
         if key not in paths:
             torch.manual_seed(0)
             paths[key] = save_victim(build(spec), corpus, out / f"victim{len(paths)}.ckpt")
     return paths
+
+
+def victim_spec(config: Path) -> dict:
+    return yaml.safe_load(config.read_text())["model"]["init_args"]["victim"]
+
+
+def checkpoint_for(config: Path, checkpoints: dict[str, Path]) -> Path:
+    return checkpoints[yaml.safe_dump(victim_spec(config))]
 
 
 def attack_args(config: Path, tmp_path: Path, corpus: Path, checkpoint: Path, trials: int = 2) -> list[str]:
@@ -89,8 +97,7 @@ def test_every_attack_victim_pair_has_a_config():
 
 @pytest.mark.parametrize("config", ATTACK_CONFIGS, ids=lambda p: p.stem)
 def test_attack_config_runs_and_reports(config, tmp_path, corpus, victim_checkpoints):
-    spec = yaml.safe_load(config.read_text())["model"]["init_args"]["victim"]
-    cli = cli_main(["test", *attack_args(config, tmp_path, corpus, victim_checkpoints[yaml.safe_dump(spec)])])
+    cli = cli_main(["test", *attack_args(config, tmp_path, corpus, checkpoint_for(config, victim_checkpoints))])
     report = tmp_path / "attack"
     rows = read_rows(report / "trials.csv")
     assert [int(r["index"]) for r in rows] == [0, 1] and list(rows[0]) == list(COLUMNS)
@@ -118,16 +125,14 @@ def test_attack_config_runs_and_reports(config, tmp_path, corpus, victim_checkpo
 
 def test_budgets_hold_in_the_report(tmp_path, corpus, victim_checkpoints):
     config = ROOT / "configs/attack/pgd_linf_ecapa.yaml"
-    spec = yaml.safe_load(config.read_text())["model"]["init_args"]["victim"]
-    cli_main(["test", *attack_args(config, tmp_path, corpus, victim_checkpoints[yaml.safe_dump(spec)], trials=4)])
+    cli_main(["test", *attack_args(config, tmp_path, corpus, checkpoint_for(config, victim_checkpoints), trials=4)])
     eps = yaml.safe_load(config.read_text())["model"]["init_args"]["attack"]["init_args"]["epsilon"]
     assert all(float(r["linf"]) <= eps + 1e-6 for r in read_rows(tmp_path / "attack" / "trials.csv"))
 
 
 def test_predict_writes_adversarial_audio(tmp_path, corpus, victim_checkpoints):
     config = ROOT / "configs/attack/gauss_newton_ecapa.yaml"
-    spec = yaml.safe_load(config.read_text())["model"]["init_args"]["victim"]
-    cli = cli_main(["predict", *attack_args(config, tmp_path, corpus, victim_checkpoints[yaml.safe_dump(spec)])])
+    cli = cli_main(["predict", *attack_args(config, tmp_path, corpus, checkpoint_for(config, victim_checkpoints))])
     predictions = cli.trainer.predict_loop.predictions
     assert sum(len(p["rows"]) for p in predictions) == 2
     assert len(list((tmp_path / "attack" / "adversarial").glob("*.wav"))) == 2
@@ -137,8 +142,7 @@ def test_missing_threshold_is_named(tmp_path, corpus):
     from nets.speaker import ECAPATDNN
 
     config = ROOT / "configs/attack/fgsm_ecapa.yaml"
-    spec = yaml.safe_load(config.read_text())["model"]["init_args"]["victim"]
-    checkpoint = save_victim(build(spec), corpus, tmp_path / "no_threshold.ckpt", threshold=False)
+    checkpoint = save_victim(build(victim_spec(config)), corpus, tmp_path / "no_threshold.ckpt", threshold=False)
     with pytest.raises(ValueError, match=r"no_threshold.ckpt: no clean threshold"):
         cli_main(["test", *attack_args(config, tmp_path, corpus, checkpoint)])
     # an explicit threshold is accepted instead
@@ -152,8 +156,7 @@ def test_missing_threshold_is_named(tmp_path, corpus):
 
 def test_mfcc_ivec_on_a_neural_victim_is_refused(tmp_path, corpus, victim_checkpoints):
     config = ROOT / "configs/attack/fgsm_ecapa.yaml"
-    spec = yaml.safe_load(config.read_text())["model"]["init_args"]["victim"]
-    args = attack_args(config, tmp_path, corpus, victim_checkpoints[yaml.safe_dump(spec)])
+    args = attack_args(config, tmp_path, corpus, checkpoint_for(config, victim_checkpoints))
     with pytest.raises(TypeError, match="MFCC-ivec attacks i-vector victims.*ECAPATDNN"):
         cli_main(["test", *args, "--model.init_args.attack=attacks.MFCCIvec"])
 
@@ -163,16 +166,14 @@ def test_trial_with_missing_file_is_named(tmp_path, corpus, victim_checkpoints):
     first = (corpus / "veri_test.txt").read_text().splitlines()[0]
     broken.write_text(first + "\n1 id10099/vid00/00001.wav id10099/vid00/00002.wav\n")
     config = ROOT / "configs/attack/fgsm_ecapa.yaml"
-    spec = yaml.safe_load(config.read_text())["model"]["init_args"]["victim"]
-    args = attack_args(config, tmp_path, corpus, victim_checkpoints[yaml.safe_dump(spec)])
+    args = attack_args(config, tmp_path, corpus, checkpoint_for(config, victim_checkpoints))
     with pytest.raises(FileNotFoundError, match=r"trials.txt, line 2: .*id10099/vid00/00001.wav.* not found"):
         cli_main(["test", *args, f"--data.init_args.trial_list={broken}"])
 
 
 def test_inference_mode_is_refused_with_the_fix(tmp_path, corpus, victim_checkpoints):
     config = ROOT / "configs/attack/fgsm_ecapa.yaml"
-    spec = yaml.safe_load(config.read_text())["model"]["init_args"]["victim"]
-    args = attack_args(config, tmp_path, corpus, victim_checkpoints[yaml.safe_dump(spec)])
+    args = attack_args(config, tmp_path, corpus, checkpoint_for(config, victim_checkpoints))
     with pytest.raises(RuntimeError, match="set trainer.inference_mode: false"):
         cli_main(["test", *args, "--trainer.inference_mode=true"])
 
@@ -206,8 +207,7 @@ def run_ddp(tmp_path: Path, corpus: Path, checkpoint: Path, devices: int) -> lis
 
 
 def test_two_processes_give_the_table_of_one(tmp_path, corpus, victim_checkpoints):
-    spec = yaml.safe_load((ROOT / "configs/attack/pgd_linf_ecapa.yaml").read_text())["model"]["init_args"]["victim"]
-    checkpoint = victim_checkpoints[yaml.safe_dump(spec)]
+    checkpoint = checkpoint_for(ROOT / "configs/attack/pgd_linf_ecapa.yaml", victim_checkpoints)
     one = run_ddp(tmp_path / "one", corpus, checkpoint, 1)
     two = run_ddp(tmp_path / "two", corpus, checkpoint, 2)  # 5 trials: the sampler pads rank 1 with a repeat
     assert [int(r["index"]) for r in two] == [0, 1, 2, 3, 4]
@@ -217,8 +217,7 @@ def test_two_processes_give_the_table_of_one(tmp_path, corpus, victim_checkpoint
 
 def test_wandb_receives_audio_images_and_tables(tmp_path, corpus, victim_checkpoints):
     config = ROOT / "configs/attack/gauss_newton_ecapa.yaml"
-    spec = yaml.safe_load(config.read_text())["model"]["init_args"]["victim"]
-    args = [a for a in attack_args(config, tmp_path, corpus, victim_checkpoints[yaml.safe_dump(spec)])
+    args = [a for a in attack_args(config, tmp_path, corpus, checkpoint_for(config, victim_checkpoints))
             if a != "--trainer.logger=false"]  # the default WandbLogger, offline  # fmt: skip
     env = {**os.environ, "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"}
     done = subprocess.run([sys.executable, "main.py", "test", *args], cwd=ROOT, env=env, capture_output=True,
