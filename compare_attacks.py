@@ -2,6 +2,7 @@
 
     python compare_attacks.py --victim ecapa                     # all trials of the list, every attack
     python compare_attacks.py --victim ivector --trials 40 --attacks fgsm bim qn_lbfgs ssr
+    python compare_attacks.py --victim ecapa -- --trainer.devices=2 --trainer.strategy=ddp   # flags for every run
 
 Prints (and writes to ``<out>/comparison.md`` / ``.csv``) per attack: success rate over the trials decided
 correctly when clean, mean / median ρ and mean SNR over successes, gradient evaluations and wall time per trial,

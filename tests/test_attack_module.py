@@ -227,3 +227,19 @@ def test_wandb_receives_audio_images_and_tables(tmp_path, corpus, victim_checkpo
     for kind in ("audio/attack/audio_", "images/attack/example_", "images/attack/rho", "table/attack/trials",
                  "table/attack/summary"):  # fmt: skip
         assert any(kind in m for m in media), (kind, media)
+
+
+def test_comparison_command_prints_the_table_and_reuses_runs(tmp_path, corpus, victim_checkpoints, capsys):
+    import compare_attacks
+
+    checkpoint = checkpoint_for(ROOT / "configs/attack/fgsm_ecapa.yaml", victim_checkpoints)
+    argv = ["--victim", "ecapa", "--trials", "2", "--attacks", "fgsm", "gauss_newton", "--reference", "gauss_newton",
+            "--out", str(tmp_path), "--", f"--model.init_args.checkpoint={checkpoint}",
+            f"--data.init_args.root={corpus}", "--trainer.logger=false"]  # fmt: skip
+    text = compare_attacks.main(argv)
+    assert "Attacks against ecapa (2 trials" in text and "| fgsm |" in text and "| gauss_newton |" in text
+    assert "Paired with gauss_newton" in text
+    assert (tmp_path / "comparison.csv").read_text().count("\n") == 3 and (tmp_path / "rho.png").is_file()
+    capsys.readouterr()
+    assert compare_attacks.main(argv) == text  # finished runs are reused, and the table rebuilt from their files
+    assert capsys.readouterr().out.count("reusing") == 2
