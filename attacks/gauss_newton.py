@@ -5,7 +5,8 @@ pseudo-inverse of the 1 x T Jacobian, i.e. the minimum-norm increment that zeroe
 ``delta <- delta - damping (1 + overshoot) r g / |g|^2``. ``update="project"``: jump to the minimum-norm point of
 the linearised boundary, ``delta <- ((g^T delta - r) / |g|^2) g`` (an SQP step); it forgets the part of delta
 orthogonal to the new gradient, and on the trained victims, whose input gradients decorrelate within one step,
-it oscillates (17 % success on ECAPA where "root" succeeds). On a linear scorer the first undamped step of either
+it oscillates (it flipped 2 of the first 12 trials against the synthetic-corpus ECAPA victim in 20 steps, where
+"root" flipped all 12). On a linear scorer the first undamped step of either
 is the exact minimal perturbation |s - theta| / |w|. A trial stops at its first success (``early_stop``) or keeps
 iterating and returns its smallest successful perturbation.
 
