@@ -6,9 +6,9 @@ pseudo-inverse of the 1 x T Jacobian, i.e. the minimum-norm increment that zeroe
 the linearised boundary, ``delta <- ((g^T delta - r) / |g|^2) g`` (an SQP step); it forgets the part of delta
 orthogonal to the new gradient, and on the trained victims, whose input gradients decorrelate within one step,
 it oscillates (it flipped 2 of the first 12 trials against the synthetic-corpus ECAPA victim in 20 steps, where
-"root" flipped all 12). On a linear scorer the first undamped step of either
-is the exact minimal perturbation |s - theta| / |w|. A trial stops at its first success (``early_stop``) or keeps
-iterating and returns its smallest successful perturbation.
+"root" flipped all 12). On a linear scorer the first undamped step of either is the exact minimal perturbation
+|s - theta| / |w|. A trial stops at its first success (``early_stop``) or keeps iterating and returns its smallest
+successful perturbation.
 
 Args: ``steps`` (20), ``damping`` (1.0 = plain Gauss-Newton), ``overshoot`` (0.02), ``update``, ``early_stop``
 (True), ``clip``. Shapes: ``x [B, T]`` -> ``[B, T]``.
