@@ -27,7 +27,19 @@ import numpy as np
 from callbacks.attack_report import markdown_table, rho_figure
 
 ROOT = Path(__file__).resolve().parent
-ATTACKS = ("fgsm", "bim", "pgd_linf", "pgd_l2", "cw", "mfcc_ivec", "gauss_newton", "ssr", "qn_lbfgs", "qn_bfgs")
+ATTACKS = (
+    "fgsm",
+    "bim",
+    "pgd_linf",
+    "pgd_l2",
+    "cw",
+    "mfcc_ivec",
+    "gauss_newton",
+    "ssr",
+    "ssr_lin",
+    "qn_lbfgs",
+    "qn_bfgs",
+)
 VICTIMS = ("ivector", "seresnet34", "ecapa")
 QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
 

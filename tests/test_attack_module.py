@@ -90,7 +90,18 @@ def read_rows(path: Path) -> list[dict]:
 def test_every_attack_victim_pair_has_a_config():
     names = {p.stem for p in ATTACK_CONFIGS}
     for victim in ("ivector", "seresnet34", "ecapa"):
-        for attack in ("fgsm", "bim", "pgd_linf", "pgd_l2", "cw", "gauss_newton", "qn_lbfgs", "qn_bfgs", "ssr"):
+        for attack in (
+            "fgsm",
+            "bim",
+            "pgd_linf",
+            "pgd_l2",
+            "cw",
+            "gauss_newton",
+            "qn_lbfgs",
+            "qn_bfgs",
+            "ssr",
+            "ssr_lin",
+        ):
             assert f"{attack}_{victim}" in names
     assert "mfcc_ivec_ivector" in names  # MFCC-ivec applies to i-vector victims only
 

@@ -65,6 +65,7 @@ ALL_ATTACKS = {
     "gauss_newton": lambda: GaussNewton(steps=5),
     "qn": lambda: QuasiNewton(outer_steps=2, lbfgs_iterations=5, warm_start=GaussNewton(steps=2)),
     "ssr": lambda: StepSizeRegularized(steps=10),
+    "ssr_linear_start": lambda: StepSizeRegularized(steps=10, rho0=None, rho0_fraction=0.5),
 }
 
 
@@ -131,6 +132,8 @@ def test_step_size_regularized_succeeds_near_the_minimum_with_few_gradients():
     assert result.success.all()
     norms = (result.adversarial - x).norm(dim=1)
     assert (norms >= minimal * (1 - 1e-5)).all() and (norms <= minimal * 1.5).all()
+    linear_start = StepSizeRegularized(rho0=None).perturb(x, objective)  # starts at the exact distance
+    assert linear_start.success.all() and (linear_start.grad_evals <= 3).all()
     fixed = PGD(epsilon=2.0, step_size=0.01, steps=500, norm="l2").perturb(x, objective)
     assert fixed.success.all() and (result.grad_evals < fixed.grad_evals).all()  # radius adapts; a fixed step cannot
 
