@@ -89,20 +89,24 @@ def example_figure(clean: Tensor, adversarial: Tensor, title: str, domain: str =
 
 
 def rho_figure(rho: dict[str, np.ndarray], title: str) -> bytes:
-    """Histograms of log10 ρ over successful trials, one per attack."""
+    """log10 ρ over successful trials: a histogram for one attack, one box per attack for several."""
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6, 3.4))
-    finite = [np.log10(v[v > 0]) for v in rho.values() if (v > 0).any()]
-    bins = np.linspace(min(f.min() for f in finite), max(f.max() for f in finite) + 1e-9, 40) if finite else 10
-    for name, values in rho.items():
-        values = values[values > 0]
-        if len(values):
-            ax.hist(np.log10(values), bins=bins, alpha=0.5, label=f"{name} (median {np.median(values):.2e})")
-    ax.set_xlabel("log10 ρ = log10 ‖δ‖₂ / ‖x‖₂ (successful trials)")
-    ax.set_ylabel("trials")
-    if finite:
-        ax.legend(fontsize=7)
-    ax.set_title(title)
+    values = {name: np.log10(v[v > 0]) for name, v in rho.items() if (v > 0).any()}
+    fig, ax = plt.subplots(figsize=(8.5, 1.6 + 0.35 * len(rho)) if len(rho) > 1 else (6, 3.4))
+    label = "log10 ρ = log10 ‖δ‖₂ / ‖x‖₂ (successful trials)"
+    if len(rho) > 1:
+        names = list(values)
+        ax.boxplot([values[n] for n in names], vert=False, whis=(5, 95), showfliers=False)
+        ax.set_yticks(range(1, len(names) + 1), [f"{n} (median {10 ** np.median(values[n]):.2e})" for n in names])
+        ax.invert_yaxis()
+        ax.set_xlabel(label + ", whiskers 5-95 %")
+    else:
+        for name, v in values.items():
+            ax.hist(v, bins=40, alpha=0.7, label=f"{name} (median {10 ** np.median(v):.2e})")
+            ax.legend(fontsize=7)
+        ax.set_xlabel(label)
+        ax.set_ylabel("trials")
+    ax.set_title(title, fontsize=10)
     return _png(fig)
 
 
