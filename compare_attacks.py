@@ -8,8 +8,8 @@ Prints (and writes to ``<out>/comparison.md`` / ``.csv``) per attack: success ra
 correctly when clean, mean / median ρ and mean SNR over successes, gradient evaluations and wall time per trial,
 FAR / FRR / EER of the attacked trials at the clean threshold; then a paired table against ``--reference``
 (default the L-BFGS quasi-Newton search): on the trials both succeed on, the mean ρ of each. ``<out>/rho.png``
-overlays the ρ distributions. Each attack's run lives in ``<out>/<attack>/`` (audio, per-trial CSV, plots); a run
-whose summary covers the requested trials is reused, so an interrupted comparison continues where it stopped.
+shows the ρ distributions. Each attack's run lives in ``<out>/<attack>/`` (audio, per-trial CSV, plots); a finished
+run made with the same flags and config text is reused, so an interrupted comparison continues where it stopped.
 """
 
 from __future__ import annotations
@@ -53,18 +53,20 @@ def read_trials_csv(path: Path) -> dict[str, np.ndarray]:
 def run_attack(attack: str, victim: str, out: Path, trials: int | None, extra: list[str], force: bool) -> dict:
     config = ROOT / "configs" / "attack" / f"{attack}_{victim}.yaml"
     summary_path = out / attack / "attack" / "summary.json"
-    if summary_path.is_file() and not force:
-        summary = json.loads(summary_path.read_text())
-        if trials is None or int(summary["trials"]) == trials:
-            print(f"[compare] {attack}: reusing {summary_path}", flush=True)
-            return summary
-    args = [sys.executable, str(ROOT / "main.py"), "test", "-c", str(config),
-            f"--trainer.default_root_dir={out / attack}", *QUIET, *extra]  # fmt: skip
+    args_path = out / attack / "compare_args.json"  # what the stored run was asked; reused only for the same
+    args = ["test", "-c", str(config), f"--trainer.default_root_dir={out / attack}", *QUIET, *extra]
     if trials is not None:
         args.append(f"--data.init_args.max_trials={trials}")
-    print(f"[compare] {attack}: {' '.join(args[1:])}", flush=True)
+    stored = {"args": args, "config": config.read_text()}
+    if summary_path.is_file() and args_path.is_file() and not force:
+        if json.loads(args_path.read_text()) == stored:
+            print(f"[compare] {attack}: reusing {summary_path}", flush=True)
+            return json.loads(summary_path.read_text())
+    print(f"[compare] {attack}: main.py {' '.join(args)}", flush=True)
+    args_path.unlink(missing_ok=True)
     start = time.time()
-    subprocess.run(args, check=True, cwd=ROOT)
+    subprocess.run([sys.executable, str(ROOT / "main.py"), *args], check=True, cwd=ROOT)
+    args_path.write_text(json.dumps(stored, indent=1) + "\n")
     print(f"[compare] {attack}: {time.time() - start:.0f} s", flush=True)
     return json.loads(summary_path.read_text())
 

@@ -94,7 +94,9 @@ def rho_figure(rho: dict[str, np.ndarray], title: str) -> bytes:
     values = {name: np.log10(v[v > 0]) for name, v in rho.items() if (v > 0).any()}
     fig, ax = plt.subplots(figsize=(8.5, 1.6 + 0.35 * len(rho)) if len(rho) > 1 else (6, 3.4))
     label = "log10 ρ = log10 ‖δ‖₂ / ‖x‖₂ (successful trials)"
-    if len(rho) > 1:
+    if not values:
+        ax.text(0.5, 0.5, "no successful trials", ha="center", va="center", transform=ax.transAxes)
+    elif len(rho) > 1:
         names = list(values)
         ax.boxplot([values[n] for n in names], vert=False, whis=(5, 95), showfliers=False)
         ax.set_yticks(range(1, len(names) + 1), [f"{n} (median {10 ** np.median(values[n]):.2e})" for n in names])

@@ -41,7 +41,10 @@ def load_victim(victim: nn.Module, path: str | Path) -> float | None:
             f"victim checkpoint {path} does not exist; train the victim first "
             "(python main.py fit -c configs/speaker/<victim>_synth.yaml)"
         )
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # pickle / zip errors say nothing of which file
+        raise ValueError(f"{path}: not a readable torch checkpoint ({type(error).__name__}: {error})") from error
     state = {
         k.removeprefix("victim."): v for k, v in checkpoint.get("state_dict", {}).items() if k.startswith("victim.")
     }

@@ -161,6 +161,9 @@ def test_missing_threshold_is_named(tmp_path, corpus):
     wrong = save_victim(ECAPATDNN(channels=16, embedding_dim=8), corpus, tmp_path / "small.ckpt")
     with pytest.raises(ValueError, match=r"small.ckpt: weights do not fit ECAPATDNN"):
         cli_main(["test", *attack_args(config, tmp_path, corpus, wrong)])
+    (tmp_path / "garbage.ckpt").write_text("not a checkpoint")
+    with pytest.raises(ValueError, match=r"garbage.ckpt: not a readable torch checkpoint"):
+        cli_main(["test", *attack_args(config, tmp_path, corpus, tmp_path / "garbage.ckpt")])
     with pytest.raises(FileNotFoundError, match=r"absent.ckpt does not exist; train the victim first"):
         cli_main(["test", *attack_args(config, tmp_path, corpus, tmp_path / "absent.ckpt")])
 
@@ -254,3 +257,6 @@ def test_comparison_command_prints_the_table_and_reuses_runs(tmp_path, corpus, v
     capsys.readouterr()
     assert compare_attacks.main(argv) == text  # finished runs are reused, and the table rebuilt from their files
     assert capsys.readouterr().out.count("reusing") == 2
+    compare_attacks.main([*argv[:3], "1", *argv[4:]])  # other flags: the stored runs do not answer them
+    assert capsys.readouterr().out.count("reusing") == 0
+    assert json.loads((tmp_path / "fgsm" / "attack" / "summary.json").read_text())["trials"] == 1

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
+from nets.speaker.encoders import SpeakerEncoder
 from nets.speaker.frontend import MFCC
 
 
-class IVector(nn.Module):
+class IVector(SpeakerEncoder):
     """GMM-UBM / i-vector speaker model behind the victim contract (``embed``, ``score``); train with ``fit``.
 
     Args:
@@ -74,18 +75,8 @@ class IVector(nn.Module):
         w, _ = self.ivectors(*self.statistics(frames))
         return (w - self.center) @ self.lda
 
-    def embed(self, wave: Tensor) -> Tensor:
-        return self.embed_frames(self.frames(wave))
-
-    def forward(self, wave: Tensor) -> Tensor:
-        return self.embed(wave)
-
-    def compare(self, enrol_embedding: Tensor, test_embedding: Tensor) -> Tensor:
-        """Score of embeddings (attacks cache the enrolment side)."""
-        return F.cosine_similarity(enrol_embedding, test_embedding, dim=-1)
-
-    def score(self, enrol: Tensor, test: Tensor) -> Tensor:
-        return self.compare(self.embed(enrol), self.embed(test))
+    def encode(self, frames: Tensor) -> Tensor:
+        return self.embed_frames(frames.transpose(1, 2))  # the MFCC front-end gives [B, D, frames]
 
     # ---- training by EM ------------------------------------------------------------------------------------
     @torch.no_grad()
