@@ -11,13 +11,9 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lightning_modules import ACCR, CRCycleGAN, CycleGAN  # noqa: E402
 from nets import PatchDiscriminator, ResnetGenerator  # noqa: E402

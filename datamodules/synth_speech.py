@@ -10,7 +10,6 @@ and each utterance draws its own phone-like sequence, speaking rate and optional
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import numpy as np
@@ -125,20 +124,3 @@ def write_corpus(
     trials.write_text("\n".join(lines) + "\n")
     (root / "test_speakers.txt").write_text("\n".join(test_ids) + "\n")
     return trials
-
-
-def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("root", type=Path)
-    p.add_argument("--speakers", type=int, default=40)
-    p.add_argument("--videos", type=int, default=2)
-    p.add_argument("--utts", type=int, default=4, help="utterances per video")
-    p.add_argument("--trials", type=int, default=400)
-    p.add_argument("--seed", type=int, default=0)
-    args = p.parse_args(argv)
-    path = write_corpus(args.root, args.speakers, args.videos, args.utts, n_trials=args.trials, seed=args.seed)
-    print(f"wrote {args.root} with trial list {path}")
-
-
-if __name__ == "__main__":
-    main()

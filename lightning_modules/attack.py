@@ -1,6 +1,6 @@
 """The attack LightningModule: a frozen, trained victim, an injected perturbation search, every trial of a list.
 
-``python main.py test -c configs/attack/<attack>_<victim>.yaml`` loads the victim's training checkpoint (weights
+``coadv test -c configs/attack/<attack>_<victim>.yaml`` loads the victim's training checkpoint (weights
 under ``victim.`` and the clean EER threshold under ``checkpoint["verification"]``), attacks the test side of each
 trial, and reports per trial (``COLUMNS``) and in aggregate (``summarize``). Trials are attacked one at a time at
 their true length (padding never enters the victim, and the wall time is the trial's own); under DDP each rank
@@ -39,7 +39,7 @@ def load_victim(victim: nn.Module, path: str | Path) -> float | None:
     if not path.is_file():
         raise FileNotFoundError(
             f"victim checkpoint {path} does not exist; train the victim first "
-            "(python main.py fit -c configs/speaker/<victim>_synth.yaml)"
+            "(coadv fit -c configs/speaker/<victim>_synth.yaml)"
         )
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)

@@ -19,10 +19,10 @@ import soundfile
 import torch
 import yaml
 
+from coadv.cli import cli_main
 from datamodules.synth_speech import write_corpus
 from datamodules.voxceleb import VoxCelebDataModule, read_wave
 from lightning_modules.attack import COLUMNS, summarize
-from main import cli_main
 
 ROOT = Path(__file__).resolve().parents[1]
 ATTACK_CONFIGS = sorted((ROOT / "configs" / "attack").glob("*.yaml"))
@@ -209,7 +209,7 @@ def test_summary_over_correct_clean_trials():
 
 def run_ddp(tmp_path: Path, corpus: Path, checkpoint: Path, devices: int) -> list[dict]:
     config = ROOT / "configs/attack/pgd_linf_ecapa.yaml"  # random start: per-trial seeds must survive sharding
-    args = [sys.executable, "main.py", "test", *attack_args(config, tmp_path, corpus, checkpoint, trials=5),
+    args = [sys.executable, "-m", "coadv", "test", *attack_args(config, tmp_path, corpus, checkpoint, trials=5),
             "--trainer.accelerator=cpu", f"--trainer.devices={devices}",
             f"--trainer.strategy={'ddp' if devices > 1 else 'auto'}"]  # fmt: skip
     env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
@@ -234,7 +234,7 @@ def test_wandb_receives_audio_images_and_tables(tmp_path, corpus, victim_checkpo
     args = [a for a in attack_args(config, tmp_path, corpus, checkpoint_for(config, victim_checkpoints))
             if a != "--trainer.logger=false"]  # the default WandbLogger, offline  # fmt: skip
     env = {**os.environ, "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"}
-    done = subprocess.run([sys.executable, "main.py", "test", *args], cwd=ROOT, env=env, capture_output=True,
+    done = subprocess.run([sys.executable, "-m", "coadv", "test", *args], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=600)  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     media = [p.relative_to(tmp_path).as_posix() for p in (tmp_path / "wandb").rglob("media/**/*") if p.is_file()]
@@ -244,7 +244,7 @@ def test_wandb_receives_audio_images_and_tables(tmp_path, corpus, victim_checkpo
 
 
 def test_comparison_command_prints_the_table_and_reuses_runs(tmp_path, corpus, victim_checkpoints, capsys):
-    import compare_attacks
+    from coadv import compare_attacks
 
     checkpoint = checkpoint_for(ROOT / "configs/attack/fgsm_ecapa.yaml", victim_checkpoints)
     argv = ["--victim", "ecapa", "--trials", "2", "--attacks", "fgsm", "gauss_newton", "--reference", "gauss_newton",

@@ -6,8 +6,8 @@ import pytest
 import torch
 import yaml
 
+from coadv.cli import cli_main
 from lightning_modules import CycleGAN
-from main import cli_main
 
 ROOT = Path(__file__).resolve().parents[1]
 FRAGMENTS = (

@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def ddp_fit(tmp_path: Path, config: str, strategy: str, cache_dir: str, extra=()) -> subprocess.CompletedProcess:
     args = [
-        sys.executable, "main.py", "fit", "-c", config,
+        sys.executable, "-m", "coadv", "fit", "-c", config,
         "--trainer.accelerator=cpu", "--trainer.devices=2", f"--trainer.strategy={strategy}",
         "--trainer.max_steps=6", "--trainer.limit_val_batches=0", "--trainer.enable_progress_bar=false",
         f"--trainer.default_root_dir={tmp_path}", "--trainer.callbacks+=callbacks.ReplicaParity",

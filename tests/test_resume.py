@@ -52,7 +52,7 @@ def test_resume_continues_schedule_pool_and_optimizer(tmp_path):
 
 
 def test_cli_resumes_from_last_checkpoint(tmp_path, cache_dir):
-    from main import cli_main
+    from coadv.cli import cli_main
 
     args = ["fit", "-c", "configs/demo.yaml", f"--trainer.default_root_dir={tmp_path}", "--trainer.logger=false",
             "--trainer.limit_val_batches=0", "--trainer.enable_progress_bar=false", f"--data.init_args.cache_dir={cache_dir}",

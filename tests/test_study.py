@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 
-import results
-import study
+from coadv import results, study
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-import sweep
+from coadv import sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 SWEEPS = sorted((ROOT / "configs" / "sweeps").glob("*.yaml"))

@@ -1,10 +1,10 @@
 """The translation study: {CycleGAN, CR-CycleGAN, ACCR} x directions x seeds (x ablation variants) -> tables + plot.
 
-    python study.py --preset ci                                   # CI-sized, embedded data, 2 CPU cores
-    python study.py --preset full --out runs/study_full           # paper-sized, for GPU users
-    python study.py --preset ci --methods accr --directions m2mm --variants configs/ablations/augment/*.yaml
+    coadv study --preset ci                                   # CI-sized, embedded data, 2 CPU cores
+    coadv study --preset full --out runs/study_full           # paper-sized, for GPU users
+    coadv study --preset ci --methods accr --directions m2mm --variants configs/ablations/augment/*.yaml
 
-Each cell is one ordinary `main.py fit` run of `configs/translation/<method>_<direction>.yaml` (+ the preset's
+Each cell is one ordinary `coadv fit` run of `configs/translation/<method>_<direction>.yaml` (+ the preset's
 flags, + an ablation fragment), logging to CSV (and W&B). A cell that finished has `metrics.json` and is skipped
 on the next start; an interrupted cell resumes from its last checkpoint. The table is rebuilt from the cells'
 files every time, so an interrupted and restarted study gives the same table.
@@ -15,25 +15,13 @@ from __future__ import annotations
 import argparse
 import json
 import time
-import warnings
 from pathlib import Path
 
 import yaml
 
-import results
-from main import cli_main
-
-ROOT = Path(__file__).resolve().parent
-METHODS = {"cyclegan": "CycleGAN", "cr_cyclegan": "CR-CycleGAN", "accr": "ACCR"}
-DIRECTIONS = {
-    "m2mm": ("mnist", "mnist_m"),
-    "mm2m": ("mnist_m", "mnist"),
-    "m2s": ("mnist", "svhn"),
-    "s2m": ("svhn", "mnist"),
-}
-QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
-# cells pass their own args to cli_main while sys.argv holds the study's flags: expected, not a mistake
-warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
+from coadv import results
+from coadv.cli import cli_main
+from coadv.constants import CONFIGS, DIRECTIONS, METHODS, QUIET
 
 
 def _check(kind: str, names: list[str], valid) -> None:
@@ -44,10 +32,10 @@ def _check(kind: str, names: list[str], valid) -> None:
 
 def ensure_classifier(domain: str, extra: list[str] = ()) -> Path:
     """The evaluation classifier of ``domain`` (trained with its config when absent)."""
-    path = ROOT / "checkpoints" / "classifiers" / f"{domain}.ckpt"
+    path = Path("checkpoints") / "classifiers" / f"{domain}.ckpt"
     if not path.is_file():
         print(f"[study] training the {domain} evaluation classifier -> {path}", flush=True)
-        cli = cli_main(["fit", "-c", str(ROOT / f"configs/classifier/{domain}.yaml"), *QUIET, *extra])
+        cli = cli_main(["fit", "-c", str(CONFIGS / "classifier" / f"{domain}.yaml"), *QUIET, *extra])
         print(
             f"[study] {domain} classifier: val/acc = {float(cli.trainer.callback_metrics['val/acc']):.3f}", flush=True
         )
@@ -56,7 +44,7 @@ def ensure_classifier(domain: str, extra: list[str] = ()) -> Path:
 
 def cell_args(method: str, direction: str, seed: int, variant: Path | None, preset: dict, cell: Path) -> list[str]:
     a, b = DIRECTIONS[direction]
-    args = ["fit", "-c", str(ROOT / f"configs/translation/{method}_{direction}.yaml")]
+    args = ["fit", "-c", str(CONFIGS / "translation" / f"{method}_{direction}.yaml")]
     if variant is not None:
         args += ["-c", str(variant)]
     args += [*preset.get("flags", []), *QUIET, f"--seed_everything={seed}", f"--trainer.default_root_dir={cell}"]
@@ -100,15 +88,17 @@ def run_cell(method: str, direction: str, seed: int, variant: Path | None, prese
 def load_preset(name_or_path: str) -> dict:
     path = Path(name_or_path)
     if not path.suffix:
-        path = ROOT / "configs" / "study" / f"{name_or_path}.yaml"
+        path = CONFIGS / "study" / f"{name_or_path}.yaml"
     if not path.is_file():
-        valid = sorted(p.stem for p in (ROOT / "configs" / "study").glob("*.yaml"))
+        valid = sorted(p.stem for p in (CONFIGS / "study").glob("*.yaml"))
         raise SystemExit(f"study preset {name_or_path!r} not found ({path}); valid presets: {', '.join(valid)}")
     return yaml.safe_load(path.read_text())
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="coadv study", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--preset", default="ci", help="configs/study/<name>.yaml or a path")
     p.add_argument("--methods", nargs="+", help=f"subset of {', '.join(METHODS)} (default: the preset's)")
     p.add_argument("--directions", nargs="+", help=f"subset of {', '.join(DIRECTIONS)} (default: the preset's)")
@@ -125,7 +115,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     for variant in args.variants or []:
         if not variant.is_file():
             raise SystemExit(f"ablation variant {str(variant)!r} does not exist")
-    out = args.out or ROOT / "runs" / f"study_{Path(args.preset).stem}"
+    out = args.out or Path("runs") / f"study_{Path(args.preset).stem}"
     out.mkdir(parents=True, exist_ok=True)
     svhn = preset.get("svhn", "svhn")
     for domain in {d for direction in directions for d in DIRECTIONS[direction]} - {"svhn"} | ({svhn} - {"svhn"}):
@@ -140,7 +130,3 @@ def main(argv: list[str] | None = None) -> list[dict]:
     results.write(records, out, svhn_name=svhn, preset=args.preset)
     print((out / "results.md").read_text())
     return records
-
-
-if __name__ == "__main__":
-    main()

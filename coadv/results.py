@@ -7,12 +7,12 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
-NAMES = {"cyclegan": "CycleGAN", "cr_cyclegan": "CR-CycleGAN", "accr": "ACCR"}
-ARROWS = {"m2mm": ("M", "MM"), "mm2m": ("MM", "M"), "m2s": ("M", "S"), "s2m": ("S", "M")}
+from coadv.constants import ARROWS, DIRECTIONS
+from coadv.constants import METHODS as NAMES
 
 
 def direction_label(direction: str, svhn_name: str = "svhn") -> str:
-    a, b = ARROWS[direction]
+    a, b = (ARROWS[d] for d in DIRECTIONS[direction])
     star = "*" if svhn_name != "svhn" else ""
     return f"{a}{star if a == 'S' else ''}→{b}{star if b == 'S' else ''}"
 

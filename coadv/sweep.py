@@ -1,6 +1,6 @@
 """Run a W&B sweep file with no W&B server: the same YAML that `wandb sweep` takes, trials suggested by Optuna.
 
-    python sweep.py configs/sweeps/accr_lambdas.yaml --trials 8 [--preset ci] [--out runs/sweep_accr_lambdas]
+    coadv sweep configs/sweeps/accr_lambdas.yaml --trials 8 [--preset ci] [--out runs/sweep_accr_lambdas]
 
 Why Optuna: it needs no server, has grid and random samplers matching W&B's `grid` / `random`, a model-based
 sampler for `bayes` (TPE; W&B's own bayes uses a Gaussian process, so suggestions differ), and an ask-and-tell
@@ -24,8 +24,9 @@ import optuna
 import yaml
 from jsonschema import Draft7Validator
 
-ROOT = Path(__file__).resolve().parent
-SCHEMA = ROOT / "configs" / "sweeps" / "schema" / "wandb_sweep_schema.json"
+from coadv.constants import CONFIGS, config_path
+
+SCHEMA = CONFIGS / "sweeps" / "schema" / "wandb_sweep_schema.json"
 
 
 def validate(config: dict, source: str) -> None:
@@ -89,33 +90,36 @@ def run_trial(config: dict, params: dict, folder: Path, flags: list[str]) -> flo
     loggers = [
         {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": str(folder), "name": "csv"}}
     ]
-    cmd = expand(config["command"], config.get("program", "main.py"), params)
+    cmd = expand(config["command"], config.get("program", ""), params)
     cmd += [*flags, f"--trainer.default_root_dir={folder}", f"--trainer.logger={json.dumps(loggers)}",
             "--trainer.enable_progress_bar=false"]  # fmt: skip
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / "log.txt", "w") as log:
-        code = subprocess.run(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy()).returncode
+        code = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy()).returncode
     if code != 0:
         raise RuntimeError(f"trial command failed with exit code {code}; see {folder / 'log.txt'}")
     return last_metric(folder, config["metric"]["name"])
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="coadv sweep", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("sweep", type=Path, help="a W&B sweep YAML (configs/sweeps/*.yaml)")
     p.add_argument("--trials", type=int, help="number of trials (default: the whole grid, else 10)")
     p.add_argument("--preset", help="configs/study/<name>.yaml whose sizing flags every trial gets (e.g. ci)")
     p.add_argument("--seed", type=int, default=0, help="sampler seed")
     p.add_argument("--out", type=Path, help="output folder (default: runs/sweep_<name>)")
     args = p.parse_args(argv)
+    args.sweep = config_path(args.sweep)
     config = yaml.safe_load(args.sweep.read_text())
     validate(config, str(args.sweep))
     flags = []
     if args.preset:
-        from study import load_preset
+        from coadv.study import load_preset
 
         flags = load_preset(args.preset).get("flags", [])
-    out = args.out or ROOT / "runs" / f"sweep_{args.sweep.stem}"
+    out = args.out or Path("runs") / f"sweep_{args.sweep.stem}"
     goal = config.get("metric", {}).get("goal", "minimize")
     study = optuna.create_study(
         direction="maximize" if goal == "maximize" else "minimize", sampler=sampler(config, args.seed)
@@ -136,7 +140,3 @@ def main(argv: list[str] | None = None) -> list[dict]:
         writer.writerows(rows)
     print(f"[sweep] best: {study.best_params} -> {study.best_value:.4f}; table: {out / 'trials.csv'}")
     return rows
-
-
-if __name__ == "__main__":
-    main()

@@ -1,8 +1,8 @@
-"""Every attack against one victim, side by side: one ``main.py test`` run per ``configs/attack/<attack>_<victim>.yaml``.
+"""Every attack against one victim, side by side: one ``coadv test`` run per ``configs/attack/<attack>_<victim>.yaml``.
 
-    python compare_attacks.py --victim ecapa                     # all trials of the list, every attack
-    python compare_attacks.py --victim ivector --trials 40 --attacks fgsm bim qn_lbfgs ssr
-    python compare_attacks.py --victim ecapa -- --trainer.devices=2 --trainer.strategy=ddp   # flags for every run
+    coadv compare-attacks --victim ecapa                     # all trials of the list, every attack
+    coadv compare-attacks --victim ivector --trials 40 --attacks fgsm bim qn_lbfgs ssr
+    coadv compare-attacks --victim ecapa -- --trainer.devices=2 --trainer.strategy=ddp   # flags for every run
 
 Prints (and writes to ``<out>/comparison.md`` / ``.csv``) per attack: success rate over the trials decided
 correctly when clean, mean / median ρ and mean SNR over successes, gradient evaluations and wall time per trial,
@@ -25,23 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from callbacks.attack_report import markdown_table, rho_figure
-
-ROOT = Path(__file__).resolve().parent
-ATTACKS = (
-    "fgsm",
-    "bim",
-    "pgd_linf",
-    "pgd_l2",
-    "cw",
-    "mfcc_ivec",
-    "gauss_newton",
-    "ssr",
-    "ssr_lin",
-    "qn_lbfgs",
-    "qn_bfgs",
-)
-VICTIMS = ("ivector", "seresnet34", "ecapa")
-QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
+from coadv.constants import ATTACKS, CONFIGS, QUIET, VICTIMS
 
 
 def read_trials_csv(path: Path) -> dict[str, np.ndarray]:
@@ -51,7 +35,7 @@ def read_trials_csv(path: Path) -> dict[str, np.ndarray]:
 
 
 def run_attack(attack: str, victim: str, out: Path, trials: int | None, extra: list[str], force: bool) -> dict:
-    config = ROOT / "configs" / "attack" / f"{attack}_{victim}.yaml"
+    config = CONFIGS / "attack" / f"{attack}_{victim}.yaml"
     summary_path = out / attack / "attack" / "summary.json"
     args_path = out / attack / "compare_args.json"  # what the stored run was asked; reused only for the same
     args = ["test", "-c", str(config), f"--trainer.default_root_dir={out / attack}", *QUIET, *extra]
@@ -62,10 +46,10 @@ def run_attack(attack: str, victim: str, out: Path, trials: int | None, extra: l
         if json.loads(args_path.read_text()) == stored:
             print(f"[compare] {attack}: reusing {summary_path}", flush=True)
             return json.loads(summary_path.read_text())
-    print(f"[compare] {attack}: main.py {' '.join(args)}", flush=True)
+    print(f"[compare] {attack}: coadv {' '.join(args)}", flush=True)
     args_path.unlink(missing_ok=True)
     start = time.time()
-    subprocess.run([sys.executable, str(ROOT / "main.py"), *args], check=True, cwd=ROOT)
+    subprocess.run([sys.executable, "-m", "coadv", *args], check=True)
     args_path.write_text(json.dumps(stored, indent=1) + "\n")
     print(f"[compare] {attack}: {time.time() - start:.0f} s", flush=True)
     return json.loads(summary_path.read_text())
@@ -100,20 +84,22 @@ def tables(summaries: dict[str, dict], per_trial: dict[str, dict], reference: st
 
 
 def main(argv: list[str] | None = None) -> str:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="coadv compare-attacks", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--victim", required=True, choices=VICTIMS)
     parser.add_argument("--attacks", nargs="+", default=None, help=f"subset of {', '.join(ATTACKS)}")
     parser.add_argument("--trials", type=int, default=None, help="first N trials of the list (default: all)")
     parser.add_argument("--out", type=Path, default=None, help="default runs/attack/<victim>")
     parser.add_argument("--reference", default="qn_lbfgs")
     parser.add_argument("--force", action="store_true", help="re-run attacks whose results exist")
-    parser.add_argument("extra", nargs="*", help="flags passed to every main.py run (after --)")
+    parser.add_argument("extra", nargs="*", help="flags passed to every coadv test run (after --)")
     ns = parser.parse_args(argv)
-    attacks = ns.attacks or [a for a in ATTACKS if (ROOT / "configs" / "attack" / f"{a}_{ns.victim}.yaml").is_file()]
-    missing = [a for a in attacks if not (ROOT / "configs" / "attack" / f"{a}_{ns.victim}.yaml").is_file()]
+    attacks = ns.attacks or [a for a in ATTACKS if (CONFIGS / "attack" / f"{a}_{ns.victim}.yaml").is_file()]
+    missing = [a for a in attacks if not (CONFIGS / "attack" / f"{a}_{ns.victim}.yaml").is_file()]
     if missing:
         raise SystemExit(f"no config configs/attack/<attack>_{ns.victim}.yaml for {', '.join(missing)}")
-    out = ns.out or ROOT / "runs" / "attack" / ns.victim
+    out = ns.out or Path("runs") / "attack" / ns.victim
     summaries = {a: run_attack(a, ns.victim, out, ns.trials, ns.extra, ns.force) for a in attacks}
     per_trial = {a: read_trials_csv(out / a / "attack" / "trials.csv") for a in attacks}
     text, header, rows = tables(summaries, per_trial, ns.reference)
@@ -130,7 +116,3 @@ def main(argv: list[str] | None = None) -> str:
     (out / "rho.png").write_bytes(rho_figure(rho, title))
     print(text, flush=True)
     return text
-
-
-if __name__ == "__main__":
-    main()

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-from main import cli_main
+from coadv.cli import cli_main
+from coadv.constants import CONFIGS, QUIET
+from coadv.study import ensure_classifier
 from nets.classifier import load_digit_net
-from study import QUIET, ensure_classifier
 
 
 @torch.no_grad()
@@ -21,12 +21,13 @@ def source_only_accuracy(dataset, classifier: Path) -> float:
     return float((judge(x).argmax(1) == y).float().mean())
 
 
-def main(args: list[str]) -> None:
+def main(args: list[str] | None = None) -> None:
+    args = list(args or [])
     start = time.time()
     classifier_a = ensure_classifier("mnist")
     classifier_b = ensure_classifier("mnist_m")
     print("[demo] training ACCR mnist -> mnist_m (configs/demo.yaml)", flush=True)
-    cli = cli_main(["fit", "-c", "configs/demo.yaml", *QUIET, *args])
+    cli = cli_main(["fit", "-c", str(CONFIGS / "demo.yaml"), *QUIET, *args])
     last = {k: float(v) for k, v in cli.trainer.callback_metrics.items() if k.startswith("val/")}
     best = cli.trainer.checkpoint_callback.best_model_path
     test = cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path="best", verbose=False)[0]
@@ -50,7 +51,3 @@ def main(args: list[str]) -> None:
     print(f"last grid: {grids[-1] if grids else 'none'}")
     print(f"W&B run: {sorted(run_dir.glob('wandb/*run-*'))[-1:] or 'disabled'}")
     print(f"wall time: {time.time() - start:.0f} s")
-
-
-if __name__ == "__main__":
-    main(sys.argv[1:])

@@ -1,0 +1,5 @@
+"""``python -m coadv`` is the ``coadv`` command."""
+
+from coadv.cli import main
+
+main()

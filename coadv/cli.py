@@ -1,0 +1,98 @@
+"""The ``coadv`` command: LightningCLI subcommands and the project's tools under one entry point.
+
+coadv fit -c configs/translation/accr_m2mm.yaml       # fit / validate / test / predict (LightningCLI)
+coadv study --preset ci                               # the tools: study, sweep, compare-attacks, demo, corpus
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import warnings
+
+from coadv.constants import CONFIGS, config_path
+
+LIGHTNING = ("fit", "validate", "test", "predict")
+TOOLS = {
+    "study": ("coadv.study", "the translation study: methods x directions x seeds (x ablations) -> tables"),
+    "sweep": ("coadv.sweep", "run a W&B sweep YAML offline (Optuna); the same file works with `wandb sweep`"),
+    "compare-attacks": ("coadv.compare_attacks", "every attack against one victim, side by side"),
+    "demo": ("coadv.demo", "train the classifiers and ACCR M -> MM on the embedded digits; print the table"),
+    "corpus": ("coadv.corpus", "write the synthetic speech corpus (VoxCeleb1 layout) to a folder"),
+}
+HELP = f"""usage: coadv <command> [options]
+
+LightningCLI commands (each takes -c <config.yaml> and --help):
+  fit        train a model
+  validate   evaluate on the validation data
+  test       evaluate on the test data (attack runs use this)
+  predict    run predict_step
+
+Tools:
+{chr(10).join(f"  {name:<16} {text}" for name, (_, text) in TOOLS.items())}
+
+Configs are looked up relative to the current folder first, then among the shipped ones ({CONFIGS}),
+so `coadv fit -c configs/translation/accr_m2mm.yaml` works from any folder.
+`coadv <command> --help` shows a command's options."""
+
+
+def resolve_configs(args: list[str]) -> list[str]:
+    """Replace every ``-c``/``--config`` path that does not exist here by the shipped config of the same name."""
+    out, expect = [], False
+    for arg in args:
+        if expect:
+            arg, expect = str(config_path(arg)), False
+        elif arg in ("-c", "--config"):
+            expect = True
+        elif arg.startswith("--config="):
+            arg = "--config=" + str(config_path(arg.split("=", 1)[1]))
+        out.append(arg)
+    return out
+
+
+def cli_main(args: list[str] | None = None, run: bool = True):
+    """Build and run LightningCLI (``args=None`` reads ``sys.argv``); returns it so tests and tools can inspect it."""
+    from jsonargparse import set_parsing_settings
+    from lightning.pytorch.cli import LightningCLI
+
+    import callbacks  # noqa: F401  (short class_path names)
+    import datamodules  # noqa: F401
+    import lightning_modules  # noqa: F401
+    from coadv.tracking import wandb_environment
+
+    set_parsing_settings(omegaconf_absolute_to_relative_paths=True)  # "${trainer.x}" works under a subcommand
+    # tools and tests pass their own args while sys.argv holds theirs: expected, not a mistake
+    warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
+    wandb_environment()
+    args = resolve_configs(sys.argv[1:] if args is None else list(args))
+    defaults = [str(CONFIGS / "defaults.yaml")]
+    return LightningCLI(
+        parser_kwargs={
+            "parser_mode": "omegaconf+",  # ${...} interpolation resolved after all config sources are merged
+            **{sub: {"default_config_files": defaults} for sub in LIGHTNING},
+        },
+        auto_configure_optimizers=False,  # modules take optimizers as injected OptimizerCallable arguments
+        save_config_kwargs={"overwrite": True},  # a second run in the same folder must not abort
+        args=args,
+        run=run,
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: dispatch to a tool or to LightningCLI."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(HELP)
+        return
+    if argv[0] == "--version":
+        from coadv import __version__
+
+        print(f"coadv {__version__}")
+        return
+    if argv[0] in TOOLS:
+        importlib.import_module(TOOLS[argv[0]][0]).main(argv[1:])
+        return
+    if argv[0] not in LIGHTNING and not argv[0].startswith("-"):
+        valid = ", ".join([*LIGHTNING, *TOOLS])
+        raise SystemExit(f"coadv: unknown command {argv[0]!r}; valid commands: {valid}")
+    cli_main(argv)

@@ -1,0 +1,1 @@
+"""Experiment configurations (LightningCLI YAML), shipped with the package so `coadv` finds them anywhere."""
