@@ -27,9 +27,7 @@ import torch
 from torch import Tensor
 from torchvision.io import decode_png
 
-from callbacks.translation_grid import log_image, run_dir
-
-SAMPLE_RATE = 16_000
+from callbacks.common import SAMPLE_RATE, log_image, run_dir
 
 
 def _png(fig) -> bytes:

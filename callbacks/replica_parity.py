@@ -8,7 +8,7 @@ import json
 import lightning as L
 import torch
 
-from callbacks.translation_grid import run_dir
+from callbacks.common import run_dir
 
 
 class ReplicaParity(L.Callback):

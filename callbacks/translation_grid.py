@@ -6,28 +6,10 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.pytorch.loggers import Logger
 from torch import Tensor
 from torchvision.utils import make_grid, save_image
 
-
-def run_dir(trainer: L.Trainer) -> Path:
-    """The folder of this run's files: the logger's log_dir when it has one, else ``trainer.default_root_dir``."""
-    log_dir = trainer.log_dir if trainer.loggers and not _is_wandb(trainer.logger) else None
-    return Path(log_dir or trainer.default_root_dir)
-
-
-def _is_wandb(logger: Logger | None) -> bool:
-    return type(logger).__name__ == "WandbLogger"
-
-
-def log_image(trainer: L.Trainer, key: str, image: Tensor, step: int) -> None:
-    """Send one ``[3, H, W]`` image in [0, 1] to every logger that takes images."""
-    for logger in trainer.loggers:
-        if _is_wandb(logger):
-            logger.log_image(key=key, images=[image], step=step)
-        elif hasattr(logger.experiment, "add_image"):  # TensorBoard
-            logger.experiment.add_image(key, image, global_step=step)
+from callbacks.common import log_image, run_dir
 
 
 class TranslationGrid(L.Callback):

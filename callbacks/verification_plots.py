@@ -8,7 +8,7 @@ import lightning as L
 import torch
 from torchvision.io import decode_png
 
-from callbacks.translation_grid import log_image, run_dir
+from callbacks.common import log_image, run_dir
 
 
 def _figure(scores: torch.Tensor, labels: torch.Tensor, threshold: float, title: str) -> bytes:
