@@ -4,5 +4,16 @@ from nets.speaker.encoders import ECAPATDNN, SEResNet34, SpeakerEncoder
 from nets.speaker.frontend import MFCC, Fbank
 from nets.speaker.ivector import IVector
 from nets.speaker.pooling import AAMSoftmax, AttentiveStatsPool
+from nets.speaker.pretrained import SpeechBrainECAPA
 
-__all__ = ["AAMSoftmax", "AttentiveStatsPool", "ECAPATDNN", "Fbank", "IVector", "MFCC", "SEResNet34", "SpeakerEncoder"]
+__all__ = [
+    "AAMSoftmax",
+    "AttentiveStatsPool",
+    "ECAPATDNN",
+    "Fbank",
+    "IVector",
+    "MFCC",
+    "SEResNet34",
+    "SpeakerEncoder",
+    "SpeechBrainECAPA",
+]
