@@ -27,6 +27,13 @@ class DigitDataset(Dataset):
         return x, self.labels[i]
 
 
+def _at_least(**checks: tuple[int, int]) -> None:
+    """Raise ``ValueError`` naming the first argument whose value is below its minimum."""
+    for name, (value, minimum) in checks.items():
+        if value < minimum:
+            raise ValueError(f"data.{name} must be >= {minimum}, got {value}")
+
+
 class _DigitsBase(L.LightningDataModule):
     """Arguments shared by the digit DataModules (no I/O happens in ``__init__``).
 
@@ -60,6 +67,9 @@ class _DigitsBase(L.LightningDataModule):
         super().__init__()
         if channels not in (1, 3):
             raise ValueError(f"data.channels={channels} is not 1 or 3")
+        _at_least(batch_size=(batch_size, 1), image_size=(image_size, 8), num_workers=(num_workers, 0))
+        if test_limit is not None:
+            _at_least(test_limit=(test_limit, 1))
         self.data_root, self.download, self.cache_dir, self.photos_dir = data_root, download, cache_dir, photos_dir
         self.channels, self.image_size, self.batch_size, self.num_workers = (
             channels,
@@ -118,6 +128,8 @@ class UnpairedDigitsDataModule(_DigitsBase):
     ) -> None:
         super().__init__(**kwargs)
         self.domain_a, self.domain_b = check_domain(domain_a), check_domain(domain_b)
+        if batches_per_epoch is not None:
+            _at_least(batches_per_epoch=(batches_per_epoch, 1))
         self.batches_per_epoch, self.seed = batches_per_epoch, seed
 
     def _domains(self) -> tuple[str, ...]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -17,9 +18,13 @@ PACKAGES = ("coadv", "attacks", "callbacks", "configs", "datamodules", "lightnin
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("wheel")
+    """Built from a copy of the source tree, so no build/ folder is left in (or reused from) the checkout."""
+    source, out = tmp_path_factory.mktemp("source") / "coadv", tmp_path_factory.mktemp("wheel")
+    junk = shutil.ignore_patterns(".git", ".venv", "build", "runs", ".cache", "checkpoints", "wandb", "*.egg-info",
+                                  "__pycache__", ".pytest_cache", ".ruff_cache")  # fmt: skip
+    shutil.copytree(ROOT, source, ignore=junk)
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-q",
-                    "-w", str(out), str(ROOT)], check=True, capture_output=True, text=True, timeout=300)  # fmt: skip
+                    "-w", str(out), str(source)], check=True, capture_output=True, text=True, timeout=300)  # fmt: skip
     (path,) = out.glob("coadv-*.whl")
     return path
 

@@ -1,0 +1,112 @@
+"""A user's mistake ends in one clear line: the root cause of a config error, and checked ``--ckpt_path`` files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+# ckpt_path values Lightning resolves itself (not files)
+SPECIAL_CKPT = ("last", "best", "hpc")
+
+
+class UserError(Exception):
+    """A mistake in what the user asked for; ``coadv`` prints its message alone (no traceback)."""
+
+
+def root_cause(error: BaseException) -> BaseException:
+    """The innermost exception of a chain: jsonargparse wraps a constructor's own message in Union/adapt errors."""
+    seen = {id(error)}
+    while not isinstance(error, UserError) and (inner := error.__cause__ or error.__context__) is not None:
+        if id(inner) in seen:
+            break
+        seen.add(id(inner))
+        error = inner
+    return error
+
+
+def describe(error: BaseException) -> str:
+    """One line: ``<root cause message>`` (the exception type only when the message alone would be unclear)."""
+    cause = root_cause(error)
+    text = " ".join(str(cause).split()) or type(cause).__name__
+    return text if isinstance(cause, (ValueError, FileNotFoundError, UserError)) else f"{type(cause).__name__}: {text}"
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A Lightning checkpoint file, opened with ``weights_only=True`` (reading never runs code); ``UserError`` when the
+    file is missing, unreadable or not a Lightning checkpoint."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"checkpoint {str(path)!r} does not exist")
+    try:
+        checkpoint: Any = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch's own text suggests weights_only=False: never the advice for a bad file
+        raise UserError(
+            f"checkpoint {str(path)!r} is not a readable PyTorch checkpoint: corrupt, truncated, or another kind of "
+            f"file ({type(error).__name__} while reading it safely, weights_only=True)"
+        ) from error
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        found = sorted(map(str, checkpoint))[:6] if isinstance(checkpoint, dict) else type(checkpoint).__name__
+        raise UserError(f"checkpoint {str(path)!r} is not a Lightning checkpoint (no 'state_dict'; found {found})")
+    return checkpoint
+
+
+def _short(class_path: str) -> str:
+    return class_path.rsplit(".", 1)[-1]
+
+
+def check_checkpoint(path: str | Path, expected_class_path: str, model: torch.nn.Module | None = None) -> None:
+    """Refuse a ``--ckpt_path`` file that :func:`read_checkpoint` refuses, that another model class saved, or whose
+    weights do not belong to ``model``."""
+    checkpoint = read_checkpoint(path)
+    saved = (checkpoint.get("hyper_parameters") or {}).get("_class_path")
+    if saved and _short(saved) != _short(expected_class_path):
+        raise UserError(f"checkpoint {str(path)!r} was saved by {saved}; this run builds {expected_class_path}")
+    if model is not None:
+        own, theirs = set(model.state_dict()), set(checkpoint["state_dict"])
+        if own and not own & theirs:
+            raise UserError(
+                f"checkpoint {str(path)!r} does not fit {expected_class_path}: none of its {len(theirs)} weights "
+                f"(e.g. {sorted(theirs)[:2]}) belong to this model (e.g. {sorted(own)[:2]})"
+            )
+
+
+CONFIG_ERROR = "_coadv_config_error"  # set on exceptions raised while the config is turned into objects
+
+
+def is_user_error(error: BaseException) -> bool:
+    return isinstance(error, UserError) or getattr(error, CONFIG_ERROR, False)
+
+
+class FriendlyErrors:
+    """LightningCLI mixin: marks errors raised while building objects from the config (the console prints their
+    root cause alone) and refuses a bad ``--ckpt_path`` before Lightning's loader would. Python callers still get
+    the original exception."""
+
+    def instantiate_classes(self) -> None:
+        try:
+            super().instantiate_classes()  # type: ignore[misc]
+        except Exception as error:
+            setattr(error, CONFIG_ERROR, True)
+            raise
+
+    def _user_ckpt_path(self) -> str | None:
+        subcommand = self.config.get("subcommand")  # type: ignore[attr-defined]
+        path = subcommand and self.config[subcommand].get("ckpt_path")  # type: ignore[attr-defined]
+        special = not path or str(path) in SPECIAL_CKPT or str(path).startswith("registry:")
+        return None if special else str(path)
+
+    def _parse_ckpt_path(self) -> None:
+        # Lightning reads the file here to take the model's hyperparameters from it: check it first
+        if (path := self._user_ckpt_path()) is not None:
+            model = self.config[self.config["subcommand"]].get("model")  # type: ignore[attr-defined]
+            expected = getattr(model, "class_path", None) or "the configured model"
+            check_checkpoint(path, expected)
+        super()._parse_ckpt_path()  # type: ignore[misc]
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        if (path := self._user_ckpt_path()) is not None:
+            model = self.model  # type: ignore[attr-defined]
+            check_checkpoint(path, f"{type(model).__module__}.{type(model).__name__}", model)
+        super()._run_subcommand(subcommand)  # type: ignore[misc]
