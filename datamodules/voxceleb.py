@@ -1,8 +1,8 @@
 """VoxCeleb1 (standard layout) for speaker verification: training crops with speaker labels, and trials.
 
-Layout: ``root/wav/<speaker>/<video>/<utt>.wav`` (16 kHz mono), trial lists ``veri_test.txt`` /
-``veri_test2.txt`` with lines ``label path1 path2`` (paths relative to ``root/wav``), the identification split
-``iden_split.txt`` (``set path``, 1 = train). Audio is read with soundfile (torchaudio.load needs
+Layout: ``root/wav/<speaker>/<video>/<utt>.wav`` (16 kHz mono; ``.flac`` is read too), trial lists
+``veri_test.txt`` / ``veri_test2.txt`` with lines ``label path1 path2`` (paths relative to ``root/wav``), the
+identification split ``iden_split.txt`` (``set path``, 1 = train). Audio is read with soundfile (torchaudio.load needs
 torchcodec + FFmpeg). VoxCeleb2 ships m4a (AAC): convert it to wav with FFmpeg first.
 """
 
@@ -12,28 +12,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
-import numpy as np
-import soundfile as sf
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-SAMPLE_RATE = 16000
-
-
-def read_wave(path: Path, max_samples: int | None = None) -> Tensor:
-    """Mono 16 kHz float32 waveform in [-1, 1]; a clear error names the file for anything else."""
-    if path.suffix.lower() == ".m4a":
-        raise ValueError(f"{path}: m4a (VoxCeleb2) needs FFmpeg/torchcodec, absent here; convert to 16 kHz wav first")
-    if not path.is_file():
-        raise FileNotFoundError(f"audio file {path} does not exist")
-    info = sf.info(str(path))
-    if info.samplerate != SAMPLE_RATE:
-        raise ValueError(f"{path}: sample rate {info.samplerate} Hz, expected {SAMPLE_RATE} Hz (resample it first)")
-    if info.channels != 1:
-        raise ValueError(f"{path}: {info.channels} channels, expected mono")
-    data, _ = sf.read(str(path), dtype="float32", frames=-1 if max_samples is None else max_samples)
-    return torch.from_numpy(np.ascontiguousarray(data))
+from datamodules.audio import (
+    AUDIO_SUFFIXES,
+    SAMPLE_RATE,
+    CropDataset,
+    UtteranceDataset,
+    pad_trials,
+    pad_utterances,
+    read_wave,
+)
 
 
 @dataclass(frozen=True)
@@ -66,6 +57,15 @@ def read_trials(path: Path, wav_root: Path, skip_missing: bool = False) -> list[
     return trials
 
 
+def index_trials(trials: list[Trial]) -> tuple[list[str], Tensor, Tensor]:
+    """Distinct utterances (sorted), trial pairs ``[N, 2]`` of indices into them, labels ``[N]``: what an
+    evaluation that embeds each utterance once needs."""
+    utterances = sorted({p for t in trials for p in (t.enrol, t.test)})
+    position = {u: i for i, u in enumerate(utterances)}
+    pairs = torch.tensor([[position[t.enrol], position[t.test]] for t in trials], dtype=torch.long).reshape(-1, 2)
+    return utterances, pairs, torch.tensor([t.label for t in trials], dtype=torch.long)
+
+
 def speaker_of(relative: str) -> str:
     return relative.split("/")[0]
 
@@ -86,35 +86,13 @@ def read_iden_split(path: Path, wav_root: Path, subset: int = 1) -> list[str]:
     return files
 
 
-def list_training_files(wav_root: Path, exclude_speakers: set[str]) -> list[str]:
-    """Relative paths of every wav under ``wav_root`` whose speaker is not excluded (sorted, deterministic)."""
+def list_training_files(wav_root: Path) -> list[str]:
+    """Relative paths of every wav / flac under ``wav_root/<speaker>/<session>/`` (sorted, deterministic)."""
     if not wav_root.is_dir():
         raise FileNotFoundError(f"{wav_root} does not exist: expected VoxCeleb1's wav/<speaker>/<video>/<utt>.wav")
-    files = sorted(str(p.relative_to(wav_root)) for p in wav_root.glob("*/*/*.wav"))
-    files = [f for f in files if speaker_of(f) not in exclude_speakers]
-    if not files:
-        raise FileNotFoundError(
-            f"no training wavs under {wav_root} (after excluding {len(exclude_speakers)} trial speakers)"
-        )
-    return files
-
-
-class CropDataset(Dataset):
-    """Random fixed-length crops ``[samples]`` with speaker indices (short files are repeated to length)."""
-
-    def __init__(self, wav_root: Path, files: list[str], speakers: list[str], samples: int) -> None:
-        self.wav_root, self.files, self.samples = wav_root, files, samples
-        self.index = {s: i for i, s in enumerate(speakers)}
-
-    def __len__(self) -> int:
-        return len(self.files)
-
-    def __getitem__(self, i: int) -> tuple[Tensor, int]:
-        wave = read_wave(self.wav_root / self.files[i])
-        if len(wave) < self.samples:
-            wave = wave.repeat(self.samples // max(len(wave), 1) + 1)
-        start = int(torch.randint(len(wave) - self.samples + 1, ()))
-        return wave[start : start + self.samples], self.index[speaker_of(self.files[i])]
+    return sorted(
+        p.relative_to(wav_root).as_posix() for p in wav_root.glob("*/*/*") if p.suffix.lower() in AUDIO_SUFFIXES
+    )
 
 
 class TrialDataset(Dataset):
@@ -137,28 +115,15 @@ class TrialDataset(Dataset):
         )
 
 
-def pad_trials(batch: list[tuple[Tensor, Tensor, int, int]]) -> dict[str, Tensor]:
-    """Zero-pad variable-length trials; lengths are kept so models can ignore the padding."""
-    enrol, test, labels, index = zip(*batch)
-
-    def pad(waves: tuple[Tensor, ...]) -> tuple[Tensor, Tensor]:
-        lengths = torch.tensor([len(w) for w in waves])
-        out = torch.zeros(len(waves), int(lengths.max()))
-        for row, w in zip(out, waves):
-            row[: len(w)] = w
-        return out, lengths
-
-    (e, e_len), (t, t_len) = pad(enrol), pad(test)
-    return {"enrol": e, "enrol_len": e_len, "test": t, "test_len": t_len, "label": torch.tensor(labels),
-            "index": torch.tensor(index)}  # fmt: skip
-
-
 class VoxCelebDataModule(L.LightningDataModule):
     """VoxCeleb1 for speaker verification (no I/O in ``__init__``).
 
     Training batches: ``(waves [B, crop], speaker [B])`` random crops from every speaker not in the trial list
-    (the VoxCeleb1 protocol keeps test speakers out of training). Validation/test batches: padded trials
-    ``{"enrol", "enrol_len", "test", "test_len", "label"}`` from ``trial_list``.
+    (the VoxCeleb1 protocol keeps test speakers out of training); only ``fit`` lists the training files, so
+    validate / test / predict run on a folder holding nothing but the trial utterances. Validation/test batches:
+    padded trials ``{"enrol", "enrol_len", "test", "test_len", "label", "index"}`` from ``trial_list``. After
+    ``setup``, ``eval_utterances`` (distinct trial utterances), ``trial_pairs`` ``[N, 2]`` (indices into them) and
+    ``trial_labels`` ``[N]`` describe the same trials, and ``utterance_dataloader()`` reads each utterance once.
 
     Args:
         root: VoxCeleb1 folder holding ``wav/`` and the trial list.
@@ -167,12 +132,14 @@ class VoxCelebDataModule(L.LightningDataModule):
         eval_max_seconds: cut trial utterances to this length; ``None`` keeps them whole.
         batch_size: training batch size.
         eval_batch_size: trials per evaluation batch.
-        num_workers: DataLoader workers.
+        num_workers: DataLoader workers (kept alive between epochs when > 0).
+        pin_memory: page-locked batches, for faster copies to a GPU.
         skip_missing_trials: drop trials whose files are missing instead of raising (off: nothing is skipped
             silently).
         max_trials: keep the first ``max_trials`` trials of the list (``None``: all).
         iden_split: train on subset 1 of this identification split file (e.g. ``iden_split.txt`` under ``root``)
-            instead of every non-trial speaker's files.
+            instead of every non-trial speaker's files; trial speakers are removed from it too (VoxCeleb1's split
+            covers all 1,251 speakers).
         synthesize: when ``root/wav`` is absent, write the synthetic corpus there first (offline default data).
         synth_speakers: speakers of the synthetic corpus.
         synth_seed: seed of the synthetic corpus.
@@ -187,6 +154,7 @@ class VoxCelebDataModule(L.LightningDataModule):
         batch_size: int = 32,
         eval_batch_size: int = 8,
         num_workers: int = 0,
+        pin_memory: bool = False,
         skip_missing_trials: bool = False,
         max_trials: int | None = None,
         iden_split: str | None = None,
@@ -200,12 +168,14 @@ class VoxCelebDataModule(L.LightningDataModule):
             int(crop_seconds * SAMPLE_RATE),
             eval_max_seconds and int(eval_max_seconds * SAMPLE_RATE),
         )
-        self.batch_size, self.eval_batch_size, self.num_workers = batch_size, eval_batch_size, num_workers
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
+        self.num_workers, self.pin_memory = num_workers, pin_memory
         self.skip_missing, self.synthesize, self.iden_split = skip_missing_trials, synthesize, iden_split
         self.synth_speakers, self.synth_seed = synth_speakers, synth_seed
         if max_trials is not None and max_trials < 1:
             raise ValueError(f"max_trials={max_trials} must be at least 1 (or None for every trial)")
         self.max_trials = max_trials
+        self._training: tuple[list[str], list[str]] | None = None  # (files, speakers), listed on first use
 
     @property
     def trial_path(self) -> Path:
@@ -218,38 +188,83 @@ class VoxCelebDataModule(L.LightningDataModule):
 
             write_corpus(self.root, n_speakers=self.synth_speakers, seed=self.synth_seed)
 
+    def missing_data_message(self) -> str:
+        """The paragraph raised when ``root/wav`` is absent: what, where, how to get it."""
+        return (
+            f"{self.root / 'wav'} does not exist. VoxCeleb1 needs root/wav/<speaker>/<video>/<utt>.wav and "
+            f"{self.trial_list} (request access at robots.ox.ac.uk/~vgg/data/voxceleb); for the offline synthetic "
+            "corpus set data.init_args.synthesize=true"
+        )
+
     def setup(self, stage: str | None = None) -> None:
         wav = self.root / "wav"
         if not wav.is_dir():
-            raise FileNotFoundError(
-                f"{wav} does not exist. VoxCeleb1 needs root/wav/<speaker>/<video>/<utt>.wav and {self.trial_list} "
-                "(request access at robots.ox.ac.uk/~vgg/data/voxceleb); for the offline synthetic corpus set "
-                "data.init_args.synthesize=true"
-            )
+            raise FileNotFoundError(self.missing_data_message())
         trials = read_trials(self.trial_path, wav, self.skip_missing)
-        trial_speakers = {speaker_of(p) for t in trials for p in (t.enrol, t.test)}  # of the whole list
+        self.trial_speakers = {speaker_of(p) for t in trials for p in (t.enrol, t.test)}  # of the whole list
         self.trials = trials[: self.max_trials]
+        self.eval_utterances, self.trial_pairs, self.trial_labels = index_trials(self.trials)
+        self._training = None
+        if stage in ("fit", None):
+            self._load_training()  # fail at setup, not in the first epoch
+
+    def _list_train_files(self) -> list[str]:
+        wav = self.root / "wav"
         if self.iden_split is not None:
             split = Path(self.iden_split)
-            self.train_files = read_iden_split(split if split.parent != Path(".") else self.root / split, wav)
+            files = read_iden_split(split if split.parent != Path(".") else self.root / split, wav)
+            source = f"subset 1 of {split}"
         else:
-            self.train_files = list_training_files(wav, trial_speakers)
-        self.speakers = sorted({speaker_of(f) for f in self.train_files})
+            files, source = list_training_files(wav), f"{wav}/<speaker>/<session>/"
+        files = [f for f in files if speaker_of(f) not in self.trial_speakers]
+        if not files:
+            raise FileNotFoundError(
+                f"no training audio in {source} after excluding the {len(self.trial_speakers)} trial speakers of "
+                f"{self.trial_path}: fit needs utterances of other speakers (validate / test / predict do not)"
+            )
+        return files
+
+    def _load_training(self) -> tuple[list[str], list[str]]:
+        if self._training is None:
+            files = self._list_train_files()
+            self._training = files, sorted({speaker_of(f) for f in files})
+        return self._training
+
+    @property
+    def train_files(self) -> list[str]:
+        """Training utterances (relative to ``root/wav``); listed at ``setup("fit")`` or on first use."""
+        return self._load_training()[0]
+
+    @property
+    def speakers(self) -> list[str]:
+        """Training speakers, sorted: label ``i`` of a training batch is ``speakers[i]``."""
+        return self._load_training()[1]
 
     @property
     def num_speakers(self) -> int:
         return len(self.speakers)
 
+    def _loader(self, ds: Dataset, batch_size: int, **kwargs) -> DataLoader:
+        return DataLoader(ds, batch_size=batch_size, num_workers=self.num_workers, pin_memory=self.pin_memory,
+                          persistent_workers=self.num_workers > 0, **kwargs)  # fmt: skip
+
     def train_dataloader(self) -> DataLoader:
-        ds = CropDataset(self.root / "wav", self.train_files, self.speakers, self.crop)
-        return DataLoader(ds, batch_size=self.batch_size, shuffle=True, drop_last=True, num_workers=self.num_workers)
+        index = {s: i for i, s in enumerate(self.speakers)}
+        labels = [index[speaker_of(f)] for f in self.train_files]
+        ds = CropDataset(self.root / "wav", self.train_files, labels, self.crop)
+        return self._loader(ds, self.batch_size, shuffle=True, drop_last=True)
 
     def val_dataloader(self) -> DataLoader:
         ds = TrialDataset(self.root / "wav", self.trials, self.eval_max)
-        return DataLoader(ds, batch_size=self.eval_batch_size, collate_fn=pad_trials, num_workers=self.num_workers)
+        return self._loader(ds, self.eval_batch_size, collate_fn=pad_trials)
 
     def test_dataloader(self) -> DataLoader:
         return self.val_dataloader()
 
     def predict_dataloader(self) -> DataLoader:
         return self.val_dataloader()
+
+    def utterance_dataloader(self) -> DataLoader:
+        """Each of ``eval_utterances`` once: ``{"wave", "length", "index"}`` batches."""
+        ds = UtteranceDataset(self.root / "wav", self.eval_utterances, self.eval_max)
+        return self._loader(ds, self.eval_batch_size, collate_fn=pad_utterances)

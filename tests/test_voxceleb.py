@@ -1,14 +1,23 @@
 """VoxCeleb1-layout loading and the synthetic speech corpus."""
 
 import hashlib
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 import torch
+import yaml
+from conftest import quiet_trainer
 
+from datamodules.audio import read_crop
 from datamodules.synth_speech import write_corpus
 from datamodules.voxceleb import VoxCelebDataModule, read_trials, read_wave
+from lightning_modules import SpeakerEmbedding
+from nets.speaker import ECAPATDNN
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "speaker"
 
 
 def tiny_tree(root, rate=16000, channels=1):
@@ -96,14 +105,96 @@ def test_missing_corpus_explains_how_to_get_it(tmp_path):
         VoxCelebDataModule(root=str(tmp_path)).setup("fit")
 
 
-def test_identification_split_selects_training_files(tmp_path):
-    tiny_tree(tmp_path)
+def test_identification_split_selects_training_files_without_trial_speakers(tmp_path):
+    tiny_tree(tmp_path)  # trial speakers: id10002, id10003 (VoxCeleb1's iden_split covers the trial speakers too)
     (tmp_path / "iden_split.txt").write_text(
-        "1 id10001/vidA/00001.wav\n3 id10001/vidA/00002.wav\n1 id10002/vidA/00002.wav\n"
+        "1 id10001/vidA/00001.wav\n3 id10001/vidA/00002.wav\n1 id10002/vidA/00002.wav\n1 id10003/vidA/00001.wav\n"
     )
     dm = VoxCelebDataModule(root=str(tmp_path), iden_split="iden_split.txt")
     dm.setup("fit")
-    assert dm.train_files == ["id10001/vidA/00001.wav", "id10002/vidA/00002.wav"] and dm.num_speakers == 2
+    assert dm.train_files == ["id10001/vidA/00001.wav"] and dm.speakers == ["id10001"]
+    assert not {f.split("/")[0] for f in dm.train_files} & dm.trial_speakers
+    (tmp_path / "iden_split.txt").write_text("1 id10002/vidA/00002.wav\n3 id10001/vidA/00002.wav\n")
+    with pytest.raises(
+        FileNotFoundError, match=r"no training audio in subset 1 of iden_split.txt after excluding the 2"
+    ):
+        dm.setup("fit")
     (tmp_path / "iden_split.txt").write_text("1 id10001/vidA/00001.wav\nx\n")
     with pytest.raises(ValueError, match=r"iden_split.txt, line 2: expected 'set path'"):
         dm.setup("fit")
+
+
+def count_frames_read(monkeypatch) -> list[int]:
+    """Frames returned by every soundfile read from now on (SoundFile.read backs sf.read too)."""
+    counts, original = [], sf.SoundFile.read
+
+    def counting(self, *args, **kwargs):
+        out = original(self, *args, **kwargs)
+        counts.append(len(out))
+        return out
+
+    monkeypatch.setattr(sf.SoundFile, "read", counting)
+    return counts
+
+
+@pytest.mark.parametrize("fmt", ["WAV", "FLAC"])
+def test_crop_reads_only_its_frames_and_matches_a_full_read(tmp_path, monkeypatch, fmt):
+    ramp = (np.arange(160_000) % 20_000 - 10_000).astype(np.int16)  # 10 s; a 4,000-frame window fixes its start
+    path = tmp_path / f"long.{fmt.lower()}"
+    sf.write(path, ramp, 16000, format=fmt, subtype="PCM_16")
+    full = read_wave(path)
+    counts = count_frames_read(monkeypatch)
+    for seed in range(5):
+        torch.manual_seed(seed)
+        crop = read_crop(path, 4000)
+        start = int(round(float(crop[0]) * 32768)) + 10_000
+        assert len(crop) == 4000 and torch.equal(crop, full[start : start + 4000])
+    assert counts == [4000] * 5
+
+
+def test_short_file_crop_is_the_file_repeated(tmp_path):
+    sf.write(tmp_path / "short.wav", np.arange(1, 1001, dtype=np.int16), 16000, subtype="PCM_16")
+    crop = read_crop(tmp_path / "short.wav", 2500)
+    values = torch.round(crop * 32768).long()
+    assert (
+        len(crop) == 2500
+        and torch.equal(values[1000:2000], values[:1000])
+        and set(values.tolist()) <= set(range(1, 1001))
+    )
+
+
+def test_trial_index_lists_each_utterance_once(tmp_path):
+    dm = VoxCelebDataModule(root=str(tiny_tree(tmp_path)), eval_batch_size=2)
+    dm.setup("test")
+    assert dm.eval_utterances == ["id10002/vidA/00001.wav", "id10003/vidA/00001.wav", "id10003/vidA/00002.wav"]
+    assert dm.trial_pairs.tolist() == [[1, 2], [1, 0]] and dm.trial_labels.tolist() == [1, 0]
+    batches = list(dm.utterance_dataloader())
+    assert [b["index"].tolist() for b in batches] == [[0, 1], [2]] and batches[0]["length"].tolist() == [8000, 8000]
+    assert torch.equal(batches[1]["wave"][0], read_wave(tmp_path / "wav" / "id10003/vidA/00002.wav"))
+
+
+def test_evaluation_stages_need_no_training_files(tmp_path):
+    tiny_tree(tmp_path)
+    shutil.rmtree(tmp_path / "wav" / "id10001")  # only the trial speakers' utterances are left
+    dm = VoxCelebDataModule(root=str(tmp_path), eval_batch_size=2)
+    for stage in ("validate", "test", "predict"):
+        dm.setup(stage)
+        assert len(next(iter(dm.test_dataloader()))["label"]) == 2
+    with pytest.raises(
+        FileNotFoundError, match=r"no training audio in .*wav/<speaker>/<session>/ after excluding the 2"
+    ):
+        dm.setup("fit")
+    torch.manual_seed(0)
+    model = SpeakerEmbedding(ECAPATDNN(channels=16, n_mels=20, embedding_dim=8, scale=2), num_speakers=2)
+    metrics = quiet_trainer().test(model, dm, verbose=False)[0]
+    assert 0 <= metrics["test/eer"] <= 1
+
+
+def test_loaders_pass_workers_and_pinned_memory(tmp_path):
+    dm = VoxCelebDataModule(root=str(tiny_tree(tmp_path)), num_workers=2, pin_memory=True, batch_size=1)
+    dm.setup("fit")
+    for loader in (dm.train_dataloader(), dm.val_dataloader(), dm.utterance_dataloader()):
+        assert (loader.num_workers, loader.pin_memory, loader.persistent_workers) == (2, True, True)
+    for config in ("ecapa_vox1", "seresnet34_vox1", "ivector_vox1"):
+        data = yaml.safe_load((CONFIGS / f"{config}.yaml").read_text())["data"]["init_args"]
+        assert data["num_workers"] >= 4 and data["pin_memory"] is True, config

@@ -1,0 +1,99 @@
+"""Audio files -> tensors for speaker verification: checked 16 kHz mono reads, random crops that read only their
+frames, padded batches."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+SAMPLE_RATE = 16000
+AUDIO_SUFFIXES = (".wav", ".flac")
+
+
+def open_audio(path: Path) -> sf.SoundFile:
+    """Open a 16 kHz mono file for reading; a clear error names the file for anything else."""
+    if path.suffix.lower() == ".m4a":
+        raise ValueError(f"{path}: m4a (VoxCeleb2) needs FFmpeg/torchcodec, absent here; convert to 16 kHz wav first")
+    if not path.is_file():
+        raise FileNotFoundError(f"audio file {path} does not exist")
+    f = sf.SoundFile(str(path))
+    if f.samplerate != SAMPLE_RATE or f.channels != 1:
+        f.close()
+        if f.samplerate != SAMPLE_RATE:
+            raise ValueError(f"{path}: sample rate {f.samplerate} Hz, expected {SAMPLE_RATE} Hz (resample it first)")
+        raise ValueError(f"{path}: {f.channels} channels, expected mono")
+    return f
+
+
+def read_wave(path: Path, max_samples: int | None = None) -> Tensor:
+    """Mono 16 kHz float32 waveform in [-1, 1], at most ``max_samples`` long (``None``: whole file)."""
+    with open_audio(path) as f:
+        data = f.read(-1 if max_samples is None else max_samples, dtype="float32")
+    return torch.from_numpy(np.ascontiguousarray(data))
+
+
+def read_crop(path: Path, samples: int) -> Tensor:
+    """A random ``samples``-long crop, reading only those frames (seek + read); shorter files are repeated."""
+    with open_audio(path) as f:
+        if f.frames < samples:
+            data = torch.from_numpy(f.read(dtype="float32"))
+            data = data.repeat(samples // max(len(data), 1) + 1)
+            start = int(torch.randint(len(data) - samples + 1, ()))
+            return data[start : start + samples]
+        f.seek(int(torch.randint(f.frames - samples + 1, ())))
+        return torch.from_numpy(f.read(samples, dtype="float32"))
+
+
+class CropDataset(Dataset):
+    """Random fixed-length crops ``[samples]`` with speaker indices (short files are repeated to length)."""
+
+    def __init__(self, wav_root: Path, files: list[str], labels: list[int], samples: int) -> None:
+        self.wav_root, self.files, self.labels, self.samples = wav_root, files, labels, samples
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int) -> tuple[Tensor, int]:
+        return read_crop(self.wav_root / self.files[i], self.samples), self.labels[i]
+
+
+class UtteranceDataset(Dataset):
+    """``(wave, index)`` for each distinct evaluation utterance (``DataModule.eval_utterances``)."""
+
+    def __init__(self, wav_root: Path, utterances: list[str], max_samples: int | None) -> None:
+        self.wav_root, self.utterances, self.max_samples = wav_root, utterances, max_samples
+
+    def __len__(self) -> int:
+        return len(self.utterances)
+
+    def __getitem__(self, i: int) -> tuple[Tensor, int]:
+        return read_wave(self.wav_root / self.utterances[i], self.max_samples), i
+
+
+def pad_waves(waves: tuple[Tensor, ...]) -> tuple[Tensor, Tensor]:
+    """Zero-padded ``[B, T_max]`` and the true lengths ``[B]``."""
+    lengths = torch.tensor([len(w) for w in waves])
+    out = torch.zeros(len(waves), int(lengths.max()))
+    for row, w in zip(out, waves):
+        row[: len(w)] = w
+    return out, lengths
+
+
+def pad_trials(batch: list[tuple[Tensor, Tensor, int, int]]) -> dict[str, Tensor]:
+    """Zero-pad variable-length trials; lengths are kept so models can ignore the padding."""
+    enrol, test, labels, index = zip(*batch)
+    (e, e_len), (t, t_len) = pad_waves(enrol), pad_waves(test)
+    return {"enrol": e, "enrol_len": e_len, "test": t, "test_len": t_len, "label": torch.tensor(labels),
+            "index": torch.tensor(index)}  # fmt: skip
+
+
+def pad_utterances(batch: list[tuple[Tensor, int]]) -> dict[str, Tensor]:
+    """``{"wave", "length", "index"}`` with ``index`` into ``eval_utterances``."""
+    waves, index = zip(*batch)
+    wave, length = pad_waves(waves)
+    return {"wave": wave, "length": length, "index": torch.tensor(index)}
