@@ -5,6 +5,7 @@ from nets.speaker.frontend import MFCC, Fbank
 from nets.speaker.ivector import IVector
 from nets.speaker.pooling import AAMSoftmax, AttentiveStatsPool
 from nets.speaker.pretrained import SpeechBrainECAPA
+from nets.speaker.wespeaker import WeSpeakerResNet34
 
 __all__ = [
     "AAMSoftmax",
@@ -16,4 +17,5 @@ __all__ = [
     "SEResNet34",
     "SpeakerEncoder",
     "SpeechBrainECAPA",
+    "WeSpeakerResNet34",
 ]
