@@ -133,3 +133,18 @@ def test_equals_wespeaker_package(tmp_path):
                            window_type="hamming")  # fmt: skip
         expected = reference((feat - feat.mean(0))[None])[-1]
         assert (adapter.embed(pcm / 32768) - expected).abs().max() < 1e-5
+
+
+def test_validate_config_scores_trials(small, tmp_path):
+    """The shipped config, as the user runs it, with the random-weight folder and a tiny synthetic corpus."""
+    from coadv.cli import cli_main
+
+    config = Path(__file__).resolve().parents[1] / "configs" / "speaker" / "wespeaker_resnet34.yaml"
+    cli = cli_main(["validate", "-c", str(config), f"--model.init_args.victim.init_args.source={small[0]}",
+                    f"--trainer.default_root_dir={tmp_path}", f"--data.init_args.root={tmp_path}/vox",
+                    "--data.init_args.trial_list=veri_test.txt", "--data.init_args.synthesize=true",
+                    "--data.init_args.synth_speakers=6", "--data.init_args.max_trials=6"])  # fmt: skip
+    assert isinstance(cli.model.victim, WeSpeakerResNet34) and cli.model.victim.embedding_dim == 8
+    metrics = cli.trainer.callback_metrics
+    assert 0 <= metrics["val/eer"] <= 1 and -1 <= metrics["val/threshold"] <= 1
+    assert len(cli.model.last_scores[0]) == 6
