@@ -11,6 +11,7 @@ from lightning.pytorch.cli import OptimizerCallable
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
+from lightning_modules.hparams import check_nets_match, restore_config, save_config
 from nets.classifier import DigitNet
 
 
@@ -26,12 +27,17 @@ class DigitClassifier(L.LightningModule):
         optimizer: optimizer factory (default Adam, lr 1e-3).
         augment: optional batch augmentation during training (e.g. ``nets.Translate``), so the judge does not
             reward pixel-exact copies of the source layout.
+
+    Built by LightningCLI, ``DigitClassifier.load_from_checkpoint(path)`` rebuilds it, net included, from the
+    checkpoint alone; built in Python with a net, pass the same net again (see ``save_config``).
+    ``nets.load_digit_net(path)`` rebuilds the bare ``DigitNet`` either way.
     """
 
     def __init__(
         self, net: nn.Module | None = None, optimizer: OptimizerCallable = _adam, augment: nn.Module | None = None
     ) -> None:
         super().__init__()
+        save_config(self)
         self.net = net if net is not None else DigitNet()
         self.optimizer, self.augment = optimizer, augment
         n = self.net.config["num_classes"] if isinstance(self.net, DigitNet) else 10
@@ -68,3 +74,7 @@ class DigitClassifier(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if isinstance(self.net, DigitNet):
             checkpoint["digit_net_config"] = self.net.config  # lets nets.load_digit_net rebuild it without the CLI
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        restore_config(self, checkpoint)
+        check_nets_match(self, checkpoint, ("net",))

@@ -1,4 +1,4 @@
-"""CycleGAN, CR-CycleGAN and ACCR for unpaired image-to-image translation, with manual optimization.
+"""CycleGAN for unpaired image-to-image translation, with manual optimization (CR-CycleGAN and ACCR build on it).
 
 Notation (Zhu et al. 2017, Eqs. 1-3): ``g_ab = G`` (A->B), ``g_ba = F`` (B->A), ``d_a = D_X``, ``d_b = D_Y``.
 """
@@ -16,7 +16,8 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 
 from lightning_modules.evaluation import TranslationEvaluator
-from nets.augment import Translate
+from lightning_modules.hparams import check_nets_match, restore_config, save_config
+from nets.checks import at_least, one_of, positive
 from nets.translation import ImagePool, PatchDiscriminator, ResnetGenerator, init_weights
 
 
@@ -41,7 +42,11 @@ class CycleGAN(L.LightningModule):
     ``g_ab = G``, ``g_ba = F``, ``d_a = D_X``, ``d_b = D_Y``. Generator objective (Zhu et al. Eq. 3):
     ``(D_Y(G(a)) - 1)^2 + (D_X(F(b)) - 1)^2 + l_cyc (|F(G(a)) - a| + |G(F(b)) - b|)
     + l_cyc l_idt (|G(b) - b| + |F(a) - a|)``; discriminators: ``0.5 [(D(real) - 1)^2 + D(pooled fake)^2]``.
-    Subclasses add discriminator terms through ``discriminator_regularizer``.
+    Subclasses add terms through ``generator_regularizer`` and ``discriminator_regularizer``.
+
+    Built by LightningCLI, ``CycleGAN.load_from_checkpoint(path)`` rebuilds the trained module, nets included,
+    from the checkpoint alone; built in Python with nets, pass the same nets again (see ``save_config``).
+    The classifiers' weights travel in the checkpoint: evaluating a reloaded module does not need their files.
 
     Args:
         g_ab: generator A->B (G). Default: ``ResnetGenerator(width=32, n_blocks=6)``.
@@ -50,14 +55,14 @@ class CycleGAN(L.LightningModule):
         d_b: discriminator of domain B (D_Y). Default as ``d_a``.
         generator_optimizer: optimizer factory for both generators (default Adam 2e-4, betas (0.5, 0.999)).
         discriminator_optimizer: optimizer factory for both discriminators (same default).
-        lambda_cyc: cycle-consistency weight (10).
-        lambda_idt: identity weight, relative to ``lambda_cyc`` (0.5; 0 turns it off).
+        lambda_cyc: cycle-consistency weight (10; >= 0).
+        lambda_idt: identity weight, relative to ``lambda_cyc`` (0.5; 0 turns it off; >= 0).
         cycle_loss: ``"l1"`` (CycleGAN), ``"l2"``, or ``"feature"``: L1 between the domain classifier's
             penultimate features of the reconstruction and of the input (needs ``classifier_a`` / ``classifier_b``).
         pool_size: history pool size for discriminator fakes (50; 0 disables).
-        lr_constant_epochs: epochs at the initial learning rate.
-        lr_decay_epochs: epochs of linear decay to 0 after that (the LR is stepped once per epoch).
-        init_std: std of the N(0, std) weight initialisation (0.02); ``None`` keeps the nets' own init.
+        lr_constant_epochs: epochs at the initial learning rate (>= 0).
+        lr_decay_epochs: epochs of linear decay to 0 after that (the LR is stepped once per epoch; >= 0).
+        init_std: std of the N(0, std) weight initialisation (0.02; > 0); ``None`` keeps the nets' own init.
         classifier_a: DigitClassifier checkpoint judging domain A images (for ``val/acc_b2a``, FID of A).
         classifier_b: DigitClassifier checkpoint judging domain B images (for ``val/acc_a2b``, FID of B).
     """
@@ -81,11 +86,13 @@ class CycleGAN(L.LightningModule):
         classifier_b: str | None = None,
     ) -> None:
         super().__init__()
-        if cycle_loss not in ("l1", "l2", "feature"):
-            raise ValueError(f"cycle_loss={cycle_loss!r} is not 'l1', 'l2' or 'feature'")
-        self.save_hyperparameters(
-            ignore=["g_ab", "g_ba", "d_a", "d_b", "generator_optimizer", "discriminator_optimizer", "augment"]
-        )
+        for name, value in (("lambda_cyc", lambda_cyc), ("lambda_idt", lambda_idt), ("pool_size", pool_size),
+                            ("lr_constant_epochs", lr_constant_epochs), ("lr_decay_epochs", lr_decay_epochs)):  # fmt: skip
+            at_least(name, value, 0)
+        if init_std is not None:
+            positive("init_std", init_std)
+        one_of("cycle_loss", cycle_loss, ("l1", "l2", "feature"))
+        save_config(self)
         self.g_ab = g_ab if g_ab is not None else ResnetGenerator(width=32)
         self.g_ba = g_ba if g_ba is not None else ResnetGenerator(width=32)
         self.d_a = d_a if d_a is not None else PatchDiscriminator()
@@ -257,150 +264,14 @@ class CycleGAN(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["image_pools"] = {"a": self.pool_a.state_dict(), "b": self.pool_b.state_dict()}
+        checkpoint["judge_configs"] = self.evaluator.judge_configs()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        restore_config(self, checkpoint)
+        check_nets_match(self, checkpoint, ("g_ab", "g_ba", "d_a", "d_b"))
+        if not self.evaluator.enabled and checkpoint.get("judge_configs"):
+            self.evaluator.build_judges(checkpoint["judge_configs"])  # their weights are in the state dict
         pools = checkpoint.get("image_pools")
         if pools is not None:
             self.pool_a.load_state_dict(pools["a"], self.device)
             self.pool_b.load_state_dict(pools["b"], self.device)
-
-
-ConsistencyInput = tuple[str, float, Tensor, "Tensor | None"]  # name, weight, x, D(x) if already computed
-
-
-class CRCycleGAN(CycleGAN):
-    """CycleGAN + CR-GAN consistency (Zhang et al., ICLR 2020) on both discriminators, real images only:
-    ``L_D += l_real |D(x) - D(T(x))|^2`` (raw PatchGAN maps, mean-reduced), reusing ``D(x)`` from the D loss.
-
-    Args:
-        lambda_real: weight of the real-image consistency (10, CR-GAN's value; 0 turns it off).
-        augment: the augmentation ``T`` (a ``nets.augment`` module; default ``Translate(1/8)``).
-    """
-
-    def __init__(self, *args: Any, lambda_real: float = 10.0, augment: nn.Module | None = None, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.lambda_real = lambda_real
-        self.augment = augment if augment is not None else Translate()
-
-    def consistency_inputs(
-        self, side: str, real: Tensor, images: dict[str, Tensor], d_out: dict[str, Tensor]
-    ) -> list[ConsistencyInput]:
-        """What the discriminator of ``side`` must judge consistently under ``T``."""
-        return [(f"cr_real_{side}", self.lambda_real, real, d_out[f"real_{side}"])] if self.lambda_real else []
-
-    def _consistency(self, d: nn.Module, items: list[ConsistencyInput]) -> dict[str, Tensor]:
-        if not items:
-            return {}
-        batch = [self.augment(x) for _, _, x, _ in items] + [x for _, _, x, known in items if known is None]
-        outs = iter(d(torch.cat(batch)).split([len(x) for x in batch]))  # one D forward for all new inputs
-        augmented = [next(outs) for _ in items]
-        terms = {}
-        for (name, weight, _, known), d_tx in zip(items, augmented):
-            d_x = known if known is not None else next(outs)
-            terms[name] = weight * F.mse_loss(d_tx, d_x)  # l |D(x) - D(T(x))|^2
-        return terms
-
-    def discriminator_regularizer(
-        self, real_a: Tensor, real_b: Tensor, images: dict[str, Tensor], d_out: dict[str, Tensor]
-    ) -> dict[str, Tensor]:
-        return {
-            **self._consistency(self.d_a, self.consistency_inputs("a", real_a, images, d_out)),
-            **self._consistency(self.d_b, self.consistency_inputs("b", real_b, images, d_out)),
-        }
-
-
-class ACCR(CRCycleGAN):
-    """Augmented Cyclic Consistency Regularization (Ohkawa et al., ICPR 2020): CR on the discriminators for
-    real, fake and reconstructed images. For D_X (D_Y symmetric with b, G(a), G(F(b))):
-    ``l_real |D_X(a) - D_X(T(a))|^2 + l_fake |D_X(F(b)) - D_X(T(F(b)))|^2 + l_rec |D_X(F(G(a))) - D_X(T(F(G(a))))|^2``.
-    Fakes and reconstructions are detached: generators keep the plain CycleGAN loss.
-
-    The paper's exact weights and augmentation for its main table are not confirmed here: every weight, ``T``
-    and the fake source are arguments; the defaults (10 each, translation) follow CR-GAN.
-
-    Args:
-        lambda_fake: weight of the fake-image consistency (0 turns it off).
-        lambda_rec: weight of the reconstructed-image consistency (0 turns it off).
-        fake_source: ``"pool"``: the history-pool fakes the D loss used (their D outputs are reused);
-            ``"current"``: this step's fakes.
-        lambda_cross: weight of a cross-network term (0 = off, the default): the two discriminators must agree on
-            an image and its translation, ``|D_X(a) - D_Y(G(a))|^2 + |D_Y(b) - D_X(F(b))|^2`` (current, detached
-            translations). A reconstruction of the "D1-D2" consistency named in a summary of the paper; the
-            paper's exact cross terms are unconfirmed, so it is an ablation only.
-        lambda_cross_gg: "G1-G2" term (0 = off): the cycle must commute with T, with one draw of T shared by both
-            sides, ``|F(T(G(a))) - T(a)| + |G(T(F(b))) - T(b)|`` (generator step). Reconstruction, ablation only.
-        lambda_cross_gd: "G1-D2" / "G2-D1" terms (0 = off): a discriminator judges the translation of an augmented
-            image like the augmented translation, ``|D_Y(G(T(a))) - D_Y(T(G(a)))|^2 + |D_X(F(T(b))) - D_X(T(F(b)))|^2``
-            (shared draw of T, translations detached; discriminator step). Reconstruction, ablation only.
-    """
-
-    def __init__(
-        self,
-        *args: Any,
-        lambda_fake: float = 10.0,
-        lambda_rec: float = 10.0,
-        fake_source: str = "pool",
-        lambda_cross: float = 0.0,
-        lambda_cross_gg: float = 0.0,
-        lambda_cross_gd: float = 0.0,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(*args, **kwargs)
-        if fake_source not in ("pool", "current"):
-            raise ValueError(f"fake_source={fake_source!r} is not 'pool' or 'current'")
-        self.lambda_fake, self.lambda_rec, self.fake_source = lambda_fake, lambda_rec, fake_source
-        self.lambda_cross, self.lambda_cross_gg, self.lambda_cross_gd = lambda_cross, lambda_cross_gg, lambda_cross_gd
-
-    def paired_augment(self, *batches: Tensor) -> list[Tensor]:
-        """Apply one random draw of ``T`` to several batches of the same size (RNG forked and reseeded per batch)."""
-        seed = int(torch.randint(2**31 - 1, ()))
-        out = []
-        for x in batches:
-            with torch.random.fork_rng(devices=[x.device] if x.is_cuda else []):
-                torch.manual_seed(seed)
-                out.append(self.augment(x))
-        return out
-
-    def generator_regularizer(self, real_a: Tensor, real_b: Tensor, images: dict[str, Tensor]) -> dict[str, Tensor]:
-        if not self.lambda_cross_gg:
-            return {}
-        t_fake_b, t_a = self.paired_augment(images["fake_b"], real_a)
-        t_fake_a, t_b = self.paired_augment(images["fake_a"], real_b)
-        return {
-            "cross_gg_a": self.lambda_cross_gg * F.l1_loss(self.g_ba(t_fake_b), t_a),  # |F(T(G(a))) - T(a)|
-            "cross_gg_b": self.lambda_cross_gg * F.l1_loss(self.g_ab(t_fake_a), t_b),  # |G(T(F(b))) - T(b)|
-        }
-
-    def consistency_inputs(
-        self, side: str, real: Tensor, images: dict[str, Tensor], d_out: dict[str, Tensor]
-    ) -> list[ConsistencyInput]:
-        items = super().consistency_inputs(side, real, images, d_out)
-        if self.lambda_fake:
-            if self.fake_source == "pool":
-                items.append((f"cr_fake_{side}", self.lambda_fake, images[f"pool_{side}"], d_out[f"fake_{side}"]))
-            else:
-                items.append((f"cr_fake_{side}", self.lambda_fake, images[f"fake_{side}"], None))
-        if self.lambda_rec:
-            items.append((f"cr_rec_{side}", self.lambda_rec, images[f"rec_{side}"], None))
-        return items
-
-    def discriminator_regularizer(
-        self, real_a: Tensor, real_b: Tensor, images: dict[str, Tensor], d_out: dict[str, Tensor]
-    ) -> dict[str, Tensor]:
-        terms = super().discriminator_regularizer(real_a, real_b, images, d_out)
-        if self.lambda_cross:
-            terms["cross_ab"] = self.lambda_cross * F.mse_loss(
-                self.d_b(images["fake_b"]), d_out["real_a"]
-            )  # D_Y(G(a)) ~ D_X(a)
-            terms["cross_ba"] = self.lambda_cross * F.mse_loss(
-                self.d_a(images["fake_a"]), d_out["real_b"]
-            )  # D_X(F(b)) ~ D_Y(b)
-        if self.lambda_cross_gd:
-            for name, gen, disc, real, fake in (("cross_gd_ab", self.g_ab, self.d_b, real_a, images["fake_b"]),
-                                                ("cross_gd_ba", self.g_ba, self.d_a, real_b, images["fake_a"])):  # fmt: skip
-                t_real, t_fake = self.paired_augment(real, fake)
-                with torch.no_grad():
-                    translated = gen(t_real)  # G(T(a))
-                out_gt, out_tg = disc(torch.cat([translated, t_fake])).chunk(2)
-                terms[name] = self.lambda_cross_gd * F.mse_loss(out_gt, out_tg)  # |D_Y(G(T(a))) - D_Y(T(G(a)))|^2
-        return terms

@@ -13,6 +13,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from nets.checks import at_least, one_of, within
+
+PADDINGS = ("reflection", "border", "zeros")
+
 
 def _uniform(n: int, low: float, high: float, like: Tensor) -> Tensor:
     return torch.rand(n, device=like.device, dtype=like.dtype) * (high - low) + low
@@ -34,12 +38,14 @@ class Translate(nn.Module):
     """Random shift by up to ``max_fraction`` of the image size in each axis.
 
     Args:
-        max_fraction: largest shift as a fraction of width/height (CR-GAN used 1/8).
+        max_fraction: largest shift as a fraction of width/height, in [0, 1] (CR-GAN used 1/8).
         padding: ``grid_sample`` padding mode for uncovered pixels: ``"reflection"``, ``"border"`` or ``"zeros"``.
     """
 
     def __init__(self, max_fraction: float = 0.125, padding: str = "reflection") -> None:
         super().__init__()
+        within("max_fraction", max_fraction, 0, 1)
+        one_of("padding", padding, PADDINGS)
         self.max_fraction, self.padding = max_fraction, padding
 
     def forward(self, x: Tensor) -> Tensor:
@@ -54,12 +60,14 @@ class Rotate(nn.Module):
     """Random rotation by up to ``max_degrees`` either way about the image centre.
 
     Args:
-        max_degrees: largest rotation angle.
-        padding: ``grid_sample`` padding mode for uncovered pixels.
+        max_degrees: largest rotation angle, in [0, 180].
+        padding: ``grid_sample`` padding mode for uncovered pixels: ``"reflection"``, ``"border"`` or ``"zeros"``.
     """
 
     def __init__(self, max_degrees: float = 15.0, padding: str = "border") -> None:
         super().__init__()
+        within("max_degrees", max_degrees, 0, 180)
+        one_of("padding", padding, PADDINGS)
         self.max_degrees, self.padding = max_degrees, padding
 
     def forward(self, x: Tensor) -> Tensor:
@@ -86,12 +94,14 @@ class Cutout(nn.Module):
     """Cutout (DeVries & Taylor 2017): one square of side ``fraction`` x size set to ``value`` per sample.
 
     Args:
-        fraction: side of the square relative to the image side (CR-GAN used 1/2 for 32 px images).
+        fraction: side of the square relative to the image side, in [0, 1] (CR-GAN used 1/2 for 32 px images).
         value: fill value in image units ([-1, 1]; 0 is mid-grey).
     """
 
     def __init__(self, fraction: float = 0.5, value: float = 0.0) -> None:
         super().__init__()
+        within("fraction", fraction, 0, 1)
+        within("value", value, -1, 1)
         self.fraction, self.value = fraction, value
 
     def forward(self, x: Tensor) -> Tensor:
@@ -99,20 +109,30 @@ class Cutout(nn.Module):
         return x.masked_fill(_box_mask(x, side, side), self.value)
 
 
+def _check_range(name: str, bounds: tuple[float, float], high: float) -> None:
+    """``bounds = (low, up)`` with ``0 < low <= up <= high``."""
+    if len(bounds) != 2 or not 0 < bounds[0] <= bounds[1] <= high:
+        limit = "" if math.isinf(high) else f" <= {high}"
+        raise ValueError(f"{name} must be (low, high) with 0 < low <= high{limit}, got {tuple(bounds)!r}")
+
+
 class RandomErasing(nn.Module):
     """Random erasing (Zhong et al. 2020): with probability ``p`` a box of random area and aspect ratio is
     replaced by uniform noise in [-1, 1].
 
     Args:
-        p: probability of erasing per sample.
-        scale: range of the erased area as a fraction of the image.
-        ratio: range of the box aspect ratio (sampled log-uniformly).
+        p: probability of erasing per sample, in [0, 1].
+        scale: range ``(low, high)`` of the erased area as a fraction of the image, ``0 < low <= high <= 1``.
+        ratio: range ``(low, high)`` of the box aspect ratio (sampled log-uniformly), ``0 < low <= high``.
     """
 
     def __init__(
         self, p: float = 0.5, scale: tuple[float, float] = (0.02, 0.33), ratio: tuple[float, float] = (0.3, 3.3)
     ) -> None:
         super().__init__()
+        within("p", p, 0, 1)
+        _check_range("scale", scale, high=1.0)
+        _check_range("ratio", ratio, high=math.inf)
         self.p, self.scale, self.ratio = p, scale, ratio
 
     def forward(self, x: Tensor) -> Tensor:
@@ -129,13 +149,15 @@ class ColorJitter(nn.Module):
     """Per-sample brightness, contrast and saturation factors drawn from ``[1 - s, 1 + s]`` (hue is left alone).
 
     Args:
-        brightness: strength ``s`` of the brightness change.
-        contrast: strength of the contrast change (about each image's mean grey level).
-        saturation: strength of the saturation change (about each pixel's grey level; no-op for 1 channel).
+        brightness: strength ``s`` of the brightness change, in [0, 1] (a factor stays >= 0).
+        contrast: strength of the contrast change (about each image's mean grey level), in [0, 1].
+        saturation: strength of the saturation change (about each pixel's grey level; no-op for 1 channel), in [0, 1].
     """
 
     def __init__(self, brightness: float = 0.3, contrast: float = 0.3, saturation: float = 0.3) -> None:
         super().__init__()
+        for name, value in (("brightness", brightness), ("contrast", contrast), ("saturation", saturation)):
+            within(name, value, 0, 1)
         self.brightness, self.contrast, self.saturation = brightness, contrast, saturation
 
     def forward(self, x: Tensor) -> Tensor:
@@ -157,11 +179,12 @@ class GaussianNoise(nn.Module):
     """Additive Gaussian noise of standard deviation ``std`` (image units), clamped back to [-1, 1].
 
     Args:
-        std: noise standard deviation.
+        std: noise standard deviation (>= 0).
     """
 
     def __init__(self, std: float = 0.1) -> None:
         super().__init__()
+        at_least("std", std, 0)
         self.std = std
 
     def forward(self, x: Tensor) -> Tensor:

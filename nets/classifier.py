@@ -7,16 +7,18 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from nets.checks import at_least, positive, within
+
 
 class DigitNet(nn.Module):
     """Small VGG-style CNN ``[B, in_channels, H, W] -> [B, num_classes]`` logits; ``features`` gives the penultimate layer.
 
     Args:
         in_channels: image channels.
-        num_classes: output classes (10 digits).
+        num_classes: output classes (10 digits; at least 2).
         width: channels of the first conv block (two convolutions per block, doubled per block, three blocks).
         feature_dim: size of the penultimate (feature) layer.
-        dropout: dropout before the last layer.
+        dropout: dropout probability before the last layer, in [0, 1).
 
     >>> DigitNet(3, width=8, feature_dim=16)(torch.zeros(2, 3, 32, 32)).shape
     torch.Size([2, 10])
@@ -26,6 +28,10 @@ class DigitNet(nn.Module):
         self, in_channels: int = 3, num_classes: int = 10, width: int = 32, feature_dim: int = 128, dropout: float = 0.3
     ) -> None:
         super().__init__()
+        for name, value in (("in_channels", in_channels), ("width", width), ("feature_dim", feature_dim)):
+            positive(name, value)
+        at_least("num_classes", num_classes, 2)
+        within("dropout", dropout, 0, 1, open_high=True)
         self.config = dict(
             in_channels=in_channels, num_classes=num_classes, width=width, feature_dim=feature_dim, dropout=dropout
         )

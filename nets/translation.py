@@ -10,15 +10,18 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from nets.checks import at_least, one_of, positive, within
+
+NORMS = ("instance", "batch", "none")
+
 
 def _norm(kind: str, channels: int) -> nn.Module:
+    """``kind`` is one of ``NORMS`` (checked by the constructors)."""
     if kind == "instance":
         return nn.InstanceNorm2d(channels, affine=False)
     if kind == "batch":
         return nn.BatchNorm2d(channels)
-    if kind == "none":
-        return nn.Identity()
-    raise ValueError(f"norm={kind!r} is not one of 'instance', 'batch', 'none'")
+    return nn.Identity()
 
 
 class _ResidualBlock(nn.Module):
@@ -44,7 +47,7 @@ class ResnetGenerator(nn.Module):
         n_downsampling: stride-2 convolutions before the residual blocks (H and W must divide 2**n).
         n_blocks: residual blocks at the bottleneck.
         norm: ``"instance"`` (CycleGAN's choice), ``"batch"`` or ``"none"``.
-        dropout: dropout probability inside residual blocks.
+        dropout: dropout probability inside residual blocks, in [0, 1).
 
     >>> ResnetGenerator(3, 3, width=8, n_blocks=1)(torch.zeros(2, 3, 32, 32)).shape
     torch.Size([2, 3, 32, 32])
@@ -61,6 +64,12 @@ class ResnetGenerator(nn.Module):
         dropout: float = 0.0,
     ) -> None:
         super().__init__()
+        for name, value in (("in_channels", in_channels), ("out_channels", out_channels), ("width", width)):
+            positive(name, value)
+        at_least("n_downsampling", n_downsampling, 0)
+        at_least("n_blocks", n_blocks, 0)
+        one_of("norm", norm, NORMS)
+        within("dropout", dropout, 0, 1, open_high=True)
         self.in_channels, self.out_channels = in_channels, out_channels
         bias = norm != "batch"
         layers: list[nn.Module] = [
@@ -94,7 +103,8 @@ class PatchDiscriminator(nn.Module):
     Args:
         in_channels: channels of the judged images.
         width: channels of the first convolution (doubled per layer, capped at 8x).
-        n_layers: stride-2 convolutions; 2 suits 32 px digits (6x6 patch map), 3 suits 256 px photos.
+        n_layers: convolutions after the first, all but the last of stride 2; 2 suits 32 px digits (6x6 patch
+            map), 3 suits 256 px photos.
         norm: ``"instance"`` (CycleGAN's choice), ``"batch"`` or ``"none"``.
 
     >>> PatchDiscriminator(3, width=8, n_layers=2)(torch.zeros(2, 3, 32, 32)).shape
@@ -103,6 +113,10 @@ class PatchDiscriminator(nn.Module):
 
     def __init__(self, in_channels: int = 3, width: int = 64, n_layers: int = 2, norm: str = "instance") -> None:
         super().__init__()
+        positive("in_channels", in_channels)
+        positive("width", width)
+        at_least("n_layers", n_layers, 0)
+        one_of("norm", norm, NORMS)
         self.in_channels = in_channels
         bias = norm != "batch"
         layers: list[nn.Module] = [nn.Conv2d(in_channels, width, 4, stride=2, padding=1), nn.LeakyReLU(0.2, True)]
@@ -124,6 +138,7 @@ class PatchDiscriminator(nn.Module):
 
 def init_weights(module: nn.Module, std: float = 0.02) -> nn.Module:
     """CycleGAN initialisation: conv/linear weights ~ N(0, std), biases 0, norm scales ~ N(1, std)."""
+    positive("std", std)
     for m in module.modules():
         if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
             nn.init.normal_(m.weight, 0.0, std)
@@ -141,9 +156,13 @@ class ImagePool:
 
     Until the pool holds ``size`` images every fake is stored and returned; afterwards each image is, with
     probability 1/2, swapped with a random stored one (the stored one is returned). ``size=0`` disables it.
+
+    Args:
+        size: images kept (>= 0).
     """
 
     def __init__(self, size: int = 50) -> None:
+        at_least("size", size, 0)
         self.size = size
         self.images: Tensor | None = None  # [n <= size, C, H, W], detached
 

@@ -1,12 +1,16 @@
-"""Loss terms and optimizer-step invariants of CycleGAN, CR-CycleGAN and ACCR."""
+"""Loss terms, optimizer-step invariants and argument checks of CycleGAN, CR-CycleGAN and ACCR."""
+
+import re
 
 import lightning as L
 import pytest
 import torch
 from conftest import quiet_trainer
+from torch import nn
 
 from datamodules import UnpairedDigitsDataModule
-from lightning_modules import ACCR, CRCycleGAN, CycleGAN
+from lightning_modules import ACCR, CRCycleGAN, CrossNetworkConsistency, CycleGAN
+from lightning_modules.accr import paired_augment
 from nets import Identity, PatchDiscriminator, ResnetGenerator
 
 
@@ -69,35 +73,121 @@ def test_switched_off_terms_are_absent():
     assert "idt_a" not in model.generator_loss(a, b)[0]
 
 
+class Affine(nn.Module):
+    """x -> scale * x + shift: a generator or an augmentation whose every output is known by hand."""
+
+    def __init__(self, scale, shift=0.0):
+        super().__init__()
+        self.scale, self.shift = scale, shift
+
+    def forward(self, x):
+        return self.scale * x + self.shift
+
+
+class MeanD(nn.Module):
+    """A discriminator whose 2x2 patch map is each image's mean pixel."""
+
+    def forward(self, x):
+        return x.mean(dim=(1, 2, 3), keepdim=True).expand(-1, 1, 2, 2)
+
+
+# a = 0.5 and b = -0.25 everywhere; G(x) = x/2 + 1/4, F(x) = -x, T(x) = -x, D(x) = mean(x), pool off, so
+# G(a) = 0.5, F(G(a)) = -0.5, F(b) = 0.25, G(F(b)) = 0.375, G(b) = 0.125, F(a) = -0.5 and D(x) - D(T(x)) = 2 D(x).
+BY_HAND = {
+    "g_adv_ab": (0.5 - 1) ** 2,  # (D_Y(G(a)) - 1)^2
+    "g_adv_ba": (0.25 - 1) ** 2,  # (D_X(F(b)) - 1)^2
+    "cycle_a": 10 * 1.0,  # 10 |F(G(a)) - a| = 10 |-0.5 - 0.5|
+    "cycle_b": 10 * 0.625,  # 10 |G(F(b)) - b| = 10 |0.375 + 0.25|
+    "idt_a": 5 * 0.375,  # 10 * 0.5 |G(b) - b| = 5 |0.125 + 0.25|
+    "idt_b": 5 * 1.0,  # 5 |F(a) - a|
+    "d_a": 0.5 * ((0.5 - 1) ** 2 + 0.25**2),  # 0.5 [(D_X(a) - 1)^2 + D_X(F(b))^2]
+    "d_b": 0.5 * ((-0.25 - 1) ** 2 + 0.5**2),  # 0.5 [(D_Y(b) - 1)^2 + D_Y(G(a))^2]
+    "cr_real_a": 1 * (2 * 0.5) ** 2,  # lambda_real = 1: |D(a) - D(T(a))|^2
+    "cr_real_b": 1 * (2 * -0.25) ** 2,
+    "cr_fake_a": 2 * (2 * 0.25) ** 2,  # lambda_fake = 2, fake_a = F(b) = 0.25
+    "cr_fake_b": 2 * (2 * 0.5) ** 2,  # fake_b = G(a) = 0.5
+    "cr_rec_a": 3 * (2 * -0.5) ** 2,  # lambda_rec = 3, rec_a = -0.5
+    "cr_rec_b": 3 * (2 * 0.375) ** 2,  # rec_b = 0.375
+    "cross_dd_ab": (0.5 - 0.5) ** 2,  # |D_Y(G(a)) - D_X(a)|^2
+    "cross_dd_ba": (0.25 - -0.25) ** 2,  # |D_X(F(b)) - D_Y(b)|^2
+    "cross_gg_a": abs(0.5 - -0.5),  # |F(T(G(a))) - T(a)| = |F(-0.5) + 0.5|
+    "cross_gg_b": abs(0.125 - 0.25),  # |G(T(F(b))) - T(b)| = |G(-0.25) - 0.25|
+    "cross_gd_ab": (0.0 - -0.5) ** 2,  # |D_Y(G(T(a))) - D_Y(T(G(a)))|^2 = |G(-0.5) - (-0.5)|^2
+    "cross_gd_ba": (-0.25 - -0.25) ** 2,  # |D_X(F(T(b))) - D_X(T(F(b)))|^2 = |F(0.25) - (-0.25)|^2
+}
+
+
+@pytest.mark.parametrize("fake_source", ["pool", "current"])
+def test_every_loss_term_equals_its_value_by_hand(fake_source):
+    cross = CrossNetworkConsistency(lambda_dd=1.0, lambda_gg=1.0, lambda_gd=1.0)
+    model = ACCR(g_ab=Affine(0.5, 0.25), g_ba=Affine(-1.0), d_a=MeanD(), d_b=MeanD(), augment=Affine(-1.0),
+                 pool_size=0, init_std=None, lambda_real=1.0, lambda_fake=2.0, lambda_rec=3.0,
+                 fake_source=fake_source, cross=cross)  # fmt: skip
+    a, b = torch.full((2, 3, 4, 4), 0.5), torch.full((2, 3, 4, 4), -0.25)
+    g_terms, imgs = model.generator_loss(a, b)
+    d_terms = model.discriminator_loss(a, b, {k: v.detach() for k, v in imgs.items()})
+    got = {k: v.item() for k, v in {**g_terms, **d_terms}.items()}
+    assert got == pytest.approx(BY_HAND, abs=1e-6)
+
+
 class StepWatcher(L.Callback):
-    """Records which networks each optimizer step changed (hooks on the real optimizers)."""
+    """Records, for each optimizer step, which networks' gradients the backward before it touched and which
+    networks' parameters the step changed (hooks on the real optimizers)."""
 
     def __init__(self):
-        self.changed = []
+        self.steps = []
 
     def on_train_start(self, trainer, pl_module):
+        def snapshot(what):
+            return {n: None if what(p) is None else what(p).detach().clone() for n, p in pl_module.named_parameters()}
+
+        def nets_changed(before, after):
+            def same(x, y):
+                return (x is None and y is None) or (x is not None and y is not None and torch.equal(x, y))
+
+            return {n.split(".")[0] for n in before if not same(before[n], after[n])}
+
+        grads = snapshot(lambda p: p.grad)  # gradients as the previous step left them
         for label, opt in zip(("G", "D"), trainer.optimizers):
-            before = {}
+            params = {}
 
-            def pre(optimizer, args, kwargs, before=before):
-                before.update({n: p.detach().clone() for n, p in pl_module.named_parameters()})
+            def pre(optimizer, args, kwargs, params=params, label=label):
+                now = snapshot(lambda p: p.grad)
+                self.steps.append({"step": label, "grads": nets_changed(grads, now)})
+                params.update(snapshot(lambda p: p))
 
-            def post(optimizer, args, kwargs, before=before, label=label):
-                now = dict(pl_module.named_parameters())
-                moved = {n.split(".")[0] for n, p in before.items() if not torch.equal(p, now[n])}
-                self.changed.append((label, moved))
+            def post(optimizer, args, kwargs, params=params):
+                self.steps[-1]["params"] = nets_changed(params, snapshot(lambda p: p))
+                grads.update(snapshot(lambda p: p.grad))
 
             opt.register_step_pre_hook(pre)
             opt.register_step_post_hook(post)
 
 
-@pytest.mark.parametrize("cls", [CycleGAN, ACCR])
-def test_each_step_changes_only_its_networks(cls, cache_dir):
+def watched_fit(model, cache_dir):
     L.seed_everything(0)
     watcher = StepWatcher()
     dm = UnpairedDigitsDataModule("mnist", "mnist_m", cache_dir=cache_dir, batch_size=8, batches_per_epoch=2)
-    quiet_trainer(max_epochs=1, callbacks=[watcher], limit_val_batches=0, enable_checkpointing=False).fit(tiny(cls), dm)
-    assert watcher.changed == [("G", {"g_ab", "g_ba"}), ("D", {"d_a", "d_b"})] * 2
+    quiet_trainer(max_epochs=1, callbacks=[watcher], limit_val_batches=0, enable_checkpointing=False).fit(model, dm)
+    return watcher.steps
+
+
+G_NETS, D_NETS = {"g_ab", "g_ba"}, {"d_a", "d_b"}
+EXPECTED_STEPS = [{"step": "G", "grads": G_NETS, "params": G_NETS}, {"step": "D", "grads": D_NETS, "params": D_NETS}]
+
+
+@pytest.mark.parametrize("cls", [CycleGAN, ACCR])
+def test_each_backward_and_step_touch_only_its_networks(cls, cache_dir):
+    # the G backward must leave D's gradients alone (toggle_optimizer freezes D), and the reverse
+    assert watched_fit(tiny(cls), cache_dir) == EXPECTED_STEPS * 2
+
+
+def test_step_watcher_sees_missing_toggles(cache_dir, monkeypatch):
+    # without toggling, the adversarial G loss puts gradients on D: the test above must fail then
+    monkeypatch.setattr(CycleGAN, "toggle_optimizer", lambda self, opt: None)
+    monkeypatch.setattr(CycleGAN, "untoggle_optimizer", lambda self, opt: None)
+    steps = watched_fit(tiny(CycleGAN), cache_dir)
+    assert steps[0] == {"step": "G", "grads": G_NETS | D_NETS, "params": G_NETS}
 
 
 def test_lr_schedule_constant_then_linear():
@@ -112,27 +202,56 @@ def test_wrong_channel_count_is_named():
         model.check_channels(torch.zeros(2, 1, 32, 32), torch.zeros(2, 3, 32, 32))
 
 
-def test_cross_network_term_off_by_default_and_finite_when_on():
+def test_cross_terms_off_by_default_and_only_the_weighted_ones_on():
     a, b = images()
-    for weight, expected in ((0.0, set()), (1.0, {"cross_ab", "cross_ba"})):
-        model = tiny(ACCR, lambda_cross=weight)
-        _, imgs = model.generator_loss(a, b)
+    for kwargs, expected in (({}, set()), ({"lambda_dd": 1.0}, {"cross_dd_ab", "cross_dd_ba"}),
+                             ({"lambda_gg": 1.0}, {"cross_gg_a", "cross_gg_b"}),
+                             ({"lambda_gd": 1.0}, {"cross_gd_ab", "cross_gd_ba"})):  # fmt: skip
+        model = tiny(ACCR, cross=CrossNetworkConsistency(**kwargs))
+        g_terms, imgs = model.generator_loss(a, b)
         d_terms = model.discriminator_loss(a, b, {k: v.detach() for k, v in imgs.items()})
-        assert {k for k in d_terms if k.startswith("cross")} == expected
-        assert all(torch.isfinite(v) and v > 0 for k, v in d_terms.items() if k.startswith("cross"))
+        assert {k for k in {**g_terms, **d_terms} if k.startswith("cross")} == expected
+        assert all(v > 0 for k, v in {**g_terms, **d_terms}.items() if k.startswith("cross"))
+    assert not any(k.startswith("cross") for k in tiny(ACCR).generator_loss(a, b)[0])
 
 
-def test_generator_and_generator_discriminator_cross_terms():
-    a, b = images()
-    model = tiny(ACCR, lambda_cross_gg=1.0, lambda_cross_gd=1.0)
-    g_terms, imgs = model.generator_loss(a, b)
-    d_terms = model.discriminator_loss(a, b, {k: v.detach() for k, v in imgs.items()})
-    assert {"cross_gg_a", "cross_gg_b"} <= set(g_terms) and {"cross_gd_ab", "cross_gd_ba"} <= set(d_terms)
-    assert all(torch.isfinite(t) and t > 0 for t in (g_terms["cross_gg_a"], d_terms["cross_gd_ab"]))
+def test_paired_augment_shares_one_draw():
     x = torch.rand(4, 3, 32, 32) * 2 - 1
-    first, second = model.paired_augment(x, x)
-    assert torch.equal(first, second) and not torch.equal(first, x)  # one random draw, shared
-    model.augment = Identity()  # with T = identity, D(G(T(a))) and D(T(G(a))) coincide
-    d_terms = model.discriminator_loss(a, b, {k: v.detach() for k, v in imgs.items()})
-    assert d_terms["cross_gd_ab"].item() == 0 and d_terms["cross_gd_ba"].item() == 0
-    assert "cross_gg_a" not in tiny(ACCR).generator_loss(a, b)[0]  # off by default
+    torch.manual_seed(0)
+    first, second = paired_augment(tiny(ACCR).augment, x, x)
+    assert torch.equal(first, second) and not torch.equal(first, x)
+    third, fourth = paired_augment(tiny(ACCR).augment, x, x)  # the next call draws anew
+    assert torch.equal(third, fourth) and not torch.equal(third, first)
+
+
+BAD_ARGUMENTS = [
+    (CycleGAN, {"lambda_cyc": -1.0}, "lambda_cyc must be >= 0, got -1.0"),
+    (CycleGAN, {"lambda_idt": -0.5}, "lambda_idt must be >= 0, got -0.5"),
+    (CycleGAN, {"pool_size": -1}, "pool_size must be >= 0, got -1"),
+    (CycleGAN, {"lr_constant_epochs": -1}, "lr_constant_epochs must be >= 0, got -1"),
+    (CycleGAN, {"lr_decay_epochs": -2}, "lr_decay_epochs must be >= 0, got -2"),
+    (CycleGAN, {"init_std": 0.0}, "init_std must be > 0, got 0.0"),
+    (CycleGAN, {"cycle_loss": "huber"}, "cycle_loss='huber' is not one of 'l1', 'l2', 'feature'"),
+    (CycleGAN, {"classifier_a": "a.ckpt"}, "classifier_a and classifier_b are set together or not at all"),
+    (CycleGAN, {"lambda_cyc": float("nan")}, "lambda_cyc must be >= 0, got nan"),
+    (CRCycleGAN, {"lambda_real": -10.0}, "lambda_real must be >= 0, got -10.0"),
+    (ACCR, {"lambda_fake": -1.0}, "lambda_fake must be >= 0, got -1.0"),
+    (ACCR, {"lambda_rec": -5.0}, "lambda_rec must be >= 0, got -5.0"),
+    (ACCR, {"fake_source": "history"}, "fake_source='history' is not one of 'pool', 'current'"),
+    (ACCR, {"lambda_real": -1.0}, "lambda_real must be >= 0, got -1.0"),
+    (CrossNetworkConsistency, {"lambda_dd": -1.0}, "lambda_dd must be >= 0, got -1.0"),
+    (CrossNetworkConsistency, {"lambda_gg": -1.0}, "lambda_gg must be >= 0, got -1.0"),
+    (CrossNetworkConsistency, {"lambda_gd": -0.1}, "lambda_gd must be >= 0, got -0.1"),
+]
+
+
+@pytest.mark.parametrize(("cls", "kwargs", "message"), BAD_ARGUMENTS, ids=lambda v: getattr(v, "__name__", None))
+def test_bad_argument_is_named_with_its_value(cls, kwargs, message):
+    with pytest.raises(ValueError, match="^" + re.escape(message)):
+        tiny(cls, **kwargs) if issubclass(cls, CycleGAN) else cls(**kwargs)
+
+
+def test_boundary_values_are_accepted():
+    zeros = dict(lambda_cyc=0.0, lambda_idt=0.0, pool_size=0, lr_constant_epochs=0, lr_decay_epochs=0)
+    model = tiny(ACCR, **zeros, lambda_real=0.0, lambda_fake=0.0, lambda_rec=0.0, cross=CrossNetworkConsistency())
+    assert model.lambda_rec == 0.0 and model.pool_a.size == 0 and model.lr_schedule(0) == 0.0
