@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+from argparse import ArgumentError
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +74,32 @@ def check_checkpoint(path: str | Path, expected_class_path: str, model: torch.nn
             )
 
 
+def summarize_parse_error(message: str) -> str:
+    """jsonargparse's multi-line parse error as one line: the key, why the value was refused, the value.
+
+    >>> summarize_parse_error('Parser key "trainer.max_epochs":\\n  Does not validate against any of the Union '
+    ...     "subtypes\\n  Subtypes: [int, NoneType]\\n  Errors:\\n    - Expected a <class 'int'>\\n"
+    ...     "    - Expected a <class 'NoneType'>\\n  Given value type: <class 'str'>\\n  Given value: abc")
+    "trainer.max_epochs: Expected a <class 'int'> (given: abc)"
+    """
+    lines = [line.strip() for line in message.strip().splitlines() if line.strip()]
+    if not lines:
+        return "invalid arguments"
+    reasons: list[str] = []
+    for line in lines[1:]:
+        if line.startswith("- "):
+            reasons.append(line[2:])
+        elif reasons and not line.startswith(("Given value", "Subtypes:", "Errors:")):
+            reasons[-1] = f"{reasons[-1].rstrip(':')}: {line}"
+    if not reasons:
+        return " ".join(lines)
+    # "Expected NoneType" is the Optional[...] alternative, never what a user meant
+    useful = [r for r in reasons if "NoneType" not in r] or reasons
+    given = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("Given value:")), None)
+    head = lines[0].removeprefix("Parser key ").rstrip(":").strip('"')
+    return f"{head}: {'; '.join(dict.fromkeys(useful))}" + (f" (given: {given})" if given else "")
+
+
 CONFIG_ERROR = "_coadv_config_error"  # set on exceptions raised while the config is turned into objects
 
 
@@ -83,6 +111,18 @@ class FriendlyErrors:
     """LightningCLI mixin: marks errors raised while building objects from the config (the console prints their
     root cause alone) and refuses a bad ``--ckpt_path`` before Lightning's loader would. Python callers still get
     the original exception."""
+
+    def init_parser(self, **kwargs: Any):
+        parser = super().init_parser(**kwargs)  # type: ignore[misc]
+        parser.exit_on_error = False  # parse errors come back here, to be printed on one line
+        return parser
+
+    def parse_arguments(self, parser: Any, args: Any) -> None:
+        try:
+            super().parse_arguments(parser, args)  # type: ignore[misc]
+        except ArgumentError as error:
+            print(f"coadv: error: {summarize_parse_error(str(error))}", file=sys.stderr)
+            raise SystemExit(2) from error
 
     def instantiate_classes(self) -> None:
         try:
@@ -103,7 +143,13 @@ class FriendlyErrors:
             model = self.config[self.config["subcommand"]].get("model")  # type: ignore[attr-defined]
             expected = getattr(model, "class_path", None) or "the configured model"
             check_checkpoint(path, expected)
-        super()._parse_ckpt_path()  # type: ignore[misc]
+            try:
+                super()._parse_ckpt_path()  # type: ignore[misc]
+            except ArgumentError as error:
+                summary = summarize_parse_error(str(error))
+                raise UserError(f"checkpoint {path!r} does not fit {expected}: its hyperparameters give {summary}")
+        else:
+            super()._parse_ckpt_path()  # type: ignore[misc]
 
     def _run_subcommand(self, subcommand: str) -> None:
         if (path := self._user_ckpt_path()) is not None:
