@@ -147,7 +147,9 @@ class FriendlyErrors:
                 super()._parse_ckpt_path()  # type: ignore[misc]
             except ArgumentError as error:
                 summary = summarize_parse_error(str(error))
-                raise UserError(f"checkpoint {path!r} does not fit {expected}: its hyperparameters give {summary}")
+                raise UserError(
+                    f"checkpoint {path!r} does not fit {expected}: its hyperparameters give {summary}"
+                ) from error
         else:
             super()._parse_ckpt_path()  # type: ignore[misc]
 
