@@ -42,3 +42,16 @@ def tiny_classifiers(tmp_path_factory, cache_dir) -> dict[str, str]:
 def quiet_trainer(**kwargs) -> L.Trainer:
     defaults = dict(logger=False, enable_progress_bar=False, enable_model_summary=False, accelerator="cpu", devices=1)
     return L.Trainer(**{**defaults, **kwargs})
+
+
+def tiny(cls, **kwargs):
+    """A translation module (``CycleGAN`` family) with the smallest nets, for step-level tests."""
+    from nets import PatchDiscriminator, ResnetGenerator
+
+    nets = dict(
+        g_ab=ResnetGenerator(width=8, n_blocks=1),
+        g_ba=ResnetGenerator(width=8, n_blocks=1),
+        d_a=PatchDiscriminator(width=8),
+        d_b=PatchDiscriminator(width=8),
+    )
+    return cls(**nets, **kwargs)

@@ -2,9 +2,8 @@
 
 import lightning as L
 import torch
-from conftest import quiet_trainer
+from conftest import quiet_trainer, tiny
 from lightning.pytorch.callbacks import ModelCheckpoint
-from test_translation_modules import tiny
 
 from datamodules import UnpairedDigitsDataModule
 from lightning_modules import ACCR

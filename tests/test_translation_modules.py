@@ -5,23 +5,13 @@ import re
 import lightning as L
 import pytest
 import torch
-from conftest import quiet_trainer
+from conftest import quiet_trainer, tiny
 from torch import nn
 
 from datamodules import UnpairedDigitsDataModule
 from lightning_modules import ACCR, CRCycleGAN, CrossNetworkConsistency, CycleGAN
 from lightning_modules.accr import paired_augment
-from nets import Identity, PatchDiscriminator, ResnetGenerator
-
-
-def tiny(cls, **kwargs):
-    nets = dict(
-        g_ab=ResnetGenerator(width=8, n_blocks=1),
-        g_ba=ResnetGenerator(width=8, n_blocks=1),
-        d_a=PatchDiscriminator(width=8),
-        d_b=PatchDiscriminator(width=8),
-    )
-    return cls(**nets, **kwargs)
+from nets import Identity
 
 
 def images(n=4):
