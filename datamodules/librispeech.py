@@ -52,9 +52,13 @@ def layout_path(path: Path) -> str:
 
 
 def all_pairs_trials(utterances: list[str]) -> list[str]:
-    """``label path1 path2`` for every unordered pair of ``utterances`` (sorted first; label 1: same speaker)."""
-    ordered = sorted(utterances)
-    return [f"{int(a.split('/')[0] == b.split('/')[0])} {a} {b}" for a, b in combinations(ordered, 2)]
+    """``label path1 path2`` for every unordered pair of ``utterances`` (label 1: same speaker). Pairs follow the
+    sorted paths; targets and non-targets are then merged evenly (the k-th of n trials of a class at (k + 1/2) / n),
+    so every prefix of the list (``max_trials``, one evaluation batch) holds both in the list's proportion."""
+    pairs = [(int(a.split("/")[0] == b.split("/")[0]), a, b) for a, b in combinations(sorted(utterances), 2)]
+    classes = [[p for p in pairs if p[0] == label] for label in (1, 0)]
+    keyed = [((k + 0.5) / len(c), 1 - c[0][0], p) for c in classes if c for k, p in enumerate(c)]
+    return [f"{label} {a} {b}" for _, _, (label, a, b) in sorted(keyed)]
 
 
 def _place(src: Path, dst: Path, seconds: float | None, link: bool) -> tuple[int, int]:
@@ -88,19 +92,24 @@ def convert_librispeech(
     source, dest = Path(source), Path(dest)
     if (dest / "wav").exists():
         raise FileExistsError(f"{dest / 'wav'} already exists: remove it to convert {source} again")
+    staging = dest / "wav.partial"  # renamed to wav/ at the end: an interrupted conversion is never read
+    if staging.exists():
+        shutil.rmtree(staging)
     rows, test = [], []
     for subset in (*train_subsets, test_subset):
         is_test = subset == test_subset
         for files in find_utterances(source / subset).values():
             for path in files[:test_per_speaker] if is_test else files:
                 relative = layout_path(path)
-                seconds = None if is_test else train_seconds
-                rows.append((relative, *_place(path, dest / "wav" / relative, seconds, link)))
-                test += [relative] if is_test else []
+                kept = _place(path, staging / relative, None if is_test else train_seconds, link)
+                rows.append((relative, *kept))
+                if is_test:
+                    test.append(relative)
     trials = dest / "veri_test.txt"
     trials.write_text("\n".join(all_pairs_trials(test)) + "\n")
     lines = ["file\tsource_frames\tkept_frames"] + ["\t".join(map(str, row)) for row in sorted(rows)]
     (dest / "CROPS.tsv").write_text("\n".join(lines) + "\n")
+    staging.rename(dest / "wav")
     return trials
 
 
@@ -164,6 +173,8 @@ class LibriSpeechDataModule(VoxCelebDataModule):
     ) -> None:
         if source is not None and root is None:
             raise ValueError(f"source={source!r} needs a writable root to convert into (the embedded copy is not one)")
+        if test_utterances_per_speaker is not None and test_utterances_per_speaker < 2:
+            raise ValueError(f"test_utterances_per_speaker={test_utterances_per_speaker}: target trials need >= 2")
         super().__init__(root=str(EMBEDDED if root is None else root), trial_list="veri_test.txt",
                          crop_seconds=crop_seconds, eval_max_seconds=eval_max_seconds, batch_size=batch_size,
                          eval_batch_size=eval_batch_size, num_workers=num_workers, pin_memory=pin_memory,

@@ -26,9 +26,12 @@ def overrides(config: Path, tmp_path: Path, classifiers: dict[str, str], cache_d
     """Offline substitutions, each explicit: SVHN -> syn_digits, tiny classifiers, temporary run folder."""
     cfg = yaml.safe_load(config.read_text())
     data = cfg["data"]["init_args"]
-    if cfg["data"]["class_path"].endswith("VoxCelebDataModule"):  # a small synthetic corpus stands in, explicitly
+    if cfg["data"]["class_path"].endswith("LibriSpeechDataModule"):  # the embedded real speech, as shipped
+        args = [f"--trainer.default_root_dir={tmp_path}", "--data.init_args.batch_size=4"]
+    elif cfg["data"]["class_path"].endswith("VoxCelebDataModule"):  # a small synthetic corpus stands in, explicitly
         args = [f"--trainer.default_root_dir={tmp_path}", f"--data.init_args.root={tmp_path}/vox",
                 "--data.init_args.synthesize=true", "--data.init_args.synth_speakers=8", "--data.init_args.batch_size=4"]  # fmt: skip
+    if cfg["data"]["class_path"].endswith(("LibriSpeechDataModule", "VoxCelebDataModule")):
         if cfg["model"]["class_path"].endswith("IVectorSystem"):
             args += ["--model.init_args.ubm_iterations=1", "--model.init_args.tv_iterations=1",
                      "--model.init_args.victim.init_args.n_components=4", "--model.init_args.victim.init_args.rank=4",
