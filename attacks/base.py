@@ -1,8 +1,9 @@
 """The attack base and the verification objective (plain torch).
 
 Threat model: white-box, only the test side of a trial is perturbed, waveform kept in [clip_min, clip_max].
-With sigma = +1 for a target trial (label 1) and -1 for a non-target trial, the residual is
-``r(delta) = sigma (s(enrol, x + delta) - theta) + kappa``; the attack succeeds when ``r <= 0``.
+One decision rule: a trial is accepted when ``s >= theta``. With sigma = +1 for a target trial (label 1) and -1
+for a non-target trial, the residual is ``r(delta) = sigma (s(enrol, x + delta) - theta) + kappa``; the attack
+succeeds when ``r <= 0`` and the decision flipped (``is_success``).
 """
 
 from __future__ import annotations
@@ -12,12 +13,12 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from nets.speaker.contract import RecordsInitArgs, SpeakerVictim, check_arg
+
 
 class VerificationObjective:
-    """Residual of a batch of trials against a victim with the ``score(enrol, test) -> [B]`` contract.
-
-    Victims that also offer ``embed`` and ``compare(enrol_embedding, test_embedding)`` have the enrolment side
-    embedded once here (it is never perturbed), halving the cost of every residual.
+    """Residual of a batch of trials against a ``SpeakerVictim``; the enrolment side is embedded once here (it is
+    never perturbed), halving the cost of every residual.
 
     Args:
         victim: the speaker model (frozen by the caller).
@@ -30,7 +31,7 @@ class VerificationObjective:
 
     def __init__(
         self,
-        victim,
+        victim: SpeakerVictim,
         enrol: Tensor,
         labels: Tensor,
         threshold: float,
@@ -41,19 +42,23 @@ class VerificationObjective:
         self.labels = labels
         self.sigma = labels.float() * 2 - 1
         self.grad_evals = 0
-        self.enrol_embedding = enrol_embedding
-        if enrol_embedding is None and hasattr(victim, "compare") and hasattr(victim, "embed"):
+        if enrol_embedding is None:
             with torch.no_grad():
-                self.enrol_embedding = victim.embed(enrol)
+                enrol_embedding = victim.embed(enrol)
+        self.enrol_embedding = enrol_embedding
 
     def score(self, x: Tensor) -> Tensor:
         """Victim scores ``[B]`` of test waveforms ``x [B, T]`` (differentiable)."""
-        if self.enrol_embedding is not None:
-            return self.victim.compare(self.enrol_embedding, self.victim.embed(x))
-        return self.victim.score(self.enrol, x)
+        return self.victim.compare(self.enrol_embedding, self.victim.embed(x))
 
     def residual_of_score(self, score: Tensor) -> Tensor:
+        """``r = sigma (score - theta) + kappa`` ``[B]``."""
         return self.sigma * (score - self.threshold) + self.kappa
+
+    def is_success(self, r: Tensor) -> Tensor:
+        """Per trial: the decision at ``theta`` flipped with margin ``kappa``. ``r <= 0``, except that ``r == 0``
+        on a target trial with ``kappa == 0`` means ``s == theta``, which is still accepted (``s >= theta``)."""
+        return (r < 0) | ((r == 0) & ((self.sigma < 0) | (self.kappa > 0)))
 
     def residual(self, x: Tensor) -> Tensor:
         """``r [B]`` at test waveforms ``x [B, T]`` (differentiable)."""
@@ -87,27 +92,31 @@ class AttackResult:
     extra: dict = field(default_factory=dict)
 
 
-class Attack:
+class Attack(RecordsInitArgs):
     """Base: subclasses implement ``perturb(x, objective) -> AttackResult`` and keep outputs in the clip range.
+    Constructor arguments are recorded (``init_args``) so that a checkpoint names the attack.
 
     Args:
-        clip: valid waveform range (``(-1, 1)``).
+        clip: valid waveform range ``(low, high)``, ``low < high`` (``(-1, 1)``).
     """
 
     domain = "waveform"  # what the adversarial object is; feature-domain attacks say otherwise
 
     def __init__(self, clip: tuple[float, float] = (-1.0, 1.0)) -> None:
-        self.clip = clip
+        check_arg("clip", clip, len(clip) == 2 and clip[0] < clip[1], "(low, high) with low < high")
+        self.clip = (float(clip[0]), float(clip[1]))
 
     def clamp(self, x: Tensor) -> Tensor:
+        """``x`` clipped to the valid range."""
         return x.clamp(*self.clip)
 
     def perturb(self, x: Tensor, objective: VerificationObjective) -> AttackResult:
+        """Adversarial versions of the test waveforms ``x [B, T]``."""
         raise NotImplementedError
 
     def _result(
         self, x_adv: Tensor, objective: VerificationObjective, iterations: Tensor, grad_evals: Tensor
     ) -> AttackResult:
         with torch.no_grad():
-            success = objective.residual(x_adv) <= 0
+            success = objective.is_success(objective.residual(x_adv))
         return AttackResult(x_adv.detach(), success, iterations, grad_evals)

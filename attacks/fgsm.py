@@ -1,9 +1,5 @@
-"""FGSM (Goodfellow et al., ICLR 2015, arXiv 1412.6572): one signed-gradient step of size epsilon, L-inf.
-
-Args: ``epsilon`` (L-inf budget, waveform units, default 0.002), ``clip``. Shapes: ``x [B, T]`` -> ``[B, T]``.
-
->>> # adv = FGSM(epsilon=0.002).perturb(test_waves, VerificationObjective(victim, enrol, labels, theta))
-"""
+"""FGSM: Goodfellow, Shlens, Szegedy, "Explaining and Harnessing Adversarial Examples", ICLR 2015,
+https://arxiv.org/abs/1412.6572."""
 
 from __future__ import annotations
 
@@ -11,16 +7,29 @@ import torch
 from torch import Tensor
 
 from attacks.base import Attack, AttackResult, VerificationObjective
+from nets.speaker.contract import check_arg
 
 
 class FGSM(Attack):
-    """One step ``x - epsilon sign(dr/dx)`` (decreasing the residual), clipped to the waveform range."""
+    """FGSM, L-inf: one signed-gradient step of size epsilon that decreases the residual.
+
+    ``x_adv = clip(x - epsilon sign(dr/dx))``.
+
+    Args:
+        epsilon: L-inf budget in waveform units, > 0 (0.002).
+        clip: valid waveform range ``(low, high)`` ((-1, 1)).
+
+    Shapes: ``x [B, T]`` -> ``adversarial [B, T]``.
+
+    Example: ``FGSM(epsilon=0.002).perturb(test, VerificationObjective(victim, enrol, labels, theta))``.
+    """
 
     def __init__(self, epsilon: float = 0.002, clip: tuple[float, float] = (-1.0, 1.0)) -> None:
         super().__init__(clip)
+        check_arg("epsilon", epsilon, epsilon > 0, "> 0")
         self.epsilon = epsilon
 
     def perturb(self, x: Tensor, objective: VerificationObjective) -> AttackResult:
         _, g = objective.residual_and_grad(x)
-        ones = torch.ones(len(x), dtype=torch.long)
+        ones = torch.ones(len(x), dtype=torch.long, device=x.device)
         return self._result(self.clamp(x - self.epsilon * g.sign()), objective, ones, ones)

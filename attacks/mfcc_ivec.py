@@ -1,13 +1,5 @@
-"""MFCC-ivec attack (Li et al., ICASSP 2020, arXiv 1911.03078): one FGSM step on the MFCC features of the voiced
-frames of the test utterance, against an i-vector victim, with epsilon in feature units.
-
-It works in the feature domain, so the adversarial object is a feature matrix (``result.extra["features"]``);
-the waveform is returned unchanged and success is judged on the features. Voiced frames: energy (c0) above the
-utterance's ``voiced_quantile`` quantile (the paper's VAD is not specified here; this is the reconstruction).
-
-Args: ``epsilon`` (feature units, 0.5), ``voiced_quantile`` (0.3). Needs a victim with ``frames`` and
-``embed_frames`` (``nets.speaker.IVector``); others raise ``TypeError``.
-"""
+"""MFCC-ivec: Li et al., "Adversarial Attacks on GMM i-vector based Speaker Verification Systems", ICASSP 2020,
+https://arxiv.org/abs/1911.03078."""
 
 from __future__ import annotations
 
@@ -15,24 +7,42 @@ import torch
 from torch import Tensor
 
 from attacks.base import Attack, AttackResult, VerificationObjective
+from nets.speaker.contract import FeatureDomainVictim, check_arg
 
 
 class MFCCIvec(Attack):
-    """One signed-gradient step on voiced MFCC frames of an i-vector victim."""
+    """MFCC-ivec, L-inf in feature units: one FGSM step on the voiced MFCC frames against an i-vector victim.
+
+    It works in the feature domain: the adversarial object is a feature matrix (``result.extra["features"]``,
+    ``[B, N, D]``), the waveform is returned unchanged and success is judged on the features. Voiced frames: energy
+    (c0) at or above the utterance's ``voiced_quantile`` quantile (the paper's VAD is not specified; this is the
+    reconstruction). Needs a ``FeatureDomainVictim`` (``frames`` / ``embed_frames``, e.g. ``nets.speaker.IVector``);
+    other victims raise ``TypeError``.
+
+    Args:
+        epsilon: L-inf step in MFCC feature units, > 0 (0.5).
+        voiced_quantile: frames whose c0 is below this quantile of the utterance are left alone, in [0, 1) (0.3).
+
+    Shapes: ``x [B, T]`` -> ``adversarial [B, T]`` (unchanged), ``extra["features"] [B, N, D]``,
+    ``extra["voiced"] [B, N]``.
+
+    Example: ``MFCCIvec(epsilon=0.5).perturb(test, VerificationObjective(ivector, enrol, labels, theta))``.
+    """
 
     domain = "mfcc"
 
-    def __init__(
-        self, epsilon: float = 0.5, voiced_quantile: float = 0.3, clip: tuple[float, float] = (-1.0, 1.0)
-    ) -> None:
-        super().__init__(clip)
+    def __init__(self, epsilon: float = 0.5, voiced_quantile: float = 0.3) -> None:
+        super().__init__()
+        check_arg("epsilon", epsilon, epsilon > 0, "> 0")
+        check_arg("voiced_quantile", voiced_quantile, 0 <= voiced_quantile < 1, "in [0, 1)")
         self.epsilon, self.voiced_quantile = epsilon, voiced_quantile
 
     def perturb(self, x: Tensor, objective: VerificationObjective) -> AttackResult:
         victim = objective.victim
-        if not (hasattr(victim, "frames") and hasattr(victim, "embed_frames")):
+        if not isinstance(victim, FeatureDomainVictim):
             raise TypeError(
-                f"MFCC-ivec attacks i-vector victims (frames/embed_frames); {type(victim).__name__} has no MFCC i-vector front-end"
+                f"MFCC-ivec attacks i-vector victims (a FeatureDomainVictim: frames / embed_frames); "
+                f"{type(victim).__name__} has no MFCC i-vector front-end"
             )
         with torch.no_grad():
             frames = victim.frames(x)
@@ -47,6 +57,6 @@ class MFCCIvec(Attack):
             (g,) = torch.autograd.grad(residual(f).sum(), f)
         adv = frames - self.epsilon * g.sign() * voiced.unsqueeze(-1)
         with torch.no_grad():
-            success = residual(adv) <= 0
-        ones = torch.ones(len(x), dtype=torch.long)
+            success = objective.is_success(residual(adv))
+        ones = torch.ones(len(x), dtype=torch.long, device=x.device)
         return AttackResult(x.detach(), success, ones, ones, {"features": adv.detach(), "voiced": voiced})

@@ -1,8 +1,6 @@
-"""BIM / PGD (Kurakin et al. 2017; Madry et al., ICLR 2018, arXiv 1706.06083), L-inf or L2.
-
-Args: ``epsilon`` (budget), ``step_size``, ``steps``, ``norm`` (``"linf"`` or ``"l2"``), ``random_start``,
-``early_stop`` (freeze a trial once it succeeds), ``clip``. Shapes: ``x [B, T]`` -> ``[B, T]``.
-"""
+"""BIM / PGD: Kurakin, Goodfellow, Bengio, "Adversarial Examples in the Physical World", ICLR workshop 2017,
+https://arxiv.org/abs/1607.02533; Madry et al., "Towards Deep Learning Models Resistant to Adversarial Attacks",
+ICLR 2018, https://arxiv.org/abs/1706.06083."""
 
 from __future__ import annotations
 
@@ -10,10 +8,27 @@ import torch
 from torch import Tensor
 
 from attacks.base import Attack, AttackResult, VerificationObjective
+from nets.speaker.contract import check_arg
 
 
 class PGD(Attack):
-    """Projected gradient descent on the residual inside an L-inf or L2 ball around ``x``."""
+    """BIM / PGD, L-inf or L2: projected gradient descent on the residual inside a ball around ``x``.
+
+    BIM is PGD without a random start.
+
+    Args:
+        epsilon: budget, radius of the ball in waveform units, > 0 (0.002).
+        step_size: step per iteration, > 0 (signed gradient for L-inf, normalised gradient for L2) (0.0002).
+        steps: iterations, >= 1 (50).
+        norm: ``"linf"`` or ``"l2"`` ("linf").
+        random_start: start from a uniform draw in the L-inf ball, projected (False).
+        early_stop: freeze a trial once it succeeds (True).
+        clip: valid waveform range ``(low, high)`` ((-1, 1)).
+
+    Shapes: ``x [B, T]`` -> ``adversarial [B, T]``.
+
+    Example: ``PGD(epsilon=0.5, step_size=0.05, norm="l2").perturb(test, objective)``.
+    """
 
     def __init__(
         self,
@@ -26,18 +41,22 @@ class PGD(Attack):
         clip: tuple[float, float] = (-1.0, 1.0),
     ) -> None:
         super().__init__(clip)
-        if norm not in ("linf", "l2"):
-            raise ValueError(f"norm={norm!r} is not 'linf' or 'l2'")
+        check_arg("norm", norm, norm in ("linf", "l2"), "'linf' or 'l2'")
+        check_arg("epsilon", epsilon, epsilon > 0, "> 0")
+        check_arg("step_size", step_size, step_size > 0, "> 0")
+        check_arg("steps", steps, steps >= 1, ">= 1")
         self.epsilon, self.step_size, self.steps, self.norm = epsilon, step_size, steps, norm
         self.random_start, self.early_stop = random_start, early_stop
 
     def project(self, delta: Tensor) -> Tensor:
+        """``delta`` projected onto the budget ball."""
         if self.norm == "linf":
             return delta.clamp(-self.epsilon, self.epsilon)
         norms = delta.norm(dim=1, keepdim=True).clamp(min=1e-12)
         return delta * (self.epsilon / norms).clamp(max=1.0)
 
     def step(self, g: Tensor) -> Tensor:
+        """The step along the residual gradient ``g``."""
         if self.norm == "linf":
             return self.step_size * g.sign()
         return self.step_size * g / g.norm(dim=1, keepdim=True).clamp(min=1e-12)
@@ -46,15 +65,17 @@ class PGD(Attack):
         delta = torch.zeros_like(x)
         if self.random_start:
             delta = self.project(torch.empty_like(x).uniform_(-self.epsilon, self.epsilon))
-        active = torch.ones(len(x), dtype=torch.bool)
-        iterations = torch.zeros(len(x), dtype=torch.long)
+        active = torch.ones(len(x), dtype=torch.bool, device=x.device)
+        iterations = torch.zeros(len(x), dtype=torch.long, device=x.device)
+        evals = torch.zeros(len(x), dtype=torch.long, device=x.device)
         for _ in range(self.steps):
             r, g = objective.residual_and_grad(self.clamp(x + delta))
+            evals += active.long()
             if self.early_stop:
-                active &= r > 0
+                active &= ~objective.is_success(r)
             if not active.any():
                 break
             iterations += active.long()
             new = self.project(delta - self.step(g))
             delta = torch.where(active[:, None], self.clamp(x + new) - x, delta)
-        return self._result(self.clamp(x + delta), objective, iterations, iterations + 1)
+        return self._result(self.clamp(x + delta), objective, iterations, evals)

@@ -1,17 +1,6 @@
-"""Quasi-Newton minimum-norm search: L-BFGS on ``f(delta) = 1/2 |delta|^2 + c max(0, r(x + delta) + eta)^2``.
-
-torch.optim.LBFGS supplies the L-BFGS two-loop recursion, the strong-Wolfe line search and the curvature-pair
-skip (pairs with y^T s <= 1e-10 are dropped). A dense BFGS matrix is out of reach for waveforms (T^2 entries),
-so ``method="bfgs"`` keeps every curvature pair of each inner solve (the two-loop recursion with unbounded memory equals
-BFGS started from the scaled identity, torch re-scaling H0 by s^T y / y^T y each iteration), while
-``method="lbfgs"`` keeps the last ``history`` pairs. The penalty is continued (c x ``c_growth``) until the flip
-holds; ``eta`` (relative to the clean residual) puts the penalised optimum just past the boundary, since with
-``eta = 0`` it would stop short of it. Warm start from the Gauss-Newton result (``warm_start``), as in the paper's
-reconstruction. Each trial is solved on its own.
-
-Args: ``method`` (``"lbfgs"`` or ``"bfgs"``), ``c`` (1.0), ``c_growth`` (10), ``outer_steps`` (4), ``lbfgs_iterations`` (20), ``history`` (10),
-``eta`` (0.01), ``warm_start`` (a GaussNewton or None), ``clip``. Shapes: ``x [B, T]`` -> ``[B, T]``.
-"""
+"""Quasi-Newton minimum-norm search, the second-order method of the quasi-Newton attack paper (APSIPA ASC;
+reconstructed here, see DESIGN.md): L-BFGS / BFGS on a penalised minimum-norm problem, warm-started from
+Gauss-Newton."""
 
 from __future__ import annotations
 
@@ -20,10 +9,37 @@ from torch import Tensor
 
 from attacks.base import Attack, AttackResult, VerificationObjective
 from attacks.gauss_newton import GaussNewton
+from nets.speaker.contract import check_arg
 
 
 class QuasiNewton(Attack):
-    """Penalty continuation with L-BFGS inner solves; keeps the smallest successful perturbation per trial."""
+    """Quasi-Newton minimum-norm search, L2: L-BFGS (or BFGS) on a penalised problem, penalty continuation.
+
+    Minimises ``f(delta) = 1/2 |delta|^2 + c max(0, r(x + delta) + eta)^2``; keeps the smallest successful
+    perturbation per trial, each trial solved on its own.
+
+    ``torch.optim.LBFGS`` supplies the two-loop recursion, the strong-Wolfe line search and the curvature-pair skip
+    (pairs with y^T s <= 1e-10 are dropped). A dense BFGS matrix is out of reach for waveforms (T^2 entries), so
+    ``method="bfgs"`` keeps every curvature pair of each inner solve (the two-loop recursion with unbounded memory
+    equals BFGS started from the scaled identity), while ``"lbfgs"`` keeps the last ``history`` pairs. The penalty
+    grows (c x ``c_growth``) until the flip holds; ``eta`` (relative to the clean residual) puts the penalised
+    optimum just past the boundary, where ``eta = 0`` would stop short of it.
+
+    Args:
+        c: initial penalty weight, > 0 (1.0).
+        c_growth: penalty growth per outer step, > 1 (10.0).
+        outer_steps: penalty continuation steps, >= 1 (4).
+        lbfgs_iterations: L-BFGS iterations per outer step, >= 1 (20).
+        history: curvature pairs kept by ``"lbfgs"``, >= 1 (10).
+        eta: overshoot relative to the clean residual, >= 0 (0.01).
+        warm_start: a ``GaussNewton`` run first, whose result starts the search (None: start at x).
+        method: ``"lbfgs"`` or ``"bfgs"`` ("lbfgs").
+        clip: valid waveform range ``(low, high)`` ((-1, 1)).
+
+    Shapes: ``x [B, T]`` -> ``adversarial [B, T]``.
+
+    Example: ``QuasiNewton(method="bfgs", warm_start=GaussNewton(steps=10)).perturb(test, objective)``.
+    """
 
     def __init__(
         self,
@@ -38,8 +54,13 @@ class QuasiNewton(Attack):
         clip: tuple[float, float] = (-1.0, 1.0),
     ) -> None:
         super().__init__(clip)
-        if method not in ("lbfgs", "bfgs"):
-            raise ValueError(f"method={method!r} is not 'lbfgs' or 'bfgs'")
+        check_arg("method", method, method in ("lbfgs", "bfgs"), "'lbfgs' or 'bfgs'")
+        check_arg("c", c, c > 0, "> 0")
+        check_arg("c_growth", c_growth, c_growth > 1, "> 1")
+        check_arg("outer_steps", outer_steps, outer_steps >= 1, ">= 1")
+        check_arg("lbfgs_iterations", lbfgs_iterations, lbfgs_iterations >= 1, ">= 1")
+        check_arg("history", history, history >= 1, ">= 1")
+        check_arg("eta", eta, eta >= 0, ">= 0")
         self.method = method
         self.c, self.c_growth, self.outer_steps = c, c_growth, outer_steps
         self.lbfgs_iterations, self.history, self.eta, self.warm_start = lbfgs_iterations, history, eta, warm_start
@@ -73,7 +94,7 @@ class QuasiNewton(Attack):
                 optimizer.step(closure)
             iters += optimizer.state[optimizer._params[0]].get("n_iter", 0)
             with torch.no_grad():
-                if residual(delta) <= 0 and (best is None or delta.norm() < best.norm()):
+                if single.is_success(residual(delta)[None])[0] and (best is None or delta.norm() < best.norm()):
                     best = delta.detach().clone()
                     break  # the penalty only grows from here: a larger c cannot shrink the successful step
             c *= self.c_growth
@@ -81,8 +102,8 @@ class QuasiNewton(Attack):
 
     def perturb(self, x: Tensor, objective: VerificationObjective) -> AttackResult:
         start = torch.zeros_like(x)
-        iterations = torch.zeros(len(x), dtype=torch.long)
-        evals = torch.zeros(len(x), dtype=torch.long)
+        iterations = torch.zeros(len(x), dtype=torch.long, device=x.device)
+        evals = torch.zeros(len(x), dtype=torch.long, device=x.device)
         if self.warm_start is not None:
             warm = self.warm_start.perturb(x, objective)
             start, iterations, evals = warm.adversarial - x, warm.iterations.clone(), warm.grad_evals.clone()

@@ -9,6 +9,7 @@ import torch
 from torchvision.io import decode_png
 
 from callbacks.common import log_image, run_dir
+from lightning_modules.verification import TrialScoring
 
 
 def _figure(scores: torch.Tensor, labels: torch.Tensor, threshold: float, title: str) -> bytes:
@@ -49,7 +50,9 @@ class ScoreHistogram(L.Callback):
     curve; saved as ``<run dir>/plots/<stage>_epoch_XXX.png`` and logged to image-capable loggers."""
 
     def _plot(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        if trainer.sanity_checking or not hasattr(pl_module, "last_scores") or not trainer.is_global_zero:
+        if trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        if not isinstance(pl_module, TrialScoring) or pl_module.last_scores is None:
             return
         scores, labels = pl_module.last_scores
         threshold = float(trainer.callback_metrics.get(f"{stage}/threshold", float("nan")))

@@ -1,30 +1,36 @@
 """The attack LightningModule: a frozen, trained victim, an injected perturbation search, every trial of a list.
 
-``coadv test -c configs/attack/<attack>_<victim>.yaml`` loads the victim's training checkpoint (weights
-under ``victim.`` and the clean EER threshold under ``checkpoint["verification"]``), attacks the test side of each
-trial, and reports per trial (``COLUMNS``) and in aggregate (``summarize``). Trials are attacked one at a time at
-their true length (padding never enters the victim, and the wall time is the trial's own); under DDP each rank
-attacks its shard and the rows are gathered once, deduplicated and ordered by trial index, so the table does not
-depend on the number of processes. Per-trial seeds (``seed + index``) make random starts shard-independent.
+``coadv test -c configs/attack/<attack>_<victim>.yaml`` rebuilds the victim from its training checkpoint
+(architecture from the checkpoint's hyperparameters, weights under ``victim.``, the clean EER threshold under
+``checkpoint["verification"]``), attacks the test side of each trial, and reports per trial (``COLUMNS``) and in
+aggregate (``summarize``). Trials are attacked one at a time at their true length (padding never enters the
+victim, and the wall time is the trial's own); under DDP each rank attacks its shard and the rows are gathered
+once, deduplicated and ordered by trial index, so the table does not depend on the number of processes. Per-trial
+seeds (``seed + index``) make random starts shard-independent.
 
-Success and ρ are reported over the trials the victim decides correctly when clean (the others need no attack);
-EER / FAR / FRR cover every trial. Input gradients are impossible under inference mode: configs set
-``trainer.inference_mode: false``.
+One decision rule: a trial is accepted when its score is >= the clean threshold. Success and ρ are reported over
+the trials the victim decides correctly when clean (the others need no attack); EER / FAR / FRR cover every trial.
+Input gradients are impossible under inference mode: configs set ``trainer.inference_mode: false``.
 """
 
 from __future__ import annotations
 
 import math
+import pickle
+import re
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.cli import instantiate_module
 from torch import Tensor, nn
 
 from attacks import Attack, VerificationObjective
-from lightning_modules.verification import verification_metrics
+from lightning_modules.verification import INSTANTIATOR, TrialScoring, save_config, verification_metrics
+from nets.speaker.contract import check_arg
 
 COLUMNS = (
     "index", "label", "clean_correct", "success", "rho", "snr_db", "linf", "iterations", "grad_evals", "wall_s",
@@ -32,9 +38,15 @@ COLUMNS = (
 )  # fmt: skip
 
 
-def load_victim(victim: nn.Module, path: str | Path) -> float | None:
-    """Load a victim's weights from its training checkpoint; returns the clean threshold stored with them
-    (``None`` when the checkpoint has none)."""
+EXPECTED = "expected a speaker-verification checkpoint written by `coadv fit -c configs/speaker/<victim>.yaml`"
+
+
+def _not_a_victim(path: Path, reason: str) -> ValueError:
+    return ValueError(f"{path}: not a coadv speaker checkpoint: {reason}; {EXPECTED} (SpeakerEmbedding, IVectorSystem)")
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A victim checkpoint as plain data (``weights_only=True``: pickled code in the file is refused, never run)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(
@@ -43,19 +55,53 @@ def load_victim(victim: nn.Module, path: str | Path) -> float | None:
         )
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # pickle / zip errors say nothing of which file
-        raise ValueError(f"{path}: not a readable torch checkpoint ({type(error).__name__}: {error})") from error
-    state = {
-        k.removeprefix("victim."): v for k, v in checkpoint.get("state_dict", {}).items() if k.startswith("victim.")
-    }
+    except pickle.UnpicklingError as error:  # torch's own text advises weights_only=False: not for a victim file
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(error))
+        if found:
+            raise _not_a_victim(path, f"it holds pickled Python objects ({found[1]}), refused unread") from None
+        raise _not_a_victim(path, "unreadable as a torch checkpoint (not a pickle or zip of tensors)") from None
+    except Exception as error:  # zip / EOF errors name no file
+        raise _not_a_victim(path, f"unreadable ({type(error).__name__}: {str(error).splitlines()[0]})") from None
+    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
+        raise _not_a_victim(path, "no state_dict")
+    return checkpoint
+
+
+def _victim_hparams(checkpoint: dict[str, Any], path: Path) -> dict[str, Any]:
+    hparams = checkpoint.get("hyper_parameters")
+    if not isinstance(hparams, dict) or hparams.get("_instantiator") != INSTANTIATOR:
+        raise _not_a_victim(
+            path, "it does not name its architecture (no hyper_parameters); set model.init_args.victim to it"
+        )
+    name = str(hparams.get("_class_path"))
+    module, _, cls = name.rpartition(".")
+    known = getattr(sys.modules.get(module), cls, None)  # imported modules only: a file never triggers an import
+    if not (isinstance(known, type) and issubclass(known, TrialScoring)):
+        raise _not_a_victim(path, f"it was written by {name}")
+    return hparams
+
+
+def load_victim(path: str | Path, victim: nn.Module | None = None) -> tuple[nn.Module, float | None, dict | None]:
+    """The victim of a training checkpoint, its clean threshold (``None`` when missing or NaN) and the
+    hyperparameters it was rebuilt from. ``victim`` overrides the architecture (its weights still come from the
+    checkpoint), for checkpoints that do not name theirs."""
+    path = Path(path)
+    checkpoint = read_checkpoint(path)
+    hparams = None
+    if victim is None:
+        hparams = _victim_hparams(checkpoint, path)
+        victim = instantiate_module(TrialScoring, {k: v for k, v in hparams.items() if k != "_instantiator"}).victim
+    state = {k.removeprefix("victim."): v for k, v in checkpoint["state_dict"].items() if k.startswith("victim.")}
     if not state:
-        raise ValueError(f"{path}: no 'victim.*' weights in state_dict; is it a speaker-verification checkpoint?")
+        raise _not_a_victim(path, "no 'victim.*' weights in its state_dict")
     try:
         victim.load_state_dict(state)
     except RuntimeError as error:
         raise ValueError(f"{path}: weights do not fit {type(victim).__name__} as configured: {error}") from error
-    threshold = checkpoint.get("verification", {}).get("threshold")
-    return float(threshold) if threshold is not None and math.isfinite(threshold) else None
+    verification = checkpoint.get("verification")
+    threshold = verification.get("threshold") if isinstance(verification, dict) else None
+    finite = isinstance(threshold, (int, float)) and math.isfinite(threshold)
+    return victim, (float(threshold) if finite else None), hparams
 
 
 def summarize(rows: Tensor, threshold: float) -> dict[str, float]:
@@ -99,30 +145,39 @@ def summarize(rows: Tensor, threshold: float) -> dict[str, float]:
 
 
 class AdversarialAttack(L.LightningModule):
-    """Runs ``attack`` against a frozen ``victim`` in ``test_step`` / ``predict_step``.
+    """Runs ``attack`` against a frozen victim in ``test_step`` / ``predict_step``.
+
+    The victim is named by its training checkpoint only: architecture, weights and clean threshold come from it.
 
     Args:
-        victim: the victim network as in its training config (class_path + init_args).
-        checkpoint: the victim's training checkpoint (``checkpoints/victims/<name>.ckpt``).
+        checkpoint: the victim's training checkpoint (``checkpoints/victims/<name>.ckpt``), written by
+            ``coadv fit -c configs/speaker/<victim>.yaml``.
         attack: the perturbation search (``attacks.*``).
-        kappa: success margin past the threshold (score units).
+        kappa: success margin past the threshold in score units, >= 0 (0.0).
         threshold: clean threshold override; ``None`` reads it from the checkpoint (an error if absent).
         seed: trial ``i`` is attacked after ``torch.manual_seed(seed + i)``.
+        victim: architecture override (class_path + init_args) for checkpoints that do not name theirs; the
+            weights still come from ``checkpoint``. ``None``: the checkpoint's own architecture.
     """
 
     def __init__(
         self,
-        victim: nn.Module,
         checkpoint: str,
         attack: Attack,
         kappa: float = 0.0,
         threshold: float | None = None,
         seed: int = 0,
+        victim: nn.Module | None = None,
     ) -> None:
         super().__init__()
+        save_config(self)
+        check_arg("kappa", kappa, kappa >= 0, ">= 0")
+        check_arg("threshold", threshold, threshold is None or math.isfinite(threshold), "None or a finite score")
         self.victim, self.attack, self.checkpoint = victim, attack, checkpoint
         self.kappa, self.threshold_override, self.seed = kappa, threshold, seed
         self.threshold = float("nan")
+        self.victim_hparams: dict | None = None  # the victim checkpoint's hyperparameters, kept in our checkpoints
+        self._restored = False  # rebuilt from an attack checkpoint: the victim file is not read again
         self._rows: list[Tensor] = []
         self.rows: Tensor | None = None
         self.summary: dict[str, float] = {}
@@ -130,18 +185,32 @@ class AdversarialAttack(L.LightningModule):
     @property
     def domain(self) -> str:
         """What the attack perturbs: ``"waveform"`` or ``"mfcc"`` (feature-domain attacks)."""
-        return getattr(self.attack, "domain", "waveform")
+        return self.attack.domain
 
     def setup(self, stage: str) -> None:
-        stored = load_victim(self.victim, self.checkpoint)
-        threshold = self.threshold_override if self.threshold_override is not None else stored
-        if threshold is None:
-            raise ValueError(
-                f"{self.checkpoint}: no clean threshold (checkpoint['verification']['threshold'] is missing or "
-                "NaN); validate the victim so it is stored, or set model.init_args.threshold"
-            )
-        self.threshold = float(threshold)
+        if not self._restored:
+            self.victim, stored, self.victim_hparams = load_victim(self.checkpoint, self.victim)
+            threshold = self.threshold_override if self.threshold_override is not None else stored
+            if threshold is None:
+                raise ValueError(
+                    f"{self.checkpoint}: no clean threshold (checkpoint['verification']['threshold'] is missing or "
+                    "NaN); validate the victim so it is stored, or set model.init_args.threshold"
+                )
+            self.threshold = float(threshold)
         self.victim.eval().requires_grad_(False)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["attack"] = {"threshold": self.threshold, "victim_hyper_parameters": self.victim_hparams}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        stored = checkpoint.get("attack", {})
+        hparams = stored.get("victim_hyper_parameters")
+        if self.victim is None and hparams is not None:  # the weights follow from our own state_dict
+            self.victim = instantiate_module(
+                TrialScoring, {k: v for k, v in hparams.items() if k != "_instantiator"}
+            ).victim
+        self.victim_hparams, self.threshold = hparams, float(stored.get("threshold", float("nan")))
+        self._restored = self.victim is not None and math.isfinite(self.threshold)
 
     def train(self, mode: bool = True) -> AdversarialAttack:
         super().train(mode)
@@ -170,7 +239,7 @@ class AdversarialAttack(L.LightningModule):
         result = self.attack.perturb(test[None], objective)
         wall = time.perf_counter() - start
         with torch.no_grad():
-            if "features" in result.extra:
+            if self.domain != "waveform":
                 clean, adversarial = self.victim.frames(test[None]), result.extra["features"]
                 after = self.victim.compare(objective.enrol_embedding, self.victim.embed_frames(adversarial))
             else:
@@ -178,10 +247,9 @@ class AdversarialAttack(L.LightningModule):
                 after = objective.score(adversarial)
         delta = (adversarial - clean).flatten()
         rho = float(delta.norm() / clean.norm().clamp(min=1e-12))
-        sigma = 1.0 if label == 1 else -1.0
+        correct = (float(before) >= self.threshold) == (label == 1)  # accept <=> score >= threshold
         row = [
-            index, label, float(sigma * (float(before) - self.threshold) > 0),
-            float(float(objective.residual_of_score(after)) <= 0), rho,
+            index, label, float(correct), float(objective.is_success(objective.residual_of_score(after))[0]), rho,
             -20 * math.log10(rho) if rho > 0 else float("inf"), float(delta.abs().max()),
             float(result.iterations[0]), float(result.grad_evals[0]), wall, float(before), float(after),
         ]  # fmt: skip

@@ -1,27 +1,30 @@
 """The attack LightningModule as users run it: every configs/attack file, written outputs, DDP sharding, errors.
 
-Victims here have random weights saved in the training-checkpoint format with a threshold set at the median
-clean score (plumbing, not attack strength: the measured claims come from compare_attacks.py on trained victims).
+Victims here are built from their configs/speaker files with random weights, validated on a tiny corpus (which
+stores their EER threshold) and saved by the trainer (plumbing, not attack strength: the measured claims come from
+compare_attacks.py on trained victims).
 """
 
 from __future__ import annotations
 
 import csv
-import importlib
 import json
+import math
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import lightning as L
 import pytest
 import soundfile
 import torch
 import yaml
 
+from attacks import PGD
 from coadv.cli import cli_main
 from datamodules.synth_speech import write_corpus
-from datamodules.voxceleb import VoxCelebDataModule, read_wave
+from datamodules.voxceleb import read_wave
 from lightning_modules.attack import COLUMNS, summarize
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,45 +39,27 @@ def corpus(tmp_path_factory) -> Path:
     return root
 
 
-def build(spec: dict) -> torch.nn.Module:
-    module, name = spec["class_path"].rsplit(".", 1)
-    return getattr(importlib.import_module(module), name)(**spec.get("init_args", {}))
-
-
-def save_victim(victim: torch.nn.Module, corpus: Path, path: Path, threshold: bool = True) -> Path:
-    """A victim checkpoint as SpeakerEmbedding / IVectorSystem write it; threshold = median clean trial score."""
-    torch.manual_seed(0)
-    dm = VoxCelebDataModule(root=str(corpus))
-    dm.setup("test")
-    with torch.no_grad():
-        scores = [victim.eval().score(read_wave(corpus / "wav" / t.enrol)[None], read_wave(corpus / "wav" / t.test)[None])
-                  for t in dm.trials]  # fmt: skip
-    checkpoint = {"state_dict": {f"victim.{k}": v for k, v in victim.state_dict().items()}}
-    if threshold:
-        checkpoint["verification"] = {"threshold": float(torch.cat(scores).median()), "p_target": 0.01}
-    torch.save(checkpoint, path)
-    return path
+def victim_name(config: Path) -> str:
+    """The victim an attack config names: its checkpoint's stem, also the name of its configs/speaker file."""
+    return Path(yaml.safe_load(config.read_text())["model"]["init_args"]["checkpoint"]).stem
 
 
 @pytest.fixture(scope="session")
 def victim_checkpoints(tmp_path_factory, corpus) -> dict[str, Path]:
-    """One random-weight checkpoint per victim architecture used by configs/attack."""
+    """Every victim configs/attack names, built from its configs/speaker file as ``coadv fit`` builds it (random
+    weights), validated on the corpus (which stores its EER threshold) and saved by the trainer."""
     out, paths = tmp_path_factory.mktemp("victims"), {}
-    for config in ATTACK_CONFIGS:
-        spec = victim_spec(config)
-        key = yaml.safe_dump(spec)
-        if key not in paths:
-            torch.manual_seed(0)
-            paths[key] = save_victim(build(spec), corpus, out / f"victim{len(paths)}.ckpt")
+    for name in sorted({victim_name(c) for c in ATTACK_CONFIGS}):
+        cli = cli_main(["-c", str(ROOT / "configs" / "speaker" / f"{name}.yaml"), f"--data.init_args.root={corpus}",
+                        f"--trainer.default_root_dir={out}", *QUIET], run=False)  # fmt: skip
+        cli.trainer.validate(cli.model, datamodule=cli.datamodule)
+        paths[name] = out / f"{name}.ckpt"
+        cli.trainer.save_checkpoint(paths[name])
     return paths
 
 
-def victim_spec(config: Path) -> dict:
-    return yaml.safe_load(config.read_text())["model"]["init_args"]["victim"]
-
-
 def checkpoint_for(config: Path, checkpoints: dict[str, Path]) -> Path:
-    return checkpoints[yaml.safe_dump(victim_spec(config))]
+    return checkpoints[victim_name(config)]
 
 
 def attack_args(config: Path, tmp_path: Path, corpus: Path, checkpoint: Path, trials: int = 2) -> list[str]:
@@ -113,13 +98,20 @@ def test_attack_config_runs_and_reports(config, tmp_path, corpus, victim_checkpo
     rows = read_rows(report / "trials.csv")
     assert [int(r["index"]) for r in rows] == [0, 1] and list(rows[0]) == list(COLUMNS)
     summary = json.loads((report / "summary.json").read_text())
-    assert summary["trials"] == 2 and 0 <= summary["success_rate"] <= 1
-    assert cli.trainer.callback_metrics["test/trials"] == 2
-    assert (report / "rho.png").is_file() and len(list((report / "examples").glob("*.png"))) == 2
     theta = summary["threshold"]
-    for row in rows:  # success is the flip of the decision at the clean threshold
-        sigma = 1 if row["label"] == "1" else -1
-        assert (float(row["success"]) > 0) == (sigma * (float(row["score_after"]) - theta) <= 0)
+    stored = torch.load(checkpoint_for(config, victim_checkpoints), weights_only=True)["verification"]["threshold"]
+    assert theta == stored and summary["trials"] == 2 and cli.trainer.callback_metrics["test/trials"] == 2
+    assert (report / "rho.png").is_file() and len(list((report / "examples").glob("*.png"))) == 2
+    for row in rows:  # one decision rule: accept <=> score >= theta; success = the decision flipped
+        target = row["label"] == "1"
+        assert (float(row["clean_correct"]) > 0) == ((float(row["score_before"]) >= theta) == target)
+        assert (float(row["success"]) > 0) == ((float(row["score_after"]) >= theta) != target)
+    attacked = [float(r["success"]) for r in rows if float(r["clean_correct"]) > 0]
+    assert summary["attacked"] == len(attacked)
+    if attacked:
+        assert summary["success_rate"] == pytest.approx(sum(attacked) / len(attacked))
+    else:
+        assert math.isnan(summary["success_rate"])
     if summary["domain"] == "waveform":
         for row in rows:  # the written audio is the adversarial utterance: in range, and it scores as reported
             wave, rate = soundfile.read(report / "adversarial" / f"{int(row['index']):05d}_{row['label']}.wav",
@@ -149,23 +141,90 @@ def test_predict_writes_adversarial_audio(tmp_path, corpus, victim_checkpoints):
     assert len(list((tmp_path / "attack" / "adversarial").glob("*.wav"))) == 2
 
 
-def test_missing_threshold_is_named(tmp_path, corpus):
-    from nets.speaker import ECAPATDNN
+def rewrite(source: Path, target: Path, change) -> Path:
+    """A copy of a checkpoint with ``change(checkpoint)`` applied."""
+    checkpoint = torch.load(source, weights_only=True)
+    change(checkpoint)
+    torch.save(checkpoint, target)
+    return target
 
+
+def test_missing_threshold_is_named(tmp_path, corpus, victim_checkpoints):
     config = ROOT / "configs/attack/fgsm_ecapa.yaml"
-    checkpoint = save_victim(build(victim_spec(config)), corpus, tmp_path / "no_threshold.ckpt", threshold=False)
+    checkpoint = rewrite(checkpoint_for(config, victim_checkpoints), tmp_path / "no_threshold.ckpt",
+                         lambda c: c.pop("verification"))  # fmt: skip
     with pytest.raises(ValueError, match=r"no_threshold.ckpt: no clean threshold"):
         cli_main(["test", *attack_args(config, tmp_path, corpus, checkpoint)])
-    # an explicit threshold is accepted instead
-    cli_main(["test", *attack_args(config, tmp_path, corpus, checkpoint), "--model.init_args.threshold=0.5"])
-    wrong = save_victim(ECAPATDNN(channels=16, embedding_dim=8), corpus, tmp_path / "small.ckpt")
-    with pytest.raises(ValueError, match=r"small.ckpt: weights do not fit ECAPATDNN"):
-        cli_main(["test", *attack_args(config, tmp_path, corpus, wrong)])
-    (tmp_path / "garbage.ckpt").write_text("not a checkpoint")
-    with pytest.raises(ValueError, match=r"garbage.ckpt: not a readable torch checkpoint"):
-        cli_main(["test", *attack_args(config, tmp_path, corpus, tmp_path / "garbage.ckpt")])
+    cli = cli_main(["test", *attack_args(config, tmp_path, corpus, checkpoint), "--model.init_args.threshold=0.5"])
+    assert cli.model.threshold == 0.5  # an explicit threshold is accepted instead
     with pytest.raises(FileNotFoundError, match=r"absent.ckpt does not exist; train the victim first"):
         cli_main(["test", *attack_args(config, tmp_path, corpus, tmp_path / "absent.ckpt")])
+
+
+class Executes:
+    """Unpickling this object would create ``marker``."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return open, (str(self.marker), "w")
+
+
+def test_corrupt_or_foreign_victim_checkpoint_is_one_clear_error(tmp_path, corpus, victim_checkpoints):
+    config = ROOT / "configs/attack/fgsm_ecapa.yaml"
+    good = checkpoint_for(config, victim_checkpoints)
+    expected = r"expected a speaker-verification checkpoint written by `coadv fit -c configs/speaker/<victim>.yaml`"
+    (tmp_path / "garbage.ckpt").write_text("not a checkpoint")
+    marker = tmp_path / "executed"
+    torch.save({"state_dict": {}, "payload": Executes(marker)}, tmp_path / "code.ckpt")
+    cli = cli_main(["test", *attack_args(config, tmp_path / "run", corpus, good)])
+    cli.trainer.save_checkpoint(tmp_path / "attack.ckpt")  # a checkpoint of another module, with victim.* weights
+    cases = {
+        "garbage.ckpt": r"unreadable as a torch checkpoint",
+        "code.ckpt": r"it holds pickled Python objects \(io.open\), refused unread",
+        "attack.ckpt": "it was written by lightning_modules.AdversarialAttack",
+    }
+    for name, reason in cases.items():
+        with pytest.raises(ValueError, match=rf"{name}: not a coadv speaker checkpoint: {reason}.*; {expected}"):
+            cli_main(["test", *attack_args(config, tmp_path, corpus, tmp_path / name)])
+    assert not marker.exists()  # weights_only loading refused the payload without running it
+    old = rewrite(good, tmp_path / "old.ckpt", lambda c: c.pop("hyper_parameters"))  # before checkpoints named nets
+    with pytest.raises(ValueError, match=r"old.ckpt: .*does not name its architecture.*set model.init_args.victim"):
+        cli_main(["test", *attack_args(config, tmp_path, corpus, old)])
+    ecapa = {"class_path": "nets.speaker.ECAPATDNN", "init_args": {"channels": 128, "embedding_dim": 192}}
+    cli = cli_main(
+        ["test", *attack_args(config, tmp_path, corpus, old), f"--model.init_args.victim={json.dumps(ecapa)}"]
+    )
+    assert cli.model.summary["trials"] == 2  # the override names the architecture, the weights come from the file
+    small = {"class_path": "nets.speaker.ECAPATDNN", "init_args": {"channels": 16, "embedding_dim": 8}}
+    with pytest.raises(ValueError, match=r"old.ckpt: weights do not fit ECAPATDNN"):
+        cli_main(["test", *attack_args(config, tmp_path, corpus, old), f"--model.init_args.victim={json.dumps(small)}"])
+
+
+def test_attack_module_rebuilds_from_its_checkpoint(tmp_path, corpus, victim_checkpoints):
+    """``load_from_checkpoint(path)`` alone: the attack, its arguments, the victim and the threshold, without the
+    victim's file; the rebuilt module reproduces the table."""
+    from lightning_modules import AdversarialAttack
+
+    config = ROOT / "configs/attack/pgd_linf_ecapa.yaml"
+    victim = tmp_path / "victim.ckpt"
+    victim.write_bytes(checkpoint_for(config, victim_checkpoints).read_bytes())
+    args = attack_args(config, tmp_path / "first", corpus, victim)
+    cli = cli_main(["test", *args, "--model.init_args.kappa=0.01", "--model.init_args.seed=5"])
+    cli.trainer.save_checkpoint(tmp_path / "attack.ckpt")
+    victim.unlink()
+    model = AdversarialAttack.load_from_checkpoint(tmp_path / "attack.ckpt")
+    assert isinstance(model.attack, PGD) and model.attack.init_args == cli.model.attack.init_args
+    assert (model.kappa, model.seed, model.threshold) == (0.01, 5, cli.model.threshold)
+    assert type(model.victim) is type(cli.model.victim)
+    for key, value in cli.model.victim.state_dict().items():
+        assert torch.equal(model.victim.state_dict()[key], value), key
+    trainer = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False, inference_mode=False)
+    trainer.test(model, datamodule=cli.datamodule)
+    assert torch.equal(model.rows[:, :-3], cli.model.rows[:, :-3]) and torch.equal(
+        model.rows[:, -2:], cli.model.rows[:, -2:]
+    )
 
 
 def test_mfcc_ivec_on_a_neural_victim_is_refused(tmp_path, corpus, victim_checkpoints):

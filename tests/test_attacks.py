@@ -16,13 +16,19 @@ from attacks import (
 
 
 class LinearVictim:
-    """s(enrol, x) = w^T x (the enrolment is ignored)."""
+    """s(enrol, x) = w^T x (the enrolment is ignored): a ``SpeakerVictim`` whose embedding is the waveform."""
 
     def __init__(self, w: torch.Tensor) -> None:
-        self.w = w
+        self.w, self.embedding_dim = w, len(w)
+
+    def embed(self, wave: torch.Tensor) -> torch.Tensor:
+        return wave
+
+    def compare(self, enrol_embedding: torch.Tensor, test_embedding: torch.Tensor) -> torch.Tensor:
+        return test_embedding @ self.w
 
     def score(self, enrol: torch.Tensor, test: torch.Tensor) -> torch.Tensor:
-        return test @ self.w
+        return self.compare(self.embed(enrol), self.embed(test))
 
 
 def linear_case(n=4, t=64, seed=0):
@@ -70,17 +76,75 @@ ALL_ATTACKS = {
 
 
 @pytest.mark.parametrize("name", ALL_ATTACKS)
-def test_every_attack_stays_in_range_and_is_deterministic_for_a_seed(name):
+def test_every_attack_stays_in_range_and_reports_success_truthfully(name):
     x, objective, _ = linear_case()
     x = (x * 9).clamp(-1, 1)  # samples at the clip edges
+    result = ALL_ATTACKS[name]().perturb(x, objective)
+    assert result.adversarial.min() >= -1 and result.adversarial.max() <= 1
+    assert result.grad_evals.shape == (len(x),) and (result.grad_evals >= 1).all()
+    scores = result.adversarial @ objective.victim.w  # the decision flipped: accept <=> s >= theta = 0
+    assert torch.equal(result.success, (scores >= 0) != (objective.labels == 1))
+
+
+def test_random_start_is_reproducible_for_a_seed_and_varies_across_seeds():
+    x, objective, _ = linear_case()
     runs = []
-    for _ in range(2):
-        torch.manual_seed(7)
-        result = ALL_ATTACKS[name]().perturb(x, objective)
-        assert result.adversarial.min() >= -1 and result.adversarial.max() <= 1
-        assert result.success.dtype == torch.bool and result.grad_evals.shape == (len(x),)
-        runs.append(result.adversarial)
-    assert torch.equal(runs[0], runs[1])
+    for seed in (7, 7, 8):
+        torch.manual_seed(seed)
+        attack = PGD(epsilon=0.05, step_size=0.01, steps=1, random_start=True, early_stop=False)
+        runs.append(attack.perturb(x, objective).adversarial)
+    assert torch.equal(runs[0], runs[1]) and not torch.equal(runs[0], runs[2])
+
+
+def test_success_follows_the_decision_rule_at_the_threshold():
+    """Accept <=> s >= theta: a target trial scored exactly theta is still accepted (no flip), a non-target one is
+    accepted (a flip); with a margin kappa > 0, r = 0 is a flip by kappa on either side."""
+    victim = LinearVictim(torch.tensor([1.0]))
+    x = torch.tensor([[0.5], [0.5]])  # both score exactly 0.5 = theta
+    exact = VerificationObjective(victim, torch.zeros(2, 1), torch.tensor([1, 0]), threshold=0.5)
+    assert exact.is_success(exact.residual(x)).tolist() == [False, True]
+    margin = VerificationObjective(victim, torch.zeros(2, 1), torch.tensor([1, 0]), threshold=0.5, kappa=0.1)
+    at_margin = torch.tensor([[0.4], [0.6]])  # 0.1 below / above theta
+    assert margin.residual(at_margin).abs().max() < 1e-6
+    assert margin.is_success(torch.zeros(2)).tolist() == [True, True]
+    assert FGSM(epsilon=0.0 + 1e-9).perturb(x, exact).success.tolist() == [False, True]
+
+
+@pytest.mark.parametrize(
+    "build, message",
+    [
+        (lambda: FGSM(epsilon=0.0), r"epsilon=0.0: expected > 0"),
+        (lambda: FGSM(clip=(1.0, -1.0)), r"clip=\(1.0, -1.0\): expected \(low, high\) with low < high"),
+        (lambda: PGD(norm="l1"), r"norm='l1': expected 'linf' or 'l2'"),
+        (lambda: PGD(steps=0), r"steps=0: expected >= 1"),
+        (lambda: PGD(step_size=-1.0), r"step_size=-1.0: expected > 0"),
+        (lambda: CarliniWagnerL2(search_steps=0), r"search_steps=0: expected >= 1"),
+        (lambda: CarliniWagnerL2(kappa_cw=-0.1), r"kappa_cw=-0.1: expected >= 0"),
+        (lambda: GaussNewton(damping=1.5), r"damping=1.5: expected in \(0, 1\]"),
+        (lambda: GaussNewton(update="newton"), r"update='newton': expected 'root' or 'project'"),
+        (lambda: QuasiNewton(c_growth=1.0), r"c_growth=1.0: expected > 1"),
+        (lambda: QuasiNewton(method="sr1"), r"method='sr1': expected 'lbfgs' or 'bfgs'"),
+        (lambda: StepSizeRegularized(rho_min=0.1, rho_max=0.01), r"rho_max=0.01: expected >= rho_min=0.1"),
+        (lambda: StepSizeRegularized(good=0.2, bad=0.3), r"good=0.2: expected > bad=0.3"),
+        (lambda: StepSizeRegularized(shrink=1.0), r"shrink=1.0: expected in \(0, 1\)"),
+        (lambda: MFCCIvec(voiced_quantile=1.0), r"voiced_quantile=1.0: expected in \[0, 1\)"),
+    ],
+)  # fmt: skip
+def test_out_of_range_arguments_are_named(build, message):
+    with pytest.raises(ValueError, match=message):
+        build()
+
+
+def test_attacks_name_themselves_for_checkpoints():
+    from nets.speaker.contract import config
+
+    spec = config(QuasiNewton(method="bfgs", warm_start=GaussNewton(steps=3)))
+    assert spec["class_path"] == "attacks.quasi_newton.QuasiNewton" and spec["init_args"]["method"] == "bfgs"
+    assert spec["init_args"]["warm_start"] == {
+        "class_path": "attacks.gauss_newton.GaussNewton",
+        "init_args": {"steps": 3, "damping": 1.0, "overshoot": 0.02, "update": "root", "early_stop": True,
+                      "clip": (-1.0, 1.0)},
+    }  # fmt: skip
 
 
 def test_cached_enrolment_embedding_scores_like_the_victim():
@@ -118,12 +182,6 @@ def test_budget_and_clip_range_respected(attack):
         assert delta.abs().max() <= attack.epsilon + 1e-6
     else:
         assert (delta.norm(dim=1) <= attack.epsilon + 1e-5).all()
-
-
-def test_attacks_are_deterministic():
-    x, objective, _ = linear_case()
-    runs = [QuasiNewton(warm_start=GaussNewton(steps=3)).perturb(x, objective).adversarial for _ in range(2)]
-    assert torch.equal(runs[0], runs[1])
 
 
 def test_step_size_regularized_succeeds_near_the_minimum_with_few_gradients():

@@ -1,4 +1,5 @@
-"""Speaker-verification victims: the differentiable contract, AAM-softmax, EM, metrics, thresholds."""
+"""Speaker-verification victims: the differentiable contract, AAM-softmax, EM, thresholds, argument ranges.
+Metrics: test_verification_metrics.py; checkpoints that rebuild their module: test_speaker_checkpoints.py."""
 
 import lightning as L
 import pytest
@@ -8,8 +9,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 
 from datamodules import VoxCelebDataModule
 from lightning_modules import IVectorSystem, SpeakerEmbedding
-from lightning_modules.verification import verification_metrics
-from nets.speaker import ECAPATDNN, AAMSoftmax, IVector, SEResNet34
+from nets.speaker import ECAPATDNN, AAMSoftmax, FeatureDomainVictim, IVector, SEResNet34, SpeakerVictim
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +37,9 @@ def test_score_gradient_reaches_the_test_waveform(name):
     assert score.shape == (2,) and score.abs().max() <= 1 + 1e-5
     (grad,) = torch.autograd.grad(score.sum(), test)
     assert torch.isfinite(grad).all() and grad.abs().sum() > 0
-    assert victim.embed(test).shape == (2, getattr(victim, "embedding_dim", 10))
+    assert victim.embed(test).shape == (2, victim.embedding_dim)
+    assert isinstance(victim, SpeakerVictim)
+    assert isinstance(victim, FeatureDomainVictim) == (name == "ivector")  # only i-vectors expose MFCC frames
 
 
 def test_aam_margin_penalises_the_true_class():
@@ -50,14 +52,6 @@ def test_aam_margin_penalises_the_true_class():
     assert loss > plain_loss
     true = logits.gather(1, labels[:, None]) < plain_logits.gather(1, labels[:, None])
     assert true.all()
-
-
-def test_verification_metrics_known_cases():
-    labels = torch.tensor([1, 1, 0, 0])
-    perfect = verification_metrics(torch.tensor([0.9, 0.8, 0.1, 0.2]), labels)
-    assert perfect["eer"] == 0 and 0.2 <= perfect["threshold"] <= 0.8
-    swapped = verification_metrics(torch.tensor([0.1, 0.9, 0.8, 0.2]), labels)
-    assert swapped["eer"] == pytest.approx(0.5)
 
 
 def test_ubm_em_increases_likelihood(corpus):
@@ -95,3 +89,37 @@ def test_neural_victim_learns_on_synthetic_corpus(corpus, name):
     eer = float(trainer.callback_metrics["val/eer"])
     print(f"{name}: EER {eer:.3f}")
     assert eer < 0.25 and torch.isfinite(model.threshold)  # chance is 0.5; measured 0.12 (ECAPA), 0.11 (SE-ResNet)
+
+
+@pytest.mark.parametrize(
+    "build, message",
+    [
+        (lambda: SEResNet34(width=0), r"width=0: expected >= 1"),
+        (lambda: SEResNet34(n_mels=81), r"n_mels=81: expected a positive multiple of 8"),
+        (lambda: ECAPATDNN(channels=30, scale=4), r"channels=30: expected a positive multiple of scale=4"),
+        (lambda: ECAPATDNN(scale=1), r"scale=1: expected >= 2"),
+        (lambda: IVector(rank=10, lda_dim=20), r"lda_dim=20: expected None or 1 to rank=10"),
+        (lambda: IVector(n_mfcc=41), r"n_mfcc=41: expected 1 to n_mels=40"),
+        (lambda: AAMSoftmax(8, 1), r"n_classes=1: expected >= 2 speakers"),
+        (lambda: AAMSoftmax(8, 5, margin=2.0), r"margin=2.0: expected in \[0, pi/2\)"),
+        (lambda: SpeakerEmbedding(ECAPATDNN(channels=16, scale=2), p_target=1.0), r"p_target=1.0: expected in \(0, 1\)"),
+        (lambda: SpeakerEmbedding(ECAPATDNN(channels=16, scale=2), scale=0.0), r"scale=0.0: expected > 0"),
+        (lambda: SpeakerEmbedding(ECAPATDNN(channels=16, scale=2), num_speakers=1), r"num_speakers=1: expected None or >= 2"),
+        (lambda: IVectorSystem(IVector(n_components=4, rank=3), ubm_iterations=0), r"ubm_iterations=0: expected >= 1"),
+    ],
+)  # fmt: skip
+def test_out_of_range_arguments_are_named(build, message):
+    with pytest.raises(ValueError, match=message):
+        build()
+
+
+def test_nets_record_their_arguments_for_checkpoints():
+    from nets.speaker.contract import config
+
+    spec = config(SEResNet34(width=4, embedding_dim=16))
+    assert spec == {
+        "class_path": "nets.speaker.encoders.SEResNet34",
+        "init_args": {"width": 4, "n_mels": 80, "embedding_dim": 16, "layers": (3, 4, 6, 3)},
+    }
+    with pytest.raises(TypeError, match="Linear records no init_args"):
+        config(torch.nn.Linear(2, 2))

@@ -1,5 +1,7 @@
-"""Speaker-verification victims: ``embed(wave [B, T]) -> [B, D]`` and ``score(enrol, test) -> [B]``."""
+"""Speaker-verification victims behind one contract (``nets.speaker.contract``): ``embed(wave [B, T]) -> [B, D]``,
+``compare(enrol_embedding, test_embedding) -> [B]``, ``score(enrol, test) -> [B]``."""
 
+from nets.speaker.contract import FeatureDomainVictim, SpeakerVictim
 from nets.speaker.encoders import ECAPATDNN, SEResNet34, SpeakerEncoder
 from nets.speaker.frontend import MFCC, Fbank
 from nets.speaker.ivector import IVector
@@ -11,11 +13,13 @@ __all__ = [
     "AAMSoftmax",
     "AttentiveStatsPool",
     "ECAPATDNN",
+    "FeatureDomainVictim",
     "Fbank",
     "IVector",
     "MFCC",
     "SEResNet34",
     "SpeakerEncoder",
+    "SpeakerVictim",
     "SpeechBrainECAPA",
     "WeSpeakerResNet34",
 ]

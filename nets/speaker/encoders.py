@@ -1,9 +1,5 @@
-"""Neural speaker encoders: SE-ResNet-34 and ECAPA-TDNN, behind the common victim contract.
-
-Contract (attacks rely on it): ``embed(wave [B, T] in [-1, 1], 16 kHz) -> [B, D]`` with the front-end inside the
-graph, and ``score(enrol, test) -> [B]`` cosine similarity of the embeddings, ``compare(enrol_emb, test_emb)`` the same on
-embeddings.
-"""
+"""Neural speaker encoders: SE-ResNet-34 and ECAPA-TDNN, behind the victim contract of ``nets.speaker.contract``
+(``embed`` / ``compare`` / ``score``; cosine scoring)."""
 
 from __future__ import annotations
 
@@ -11,19 +7,23 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from nets.speaker.contract import RecordsInitArgs, check_arg
 from nets.speaker.frontend import Fbank
 from nets.speaker.pooling import AttentiveStatsPool
 
 
-class SpeakerEncoder(nn.Module):
-    """Front-end + network + cosine scoring; subclasses build ``self.frontend`` and implement ``encode``."""
+class SpeakerEncoder(RecordsInitArgs, nn.Module):
+    """Front-end + network + cosine scoring (a ``SpeakerVictim``); subclasses build ``self.frontend`` and implement
+    ``encode``. Constructor arguments are recorded (``init_args``) so that checkpoints name the architecture."""
 
     embedding_dim: int
 
     def encode(self, feats: Tensor) -> Tensor:
+        """Embeddings ``[B, D]`` of front-end features."""
         raise NotImplementedError
 
     def embed(self, wave: Tensor) -> Tensor:
+        """Embeddings ``[B, D]`` of waveforms ``[B, T]``."""
         if wave.ndim != 2:
             raise ValueError(f"embed expects waveforms [B, T], got shape {tuple(wave.shape)}")
         return self.encode(self.frontend(wave))
@@ -36,6 +36,7 @@ class SpeakerEncoder(nn.Module):
         return F.cosine_similarity(enrol_embedding, test_embedding, dim=-1)
 
     def score(self, enrol: Tensor, test: Tensor) -> Tensor:
+        """Cosine scores ``[B]`` of waveform pairs; accept when ``score >= threshold``."""
         return self.compare(self.embed(enrol), self.embed(test))
 
 
@@ -62,9 +63,9 @@ class SEResNet34(SpeakerEncoder):
 
     Args:
         width: channels of the first stage (doubled per stage; 32 = the common "half" ResNet-34, 64 = full).
-        n_mels: fbank bands.
+        n_mels: fbank bands, a multiple of ``2 ** (len(layers) - 1)`` (each stage after the first halves them).
         embedding_dim: speaker embedding size.
-        layers: blocks per stage.
+        layers: blocks per stage (each >= 1).
 
     >>> SEResNet34(width=4, embedding_dim=16).embed(torch.zeros(2, 8000)).shape
     torch.Size([2, 16])
@@ -74,6 +75,11 @@ class SEResNet34(SpeakerEncoder):
         self, width: int = 32, n_mels: int = 80, embedding_dim: int = 256, layers: tuple[int, ...] = (3, 4, 6, 3)
     ) -> None:
         super().__init__()
+        check_arg("width", width, width >= 1, ">= 1")
+        check_arg("layers", layers, len(layers) >= 1 and min(layers) >= 1, "at least one stage, each >= 1 block")
+        halvings = 2 ** (len(layers) - 1)
+        check_arg("n_mels", n_mels, n_mels > 0 and n_mels % halvings == 0, f"a positive multiple of {halvings}")
+        check_arg("embedding_dim", embedding_dim, embedding_dim >= 1, ">= 1")
         self.frontend, self.embedding_dim = Fbank(n_mels), embedding_dim
         self.stem = nn.Sequential(nn.Conv2d(1, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(True))
         blocks, cin = [], width
@@ -83,7 +89,7 @@ class SEResNet34(SpeakerEncoder):
                 blocks.append(_SEBasicBlock(cin, cout, stride=2 if (i == 0 and stage > 0) else 1))
                 cin = cout
         self.body = nn.Sequential(*blocks)
-        channels = cin * (n_mels // 2 ** (len(layers) - 1))
+        channels = cin * (n_mels // halvings)
         self.pool = AttentiveStatsPool(channels, global_context=False)
         self.head = nn.Sequential(nn.BatchNorm1d(2 * channels), nn.Linear(2 * channels, embedding_dim))
 
@@ -121,11 +127,11 @@ class ECAPATDNN(SpeakerEncoder):
     aggregation, channel- and context-dependent attentive statistics pooling, 192-d embedding.
 
     Args:
-        channels: C of the SE-Res2 blocks (512 or 1024 in the paper; smaller for CPU runs).
+        channels: C of the SE-Res2 blocks (512 or 1024 in the paper; smaller for CPU runs); a multiple of ``scale``.
         n_mels: fbank bands.
         embedding_dim: speaker embedding size (192).
         mfa_channels: channels after multi-layer feature aggregation (1536 in the paper; 3 C by default).
-        scale: Res2Net scale.
+        scale: Res2Net scale (>= 2).
 
     >>> ECAPATDNN(channels=32, embedding_dim=16, scale=4).embed(torch.zeros(2, 8000)).shape
     torch.Size([2, 16])
@@ -140,6 +146,13 @@ class ECAPATDNN(SpeakerEncoder):
         scale: int = 8,
     ) -> None:
         super().__init__()
+        check_arg("scale", scale, scale >= 2, ">= 2")
+        check_arg(
+            "channels", channels, channels >= scale and channels % scale == 0, f"a positive multiple of scale={scale}"
+        )
+        check_arg("n_mels", n_mels, n_mels >= 1, ">= 1")
+        check_arg("embedding_dim", embedding_dim, embedding_dim >= 1, ">= 1")
+        check_arg("mfa_channels", mfa_channels, mfa_channels is None or mfa_channels >= 1, "None or >= 1")
         self.frontend, self.embedding_dim = Fbank(n_mels), embedding_dim
         mfa = mfa_channels or 3 * channels
         self.stem = nn.Sequential(nn.Conv1d(n_mels, channels, 5, padding=2), nn.ReLU(), nn.BatchNorm1d(channels))

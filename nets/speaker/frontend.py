@@ -6,6 +6,8 @@ import torch
 import torchaudio
 from torch import Tensor, nn
 
+from nets.speaker.contract import check_arg
+
 
 class _Preemphasis(nn.Module):
     def __init__(self, coefficient: float) -> None:
@@ -21,14 +23,16 @@ class Fbank(nn.Module):
     every 10 ms, power mel spectrum, log, and per-utterance mean normalisation (CMN).
 
     Args:
-        n_mels: mel bands.
+        n_mels: mel bands (>= 1).
         sample_rate: waveform sample rate.
-        preemphasis: pre-emphasis coefficient (Kaldi: 0.97).
+        preemphasis: pre-emphasis coefficient in [0, 1) (Kaldi: 0.97).
         cmn: subtract each band's mean over time.
     """
 
     def __init__(self, n_mels: int = 80, sample_rate: int = 16000, preemphasis: float = 0.97, cmn: bool = True) -> None:
         super().__init__()
+        check_arg("n_mels", n_mels, n_mels >= 1, ">= 1")
+        check_arg("preemphasis", preemphasis, 0 <= preemphasis < 1, "in [0, 1)")
         self.n_mels, self.cmn = n_mels, cmn
         self.pre = _Preemphasis(preemphasis)
         self.mel = torchaudio.transforms.MelSpectrogram(
@@ -44,7 +48,7 @@ class MFCC(nn.Module):
     """MFCCs with deltas ``[B, T] -> [B, 3 * n_mfcc, frames]`` (static, delta, delta-delta), CMN on the statics.
 
     Args:
-        n_mfcc: cepstral coefficients.
+        n_mfcc: cepstral coefficients (1 to ``n_mels``).
         n_mels: mel bands before the DCT.
         sample_rate: waveform sample rate.
         deltas: append delta and delta-delta features.
@@ -52,6 +56,7 @@ class MFCC(nn.Module):
 
     def __init__(self, n_mfcc: int = 20, n_mels: int = 40, sample_rate: int = 16000, deltas: bool = True) -> None:
         super().__init__()
+        check_arg("n_mfcc", n_mfcc, 1 <= n_mfcc <= n_mels, f"1 to n_mels={n_mels}")
         self.deltas = deltas
         self.pre = _Preemphasis(0.97)
         self.mfcc = torchaudio.transforms.MFCC(

@@ -13,18 +13,22 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from nets.speaker.contract import check_arg
 from nets.speaker.encoders import SpeakerEncoder
 from nets.speaker.frontend import MFCC
 
 
 class IVector(SpeakerEncoder):
-    """GMM-UBM / i-vector speaker model behind the victim contract (``embed``, ``score``); train with ``fit``.
+    """GMM-UBM / i-vector speaker model (a ``FeatureDomainVictim``); train with ``fit``.
+
+    Offers ``embed``, ``compare``, ``score``, and ``frames`` / ``embed_frames`` for feature-domain attacks.
 
     Args:
-        n_components: UBM Gaussians.
-        rank: i-vector dimension (rank of T).
-        n_mfcc: static MFCCs (deltas and delta-deltas are appended).
-        lda_dim: LDA output dimension (``None``: no LDA; cosine on centred, length-normalised i-vectors).
+        n_components: UBM Gaussians (>= 1).
+        rank: i-vector dimension (rank of T, >= 1).
+        n_mfcc: static MFCCs (1 to 40; deltas and delta-deltas are appended).
+        lda_dim: LDA output dimension, 1 to ``rank`` (``None``: no LDA; cosine on centred, length-normalised
+            i-vectors).
 
     >>> m = IVector(n_components=4, rank=3, n_mfcc=5)
     >>> m.embed(torch.zeros(2, 8000)).shape
@@ -33,6 +37,9 @@ class IVector(SpeakerEncoder):
 
     def __init__(self, n_components: int = 64, rank: int = 100, n_mfcc: int = 20, lda_dim: int | None = None) -> None:
         super().__init__()
+        check_arg("n_components", n_components, n_components >= 1, ">= 1")
+        check_arg("rank", rank, rank >= 1, ">= 1")
+        check_arg("lda_dim", lda_dim, lda_dim is None or 1 <= lda_dim <= rank, f"None or 1 to rank={rank}")
         self.frontend = MFCC(n_mfcc)
         d, c = self.frontend.dim, n_components
         self.embedding_dim = lda_dim or rank

@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from nets.speaker.contract import check_arg
+
 
 class AttentiveStatsPool(nn.Module):
     """Attentive statistics pooling (Okabe et al. 2018) ``[B, C, T] -> [B, 2C]``: attention-weighted mean and
@@ -46,13 +48,16 @@ class AAMSoftmax(nn.Module):
 
     Args:
         embedding_dim: embedding size.
-        n_classes: training speakers.
-        margin: angular margin m (0.2).
-        scale: logit scale s (30).
+        n_classes: training speakers (>= 2).
+        margin: angular margin m in [0, pi/2) (0.2).
+        scale: logit scale s > 0 (30).
     """
 
     def __init__(self, embedding_dim: int, n_classes: int, margin: float = 0.2, scale: float = 30.0) -> None:
         super().__init__()
+        check_arg("n_classes", n_classes, n_classes >= 2, ">= 2 speakers")
+        check_arg("margin", margin, 0 <= margin < math.pi / 2, "in [0, pi/2)")
+        check_arg("scale", scale, scale > 0, "> 0")
         self.weight = nn.Parameter(torch.empty(n_classes, embedding_dim))
         nn.init.xavier_normal_(self.weight)
         self.margin, self.scale = margin, scale
