@@ -279,6 +279,7 @@ def run_ddp(tmp_path: Path, corpus: Path, checkpoint: Path, devices: int) -> lis
     return [{k: v for k, v in row.items() if k != "wall_s"} for row in read_rows(tmp_path / "attack" / "trials.csv")]
 
 
+@pytest.mark.slow  # two processes: ~45 s on 2 cores
 def test_two_processes_give_the_table_of_one(tmp_path, corpus, victim_checkpoints):
     checkpoint = checkpoint_for(ROOT / "configs/attack/pgd_linf_ecapa.yaml", victim_checkpoints)
     one = run_ddp(tmp_path / "one", corpus, checkpoint, 1)
@@ -302,6 +303,7 @@ def test_wandb_receives_audio_images_and_tables(tmp_path, corpus, victim_checkpo
         assert any(kind in m for m in media), (kind, media)
 
 
+@pytest.mark.slow  # four attack runs: ~55 s on 2 cores
 def test_comparison_command_prints_the_table_and_reuses_runs(tmp_path, corpus, victim_checkpoints, capsys):
     from coadv import compare_attacks
 

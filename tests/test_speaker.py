@@ -75,7 +75,7 @@ def test_ivector_system_learns_and_checkpoints_threshold(corpus, tmp_path):
     assert saved == pytest.approx(float(trainer.callback_metrics["val/threshold"]))
 
 
-@pytest.mark.parametrize("name", ["ecapa", "seresnet34"])
+@pytest.mark.parametrize("name", ["ecapa", pytest.param("seresnet34", marks=pytest.mark.slow)])  # 30 s on 2 cores
 def test_neural_victim_learns_on_synthetic_corpus(corpus, name):
     """CI-sized: 8 epochs of AAM-softmax on 15 training speakers; EER on 400 trials of 5 unseen speakers."""
     L.seed_everything(0)
