@@ -9,8 +9,8 @@ Files under ``<run dir>/attack/``:
   perturbation signals (MFCC images for feature-domain attacks), for the first ``n_examples`` trials of rank 0;
 - ``rho.png``: the distribution of ρ over successful trials.
 
-W&B (any logger with ``log_table`` / ``log_image`` / ``log_audio``): ``attack/trials`` and ``attack/summary``
-tables, the example and ρ images, clean / adversarial audio of the examples.
+W&B: ``attack/trials`` and ``attack/summary`` tables, the example and ρ images, clean / adversarial audio of the
+examples; TensorBoard: the images.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.loggers import WandbLogger
 from torch import Tensor
 from torchvision.io import decode_png
 
@@ -202,7 +203,7 @@ class AttackReport(L.Callback):
         step = trainer.global_step
         log_image(trainer, "attack/rho", _as_image(png), step)
         for logger in trainer.loggers:
-            if hasattr(logger, "log_table"):
+            if isinstance(logger, WandbLogger):
                 logger.log_table("attack/trials", columns=list(COLUMNS), data=rows, step=step)
                 logger.log_table("attack/summary", columns=list(summary), data=[list(summary.values())], step=step)
         self._write_examples(trainer, pl_module)
@@ -218,6 +219,6 @@ class AttackReport(L.Callback):
             log_image(trainer, f"attack/example_{index}", _as_image(png), trainer.global_step)
             if pl_module.domain == "waveform":
                 for logger in trainer.loggers:
-                    if hasattr(logger, "log_audio"):
+                    if isinstance(logger, WandbLogger):
                         logger.log_audio(f"attack/audio_{index}", [clean.numpy(), adversarial.numpy()],
                                          caption=["clean", "adversarial"], sample_rate=[SAMPLE_RATE] * 2)  # fmt: skip
