@@ -90,7 +90,13 @@ def load_victim(path: str | Path, victim: nn.Module | None = None) -> tuple[nn.M
     hparams = None
     if victim is None:
         hparams = _victim_hparams(checkpoint, path)
-        victim = instantiate_module(TrialScoring, {k: v for k, v in hparams.items() if k != "_instantiator"}).victim
+        try:
+            victim = instantiate_module(TrialScoring, {k: v for k, v in hparams.items() if k != "_instantiator"}).victim
+        except Exception as error:  # jsonargparse's message names no file; its innermost cause is the useful line
+            lines = [line.strip()[2:] for line in str(error).splitlines() if line.strip().startswith("- ")]
+            cause = next((x for x in lines if not x.startswith(("Expected a <class", "Does not validate"))), None)
+            cause = cause or str(error).strip().splitlines()[0]
+            raise _not_a_victim(path, f"its hyperparameters do not build {hparams['_class_path']} ({cause})") from error
     state = {k.removeprefix("victim."): v for k, v in checkpoint["state_dict"].items() if k.startswith("victim.")}
     if not state:
         raise _not_a_victim(path, "no 'victim.*' weights in its state_dict")

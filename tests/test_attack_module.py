@@ -180,7 +180,9 @@ def test_corrupt_or_foreign_victim_checkpoint_is_one_clear_error(tmp_path, corpu
     torch.save({"state_dict": {}, "payload": Executes(marker)}, tmp_path / "code.ckpt")
     cli = cli_main(["test", *attack_args(config, tmp_path / "run", corpus, good)])
     cli.trainer.save_checkpoint(tmp_path / "attack.ckpt")  # a checkpoint of another module, with victim.* weights
+    rewrite(good, tmp_path / "odd.ckpt", lambda c: c["hyper_parameters"]["victim"]["init_args"].update(channels=30))
     cases = {
+        "odd.ckpt": r"its hyperparameters do not build .*SpeakerEmbedding \(channels=30: expected a positive multiple",
         "garbage.ckpt": r"unreadable as a torch checkpoint",
         "code.ckpt": r"it holds pickled Python objects \(io.open\), refused unread",
         "attack.ckpt": "it was written by lightning_modules.AdversarialAttack",
