@@ -14,7 +14,7 @@ from pathlib import Path
 import lightning as L
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from datamodules.audio import (
     AUDIO_SUFFIXES,
@@ -115,6 +115,19 @@ class TrialDataset(Dataset):
         )
 
 
+class InOrder(Sampler[int]):
+    """Dataset indices in a fixed order (under DDP, Lightning shards it with a ``DistributedSamplerWrapper``)."""
+
+    def __init__(self, order: list[int]) -> None:
+        self.order = order
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+    def __iter__(self):
+        return iter(self.order)
+
+
 class VoxCelebDataModule(L.LightningDataModule):
     """VoxCeleb1 for speaker verification (no I/O in ``__init__``).
 
@@ -124,6 +137,8 @@ class VoxCelebDataModule(L.LightningDataModule):
     padded trials ``{"enrol", "enrol_len", "test", "test_len", "label", "index"}`` from ``trial_list``. After
     ``setup``, ``eval_utterances`` (distinct trial utterances), ``trial_pairs`` ``[N, 2]`` (indices into them) and
     ``trial_labels`` ``[N]`` describe the same trials, and ``utterance_dataloader()`` reads each utterance once.
+    ``eval_batches`` (``"trials"``) is what validation / test / predict yield: a module that embeds each utterance
+    once (``TrialScoring``) sets it to ``"utterances"`` for its run.
 
     Args:
         root: VoxCeleb1 folder holding ``wav/`` and the trial list.
@@ -176,6 +191,7 @@ class VoxCelebDataModule(L.LightningDataModule):
             raise ValueError(f"max_trials={max_trials} must be at least 1 (or None for every trial)")
         self.max_trials = max_trials
         self._training: tuple[list[str], list[str]] | None = None  # (files, speakers), listed on first use
+        self.eval_batches = "trials"
 
     @property
     def trial_path(self) -> Path:
@@ -255,6 +271,8 @@ class VoxCelebDataModule(L.LightningDataModule):
         return self._loader(ds, self.batch_size, shuffle=True, drop_last=True)
 
     def val_dataloader(self) -> DataLoader:
+        if self.eval_batches == "utterances":
+            return self.utterance_dataloader(trial_order=True)
         ds = TrialDataset(self.root / "wav", self.trials, self.eval_max)
         return self._loader(ds, self.eval_batch_size, collate_fn=pad_trials)
 
@@ -264,7 +282,10 @@ class VoxCelebDataModule(L.LightningDataModule):
     def predict_dataloader(self) -> DataLoader:
         return self.val_dataloader()
 
-    def utterance_dataloader(self) -> DataLoader:
-        """Each of ``eval_utterances`` once: ``{"wave", "length", "index"}`` batches."""
+    def utterance_dataloader(self, trial_order: bool = False) -> DataLoader:
+        """Each of ``eval_utterances`` once: ``{"wave", "length", "index"}`` batches; ``trial_order``: in order of
+        first use in the trial list (not sorted), so that a shortened evaluation (``fast_dev_run``, the sanity
+        check, ``limit_val_batches``) holds whole trials from the top of the list."""
         ds = UtteranceDataset(self.root / "wav", self.eval_utterances, self.eval_max)
-        return self._loader(ds, self.eval_batch_size, collate_fn=pad_utterances)
+        order = InOrder(list(dict.fromkeys(self.trial_pairs.flatten().tolist()))) if trial_order else None
+        return self._loader(ds, self.eval_batch_size, collate_fn=pad_utterances, sampler=order)

@@ -1,14 +1,16 @@
 """Speaker verification: training the victims (AAM-softmax encoders, i-vector by EM) and scoring trial lists.
 
-Validation and test score every trial of the DataModule's list and log ``{stage}/eer``, ``{stage}/min_dcf`` and
-``{stage}/threshold`` (the score at the EER operating point). Checkpoints carry ``checkpoint["verification"]``
-with the clean threshold, which the attacks read.
+Validation and test (``TrialScoring``, in ``trial_scoring.py``) embed each trial utterance once, score every trial
+of the DataModule's list and log ``{stage}/eer``, ``{stage}/min_dcf``, ``{stage}/threshold`` (the score at the EER
+operating point) and ``{stage}/trials``. Checkpoints carry ``checkpoint["verification"]`` with the clean
+threshold, which the attacks read.
 """
 
 from __future__ import annotations
 
 import inspect
 import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import lightning as L
@@ -16,11 +18,13 @@ import torch
 from lightning.pytorch.cli import OptimizerCallable
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
-from torchmetrics.classification import BinaryROC
+from torch.utils.data import DataLoader
 
+from lightning_modules.trial_scoring import TrialData, TrialScoring, verification_metrics
 from nets.speaker import AAMSoftmax, IVector, SEResNet34
 from nets.speaker.contract import RecordsInitArgs, check_arg, config
 
+__all__ = ["IVectorSystem", "SpeakerEmbedding", "TrialData", "TrialScoring", "save_config", "verification_metrics"]
 INSTANTIATOR = "lightning.pytorch.cli.instantiate_module"  # Lightning's trusted rebuild of a CLI-built module
 
 
@@ -56,91 +60,6 @@ def save_config(module: L.LightningModule) -> None:
     module.save_hyperparameters({**plain, "_instantiator": INSTANTIATOR}, frame=frame)
 
 
-def verification_metrics(scores: Tensor, labels: Tensor, p_target: float = 0.01) -> dict[str, Tensor]:
-    """EER, the threshold at the EER point and the normalised minDCF of raw trial scores (never through a sigmoid).
-
-    One decision rule: a trial is accepted when ``score >= threshold``. At a candidate threshold t,
-    FAR(t) = share of non-target trials with score >= t and FRR(t) = share of target trials with score < t. The
-    candidates are the distinct scores: tied trials are accepted or rejected together. The EER point is the
-    candidate minimising |FAR - FRR|, the largest such candidate when several tie; ``eer`` = (FAR + FRR) / 2 there
-    (torchmetrics' BinaryEER definition) and ``threshold`` is that score itself, unclamped. ``min_dcf`` =
-    min over the candidates and "reject all" of (p FRR + (1 - p) FAR) / min(p, 1 - p) (C_miss = C_fa = 1,
-    p = ``p_target``). Without both target and non-target trials every value is NaN.
-
-    The curve is torchmetrics' BinaryROC with ``normalization=None``: by default it (and BinaryEER) passes scores
-    through a sigmoid whenever one lies outside [0, 1], which moves the threshold and, for large scores, ties them.
-    """
-    if not ((labels == 1).any() and (labels == 0).any()):
-        nan = torch.tensor(float("nan"))
-        return {"eer": nan, "threshold": nan.clone(), "min_dcf": nan.clone()}
-    fpr, tpr, thresholds = BinaryROC(thresholds=None, normalization=None)(scores, labels)
-    fnr = 1 - tpr
-    # entry 0 is the "reject all" point (its threshold a placeholder 1.0); the rest follow descending scores
-    idx = 1 + int((fnr[1:] - fpr[1:]).abs().argmin())  # argmin returns the first, i.e. the largest, on ties
-    dcf = (fnr * p_target + fpr * (1 - p_target)) / min(p_target, 1 - p_target)
-    return {"eer": (fpr[idx] + fnr[idx]) / 2, "threshold": thresholds[idx], "min_dcf": dcf.min()}
-
-
-class TrialScoring(L.LightningModule):
-    """Scores trials with ``self.victim`` and keeps the clean EER threshold (``verification_metrics``).
-
-    Args:
-        p_target: target prior of minDCF, in (0, 1).
-    """
-
-    victim: nn.Module
-
-    def __init__(self, p_target: float) -> None:
-        super().__init__()
-        check_arg("p_target", p_target, 0 < p_target < 1, "in (0, 1)")
-        self.p_target = p_target
-        self.register_buffer("threshold", torch.tensor(float("nan")))
-        self._scores: list[Tensor] = []
-        self._labels: list[Tensor] = []
-        self.last_scores: tuple[Tensor, Tensor] | None = None  # (scores, labels) of the last evaluation, for plots
-
-    @torch.no_grad()
-    def score_batch(self, batch: dict[str, Tensor]) -> Tensor:
-        """Trial scores ``[B]``, each utterance embedded at its true length (padding never enters a model)."""
-        out = []
-        for i in range(len(batch["label"])):
-            enrol = batch["enrol"][i : i + 1, : int(batch["enrol_len"][i])]
-            test = batch["test"][i : i + 1, : int(batch["test_len"][i])]
-            out.append(self.victim.score(enrol, test)[0])
-        return torch.stack(out)
-
-    def _collect(self, batch: dict[str, Tensor]) -> None:
-        self._scores.append(self.score_batch(batch))
-        self._labels.append(batch["label"])
-
-    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        self._collect(batch)
-
-    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        self._collect(batch)
-
-    def _finish(self, stage: str) -> None:
-        if not self._scores:
-            return
-        scores = self.all_gather(torch.cat(self._scores)).flatten()
-        labels = self.all_gather(torch.cat(self._labels)).flatten()
-        self._scores, self._labels = [], []
-        metrics = verification_metrics(scores.float(), labels.long(), self.p_target)
-        if stage == "val" and not self.trainer.sanity_checking:
-            self.threshold.fill_(float(metrics["threshold"]))
-        self.log_dict({f"{stage}/{k}": v for k, v in metrics.items()}, sync_dist=False)
-        self.last_scores = (scores.cpu(), labels.cpu())
-
-    def on_validation_epoch_end(self) -> None:
-        self._finish("val")
-
-    def on_test_epoch_end(self) -> None:
-        self._finish("test")
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["verification"] = {"threshold": float(self.threshold), "p_target": self.p_target}
-
-
 def _adam(params) -> torch.optim.Optimizer:
     return torch.optim.Adam(params, lr=1e-3, weight_decay=2e-5)
 
@@ -148,10 +67,13 @@ def _adam(params) -> torch.optim.Optimizer:
 class SpeakerEmbedding(TrialScoring):
     """Trains a neural speaker encoder (SE-ResNet-34, ECAPA-TDNN) with AAM-softmax on speaker-labelled crops.
 
+    The AAM head exists only to train: ``fit`` builds it, a checkpoint that holds one rebuilds it at that size, and
+    validate / test need neither training files nor ``num_speakers``.
+
     Args:
         victim: the encoder (``embed`` / ``score`` contract). Default: ``SEResNet34(width=16)``.
-        num_speakers: training speakers (>= 2); ``None``: read from the DataModule at setup and recorded in the
-            hyperparameters, so that a checkpoint rebuilds the head.
+        num_speakers: classes of the AAM head at ``fit`` (>= 2, at least the DataModule's training speakers);
+            ``None``: the DataModule's count, recorded in the hyperparameters.
         margin: AAM margin in [0, pi/2) (0.2).
         scale: AAM scale, > 0 (30).
         optimizer: optimizer factory (default Adam, lr 1e-3, weight decay 2e-5).
@@ -173,17 +95,26 @@ class SpeakerEmbedding(TrialScoring):
         check_arg("margin", margin, 0 <= margin < torch.pi / 2, "in [0, pi/2)")
         check_arg("scale", scale, scale > 0, "> 0")
         self.victim = victim if victim is not None else SEResNet34(width=16)
-        self.margin, self.scale, self.optimizer = margin, scale, optimizer
-        self.head = None if num_speakers is None else AAMSoftmax(self.victim.embedding_dim, num_speakers, margin, scale)
+        self.num_speakers, self.margin, self.scale, self.optimizer = num_speakers, margin, scale, optimizer
+        self.head: AAMSoftmax | None = None
+
+    def _build_head(self, num_speakers: int) -> None:
+        self.head = AAMSoftmax(self.victim.embedding_dim, num_speakers, self.margin, self.scale)
+        self.hparams["num_speakers"] = num_speakers  # a checkpoint then rebuilds the head
 
     def setup(self, stage: str) -> None:
-        if stage != "fit":
-            return
+        super().setup(stage)
+        if stage == "fit" and self.head is None:
+            self._build_head(self.num_speakers or self.trainer.datamodule.num_speakers)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        weight = checkpoint.get("state_dict", {}).get("head.weight")
+        if weight is not None and (self.head is None or self.head.weight.shape != weight.shape):
+            self._build_head(weight.shape[0])  # before the optimizers exist: fit resumes with this head
+
+    def on_fit_start(self) -> None:  # after a checkpoint is restored
         n = self.trainer.datamodule.num_speakers
-        if self.head is None:
-            self.head = AAMSoftmax(self.victim.embedding_dim, n, self.margin, self.scale)
-            self.hparams["num_speakers"] = n  # the checkpoint then rebuilds the head
-        elif self.head.weight.shape[0] < n:
+        if self.head.weight.shape[0] < n:
             raise ValueError(f"num_speakers={self.head.weight.shape[0]}, but the DataModule has {n} training speakers")
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
@@ -200,34 +131,51 @@ class SpeakerEmbedding(TrialScoring):
 class IVectorSystem(TrialScoring):
     """Trains an ``IVector`` victim by EM at the start of ``fit``, then scores the validation trials.
 
-    The UBM, the total-variability matrix and the back-end are estimated on the DataModule's full training
-    utterances; the training loop then has nothing to optimise (set ``trainer.max_epochs: 1``).
+    The UBM, the total-variability matrix and the back-end are estimated on the DataModule's whole training
+    utterances, streamed: each EM pass reads them through a DataLoader, ``em_batch_size`` at a time, and keeps
+    sufficient statistics only (``IVector.fit``). The training loop then has nothing to optimise (set
+    ``trainer.max_epochs: 1``). Under DDP every rank runs the same EM.
 
     Args:
         victim: the i-vector model. Default: ``IVector(n_components=32, rank=50, lda_dim=20)``.
         ubm_iterations: EM iterations of the UBM (>= 1).
         tv_iterations: EM iterations of the total-variability matrix (>= 1).
         p_target: target prior of minDCF, in (0, 1) (0.01).
+        em_batch_size: training utterances per EM batch (>= 1); peak memory grows with it, not with the corpus.
     """
 
     def __init__(
-        self, victim: IVector | None = None, ubm_iterations: int = 10, tv_iterations: int = 5, p_target: float = 0.01
+        self,
+        victim: IVector | None = None,
+        ubm_iterations: int = 10,
+        tv_iterations: int = 5,
+        p_target: float = 0.01,
+        em_batch_size: int = 16,
     ) -> None:
         super().__init__(p_target)
         save_config(self)
         check_arg("ubm_iterations", ubm_iterations, ubm_iterations >= 1, ">= 1")
         check_arg("tv_iterations", tv_iterations, tv_iterations >= 1, ">= 1")
+        check_arg("em_batch_size", em_batch_size, em_batch_size >= 1, ">= 1")
         self.victim = victim if victim is not None else IVector(n_components=32, rank=50, lda_dim=20)
-        self.ubm_iterations, self.tv_iterations = ubm_iterations, tv_iterations
+        self.ubm_iterations, self.tv_iterations, self.em_batch_size = ubm_iterations, tv_iterations, em_batch_size
         self.automatic_optimization = False
 
-    def on_fit_start(self) -> None:
-        from datamodules.voxceleb import read_wave, speaker_of
+    def training_utterances(self) -> _Utterances:
+        """The DataModule's training files, whole, as re-iterable ``(waves, speaker indices)`` batches."""
+        from datamodules.audio import UtteranceDataset, pad_utterances
+        from datamodules.voxceleb import speaker_of
 
         dm = self.trainer.datamodule
-        waves = [read_wave(dm.root / "wav" / f) for f in dm.train_files]
-        speakers = torch.tensor([dm.speakers.index(speaker_of(f)) for f in dm.train_files])
-        history = self.victim.fit(waves, speakers, self.ubm_iterations, self.tv_iterations)
+        labels = {s: i for i, s in enumerate(dm.speakers)}
+        speakers = torch.tensor([labels[speaker_of(f)] for f in dm.train_files])
+        workers = dm.num_workers
+        loader = DataLoader(UtteranceDataset(dm.root / "wav", dm.train_files, None), batch_size=self.em_batch_size,
+                            collate_fn=pad_utterances, num_workers=workers, persistent_workers=workers > 0)  # fmt: skip
+        return _Utterances(loader, speakers, self.device)
+
+    def on_fit_start(self) -> None:
+        history = self.victim.fit(self.training_utterances(), self.ubm_iterations, self.tv_iterations)
         self.ubm_log_likelihood = history["ubm_log_likelihood"]
 
     def training_step(self, batch: Any, batch_idx: int) -> None:
@@ -243,3 +191,15 @@ class IVectorSystem(TrialScoring):
 
     def configure_optimizers(self) -> None:
         return None
+
+
+class _Utterances:
+    """``(waves at their true lengths, speaker indices)`` per batch of an utterance DataLoader, on ``device``."""
+
+    def __init__(self, loader: DataLoader, speakers: Tensor, device: torch.device) -> None:
+        self.loader, self.speakers, self.device = loader, speakers, device
+
+    def __iter__(self) -> Iterator[tuple[list[Tensor], Tensor]]:
+        for batch in self.loader:
+            waves = [w[:n].to(self.device) for w, n in zip(batch["wave"], batch["length"].tolist())]
+            yield waves, self.speakers[batch["index"]]
