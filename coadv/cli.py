@@ -53,12 +53,12 @@ def resolve_configs(args: list[str]) -> list[str]:
 def cli_main(args: list[str] | None = None, run: bool = True):
     """Build and run LightningCLI (``args=None`` reads ``sys.argv``); returns it so tests and tools can inspect it."""
     from jsonargparse import set_parsing_settings
-    from lightning.pytorch.cli import LightningCLI
 
     import callbacks  # noqa: F401  (short class_path names)
     import datamodules  # noqa: F401
     import lightning_modules  # noqa: F401
-    from coadv.tracking import wandb_environment
+    from coadv.lightning_cli import CoadvCLI
+    from coadv.tracking import WandbTracking, wandb_environment
 
     set_parsing_settings(omegaconf_absolute_to_relative_paths=True)  # "${trainer.x}" works under a subcommand
     # tools and tests pass their own args while sys.argv holds theirs: expected, not a mistake
@@ -66,7 +66,8 @@ def cli_main(args: list[str] | None = None, run: bool = True):
     wandb_environment()
     args = resolve_configs(sys.argv[1:] if args is None else list(args))
     defaults = [str(CONFIGS / "defaults.yaml")]
-    return LightningCLI(
+    cli_class = type("CoadvCLI", (WandbTracking, CoadvCLI), {})  # + W&B runs as users expect (coadv.tracking)
+    return cli_class(
         parser_kwargs={
             "parser_mode": "omegaconf+",  # ${...} interpolation resolved after all config sources are merged
             **{sub: {"default_config_files": defaults} for sub in LIGHTNING},

@@ -25,7 +25,11 @@ from pathlib import Path
 import numpy as np
 
 from callbacks.attack_report import markdown_table, rho_figure
-from coadv.constants import ATTACKS, CONFIGS, QUIET, VICTIMS
+from coadv.constants import ATTACKS, CONFIGS, VICTIMS
+from coadv.progress import meter, minutes, summary
+
+# each run keeps Lightning's test progress bar (trial batches, with ETA); the model summary would only repeat itself
+CHILD_FLAGS = ["--trainer.enable_model_summary=false"]
 
 
 def read_trials_csv(path: Path) -> dict[str, np.ndarray]:
@@ -34,25 +38,52 @@ def read_trials_csv(path: Path) -> dict[str, np.ndarray]:
     return {k: np.array([float(r[k]) for r in rows]) for k in rows[0]} if rows else {}
 
 
-def run_attack(attack: str, victim: str, out: Path, trials: int | None, extra: list[str], force: bool) -> dict:
+def run_attack(
+    attack: str, victim: str, out: Path, trials: int | None, extra: list[str], force: bool
+) -> tuple[dict, bool]:
+    """One attack's summary, and whether it was reused (a stored run made with the same flags and config)."""
     config = CONFIGS / "attack" / f"{attack}_{victim}.yaml"
     summary_path = out / attack / "attack" / "summary.json"
     args_path = out / attack / "compare_args.json"  # what the stored run was asked; reused only for the same
-    args = ["test", "-c", str(config), f"--trainer.default_root_dir={out / attack}", *QUIET, *extra]
+    args = ["test", "-c", str(config), f"--trainer.default_root_dir={out / attack}", *CHILD_FLAGS, *extra]
     if trials is not None:
         args.append(f"--data.init_args.max_trials={trials}")
     stored = {"args": args, "config": config.read_text()}
     if summary_path.is_file() and args_path.is_file() and not force:
         if json.loads(args_path.read_text()) == stored:
             print(f"[compare] {attack}: reusing {summary_path}", flush=True)
-            return json.loads(summary_path.read_text())
+            return json.loads(summary_path.read_text()), True
     print(f"[compare] {attack}: coadv {' '.join(args)}", flush=True)
     args_path.unlink(missing_ok=True)
     start = time.time()
     subprocess.run([sys.executable, "-m", "coadv", *args], check=True)
     args_path.write_text(json.dumps(stored, indent=1) + "\n")
-    print(f"[compare] {attack}: {time.time() - start:.0f} s", flush=True)
-    return json.loads(summary_path.read_text())
+    print(f"[compare] {attack}: {minutes(time.time() - start)}", flush=True)
+    return json.loads(summary_path.read_text()), False
+
+
+def run_attacks(
+    attacks: list[str], victim: str, out: Path, trials: int | None, extra: list[str], force: bool
+) -> tuple[dict, int]:
+    """Every attack's summary, in order, and how many were reused. Before each attack a line with the comparison's
+    progress and ETA (reused attacks do not count in the rate): the run itself shows Lightning's bar over its trial
+    batches, which a live bar here would garble."""
+    summaries, start, reused = {}, time.time(), 0
+    for i, attack in enumerate(attacks):
+        print(meter(i, len(attacks), time.time() - start, "attack", f"[compare] next: {attack};", reused), flush=True)
+        summaries[attack], was_reused = run_attack(attack, victim, out, trials, extra, force)
+        reused += was_reused
+    return summaries, reused
+
+
+def wandb_note(out: Path, attacks: list[str]) -> str:
+    """Where the attacks' W&B runs are (one per attack run), with the upload command for offline ones."""
+    runs = [run for a in attacks for run in sorted((out / a / "wandb").glob("*run-*"))[-1:]]
+    offline = [run for run in runs if run.name.startswith("offline-run-")]
+    if not runs:
+        return "no W&B runs (disabled, or another logger)"
+    note = f"{len(runs)} runs under {out}/<attack>/wandb/"
+    return note + (f" ({len(offline)} offline; upload: wandb sync {out}/*/wandb/offline-run-*)" if offline else "")
 
 
 def tables(summaries: dict[str, dict], per_trial: dict[str, dict], reference: str) -> tuple[str, list, list]:
@@ -100,7 +131,8 @@ def main(argv: list[str] | None = None) -> str:
     if missing:
         raise SystemExit(f"no config configs/attack/<attack>_{ns.victim}.yaml for {', '.join(missing)}")
     out = ns.out or Path("runs") / "attack" / ns.victim
-    summaries = {a: run_attack(a, ns.victim, out, ns.trials, ns.extra, ns.force) for a in attacks}
+    start = time.time()
+    summaries, reused = run_attacks(attacks, ns.victim, out, ns.trials, ns.extra, ns.force)
     per_trial = {a: read_trials_csv(out / a / "attack" / "trials.csv") for a in attacks}
     text, header, rows = tables(summaries, per_trial, ns.reference)
     n = int(next(iter(summaries.values()))["trials"])
@@ -115,4 +147,12 @@ def main(argv: list[str] | None = None) -> str:
     rho = {a: t["rho"][(t["success"] > 0) & (t["clean_correct"] > 0)] for a, t in per_trial.items() if t}
     (out / "rho.png").write_bytes(rho_figure(rho, title))
     print(text, flush=True)
+    ran = len(attacks) - reused
+    print(summary(f"coadv compare-attacks --victim {ns.victim}", [
+        ("attacks", f"{len(attacks)} ({ran} run now, {reused} reused) in {minutes(time.time() - start)}"),
+        ("table", f"{out / 'comparison.md'}, {out / 'comparison.csv'}"),
+        ("plot", out / "rho.png"),
+        ("runs", f"{out}/<attack>/attack/ (adversarial audio, trials.csv, summary.json, examples/)"),
+        ("W&B", wandb_note(out, attacks)),
+    ]), flush=True)  # fmt: skip
     return text

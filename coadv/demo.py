@@ -9,7 +9,9 @@ import torch
 
 from coadv.cli import cli_main
 from coadv.constants import CONFIGS, QUIET
+from coadv.progress import minutes, summary
 from coadv.study import ensure_classifier
+from coadv.tracking import wandb_run_dirs
 from nets.classifier import load_digit_net
 
 
@@ -24,10 +26,12 @@ def source_only_accuracy(dataset, classifier: Path) -> float:
 def main(args: list[str] | None = None) -> None:
     args = list(args or [])
     start = time.time()
-    classifier_a = ensure_classifier("mnist")
-    classifier_b = ensure_classifier("mnist_m")
+    trained: list = []  # (what, LightningCLI) of every training this demo did
+    classifier_a = ensure_classifier("mnist", trained=trained)
+    classifier_b = ensure_classifier("mnist_m", trained=trained)
     print("[demo] training ACCR mnist -> mnist_m (configs/demo.yaml)", flush=True)
     cli = cli_main(["fit", "-c", str(CONFIGS / "demo.yaml"), *QUIET, *args])
+    trained.append(("ACCR mnist -> mnist_m", cli))
     last = {k: float(v) for k, v in cli.trainer.callback_metrics.items() if k.startswith("val/")}
     best = cli.trainer.checkpoint_callback.best_model_path
     test = cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path="best", verbose=False)[0]
@@ -46,8 +50,15 @@ def main(args: list[str] | None = None) -> None:
         print(f"| {name} | {last[f'val/{key}']:.3f} | {test[f'test/{key}']:.3f} |")
     print(f"\nno translation (target classifier on source images): A->B {baseline_ab:.3f}, B->A {baseline_ba:.3f}; "
           "chance 0.100")  # fmt: skip
-    print(f"run directory: {run_dir.resolve()}")
-    print(f"best checkpoint: {best}")
-    print(f"last grid: {grids[-1] if grids else 'none'}")
-    print(f"W&B run: {sorted(run_dir.glob('wandb/*run-*'))[-1:] or 'disabled'}")
-    print(f"wall time: {time.time() - start:.0f} s")
+    runs = [
+        (f"W&B run, {what}", ", ".join(wandb_run_dirs(c.trainer)) or "none (no WandbLogger)") for what, c in trained
+    ]
+    offline = [d for _, c in trained for d in wandb_run_dirs(c.trainer) if "offline-run-" in d]
+    print(summary("coadv demo", [
+        ("run directory", run_dir.resolve()),
+        ("best checkpoint", best),
+        ("last grid", grids[-1] if grids else "none"),
+        *runs,
+        *([("upload (offline)", f"wandb sync {' '.join(offline)}")] if offline else []),
+        ("wall time", minutes(time.time() - start)),
+    ]))  # fmt: skip

@@ -92,17 +92,30 @@ def bar_plot(records: list[dict], path: Path, svhn_name: str) -> None:
     plt.close(fig)
 
 
-def wandb_table(records: list[dict], out: Path, plot: Path, preset: str) -> None:
+def wandb_table(records: list[dict], out: Path, plot: Path, preset: str) -> str:
+    """The cells table and the plot in one W&B run (job type ``study``); returns where the run is, or why none."""
+    from coadv.tracking import finish_previous_run, wandb_environment
+
+    wandb_environment()  # every cell may have been reused: no CLI run set the mode in this process
+    finish_previous_run()  # the last cell's run
     import wandb
 
-    run = wandb.init(project="coadv", dir=str(out), job_type="study", name=f"study-{preset}", reinit="finish_previous")
     keys = ["variant", "method", "direction", "seed", "acc_a2b", "acc_b2a", "fid_a", "fid_b"]
+    preset = Path(preset).stem  # a preset given as a path: its name
+    config = {"preset": preset, **{f"{k}s": sorted({str(r[k]) for r in records}) for k in keys[:4]}}
+    run = wandb.init(project="coadv", dir=str(out), job_type="study", name=f"study {preset}", group="study",
+                     tags=["study", preset], config=config)  # fmt: skip
     run.log({"study/cells": wandb.Table(columns=keys, data=[[r.get(k) for k in keys] for r in records]),
              "study/accuracy": wandb.Image(str(plot))})  # fmt: skip
+    mode, folder = run.settings.mode, run.settings.sync_dir
     run.finish()
+    if mode == "disabled":
+        return "disabled (WANDB_MODE=disabled)"
+    return f"{folder}" + (f" (offline; upload: wandb sync {folder})" if mode in ("offline", "dryrun") else "")
 
 
-def write(records: list[dict], out: Path, svhn_name: str = "svhn", preset: str = "") -> None:
+def write(records: list[dict], out: Path, svhn_name: str = "svhn", preset: str = "") -> str:
+    """Tables, plot and the W&B table run of a study; returns where that run is (:func:`wandb_table`)."""
     seeds = sorted({r["seed"] for r in records})
     note = (
         f"Preset `{preset}`, seeds {seeds}; accuracy of the target-domain classifier on translated test images (A→B)."
@@ -117,4 +130,4 @@ def write(records: list[dict], out: Path, svhn_name: str = "svhn", preset: str =
     (out / "results.md").write_text(text + "\n")
     write_csv(records, out)
     bar_plot(records, out / "results.png", svhn_name)
-    wandb_table(records, out, out / "results.png", preset)
+    return wandb_table(records, out, out / "results.png", preset)

@@ -18,10 +18,12 @@ import time
 from pathlib import Path
 
 import yaml
+from tqdm import tqdm
 
 from coadv import results
 from coadv.cli import cli_main
 from coadv.constants import CONFIGS, DIRECTIONS, METHODS, QUIET
+from coadv.progress import bar, minutes, quiet_lightning, summary
 
 
 def _check(kind: str, names: list[str], valid) -> None:
@@ -30,15 +32,16 @@ def _check(kind: str, names: list[str], valid) -> None:
         raise SystemExit(f"unknown {kind} {', '.join(map(repr, bad))}; valid {kind}s: {', '.join(valid)}")
 
 
-def ensure_classifier(domain: str, extra: list[str] = ()) -> Path:
-    """The evaluation classifier of ``domain`` (trained with its config when absent)."""
+def ensure_classifier(domain: str, extra: list[str] = (), trained: list | None = None) -> Path:
+    """The evaluation classifier of ``domain`` (trained with its config when absent; its CLI appended to
+    ``trained`` when given)."""
     path = Path("checkpoints") / "classifiers" / f"{domain}.ckpt"
     if not path.is_file():
-        print(f"[study] training the {domain} evaluation classifier -> {path}", flush=True)
+        tqdm.write(f"[study] training the {domain} evaluation classifier -> {path}")
         cli = cli_main(["fit", "-c", str(CONFIGS / "classifier" / f"{domain}.yaml"), *QUIET, *extra])
-        print(
-            f"[study] {domain} classifier: val/acc = {float(cli.trainer.callback_metrics['val/acc']):.3f}", flush=True
-        )
+        tqdm.write(f"[study] {domain} classifier: val/acc = {float(cli.trainer.callback_metrics['val/acc']):.3f}")
+        if trained is not None:
+            trained.append((f"{domain} classifier", cli))
     return path
 
 
@@ -51,9 +54,10 @@ def cell_args(method: str, direction: str, seed: int, variant: Path | None, pres
     loggers = [
         {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": str(cell), "name": "csv"}}
     ]
-    if preset.get("wandb", True):
+    if preset.get("wandb", True):  # one W&B run per cell; the seeds of a cell share a group
+        group = f"study {variant.stem if variant else 'base'} {method}_{direction}"
         loggers.append({"class_path": "lightning.pytorch.loggers.WandbLogger",
-                        "init_args": {"project": "coadv", "save_dir": str(cell), "group": "study"}})  # fmt: skip
+                        "init_args": {"project": "coadv", "save_dir": str(cell), "group": group, "tags": ["study"]}})  # fmt: skip
     args.append(f"--trainer.logger={json.dumps(loggers)}")
     svhn = preset.get("svhn")
     if svhn and svhn != "svhn":  # explicit offline stand-in for SVHN, named in the table
@@ -67,13 +71,15 @@ def cell_args(method: str, direction: str, seed: int, variant: Path | None, pres
     return args
 
 
+def cell_name(method: str, direction: str, seed: int, variant: Path | None) -> str:
+    return f"{variant.stem if variant else 'base'}/{method}_{direction}/seed{seed}"
+
+
 def run_cell(method: str, direction: str, seed: int, variant: Path | None, preset: dict, out: Path) -> dict:
-    name = f"{variant.stem if variant else 'base'}/{method}_{direction}/seed{seed}"
-    cell = out / "cells" / name
+    cell = out / "cells" / cell_name(method, direction, seed, variant)
     done = cell / "metrics.json"
     if done.is_file():
         return json.loads(done.read_text())
-    print(f"[study] {name}", flush=True)
     start = time.time()
     cli = cli_main(cell_args(method, direction, seed, variant, preset, cell))
     metrics = {
@@ -118,15 +124,34 @@ def main(argv: list[str] | None = None) -> list[dict]:
     out = args.out or Path("runs") / f"study_{Path(args.preset).stem}"
     out.mkdir(parents=True, exist_ok=True)
     svhn = preset.get("svhn", "svhn")
-    for domain in {d for direction in directions for d in DIRECTIONS[direction]} - {"svhn"} | ({svhn} - {"svhn"}):
-        ensure_classifier(domain)
-    records = [
-        run_cell(method, direction, seed, variant, preset, out)
-        for variant in (args.variants or [None])
-        for method in methods
-        for direction in directions
-        for seed in seeds
-    ]
-    results.write(records, out, svhn_name=svhn, preset=args.preset)
+    start = time.time()
+    with quiet_lightning():
+        for domain in {d for direction in directions for d in DIRECTIONS[direction]} - {"svhn"} | ({svhn} - {"svhn"}):
+            ensure_classifier(domain)
+        cells = [(method, direction, seed, variant) for variant in (args.variants or [None]) for method in methods
+                 for direction in directions for seed in seeds]  # fmt: skip
+        records, reused = run_cells(cells, preset, out)
+    table_run = results.write(records, out, svhn_name=svhn, preset=args.preset)
     print((out / "results.md").read_text())
+    print(summary(f"coadv study --preset {args.preset}", [
+        ("cells", f"{len(cells)} ({len(cells) - reused} run now, {reused} reused) in {minutes(time.time() - start)}"),
+        ("tables", f"{out / 'results.md'}, {out / 'results.csv'}, {out / 'cells.csv'}"),
+        ("plot", out / "results.png"),
+        ("cell runs", f"{out / 'cells'}/<variant>/<method>_<direction>/seed<n>/ (config.yaml, csv/, checkpoints/)"),
+        ("W&B", table_run),
+    ]))  # fmt: skip
     return records
+
+
+def run_cells(cells: list[tuple], preset: dict, out: Path) -> tuple[list[dict], int]:
+    """Every cell's record, in order, under one progress bar (finished cells are reused); and how many were reused."""
+    finished = [(out / "cells" / cell_name(*cell) / "metrics.json").is_file() for cell in cells]
+    records = []
+    with bar(len(cells), "study cells", "cell", initial=sum(finished)) as progress:
+        for cell, done in zip(cells, finished):
+            if not done:
+                progress.set_postfix_str(cell_name(*cell))
+            records.append(run_cell(*cell, preset, out))
+            if not done:
+                progress.update()
+    return records, sum(finished)

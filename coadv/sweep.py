@@ -18,13 +18,17 @@ import math
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import optuna
 import yaml
 from jsonschema import Draft7Validator
+from tqdm import tqdm
 
+from callbacks.attack_report import markdown_table
 from coadv.constants import CONFIGS, config_path
+from coadv.progress import bar, minutes, summary
 
 SCHEMA = CONFIGS / "sweeps" / "schema" / "wandb_sweep_schema.json"
 
@@ -121,22 +125,42 @@ def main(argv: list[str] | None = None) -> list[dict]:
         flags = load_preset(args.preset).get("flags", [])
     out = args.out or Path("runs") / f"sweep_{args.sweep.stem}"
     goal = config.get("metric", {}).get("goal", "minimize")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # one line per trial comes from here instead
     study = optuna.create_study(
         direction="maximize" if goal == "maximize" else "minimize", sampler=sampler(config, args.seed)
     )
     grid_size = math.prod(len(spec.get("values", [0])) for spec in config["parameters"].values())
     n = args.trials or (grid_size if config["method"] == "grid" else 10)
-    rows = []
-    for i in range(n):
-        trial = study.ask()
-        params = {name: suggest(trial, name, spec) for name, spec in config["parameters"].items()}
-        value = run_trial(config, params, out / f"trial_{i:03d}", flags)
-        study.tell(trial, value)
-        rows.append({"trial": i, **params, config["metric"]["name"]: value})
-        print(f"[sweep] trial {i}: {params} -> {config['metric']['name']} = {value:.4f}", flush=True)
+    start = time.time()
+    rows = run_trials(study, config, n, out, flags)
+    metric = config["metric"]["name"]
     with open(out / "trials.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    print(f"[sweep] best: {study.best_params} -> {study.best_value:.4f}; table: {out / 'trials.csv'}")
+    short = {k: k.rsplit(".", 1)[-1] for k in rows[0]}  # model.init_args.lambda_rec -> lambda_rec: fits a screen
+    print(markdown_table([short[k] for k in rows[0]], [list(r.values()) for r in rows]))
+    print(summary(f"coadv sweep {args.sweep.name}", [
+        ("trials", f"{n} in {minutes(time.time() - start)} ({config['method']}, {goal} {metric})"),
+        ("best", f"trial {study.best_trial.number}: {metric} = {study.best_value:.4f}"),
+        *((f"  {short[k]}", f"{v:.4g}" if isinstance(v, float) else v) for k, v in study.best_params.items()),
+        ("table", out / "trials.csv"),
+        ("trial runs", f"{out}/trial_<n>/ (log.txt, config.yaml, csv/)"),
+    ]), flush=True)  # fmt: skip
+    return rows
+
+
+def run_trials(study: optuna.Study, config: dict, n: int, out: Path, flags: list[str]) -> list[dict]:
+    """``n`` trials asked from ``study`` and told their metric, under one progress bar; one row per trial."""
+    metric, rows = config["metric"]["name"], []
+    with bar(n, "sweep trials", "trial") as progress:
+        for i in range(n):
+            trial = study.ask()
+            params = {name: suggest(trial, name, spec) for name, spec in config["parameters"].items()}
+            value = run_trial(config, params, out / f"trial_{i:03d}", flags)
+            study.tell(trial, value)
+            rows.append({"trial": i, **params, metric: value})
+            tqdm.write(f"[sweep] trial {i}: {params} -> {metric} = {value:.4f}")
+            progress.set_postfix_str(f"best {metric} = {study.best_value:.4f}")
+            progress.update()
     return rows

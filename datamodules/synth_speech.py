@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 from scipy.signal import lfilter
+from tqdm import tqdm
 
 SAMPLE_RATE = 16000
 # F1, F2, F3 (Hz) of a few vowels for an average adult vocal tract (Peterson & Barney style values)
@@ -90,16 +91,17 @@ def write_corpus(
     n_trials: int = 400,
     noise_db: float | None = 30.0,
     seed: int = 0,
+    progress: bool = True,
 ) -> Path:
     """Write the corpus and its trial list under ``root``; returns the trial list path.
 
     Trials pair utterances of the last ``n_speakers // 4`` speakers (held out from training, as VoxCeleb1's test
-    speakers are), half target and half non-target.
+    speakers are), half target and half non-target. ``progress``: a bar over speakers, with ETA.
     """
     root = Path(root)
     rng = np.random.default_rng(seed)
     files: dict[str, list[str]] = {}
-    for s in range(n_speakers):
+    for s in tqdm(range(n_speakers), desc=f"synthesizing {root}", unit="speaker", disable=not progress, leave=False):
         spk = speaker_profile(rng)
         sid = f"id{10001 + s}"
         files[sid] = []

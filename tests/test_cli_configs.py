@@ -15,6 +15,7 @@ FRAGMENTS = (
     "study",
     "ablations",
     "attack",
+    "loggers",
 )  # not fit configs; tested on their own (attack: test_attack_module)
 CONFIGS = sorted(
     p for p in (ROOT / "configs").rglob("*.yaml") if p.name != "defaults.yaml" and not set(FRAGMENTS) & set(p.parts)

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -34,9 +35,12 @@ def logged(cell: Path, key: str) -> float:
     return [float(r[key]) for r in rows if r.get(key)][-1]
 
 
-def test_table_cells_are_the_runs_logged_metrics_and_restart_skips(tmp_path, tiny_preset):
+def test_table_cells_are_the_runs_logged_metrics_and_restart_skips(tmp_path, tiny_preset, capsys):
     out = tmp_path / "study"
     records = study.main(["--preset", str(tiny_preset), "--out", str(out)])
+    printed = capsys.readouterr()
+    assert re.search(r"\ncells +4 \(4 run now, 0 reused\)", printed.out) and re.search(r"\nW&B +disabled", printed.out)
+    assert "study cells: 100%" in printed.err and "4/4" in printed.err  # the bar reached the end
     assert len(records) == 4 and {r["method"] for r in records} == {"cyclegan", "accr"}
     for r in records:
         cell = out / "cells" / "base" / f"{r['method']}_m2mm" / f"seed{r['seed']}"
@@ -49,6 +53,7 @@ def test_table_cells_are_the_runs_logged_metrics_and_restart_skips(tmp_path, tin
     stamps = {p: p.stat().st_mtime_ns for p in out.glob("cells/**/metrics.json")}
     shutil.rmtree(out / "cells" / "base" / "accr_m2mm" / "seed1")  # as if interrupted before this cell
     study.main(["--preset", str(tiny_preset), "--out", str(out)])
+    assert re.search(r"\ncells +4 \(1 run now, 3 reused\)", capsys.readouterr().out)
     after = {p: p.stat().st_mtime_ns for p in out.glob("cells/**/metrics.json")}
     rerun = [p for p in after if stamps.get(p) != after[p]]
     assert [p.parent.name for p in rerun] == ["seed1"] and rerun[0].parent.parent.name == "accr_m2mm"

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -35,7 +36,7 @@ def test_command_macros_expand_like_the_agent():
     assert cmd == [sys.executable, "main.py", "fit", "--model.init_args.lambda_rec=2.5"]
 
 
-def test_one_sweep_trial_runs_offline(tmp_path, tiny_classifiers):
+def test_one_sweep_trial_runs_offline(tmp_path, tiny_classifiers, capsys):
     flags = ["--trainer.max_epochs=1", "--data.init_args.batch_size=4", "--data.init_args.batches_per_epoch=2",
              "--data.init_args.test_limit=16", f"--model.init_args.classifier_a={tiny_classifiers['mnist']}",
              f"--model.init_args.classifier_b={tiny_classifiers['mnist_m']}"]  # fmt: skip
@@ -45,6 +46,9 @@ def test_one_sweep_trial_runs_offline(tmp_path, tiny_classifiers):
     rows = sweep.main([str(ROOT / "configs/sweeps/accr_lambdas.yaml"), "--trials", "1", "--preset", str(preset),
                        "--out", str(tmp_path / "out")])  # fmt: skip
     assert len(rows) == 1 and 0 <= rows[0]["val/acc_mean"] <= 1
+    printed = capsys.readouterr()
+    assert re.search(rf"\nbest +trial 0: val/acc_mean = {rows[0]['val/acc_mean']:.4f}\n", printed.out)
+    assert "sweep trials: 100%" in printed.err and "1/1" in printed.err
     config = next((tmp_path / "out" / "trial_000").rglob("config.yaml")).read_text()
     assert f"lambda_rec: {rows[0]['model.init_args.lambda_rec']}" in config  # the suggested value reached the run
     logged = list(csv.DictReader(open(next((tmp_path / "out").glob("trial_000/csv/version_*/metrics.csv")))))
