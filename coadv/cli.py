@@ -7,6 +7,7 @@ coadv study --preset ci                               # the tools: study, sweep,
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 import warnings
 
@@ -58,7 +59,7 @@ def cli_main(args: list[str] | None = None, run: bool = True):
     import datamodules  # noqa: F401
     import lightning_modules  # noqa: F401
     from coadv.lightning_cli import CoadvCLI
-    from coadv.tracking import WandbTracking, wandb_environment
+    from coadv.tracking import wandb_environment
 
     set_parsing_settings(omegaconf_absolute_to_relative_paths=True)  # "${trainer.x}" works under a subcommand
     # tools and tests pass their own args while sys.argv holds theirs: expected, not a mistake
@@ -66,8 +67,7 @@ def cli_main(args: list[str] | None = None, run: bool = True):
     wandb_environment()
     args = resolve_configs(sys.argv[1:] if args is None else list(args))
     defaults = [str(CONFIGS / "defaults.yaml")]
-    cli_class = type("CoadvCLI", (WandbTracking, CoadvCLI), {})  # + W&B runs as users expect (coadv.tracking)
-    return cli_class(
+    return CoadvCLI(
         parser_kwargs={
             "parser_mode": "omegaconf+",  # ${...} interpolation resolved after all config sources are merged
             **{sub: {"default_config_files": defaults} for sub in LIGHTNING},
@@ -96,4 +96,12 @@ def main(argv: list[str] | None = None) -> None:
     if argv[0] not in LIGHTNING and not argv[0].startswith("-"):
         valid = ", ".join([*LIGHTNING, *TOOLS])
         raise SystemExit(f"coadv: unknown command {argv[0]!r}; valid commands: {valid}")
-    cli_main(argv)
+    try:
+        cli_main(argv)
+    except Exception as error:
+        from coadv.errors import describe, is_user_error
+
+        if not is_user_error(error) or os.environ.get("COADV_TRACEBACK"):
+            raise
+        print(f"coadv: error: {describe(error)}  (COADV_TRACEBACK=1 shows the traceback)", file=sys.stderr)
+        raise SystemExit(2) from None
