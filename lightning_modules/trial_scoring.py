@@ -141,6 +141,8 @@ class TrialScoring(L.LightningModule):
         """Scores of trials ``pairs [N, 2]`` (indices of utterances) from cached ``embeddings`` of utterances
         ``index``, with the victim's ``compare``; ``chunk`` trials at a time. Every utterance must be cached."""
         index, pairs = index.to(embeddings.device), pairs.to(embeddings.device)
+        if len(pairs) == 0:
+            return embeddings.new_zeros(0)
         position = torch.full((int(max(index.max(), pairs.max())) + 1,), -1, dtype=torch.long, device=index.device)
         position[index] = torch.arange(len(index), device=index.device)
         rows = position[pairs]

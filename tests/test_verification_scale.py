@@ -2,6 +2,7 @@
 from the cache exactly as one at a time; DDP scores every trial once; the AAM head only for fit; i-vector EM
 streamed from sufficient statistics equals full-batch EM."""
 
+import math
 import os
 import re
 import subprocess
@@ -97,13 +98,15 @@ def test_cached_scores_equal_one_at_a_time_scores(name, tmp_path):
     assert dm.eval_batches == "trials"  # handed back: the same DataModule can feed an attack next
 
 
-def test_shortened_evaluation_scores_the_whole_trials_it_embedded(tmp_path):
+@pytest.mark.parametrize("batch, trials, labels", [(4, 5, [1, 0, 0, 1, 1]), (1, 0, [])])
+def test_shortened_evaluation_scores_the_whole_trials_it_embedded(batch, trials, labels, tmp_path):
     """Utterances come in order of first use: one batch of 4 holds id10001 00001, 00002 and id10002 00001, 00002,
-    the utterances of trials 0, 1, 5, 6 and 10 (and of no other trial)."""
+    the utterances of trials 0, 1, 5, 6 and 10 (and of no other trial); one of 1 completes no trial."""
     model = VICTIMS["ecapa"]()
-    dm = VoxCelebDataModule(root=str(write_tree(tmp_path)), eval_batch_size=4)
+    dm = VoxCelebDataModule(root=str(write_tree(tmp_path)), eval_batch_size=batch)
     metrics = quiet_trainer(limit_val_batches=1).validate(model, dm, verbose=False)[0]
-    assert metrics["val/trials"] == 5 and model.last_scores[1].tolist() == [1, 0, 0, 1, 1]
+    assert metrics["val/trials"] == trials and model.last_scores[1].tolist() == labels
+    assert math.isnan(metrics["val/eer"]) == (trials == 0)
 
 
 def test_evaluation_needs_the_trial_datamodule(tmp_path):
