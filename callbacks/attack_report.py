@@ -4,7 +4,11 @@ Files under ``<run dir>/attack/``:
 
 - ``adversarial/<index>_<label>.wav``: 32-bit float, 16 kHz (a 16-bit file would quantise away perturbations of
   ρ ~ 1e-3); feature-domain attacks write ``<index>_<label>.pt`` (the adversarial MFCC frames) instead;
-- ``trials.csv`` (one row per trial, ``lightning_modules.attack.COLUMNS``), ``summary.json``, ``summary.md``;
+- ``trials.csv`` (one row per trial, ``lightning_modules.attack.COLUMNS``: success, ρ, SNR, ‖δ‖∞, PESQ and STOI
+  of the adversarial utterance against the clean one (NaN without the ``perceptual`` extra or when switched off),
+  iterations, gradient evaluations, wall time (trials attacked together share their group's time equally),
+  scores before / after), ``summary.json``, ``summary.md`` (success rate, perturbation means, FAR on non-target
+  and FRR on target trials at the clean threshold, clean and attacked; no EER after the attack);
 - ``examples/<index>.png``: clean waveform with the perturbation, spectrograms of the clean, adversarial and
   perturbation signals (MFCC images for feature-domain attacks), for the first ``n_examples`` trials of rank 0;
 - ``rho.png``: the distribution of ρ over successful trials.

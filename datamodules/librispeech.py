@@ -154,6 +154,7 @@ class LibriSpeechDataModule(VoxCelebDataModule):
         num_workers: DataLoader workers (kept alive between epochs when > 0).
         pin_memory: page-locked batches, for faster copies to a GPU.
         max_trials: keep the first ``max_trials`` trials of the list (``None``: all).
+        sort_trials_by_length: trial batches in order of test-utterance length (see ``VoxCelebDataModule``).
     """
 
     def __init__(
@@ -170,6 +171,7 @@ class LibriSpeechDataModule(VoxCelebDataModule):
         num_workers: int = 0,
         pin_memory: bool = False,
         max_trials: int | None = None,
+        sort_trials_by_length: bool = False,
     ) -> None:
         if source is not None and root is None:
             raise ValueError(f"source={source!r} needs a writable root to convert into (the embedded copy is not one)")
@@ -178,7 +180,7 @@ class LibriSpeechDataModule(VoxCelebDataModule):
         super().__init__(root=str(EMBEDDED if root is None else root), trial_list="veri_test.txt",
                          crop_seconds=crop_seconds, eval_max_seconds=eval_max_seconds, batch_size=batch_size,
                          eval_batch_size=eval_batch_size, num_workers=num_workers, pin_memory=pin_memory,
-                         max_trials=max_trials)  # fmt: skip
+                         max_trials=max_trials, sort_trials_by_length=sort_trials_by_length)  # fmt: skip
         self.source, self.train_subsets, self.test_subset = source, tuple(train_subsets), test_subset
         self.test_per_speaker = test_utterances_per_speaker
 

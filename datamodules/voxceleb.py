@@ -21,6 +21,7 @@ from datamodules.audio import (
     SAMPLE_RATE,
     CropDataset,
     UtteranceDataset,
+    open_audio,
     pad_trials,
     pad_utterances,
     read_wave,
@@ -158,6 +159,9 @@ class VoxCelebDataModule(L.LightningDataModule):
         synthesize: when ``root/wav`` is absent, write the synthetic corpus there first (offline default data).
         synth_speakers: speakers of the synthetic corpus.
         synth_seed: seed of the synthetic corpus.
+        sort_trials_by_length: yield trial batches in order of test-utterance length (after ``eval_max_seconds``;
+            ties in list order), so that an attack finds many equal lengths per batch; reads each test file's
+            header once per loader. ``trial_pairs`` / ``index`` keep list order.
     """
 
     def __init__(
@@ -176,6 +180,7 @@ class VoxCelebDataModule(L.LightningDataModule):
         synthesize: bool = False,
         synth_speakers: int = 40,
         synth_seed: int = 0,
+        sort_trials_by_length: bool = False,
     ) -> None:
         super().__init__()
         self.root, self.trial_list = Path(root), trial_list
@@ -187,6 +192,7 @@ class VoxCelebDataModule(L.LightningDataModule):
         self.num_workers, self.pin_memory = num_workers, pin_memory
         self.skip_missing, self.synthesize, self.iden_split = skip_missing_trials, synthesize, iden_split
         self.synth_speakers, self.synth_seed = synth_speakers, synth_seed
+        self.sort_trials_by_length = sort_trials_by_length
         if max_trials is not None and max_trials < 1:
             raise ValueError(f"max_trials={max_trials} must be at least 1 (or None for every trial)")
         self.max_trials = max_trials
@@ -274,7 +280,17 @@ class VoxCelebDataModule(L.LightningDataModule):
         if self.eval_batches == "utterances":
             return self.utterance_dataloader(trial_order=True)
         ds = TrialDataset(self.root / "wav", self.trials, self.eval_max)
-        return self._loader(ds, self.eval_batch_size, collate_fn=pad_trials)
+        return self._loader(ds, self.eval_batch_size, collate_fn=pad_trials, sampler=self._trial_order())
+
+    def _trial_order(self) -> InOrder | None:
+        """Trial indices by test length (stable), when ``sort_trials_by_length``; ``None``: list order."""
+        if not self.sort_trials_by_length:
+            return None
+        frames = {}
+        for name in {t.test for t in self.trials}:
+            with open_audio(self.root / "wav" / name) as f:
+                frames[name] = f.frames if self.eval_max is None else min(f.frames, self.eval_max)
+        return InOrder(sorted(range(len(self.trials)), key=lambda i: frames[self.trials[i].test]))
 
     def test_dataloader(self) -> DataLoader:
         return self.val_dataloader()

@@ -3,14 +3,26 @@
 ``coadv test -c configs/attack/<attack>_<victim>.yaml`` rebuilds the victim from its training checkpoint
 (architecture from the checkpoint's hyperparameters, weights under ``victim.``, the clean EER threshold under
 ``checkpoint["verification"]``), attacks the test side of each trial, and reports per trial (``COLUMNS``) and in
-aggregate (``summarize``). Trials are attacked one at a time at their true length (padding never enters the
-victim, and the wall time is the trial's own); under DDP each rank attacks its shard and the rows are gathered
-once, deduplicated and ordered by trial index, so the table does not depend on the number of processes. Per-trial
-seeds (``seed + index``) make random starts shard-independent.
+aggregate (``summarize``, in ``attack_metrics``).
+
+Batching: in each step the enrolment sides are embedded once (equal lengths share a forward pass, every utterance
+at its true length), then the trials whose test utterances have exactly the same length are attacked together, one
+``perturb`` call per group; padding never enters the victim, so a trial's scores do not depend on its batch
+(``tests/test_attack_batching.py``). The per-trial ``wall_s`` of a group is the group's wall time divided by its
+size. ``data.init_args.sort_trials_by_length: true`` makes groups larger. Under DDP each rank attacks its shard and
+the rows are gathered once, deduplicated and ordered by trial index, so the table does not depend on the number of
+processes.
+
+Seeds: each group is attacked after ``torch.manual_seed(seed + i)``, ``i`` the smallest trial index in it; a trial
+attacked alone (``batch_trials: false``, or a unique length) thus gets ``seed + index`` whatever the batch or shard.
+Deterministic attacks give the same per-trial results batched or not; an attack that draws random numbers (PGD's
+random start) draws them for the whole group from that one generator, so its random starts depend on the group
+until it draws per trial.
 
 One decision rule: a trial is accepted when its score is >= the clean threshold. Success and ρ are reported over
-the trials the victim decides correctly when clean (the others need no attack); EER / FAR / FRR cover every trial.
-Input gradients are impossible under inference mode: configs set ``trainer.inference_mode: false``.
+the trials the victim decides correctly when clean (the others need no attack); FAR (non-target trials) and FRR
+(target trials) after the attack cover every trial. PESQ / STOI (adversarial vs clean) are optional
+(``perceptual``). Input gradients are impossible under inference mode: configs set ``trainer.inference_mode: false``.
 """
 
 from __future__ import annotations
@@ -29,14 +41,9 @@ from lightning.pytorch.cli import instantiate_module
 from torch import Tensor, nn
 
 from attacks import Attack, VerificationObjective
-from lightning_modules.verification import INSTANTIATOR, TrialScoring, save_config, verification_metrics
+from lightning_modules.attack_metrics import COLUMNS, announce_perceptual, perceptual_scores, summarize, trial_row
+from lightning_modules.verification import INSTANTIATOR, TrialScoring, save_config
 from nets.speaker.contract import check_arg
-
-COLUMNS = (
-    "index", "label", "clean_correct", "success", "rho", "snr_db", "linf", "iterations", "grad_evals", "wall_s",
-    "score_before", "score_after",
-)  # fmt: skip
-
 
 EXPECTED = "expected a speaker-verification checkpoint written by `coadv fit -c configs/speaker/<victim>.yaml`"
 
@@ -110,46 +117,6 @@ def load_victim(path: str | Path, victim: nn.Module | None = None) -> tuple[nn.M
     return victim, (float(threshold) if finite else None), hparams
 
 
-def summarize(rows: Tensor, threshold: float) -> dict[str, float]:
-    """Aggregates of a per-trial table ``[N, len(COLUMNS)]``.
-
-    ``success_rate`` and the perturbation statistics cover trials decided correctly when clean (ρ, SNR and
-    ‖δ‖∞ over the successful ones); ``far`` / ``frr`` / ``eer`` are of the attacked scores over every trial,
-    ``clean_far`` / ``clean_frr`` of the clean ones, both at the clean threshold.
-    """
-    col = {name: rows[:, i] for i, name in enumerate(COLUMNS)}
-    attacked = col["clean_correct"] > 0
-    won = attacked & (col["success"] > 0)
-    target, nontarget = col["label"] == 1, col["label"] == 0
-
-    def mean(x: Tensor) -> float:
-        return float(x.mean()) if len(x) else float("nan")
-
-    def rate(decided: Tensor, mask: Tensor) -> float:
-        return float(decided[mask].float().mean()) if mask.any() else float("nan")
-
-    out = {
-        "trials": float(len(rows)),
-        "attacked": float(attacked.sum()),
-        "success_rate": rate(col["success"] > 0, attacked),
-        "rho_mean": mean(col["rho"][won]),
-        "rho_median": float(col["rho"][won].median()) if won.any() else float("nan"),
-        "snr_db_mean": mean(col["snr_db"][won]),
-        "linf_mean": mean(col["linf"][won]),
-        "iterations_mean": mean(col["iterations"][attacked]),
-        "grad_evals_mean": mean(col["grad_evals"][attacked]),
-        "wall_s_mean": mean(col["wall_s"][attacked]),
-        "clean_far": rate(col["score_before"] >= threshold, nontarget),
-        "clean_frr": rate(col["score_before"] < threshold, target),
-        "far": rate(col["score_after"] >= threshold, nontarget),
-        "frr": rate(col["score_after"] < threshold, target),
-        "eer": float("nan"),
-    }
-    if target.any() and nontarget.any():
-        out["eer"] = float(verification_metrics(col["score_after"], col["label"].long())["eer"])
-    return out
-
-
 class AdversarialAttack(L.LightningModule):
     """Runs ``attack`` against a frozen victim in ``test_step`` / ``predict_step``.
 
@@ -161,9 +128,15 @@ class AdversarialAttack(L.LightningModule):
         attack: the perturbation search (``attacks.*``).
         kappa: success margin past the threshold in score units, >= 0 (0.0).
         threshold: clean threshold override; ``None`` reads it from the checkpoint (an error if absent).
-        seed: trial ``i`` is attacked after ``torch.manual_seed(seed + i)``.
+        seed: a group of trials is attacked after ``torch.manual_seed(seed + i)``, ``i`` its smallest trial index
+            (a trial alone: its own index).
         victim: architecture override (class_path + init_args) for checkpoints that do not name theirs; the
             weights still come from ``checkpoint``. ``None``: the checkpoint's own architecture.
+        batch_trials: attack the trials of a batch whose test utterances have the same length in one ``perturb``
+            call (True); False: one trial at a time. ``wall_s`` of a batched trial is its group's time / size.
+        perceptual: compute PESQ (wideband) and STOI of each adversarial utterance against its clean one (True;
+            CPU-bound, about 0.1 s per 3 s utterance each); needs ``pip install 'coadv[perceptual]'``, otherwise
+            the columns are NaN.
     """
 
     def __init__(
@@ -174,6 +147,8 @@ class AdversarialAttack(L.LightningModule):
         threshold: float | None = None,
         seed: int = 0,
         victim: nn.Module | None = None,
+        batch_trials: bool = True,
+        perceptual: bool = True,
     ) -> None:
         super().__init__()
         save_config(self)
@@ -181,6 +156,8 @@ class AdversarialAttack(L.LightningModule):
         check_arg("threshold", threshold, threshold is None or math.isfinite(threshold), "None or a finite score")
         self.victim, self.attack, self.checkpoint = victim, attack, checkpoint
         self.kappa, self.threshold_override, self.seed = kappa, threshold, seed
+        self.batch_trials, self.perceptual = batch_trials, perceptual
+        self._perceptual = {"pesq": False, "stoi": False}  # what this run computes (set in setup)
         self.threshold = float("nan")
         self.victim_hparams: dict | None = None  # the victim checkpoint's hyperparameters, kept in our checkpoints
         self._restored = False  # rebuilt from an attack checkpoint: the victim file is not read again
@@ -204,6 +181,7 @@ class AdversarialAttack(L.LightningModule):
                 )
             self.threshold = float(threshold)
         self.victim.eval().requires_grad_(False)
+        self._perceptual = announce_perceptual(self.perceptual and self.domain == "waveform")
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["attack"] = {"threshold": self.threshold, "victim_hyper_parameters": self.victim_hparams}
@@ -233,43 +211,67 @@ class AdversarialAttack(L.LightningModule):
     def on_predict_start(self) -> None:
         self._check_grad_mode()
 
-    def attack_trial(self, enrol: Tensor, test: Tensor, label: int, index: int) -> tuple[Tensor, Tensor]:
-        """Attack one trial; returns its row ``[len(COLUMNS)]`` and the adversarial object (waveform ``[T]`` or,
-        for feature-domain attacks, MFCC frames ``[N, D]``)."""
-        torch.manual_seed(self.seed + index)
-        labels = torch.tensor([label], device=test.device)
-        objective = VerificationObjective(self.victim, enrol[None], labels, self.threshold, self.kappa)
+    @torch.no_grad()
+    def embed_enrolment(self, wave: Tensor, length: Tensor) -> Tensor:
+        """Embeddings ``[B, D]`` of padded enrolment waveforms ``[B, T]``, each at its true ``length``; equal
+        lengths share one forward pass."""
+        out: Tensor | None = None
+        for n in length.unique().tolist():
+            rows = (length == n).nonzero().flatten()
+            embedding = self.victim.embed(wave[rows, :n])
+            out = embedding.new_empty(len(length), embedding.shape[1]) if out is None else out
+            out[rows] = embedding
+        return out
+
+    def trial_groups(self, test_len: Tensor) -> list[Tensor]:
+        """Positions in the batch attacked together: equal test lengths (in order of first appearance), or one
+        trial each when ``batch_trials`` is off."""
+        if not self.batch_trials:
+            return [torch.tensor([i]) for i in range(len(test_len))]
+        return [(test_len == n).nonzero().flatten().cpu() for n in dict.fromkeys(test_len.tolist())]
+
+    def attack_group(
+        self, enrol: Tensor, enrol_embedding: Tensor, test: Tensor, labels: Tensor, index: Tensor
+    ) -> tuple[list[Tensor], list[Tensor]]:
+        """Attack trials whose test waveforms ``test [G, T]`` have one length; rows ``[len(COLUMNS)]`` and
+        adversarial objects (waveform ``[T]`` or, for feature-domain attacks, MFCC frames ``[N, D]``) per trial.
+        ``enrol`` (padded) is only carried by the objective: its embeddings are given."""
+        torch.manual_seed(self.seed + int(index.min()))
+        objective = VerificationObjective(self.victim, enrol, labels, self.threshold, self.kappa, enrol_embedding)
         with torch.no_grad():
-            before = objective.score(test[None])
+            before = objective.score(test)
         start = time.perf_counter()
-        result = self.attack.perturb(test[None], objective)
-        wall = time.perf_counter() - start
+        result = self.attack.perturb(test, objective)
+        wall = (time.perf_counter() - start) / len(test)
         with torch.no_grad():
             if self.domain != "waveform":
-                clean, adversarial = self.victim.frames(test[None]), result.extra["features"]
-                after = self.victim.compare(objective.enrol_embedding, self.victim.embed_frames(adversarial))
+                clean, adversarial = self.victim.frames(test), result.extra["features"]
+                after = self.victim.compare(enrol_embedding, self.victim.embed_frames(adversarial))
             else:
-                clean, adversarial = test[None], result.adversarial
+                clean, adversarial = test, result.adversarial
                 after = objective.score(adversarial)
-        delta = (adversarial - clean).flatten()
-        rho = float(delta.norm() / clean.norm().clamp(min=1e-12))
-        correct = (float(before) >= self.threshold) == (label == 1)  # accept <=> score >= threshold
-        row = [
-            index, label, float(correct), float(objective.is_success(objective.residual_of_score(after))[0]), rho,
-            -20 * math.log10(rho) if rho > 0 else float("inf"), float(delta.abs().max()),
-            float(result.iterations[0]), float(result.grad_evals[0]), wall, float(before), float(after),
-        ]  # fmt: skip
-        return torch.tensor(row, dtype=torch.float64), adversarial[0].detach().cpu()
+            success = objective.is_success(objective.residual_of_score(after))
+        rows = []
+        for j in range(len(test)):
+            perceptual = perceptual_scores(adversarial[j], clean[j], self._perceptual)
+            bookkeeping = (float(result.iterations[j]), float(result.grad_evals[j]), wall)
+            rows.append(trial_row(int(index[j]), int(labels[j]), float(before[j]), float(after[j]),
+                                  bool(success[j]), clean[j], adversarial[j], self.threshold, perceptual,
+                                  bookkeeping))  # fmt: skip
+        return rows, [a.detach().cpu() for a in adversarial]
 
     def _attack_batch(self, batch: dict[str, Tensor]) -> dict[str, Any]:
-        rows, adversarial = [], []
-        for i in range(len(batch["label"])):
-            row, adv = self.attack_trial(
-                batch["enrol"][i, : int(batch["enrol_len"][i])], batch["test"][i, : int(batch["test_len"][i])],
-                int(batch["label"][i]), int(batch["index"][i]),
+        enrol_embedding = self.embed_enrolment(batch["enrol"], batch["enrol_len"])
+        rows: list[Tensor] = [torch.empty(0)] * len(batch["label"])
+        adversarial: list[Tensor] = [torch.empty(0)] * len(batch["label"])
+        for group in self.trial_groups(batch["test_len"]):
+            n = int(batch["test_len"][group[0]])
+            group_rows, group_adversarial = self.attack_group(
+                batch["enrol"][group], enrol_embedding[group], batch["test"][group, :n], batch["label"][group],
+                batch["index"][group],
             )  # fmt: skip
-            rows.append(row)
-            adversarial.append(adv)
+            for position, row, adv in zip(group.tolist(), group_rows, group_adversarial):
+                rows[position], adversarial[position] = row, adv
         return {"rows": torch.stack(rows), "adversarial": adversarial}
 
     def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Any]:
