@@ -1,8 +1,11 @@
 """Adversarial perturbations of utterances against speaker verification (plain torch, one attack per file)."""
 
 from attacks.base import Attack, AttackResult, VerificationObjective
+from attacks.boundary_search import BoundarySearch
 from attacks.carlini_wagner import CarliniWagnerL2
+from attacks.ddn import DDN
 from attacks.fgsm import FGSM
+from attacks.fmn import FMN
 from attacks.gauss_newton import GaussNewton
 from attacks.mfcc_ivec import MFCCIvec
 from attacks.pgd import PGD
@@ -10,10 +13,13 @@ from attacks.quasi_newton import QuasiNewton
 from attacks.step_size_regularized import StepSizeRegularized
 
 __all__ = [
+    "DDN",
     "FGSM",
+    "FMN",
     "PGD",
     "Attack",
     "AttackResult",
+    "BoundarySearch",
     "CarliniWagnerL2",
     "GaussNewton",
     "MFCCIvec",
