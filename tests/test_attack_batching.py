@@ -6,6 +6,9 @@ module); its threshold lies between the middle two clean scores, so that trials 
 
 from __future__ import annotations
 
+import csv
+import importlib.util
+import json
 import logging
 import math
 
@@ -13,6 +16,8 @@ import pytest
 import torch
 
 from attacks import FGSM, PGD, GaussNewton
+from coadv.cli import cli_main
+from coadv.constants import CONFIGS
 from datamodules.audio import pad_waves
 from datamodules.synth_speech import write_corpus
 from datamodules.voxceleb import VoxCelebDataModule
@@ -187,3 +192,36 @@ def test_trials_sorted_by_length(tmp_path):
     assert (lengths["ordered"].diff() >= 0).all() and sorted(lengths["plain"].tolist()) == lengths["ordered"].tolist()
     assert (lengths["capped"] <= 8000).all() and (lengths["capped"].diff() >= 0).all()
     assert (lengths["capped"] == 8000).sum() > 1  # cropped trials tie: one group
+
+
+def test_batched_run_writes_the_table_of_one_at_a_time(tmp_path, victim_file):
+    """``coadv test``: eval_batch_size 6 over six trials cut to one length (one group) gives the trials.csv of the
+    one-at-a-time run; PESQ / STOI are columns of it when their packages are installed."""
+    write_corpus(tmp_path / "vox", n_speakers=4, videos=1, utts_per_video=3, seconds=(0.6, 0.9), n_trials=6, seed=2)
+    data = VoxCelebDataModule(root=str(tmp_path / "vox"), eval_max_seconds=0.5, eval_batch_size=6)
+    data.setup("test")
+    victim = ECAPATDNN(channels=32, embedding_dim=16, scale=4).eval()
+    victim.load_state_dict({k[7:]: v for k, v in torch.load(victim_file[0])["state_dict"].items()})
+    (trials,) = list(data.test_dataloader())
+    with torch.no_grad():
+        scores = victim.score(trials["enrol"], trials["test"]).sort().values  # all 8000 samples: no padding
+    threshold = float(scores[2:4].mean())
+    ecapa = {"class_path": "nets.speaker.ECAPATDNN", "init_args": {"channels": 32, "embedding_dim": 16, "scale": 4}}
+    tables = {}
+    for batched in (True, False):
+        out = tmp_path / f"batched_{batched}"
+        cli_main(["test", "-c", str(CONFIGS / "attack" / "gauss_newton_ecapa.yaml"),
+                  f"--model.init_args.checkpoint={victim_file[0]}", f"--model.init_args.victim={json.dumps(ecapa)}",
+                  f"--model.init_args.threshold={threshold}", f"--model.init_args.batch_trials={batched}",
+                  f"--data.init_args.root={tmp_path / 'vox'}", "--data.init_args.eval_max_seconds=0.5",
+                  "--data.init_args.eval_batch_size=6", f"--trainer.default_root_dir={out}",
+                  "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
+                  "--trainer.logger=false"])  # fmt: skip
+        with open(out / "attack" / "trials.csv") as f:
+            tables[batched] = [{k: float(v) for k, v in row.items() if k != "wall_s"} for row in csv.DictReader(f)]
+    assert [row["index"] for row in tables[True]] == [0, 1, 2, 3, 4, 5]
+    assert 0 < sum(row["clean_correct"] for row in tables[True]) < 6 and any(row["success"] for row in tables[True])
+    for a, b in zip(tables[True], tables[False]):
+        assert a == pytest.approx(b, rel=1e-4, abs=1e-5, nan_ok=True)
+    if importlib.util.find_spec("pesq") is not None:
+        assert all(1 < row["pesq"] <= 4.65 for row in tables[True])
