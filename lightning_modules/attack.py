@@ -181,7 +181,7 @@ class AdversarialAttack(L.LightningModule):
                 )
             self.threshold = float(threshold)
         self.victim.eval().requires_grad_(False)
-        self._perceptual = announce_perceptual(self.perceptual and self.domain == "waveform")
+        self._perceptual = announce_perceptual(self.perceptual and self.domain == "waveform", self.global_rank == 0)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["attack"] = {"threshold": self.threshold, "victim_hyper_parameters": self.victim_hparams}

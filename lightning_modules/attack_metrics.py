@@ -30,13 +30,14 @@ def perceptual_available() -> dict[str, bool]:
     return {k: importlib.util.find_spec(p) is not None for k, p in PERCEPTUAL_PACKAGES.items()}
 
 
-def announce_perceptual(enabled: bool) -> dict[str, bool]:
-    """The perceptual columns to compute when ``enabled``; logs one line naming what is missing and the fix."""
+def announce_perceptual(enabled: bool, speak: bool = True) -> dict[str, bool]:
+    """The perceptual columns to compute when ``enabled``; logs one line naming what is missing and the fix (when
+    ``speak``: rank 0 only under DDP)."""
     if not enabled:
         return {k: False for k in PERCEPTUAL_PACKAGES}
     found = perceptual_available()
     missing = [PERCEPTUAL_PACKAGES[k] for k, ok in found.items() if not ok]
-    if missing:
+    if missing and speak:
         log.warning(
             "perceptual scores: %s not installed, so the %s column(s) are NaN; pip install 'coadv[perceptual]' "
             "(or set model.init_args.perceptual=false to silence this)",
