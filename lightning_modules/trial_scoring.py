@@ -137,7 +137,7 @@ class TrialScoring(L.LightningModule):
         return index[first], embeddings[first]
 
     @torch.no_grad()
-    def score_trials(self, index: Tensor, embeddings: Tensor, pairs: Tensor, chunk: int = 65536) -> Tensor:
+    def score_trials(self, index: Tensor, embeddings: Tensor, pairs: Tensor, chunk: int = 8192) -> Tensor:
         """Scores of trials ``pairs [N, 2]`` (indices of utterances) from cached ``embeddings`` of utterances
         ``index``, with the victim's ``compare``; ``chunk`` trials at a time. Every utterance must be cached."""
         index, pairs = index.to(embeddings.device), pairs.to(embeddings.device)

@@ -109,6 +109,17 @@ def test_shortened_evaluation_scores_the_whole_trials_it_embedded(batch, trials,
     assert math.isnan(metrics["val/eer"]) == (trials == 0)
 
 
+def test_scores_come_from_the_cache_in_chunks_and_gaps_are_named():
+    model = VICTIMS["ecapa"]()
+    embeddings, index = torch.randn(5, 8), torch.tensor([4, 0, 2, 1, 3])  # utterance index[i] has embeddings[i]
+    pairs = torch.tensor([[0, 1], [4, 4], [3, 0], [2, 1], [1, 3]])
+    of = {u: embeddings[i] for i, u in enumerate(index.tolist())}
+    expected = torch.stack([torch.cosine_similarity(of[a], of[b], dim=0) for a, b in pairs.tolist()])
+    torch.testing.assert_close(model.score_trials(index, embeddings, pairs, chunk=2), expected)
+    with pytest.raises(ValueError, match="2 trials name utterances without an embedding"):
+        model.score_trials(index[:4], embeddings[:4], pairs)
+
+
 def test_evaluation_needs_the_trial_datamodule(tmp_path):
     loader = torch.utils.data.DataLoader(torch.zeros(4, 100), batch_size=2)
     with pytest.raises(TypeError, match="through a DataModule with eval_utterances.*got NoneType"):
