@@ -4,10 +4,14 @@ Threat model: white-box, only the test side of a trial is perturbed, waveform ke
 One decision rule: a trial is accepted when ``s >= theta``. With sigma = +1 for a target trial (label 1) and -1
 for a non-target trial, the residual is ``r(delta) = sigma (s(enrol, x + delta) - theta) + kappa``; the attack
 succeeds when ``r <= 0`` and the decision flipped (``is_success``).
+
+Every tensor an attack creates lives on its input's device and dtype; half-precision victims and inputs are refused
+(``check_precision``): minimal perturbations are ~1e-3 of the signal, the resolution of float16.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -15,13 +19,30 @@ from torch import Tensor
 
 from nets.speaker.contract import RecordsInitArgs, SpeakerVictim, check_arg
 
+HALF = (torch.float16, torch.bfloat16)
+
+
+def check_precision(what: str, dtype: torch.dtype) -> None:
+    """Raise ``ValueError`` for half-precision tensors: an attack's perturbations (rho ~ 1e-3 of the signal, steps
+    far smaller) are at or below float16 / bfloat16 resolution (eps 1e-3 / 8e-3), so the search would stall."""
+    if dtype in HALF:
+        raise ValueError(
+            f"{what} is {dtype}: attacks need float32 or float64, because the minimal perturbations they look for "
+            f"(rho ~ 1e-3 of the signal) are below {dtype} resolution (eps {torch.finfo(dtype).eps:.0e}); "
+            "run the victim in full precision (e.g. trainer.precision: 32-true, victim.float())"
+        )
+
 
 class VerificationObjective:
     """Residual of a batch of trials against a ``SpeakerVictim``; the enrolment side is embedded once here (it is
     never perturbed), halving the cost of every residual.
 
+    ``grad_evals [B]`` counts, per trial, the gradient evaluations spent on it: ``residual_and_grad`` evaluates
+    only the trials it is asked for (``active``) and counts only those, so a trial that stopped stops counting.
+    Labels, sigma and the counter live on the device of the enrolment embeddings.
+
     Args:
-        victim: the speaker model (frozen by the caller).
+        victim: the speaker model (frozen by the caller); float32 or float64 (half precision raises).
         enrol: enrolment waveforms ``[B, T_e]``.
         labels: 1 for target trials, 0 for non-target, ``[B]``.
         threshold: the victim's clean EER threshold theta.
@@ -38,18 +59,29 @@ class VerificationObjective:
         kappa: float = 0.0,
         enrol_embedding: Tensor | None = None,
     ) -> None:
+        if isinstance(victim, torch.nn.Module):
+            for name, p in victim.named_parameters():
+                check_precision(f"victim parameter {name!r}", p.dtype)
+        check_precision("the enrolment waveform", enrol.dtype)
         self.victim, self.enrol, self.threshold, self.kappa = victim, enrol, float(threshold), kappa
-        self.labels = labels
-        self.sigma = labels.float() * 2 - 1
-        self.grad_evals = 0
         if enrol_embedding is None:
             with torch.no_grad():
                 enrol_embedding = victim.embed(enrol)
+        check_precision("the enrolment embedding", enrol_embedding.dtype)
         self.enrol_embedding = enrol_embedding
+        self.labels = labels.to(enrol_embedding.device)
+        self.sigma = self.labels.to(enrol_embedding.dtype) * 2 - 1
+        self.grad_evals = torch.zeros(len(labels), dtype=torch.long, device=enrol_embedding.device)
 
     def score(self, x: Tensor) -> Tensor:
         """Victim scores ``[B]`` of test waveforms ``x [B, T]`` (differentiable)."""
-        return self.victim.compare(self.enrol_embedding, self.victim.embed(x))
+        return self._score(x, slice(None), self.victim.embed)
+
+    def _score(self, x: Tensor, rows: Tensor | slice, embed: Callable[[Tensor], Tensor]) -> Tensor:
+        check_precision("the attacked input", x.dtype)
+        score = self.victim.compare(self.enrol_embedding[rows], embed(x))
+        check_precision("the victim's score", score.dtype)
+        return score
 
     def residual_of_score(self, score: Tensor) -> Tensor:
         """``r = sigma (score - theta) + kappa`` ``[B]``."""
@@ -57,33 +89,48 @@ class VerificationObjective:
 
     def is_success(self, r: Tensor) -> Tensor:
         """Per trial: the decision at ``theta`` flipped with margin ``kappa``. ``r <= 0``, except that ``r == 0``
-        on a target trial with ``kappa == 0`` means ``s == theta``, which is still accepted (``s >= theta``)."""
+        on a target trial with ``kappa == 0`` means ``s == theta``, which is still accepted (``s >= theta``).
+        NaN (a trial not evaluated) is no success."""
         return (r < 0) | ((r == 0) & ((self.sigma < 0) | (self.kappa > 0)))
 
     def residual(self, x: Tensor) -> Tensor:
         """``r [B]`` at test waveforms ``x [B, T]`` (differentiable)."""
         return self.residual_of_score(self.score(x))
 
-    def residual_and_grad(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """``(r [B], dr/dx [B, T])``; counts one gradient evaluation per trial."""
-        x = x.detach().requires_grad_(True)
+    def residual_and_grad(
+        self, x: Tensor, active: Tensor | None = None, embed: Callable[[Tensor], Tensor] | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """``(r [B], dr/dx [B, ...])`` at the trials ``active [B]`` (all when None), one gradient evaluation counted
+        for each; the other trials are not evaluated (r = NaN, gradient 0). ``embed`` replaces ``victim.embed``
+        for inputs in another domain (feature frames)."""
+        embed = self.victim.embed if embed is None else embed
+        if active is None or bool(active.all()):
+            rows: Tensor | slice = slice(None)
+        else:
+            rows = active.nonzero().squeeze(1)
+        xs = x[rows].detach().requires_grad_(True)
         with torch.enable_grad():
-            r = self.residual(x)
-            (g,) = torch.autograd.grad(r.sum(), x)  # trials are independent: the sum's gradient is per-trial
-        self.grad_evals += 1
-        return r.detach(), g
+            r = self.sigma[rows] * (self._score(xs, rows, embed) - self.threshold) + self.kappa
+            (g,) = torch.autograd.grad(r.sum(), xs)  # trials are independent: the sum's gradient is per-trial
+        self.grad_evals[rows] += 1
+        if isinstance(rows, slice):
+            return r.detach(), g
+        r_all = torch.full(x.shape[:1], float("nan"), dtype=r.dtype, device=r.device)
+        g_all = torch.zeros_like(x, dtype=g.dtype)
+        r_all[rows], g_all[rows] = r.detach(), g
+        return r_all, g_all
 
     def subset(self, index: slice) -> VerificationObjective:
-        """The objective of a slice of the trials (shares the victim and the cached enrolment embeddings)."""
-        embedding = None if self.enrol_embedding is None else self.enrol_embedding[index]
+        """The objective of a slice of the trials (shares the victim and the cached enrolment embeddings; counts
+        its own gradient evaluations)."""
         return VerificationObjective(
-            self.victim, self.enrol[index], self.labels[index], self.threshold, self.kappa, embedding
+            self.victim, self.enrol[index], self.labels[index], self.threshold, self.kappa, self.enrol_embedding[index]
         )
 
 
 @dataclass
 class AttackResult:
-    """Adversarial test waveforms and per-trial bookkeeping."""
+    """Adversarial test waveforms and per-trial bookkeeping (``grad_evals``: gradient evaluations spent)."""
 
     adversarial: Tensor
     success: Tensor
@@ -120,3 +167,8 @@ class Attack(RecordsInitArgs):
         with torch.no_grad():
             success = objective.is_success(objective.residual(x_adv))
         return AttackResult(x_adv.detach(), success, iterations, grad_evals)
+
+
+def check_budget(max_grad_evals: int | None) -> None:
+    """``max_grad_evals`` is None (no cap) or a positive number of gradient evaluations per trial."""
+    check_arg("max_grad_evals", max_grad_evals, max_grad_evals is None or max_grad_evals >= 1, "None or >= 1")

@@ -13,7 +13,7 @@ from nets.speaker.contract import check_arg
 class FGSM(Attack):
     """FGSM, L-inf: one signed-gradient step of size epsilon that decreases the residual.
 
-    ``x_adv = clip(x - epsilon sign(dr/dx))``.
+    ``x_adv = clip(x - epsilon sign(dr/dx))``. Budget: one gradient evaluation per trial.
 
     Args:
         epsilon: L-inf budget in waveform units, > 0 (0.002).
@@ -30,6 +30,7 @@ class FGSM(Attack):
         self.epsilon = epsilon
 
     def perturb(self, x: Tensor, objective: VerificationObjective) -> AttackResult:
+        start = objective.grad_evals.clone()
         _, g = objective.residual_and_grad(x)
         ones = torch.ones(len(x), dtype=torch.long, device=x.device)
-        return self._result(self.clamp(x - self.epsilon * g.sign()), objective, ones, ones)
+        return self._result(self.clamp(x - self.epsilon * g.sign()), objective, ones, objective.grad_evals - start)

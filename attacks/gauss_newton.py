@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from attacks.base import Attack, AttackResult, VerificationObjective
+from attacks.base import Attack, AttackResult, VerificationObjective, check_budget
 from nets.speaker.contract import check_arg
 
 
@@ -24,6 +24,9 @@ class GaussNewton(Attack):
     - r) / |g|^2) g`` (an SQP step). On a linear scorer the first undamped step of either is the exact minimal
     perturbation ``|s - theta| / |w|``.
 
+    Budget: one gradient evaluation per iterate, the last one only checks it: ``steps + 1`` per trial, or
+    ``max_grad_evals`` when smaller (then ``max_grad_evals - 1`` steps); a trial that stops early stops counting.
+
     Args:
         steps: iterations, >= 1 (20).
         damping: step scale in (0, 1]; 1 = plain Gauss-Newton (1.0).
@@ -31,9 +34,10 @@ class GaussNewton(Attack):
         update: ``"root"`` or ``"project"`` ("root").
         early_stop: stop a trial at its first success; otherwise keep iterating and return its smallest
             successful perturbation (True).
+        max_grad_evals: gradient evaluations per trial, None (``steps + 1``) or >= 1 (None).
         clip: valid waveform range ``(low, high)`` ((-1, 1)).
 
-    Shapes: ``x [B, T]`` -> ``adversarial [B, T]``.
+    Shapes: ``x [B, T]`` -> ``adversarial [B, T]``; ``iterations``, ``grad_evals`` ``[B]``.
 
     Example: ``GaussNewton(steps=10).perturb(test, objective)``.
     """
@@ -45,6 +49,7 @@ class GaussNewton(Attack):
         overshoot: float = 0.02,
         update: str = "root",
         early_stop: bool = True,
+        max_grad_evals: int | None = None,
         clip: tuple[float, float] = (-1.0, 1.0),
     ) -> None:
         super().__init__(clip)
@@ -52,8 +57,9 @@ class GaussNewton(Attack):
         check_arg("steps", steps, steps >= 1, ">= 1")
         check_arg("damping", damping, 0 < damping <= 1, "in (0, 1]")
         check_arg("overshoot", overshoot, overshoot >= 0, ">= 0")
+        check_budget(max_grad_evals)
         self.steps, self.damping, self.overshoot = steps, damping, overshoot
-        self.update, self.early_stop = update, early_stop
+        self.update, self.early_stop, self.max_grad_evals = update, early_stop, max_grad_evals
 
     def _step(self, delta: Tensor, r: Tensor, g: Tensor) -> Tensor:
         gg = (g * g).sum(1).clamp(min=1e-20)
@@ -63,27 +69,29 @@ class GaussNewton(Attack):
         return delta + self.damping * (proposal - delta)
 
     def perturb(self, x: Tensor, objective: VerificationObjective) -> AttackResult:
+        cap = self.steps + 1 if self.max_grad_evals is None else min(self.steps + 1, self.max_grad_evals)
+        start = objective.grad_evals.clone()
         delta = torch.zeros_like(x)
-        best = torch.full((len(x),), float("inf"), device=x.device)
+        best = x.new_full((len(x),), float("inf"))
         best_delta = torch.zeros_like(x)
         iterations = torch.zeros(len(x), dtype=torch.long, device=x.device)
-        evals = torch.zeros(len(x), dtype=torch.long, device=x.device)
         active = torch.ones(len(x), dtype=torch.bool, device=x.device)
-        for _ in range(self.steps + 1):
-            r, g = objective.residual_and_grad(self.clamp(x + delta))
-            evals += active.long()
+        while True:
+            rows = active & (objective.grad_evals - start < cap)
+            if not rows.any():
+                break
+            r, g = objective.residual_and_grad(self.clamp(x + delta), rows)  # NaN outside rows: never a success
             norm = delta.norm(dim=1)
             won = objective.is_success(r)
-            improved = active & won & (norm < best)
+            improved = won & (norm < best)
             best = torch.where(improved, norm, best)
-            best_delta[improved] = delta[improved]
+            best_delta = torch.where(improved[:, None], delta, best_delta)
             if self.early_stop:
                 active &= ~won
-            if not active.any() or int(iterations.max()) == self.steps:
-                break
-            iterations += active.long()
+            stepping = rows & active & (objective.grad_evals - start < cap)  # the last evaluation only checks
+            iterations += stepping.long()
             step = self.clamp(x + self._step(delta, r, g)) - x
-            delta = torch.where(active[:, None], step, delta)
+            delta = torch.where(stepping[:, None], step, delta)
         found = torch.isfinite(best)
         final = torch.where(found[:, None], best_delta, delta)  # unsuccessful trials return the last iterate
-        return self._result(self.clamp(x + final), objective, iterations, evals)
+        return self._result(self.clamp(x + final), objective, iterations, objective.grad_evals - start)

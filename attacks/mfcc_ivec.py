@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from attacks.base import Attack, AttackResult, VerificationObjective
+from attacks.base import Attack, AttackResult, VerificationObjective, check_precision
 from nets.speaker.contract import FeatureDomainVictim, check_arg
 
 
@@ -17,7 +17,7 @@ class MFCCIvec(Attack):
     ``[B, N, D]``), the waveform is returned unchanged and success is judged on the features. Voiced frames: energy
     (c0) at or above the utterance's ``voiced_quantile`` quantile (the paper's VAD is not specified; this is the
     reconstruction). Needs a ``FeatureDomainVictim`` (``frames`` / ``embed_frames``, e.g. ``nets.speaker.IVector``);
-    other victims raise ``TypeError``.
+    other victims raise ``TypeError``. Budget: one gradient evaluation per trial.
 
     Args:
         epsilon: L-inf step in MFCC feature units, > 0 (0.5).
@@ -44,19 +44,17 @@ class MFCCIvec(Attack):
                 f"MFCC-ivec attacks i-vector victims (a FeatureDomainVictim: frames / embed_frames); "
                 f"{type(victim).__name__} has no MFCC i-vector front-end"
             )
+        check_precision("the attacked input", x.dtype)
+        start = objective.grad_evals.clone()
         with torch.no_grad():
             frames = victim.frames(x)
         c0 = frames[..., 0]
         voiced = c0 >= torch.quantile(c0, self.voiced_quantile, dim=1, keepdim=True)
-
-        def residual(f: Tensor) -> Tensor:
-            return objective.residual_of_score(victim.compare(objective.enrol_embedding, victim.embed_frames(f)))
-
-        f = frames.clone().requires_grad_(True)
-        with torch.enable_grad():
-            (g,) = torch.autograd.grad(residual(f).sum(), f)
+        _, g = objective.residual_and_grad(frames, embed=victim.embed_frames)
         adv = frames - self.epsilon * g.sign() * voiced.unsqueeze(-1)
         with torch.no_grad():
-            success = objective.is_success(residual(adv))
+            score = victim.compare(objective.enrol_embedding, victim.embed_frames(adv))
+            success = objective.is_success(objective.residual_of_score(score))
         ones = torch.ones(len(x), dtype=torch.long, device=x.device)
-        return AttackResult(x.detach(), success, ones, ones, {"features": adv.detach(), "voiced": voiced})
+        spent = objective.grad_evals - start
+        return AttackResult(x.detach(), success, ones, spent, {"features": adv.detach(), "voiced": voiced})

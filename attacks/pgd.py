@@ -14,7 +14,8 @@ from nets.speaker.contract import check_arg
 class PGD(Attack):
     """BIM / PGD, L-inf or L2: projected gradient descent on the residual inside a ball around ``x``.
 
-    BIM is PGD without a random start.
+    BIM is PGD without a random start. Budget: ``steps`` gradient evaluations per trial (fewer after an early
+    stop, which stops the count).
 
     Args:
         epsilon: budget, radius of the ball in waveform units, > 0 (0.002).
@@ -25,7 +26,7 @@ class PGD(Attack):
         early_stop: freeze a trial once it succeeds (True).
         clip: valid waveform range ``(low, high)`` ((-1, 1)).
 
-    Shapes: ``x [B, T]`` -> ``adversarial [B, T]``.
+    Shapes: ``x [B, T]`` -> ``adversarial [B, T]``; ``iterations``, ``grad_evals`` ``[B]``.
 
     Example: ``PGD(epsilon=0.5, step_size=0.05, norm="l2").perturb(test, objective)``.
     """
@@ -62,15 +63,15 @@ class PGD(Attack):
         return self.step_size * g / g.norm(dim=1, keepdim=True).clamp(min=1e-12)
 
     def perturb(self, x: Tensor, objective: VerificationObjective) -> AttackResult:
+        start = objective.grad_evals.clone()
         delta = torch.zeros_like(x)
         if self.random_start:
             delta = self.project(torch.empty_like(x).uniform_(-self.epsilon, self.epsilon))
+            delta = self.clamp(x + delta) - x
         active = torch.ones(len(x), dtype=torch.bool, device=x.device)
         iterations = torch.zeros(len(x), dtype=torch.long, device=x.device)
-        evals = torch.zeros(len(x), dtype=torch.long, device=x.device)
         for _ in range(self.steps):
-            r, g = objective.residual_and_grad(self.clamp(x + delta))
-            evals += active.long()
+            r, g = objective.residual_and_grad(self.clamp(x + delta), active)
             if self.early_stop:
                 active &= ~objective.is_success(r)
             if not active.any():
@@ -78,4 +79,4 @@ class PGD(Attack):
             iterations += active.long()
             new = self.project(delta - self.step(g))
             delta = torch.where(active[:, None], self.clamp(x + new) - x, delta)
-        return self._result(self.clamp(x + delta), objective, iterations, evals)
+        return self._result(self.clamp(x + delta), objective, iterations, objective.grad_evals - start)

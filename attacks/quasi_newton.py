@@ -1,42 +1,99 @@
 """Quasi-Newton minimum-norm search, the second-order method of the quasi-Newton attack paper (APSIPA ASC;
-reconstructed here, see DESIGN.md): L-BFGS / BFGS on a penalised minimum-norm problem, warm-started from
-Gauss-Newton."""
+reconstructed here, see DESIGN.md): L-BFGS or BFGS on a penalised minimum-norm problem with penalty continuation,
+warm-started from Gauss-Newton. All trials of a batch are solved together, each with its own curvature pairs,
+line search, penalty level and budget."""
 
 from __future__ import annotations
+
+import copy
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
-from attacks.base import Attack, AttackResult, VerificationObjective
+from attacks.base import Attack, AttackResult, VerificationObjective, check_budget
 from attacks.gauss_newton import GaussNewton
 from nets.speaker.contract import check_arg
 
+C1, C2 = 1e-4, 0.9  # strong-Wolfe constants of quasi-Newton methods (Nocedal & Wright, ch. 3)
+
+
+class Point(NamedTuple):
+    """A penalised objective value ``f [B]``, its gradient ``grad [B, T]`` at ``delta [B, T]``, and the residual
+    ``r [B]`` with its gradient ``r_grad [B, T]`` (kept so that a new penalty level costs no evaluation)."""
+
+    delta: Tensor
+    f: Tensor
+    grad: Tensor
+    r: Tensor
+    r_grad: Tensor
+
+
+def where(mask: Tensor, a: Point, b: Point) -> Point:
+    """Row-wise choice between two points."""
+    return Point(*(torch.where(mask.view(-1, *[1] * (u.dim() - 1)), u, v) for u, v in zip(a, b)))
+
+
+def two_loop(grad: Tensor, pairs: list[tuple[Tensor, Tensor, Tensor]], gamma: Tensor) -> Tensor:
+    """``H grad`` by the L-BFGS two-loop recursion over curvature pairs ``(s [B, T], y [B, T], rho [B])``, oldest
+    first (``rho = 1 / y^T s``, 0 where a pair does not belong to a trial), with ``H_0 = gamma I``."""
+    q, alphas = grad.clone(), []
+    for s, y, rho in reversed(pairs):
+        alpha = rho * (s * q).sum(1)
+        q = q - alpha[:, None] * y
+        alphas.append(alpha)
+    q = gamma[:, None] * q
+    for (s, y, rho), alpha in zip(pairs, reversed(alphas)):
+        q = q + (alpha - rho * (y * q).sum(1))[:, None] * s
+    return q
+
+
+def cubic_step(a: Tensor, fa: Tensor, da: Tensor, b: Tensor, fb: Tensor, db: Tensor) -> Tensor:
+    """Minimiser of the cubic through ``(a, fa, da)`` and ``(b, fb, db)`` (Nocedal & Wright eq. 3.59), kept at least
+    a tenth of the interval away from its ends; bisection where the cubic has no minimiser there."""
+    d1 = da + db - 3 * (fa - fb) / (a - b)
+    d2 = torch.sign(b - a) * (d1**2 - da * db).clamp(min=0).sqrt()
+    step = b - (b - a) * (db + d2 - d1) / (db - da + 2 * d2)
+    low, high = torch.minimum(a, b), torch.maximum(a, b)
+    margin = 0.1 * (high - low)
+    ok = torch.isfinite(step) & (d1**2 - da * db >= 0)
+    return torch.where(ok, step.clamp(low + margin, high - margin), (a + b) / 2)
+
 
 class QuasiNewton(Attack):
-    """Quasi-Newton minimum-norm search, L2: L-BFGS (or BFGS) on a penalised problem, penalty continuation.
+    """Quasi-Newton minimum-norm search, L2: L-BFGS or BFGS on a penalised problem, penalty continuation.
 
-    Minimises ``f(delta) = 1/2 |delta|^2 + c max(0, r(x + delta) + eta)^2``; keeps the smallest successful
-    perturbation per trial, each trial solved on its own.
+    Minimises ``f(delta) = 1/2 |delta|^2 + c max(0, r(clip(x + delta)) + eta)^2`` with a strong-Wolfe line search
+    (Nocedal & Wright Alg. 3.5 / 3.6, cubic interpolation, initial step 1); after each penalty level a trial whose
+    iterate flipped stops, the others continue with ``c x c_growth``. ``eta`` (relative to the clean residual)
+    puts the penalised optimum just past the boundary. The incumbent is the smallest successful perturbation seen
+    at any evaluation, the warm start's included, so a trial the warm start flipped never ends with a larger one.
 
-    ``torch.optim.LBFGS`` supplies the two-loop recursion, the strong-Wolfe line search and the curvature-pair skip
-    (pairs with y^T s <= 1e-10 are dropped). A dense BFGS matrix is out of reach for waveforms (T^2 entries), so
-    ``method="bfgs"`` keeps every curvature pair of each inner solve (the two-loop recursion with unbounded memory
-    equals BFGS started from the scaled identity), while ``"lbfgs"`` keeps the last ``history`` pairs. The penalty
-    grows (c x ``c_growth``) until the flip holds; ``eta`` (relative to the clean residual) puts the penalised
-    optimum just past the boundary, where ``eta = 0`` would stop short of it.
+    ``method="lbfgs"``: the last ``history`` curvature pairs, ``H_0 = (s^T y / y^T y) I`` from the newest pair,
+    memory cleared at each penalty level. ``method="bfgs"``: BFGS proper, matrix-free: every pair since the start,
+    across penalty levels, with ``H_0 = I`` (the Hessian of 1/2 |delta|^2); the two-loop recursion over all pairs
+    with a fixed ``H_0`` equals the dense BFGS update, without its T x T matrix (memory: 2 x iterations x T
+    values per trial). Pairs with ``y^T s <= 1e-10`` are skipped by both.
+
+    Budget: every evaluation of ``f`` is one gradient evaluation (line-search trials included), plus one at the
+    start and the warm start's; ``max_grad_evals`` caps their total per trial (the warm start gets at most that
+    much), ``None``: at most ``outer_steps x iterations x line_search_evals + 1`` plus the warm start.
 
     Args:
         c: initial penalty weight, > 0 (1.0).
         c_growth: penalty growth per outer step, > 1 (10.0).
         outer_steps: penalty continuation steps, >= 1 (4).
-        lbfgs_iterations: L-BFGS iterations per outer step, >= 1 (20).
+        iterations: quasi-Newton iterations per penalty level, >= 1 (20).
         history: curvature pairs kept by ``"lbfgs"``, >= 1 (10).
         eta: overshoot relative to the clean residual, >= 0 (0.01).
         warm_start: a ``GaussNewton`` run first, whose result starts the search (None: start at x).
         method: ``"lbfgs"`` or ``"bfgs"`` ("lbfgs").
+        line_search_evals: evaluations per line search, >= 1 (10).
+        max_grad_evals: gradient evaluations per trial, None or >= 1 (None).
         clip: valid waveform range ``(low, high)`` ((-1, 1)).
 
-    Shapes: ``x [B, T]`` -> ``adversarial [B, T]``.
+    Shapes: ``x [B, T]`` -> ``adversarial [B, T]``; ``iterations`` (warm start's + quasi-Newton steps),
+    ``grad_evals`` ``[B]``.
 
     Example: ``QuasiNewton(method="bfgs", warm_start=GaussNewton(steps=10)).perturb(test, objective)``.
     """
@@ -46,11 +103,13 @@ class QuasiNewton(Attack):
         c: float = 1.0,
         c_growth: float = 10.0,
         outer_steps: int = 4,
-        lbfgs_iterations: int = 20,
+        iterations: int = 20,
         history: int = 10,
         eta: float = 0.01,
         warm_start: GaussNewton | None = None,
         method: str = "lbfgs",
+        line_search_evals: int = 10,
+        max_grad_evals: int | None = None,
         clip: tuple[float, float] = (-1.0, 1.0),
     ) -> None:
         super().__init__(clip)
@@ -58,59 +117,169 @@ class QuasiNewton(Attack):
         check_arg("c", c, c > 0, "> 0")
         check_arg("c_growth", c_growth, c_growth > 1, "> 1")
         check_arg("outer_steps", outer_steps, outer_steps >= 1, ">= 1")
-        check_arg("lbfgs_iterations", lbfgs_iterations, lbfgs_iterations >= 1, ">= 1")
+        check_arg("iterations", iterations, iterations >= 1, ">= 1")
         check_arg("history", history, history >= 1, ">= 1")
         check_arg("eta", eta, eta >= 0, ">= 0")
-        self.method = method
-        self.c, self.c_growth, self.outer_steps = c, c_growth, outer_steps
-        self.lbfgs_iterations, self.history, self.eta, self.warm_start = lbfgs_iterations, history, eta, warm_start
-
-    def _solve_one(
-        self, x: Tensor, delta0: Tensor, objective: VerificationObjective, i: int
-    ) -> tuple[Tensor, int, int]:
-        single = objective.subset(slice(i, i + 1))
-
-        def residual(d: Tensor) -> Tensor:
-            return single.residual(self.clamp(x + d))[0]
-
-        with torch.no_grad():
-            eta = self.eta * residual(torch.zeros_like(x)).abs().clamp(min=1e-3)
-        delta = delta0.clone().requires_grad_(True)
-        best, evals, iters, c = None, 0, 0, self.c
-        for _ in range(self.outer_steps):
-            memory = self.history if self.method == "lbfgs" else self.lbfgs_iterations
-            optimizer = torch.optim.LBFGS([delta], max_iter=self.lbfgs_iterations, history_size=memory,
-                                          line_search_fn="strong_wolfe")  # fmt: skip
-
-            def closure(optimizer: torch.optim.LBFGS = optimizer, c: float = c) -> Tensor:
-                nonlocal evals
-                optimizer.zero_grad()
-                loss = 0.5 * delta.pow(2).sum() + c * torch.relu(residual(delta) + eta) ** 2
-                loss.backward()
-                evals += 1
-                return loss
-
-            with torch.enable_grad():
-                optimizer.step(closure)
-            iters += optimizer.state[optimizer._params[0]].get("n_iter", 0)
-            with torch.no_grad():
-                if single.is_success(residual(delta)[None])[0] and (best is None or delta.norm() < best.norm()):
-                    best = delta.detach().clone()
-                    break  # the penalty only grows from here: a larger c cannot shrink the successful step
-            c *= self.c_growth
-        return (best if best is not None else delta.detach()), iters, evals
+        check_arg("line_search_evals", line_search_evals, line_search_evals >= 1, ">= 1")
+        check_budget(max_grad_evals)
+        self.method, self.c, self.c_growth, self.outer_steps, self.iterations = (
+            method,
+            c,
+            c_growth,
+            outer_steps,
+            iterations,
+        )
+        self.history, self.eta, self.warm_start, self.line_search_evals = history, eta, warm_start, line_search_evals
+        self.max_grad_evals = max_grad_evals
 
     def perturb(self, x: Tensor, objective: VerificationObjective) -> AttackResult:
-        start = torch.zeros_like(x)
-        iterations = torch.zeros(len(x), dtype=torch.long, device=x.device)
-        evals = torch.zeros(len(x), dtype=torch.long, device=x.device)
+        run = _Run(self, x, objective)
+        delta, iterations = torch.zeros_like(x), torch.zeros(len(x), dtype=torch.long, device=x.device)
         if self.warm_start is not None:
-            warm = self.warm_start.perturb(x, objective)
-            start, iterations, evals = warm.adversarial - x, warm.iterations.clone(), warm.grad_evals.clone()
-        deltas = []
-        for i in range(len(x)):
-            d, it, ev = self._solve_one(x[i : i + 1], start[i : i + 1], objective, i)
-            deltas.append(d)
-            iterations[i] += it
-            evals[i] += ev
-        return self._result(self.clamp(x + torch.cat(deltas)), objective, iterations, evals)
+            warm = self.warm_start
+            if self.max_grad_evals is not None:  # the warm start spends from the same budget
+                warm = copy.copy(warm)
+                warm.max_grad_evals = min(self.max_grad_evals, warm.max_grad_evals or self.max_grad_evals)
+            result = warm.perturb(x, objective)
+            delta, iterations = result.adversarial - x, result.iterations.clone()
+            run.offer(result.adversarial, result.success)
+        active = run.budget_left()
+        here = run.evaluate(delta, active)
+        pairs: list[tuple[Tensor, Tensor, Tensor]] = []
+        for level in range(self.outer_steps):
+            if level > 0:
+                run.c = torch.where(active, run.c * self.c_growth, run.c)
+                here = run.penalised(here.delta, here.r, here.r_grad)  # same point, new penalty: no evaluation
+            if self.method == "lbfgs":
+                pairs = []
+            here = self._level(run, here, pairs, active, iterations)
+            active &= ~objective.is_success(here.r)  # flipped at the end of a level: a larger c only goes deeper
+        found = torch.isfinite(run.best)
+        final = torch.where(found[:, None], run.best_adversarial, self.clamp(x + here.delta))
+        return self._result(final, objective, iterations, objective.grad_evals - run.start)
+
+    def _level(self, run: _Run, here: Point, pairs: list, active: Tensor, iterations: Tensor) -> Point:
+        """Quasi-Newton iterations at one penalty level for the ``active`` trials; ``pairs`` and ``iterations``
+        are updated in place."""
+        level = active.clone()
+        for _ in range(self.iterations):
+            rows = level & run.budget_left()
+            if not rows.any():
+                break
+            p = -two_loop(here.grad, pairs, self._gamma(pairs, here.f))
+            p = torch.where(((here.grad * p).sum(1) < 0)[:, None], p, -here.grad)  # keep a descent direction
+            slope = (here.grad * p).sum(1)
+            level &= -slope > 10 * torch.finfo(slope.dtype).eps * here.f.abs()  # below f's resolution: converged
+            rows &= level
+            if not rows.any():
+                break
+            first = torch.ones_like(rows) if not pairs else torch.stack([rho == 0 for *_, rho in pairs]).all(0)
+            step = torch.where(first, run.model_step(here, p).clamp(max=1.0), torch.ones_like(slope))
+            new, moved = run.line_search(here, p, rows, self.line_search_evals, step)
+            iterations += moved.long()
+            s, y = new.delta - here.delta, new.grad - here.grad
+            self._remember(pairs, s, y, moved & ((s * y).sum(1) > 1e-10))
+            level &= moved & ((here.f - new.f).abs() > 1e-9 * new.f.abs())  # stalled trials wait for a new c
+            here = new
+        return here
+
+    def _gamma(self, pairs: list, like: Tensor) -> Tensor:
+        """``H_0`` scale per trial: 1 for BFGS; ``s^T y / y^T y`` of the newest pair for L-BFGS."""
+        gamma = torch.ones_like(like)
+        if self.method == "lbfgs":
+            for _, y, rho in pairs:
+                gamma = torch.where(rho > 0, 1 / (rho * (y * y).sum(1)).clamp(min=1e-30), gamma)
+        return gamma
+
+    def _remember(self, pairs: list, s: Tensor, y: Tensor, valid: Tensor) -> None:
+        """Append a curvature pair for the ``valid`` trials; L-BFGS then forgets each trial's oldest pairs
+        beyond ``history``."""
+        rho = torch.where(valid, 1 / (s * y).sum(1), torch.zeros_like(valid, dtype=s.dtype))
+        pairs.append((torch.where(valid[:, None], s, 0.0), torch.where(valid[:, None], y, 0.0), rho))
+        if self.method != "lbfgs":
+            return
+        excess = torch.stack([pair[2] > 0 for pair in pairs]).sum(0) - self.history
+        for i, (s_i, y_i, rho_i) in enumerate(pairs):
+            drop = (rho_i > 0) & (excess > 0)
+            pairs[i], excess = (s_i, y_i, torch.where(drop, 0.0, rho_i)), excess - drop.long()
+        alive = torch.stack([pair[2] > 0 for pair in pairs]).any(1).tolist()
+        pairs[:] = [pair for pair, keep in zip(pairs, alive) if keep]
+
+
+class _Run:
+    """The state of one ``QuasiNewton.perturb`` call: penalty weights, budget and incumbent per trial."""
+
+    def __init__(self, attack: QuasiNewton, x: Tensor, objective: VerificationObjective) -> None:
+        self.attack, self.x, self.objective = attack, x, objective
+        self.start = objective.grad_evals.clone()
+        self.cap = attack.max_grad_evals
+        self.c = x.new_full((len(x),), attack.c)
+        with torch.no_grad():
+            self.eta = attack.eta * objective.residual(x).abs().clamp(min=1e-3)  # a forward pass, no gradient
+        self.best = x.new_full((len(x),), float("inf"))
+        self.best_adversarial = x.clone()
+
+    def budget_left(self) -> Tensor:
+        """Trials that may still evaluate a gradient."""
+        spent = self.objective.grad_evals - self.start
+        return torch.ones_like(spent, dtype=torch.bool) if self.cap is None else spent < self.cap
+
+    def offer(self, adversarial: Tensor, success: Tensor) -> None:
+        """Keep ``adversarial`` where it succeeded with a smaller perturbation than the incumbent."""
+        norm = (adversarial - self.x).norm(dim=1)
+        better = success & (norm < self.best)
+        self.best = torch.where(better, norm, self.best)
+        self.best_adversarial = torch.where(better[:, None], adversarial, self.best_adversarial)
+
+    def penalised(self, delta: Tensor, r: Tensor, r_grad: Tensor) -> Point:
+        """``f = 1/2 |delta|^2 + c max(0, r + eta)^2`` and its gradient."""
+        excess = torch.relu(r + self.eta)
+        f = 0.5 * (delta * delta).sum(1) + self.c * excess**2
+        return Point(delta, f, delta + (2 * self.c * excess)[:, None] * r_grad, r, r_grad)
+
+    def evaluate(self, delta: Tensor, rows: Tensor) -> Point:
+        """The penalised objective at ``delta`` for ``rows`` (one gradient evaluation each; other rows NaN);
+        successes are offered to the incumbent."""
+        shifted = self.x + delta
+        adversarial = self.attack.clamp(shifted)
+        r, r_grad = self.objective.residual_and_grad(adversarial, rows)
+        low, high = self.attack.clip
+        r_grad = r_grad * ((shifted >= low) & (shifted <= high))  # the clip passes no gradient where it binds
+        self.offer(adversarial, self.objective.is_success(r))
+        return self.penalised(delta, r, r_grad)
+
+    def model_step(self, here: Point, p: Tensor) -> Tensor:
+        """Minimiser along ``p`` of the Gauss-Newton model of ``f`` (Hessian ``I + 2 c g_r g_r^T`` where the
+        penalty is on): the first trial step while a trial has no curvature pair, where ``H_0 = I`` ignores the
+        penalty's curvature and a unit step would overshoot far past the boundary."""
+        on = (here.r + self.eta > 0).to(p.dtype)
+        curvature = (p * p).sum(1) + 2 * self.c * on * (here.r_grad * p).sum(1) ** 2
+        return -(here.grad * p).sum(1) / curvature.clamp(min=1e-30)
+
+    def line_search(self, here: Point, p: Tensor, rows: Tensor, evals: int, step: Tensor) -> tuple[Point, Tensor]:
+        """Strong-Wolfe line search along ``p`` for ``rows`` (Nocedal & Wright Alg. 3.5 and its zoom 3.6 as one
+        bracket ``[lo, hi]`` per trial, ``hi = inf`` while extrapolating). Returns the new point (``here`` where
+        no step decreased ``f``) and which trials moved; a search cut short keeps its best sufficient decrease.
+        ``step [B]``: the first trial step."""
+        slope0 = (here.grad * p).sum(1)
+        lo, lo_a, lo_d = here, torch.zeros_like(here.f), slope0
+        hi_a, hi_f, hi_d = torch.full_like(here.f, float("inf")), here.f, slope0
+        a, result, done = step, here, ~rows
+        for _ in range(evals):
+            searching = ~done & self.budget_left()
+            if not searching.any():
+                break
+            trial = self.evaluate(here.delta + a[:, None] * p, searching)
+            slope = (trial.grad * p).sum(1)
+            high = searching & ((trial.f > here.f + C1 * a * slope0) | (trial.f >= lo.f))
+            wolfe = searching & ~high & (slope.abs() <= -C2 * slope0)
+            low = searching & ~high & ~wolfe
+            flip = low & (slope * (hi_a - lo_a) >= 0)  # the minimum lies behind: the old lo becomes hi
+            hi_a = torch.where(high, a, torch.where(flip, lo_a, hi_a))
+            hi_f = torch.where(high, trial.f, torch.where(flip, lo.f, hi_f))
+            hi_d = torch.where(high, slope, torch.where(flip, lo_d, hi_d))
+            lo, lo_a, lo_d = where(low, trial, lo), torch.where(low, a, lo_a), torch.where(low, slope, lo_d)
+            result, done = where(wolfe, trial, result), done | wolfe
+            a = torch.where(torch.isinf(hi_a), 2 * lo_a, cubic_step(lo_a, lo.f, lo_d, hi_a, hi_f, hi_d))
+        fallback = rows & ~done & (lo_a > 0)
+        return where(fallback, lo, result), rows & (done | fallback)
