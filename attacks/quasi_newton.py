@@ -66,21 +66,24 @@ class QuasiNewton(Attack):
     Minimises ``f(delta) = 1/2 |delta|^2 + c max(0, r(clip(x + delta)) + eta)^2`` with a strong-Wolfe line search
     (Nocedal & Wright Alg. 3.5 / 3.6, cubic interpolation, initial step 1); after each penalty level a trial whose
     iterate flipped stops, the others continue with ``c x c_growth``. ``eta`` (relative to the clean residual)
-    puts the penalised optimum just past the boundary. The incumbent is the smallest successful perturbation seen
+    puts the penalised optimum just past the boundary. With ``normalize_penalty`` the penalised optimum of a
+    linear scorer sits at ``r + eta = r_0 / (2 c)``: the trial flips at the first level where that is below
+    ``eta`` (level 3 with the defaults; without it, ``c`` depends on the victim's score and gradient scale, and a
+    victim with small scores needed ``c ~ 1e5``). The incumbent is the smallest successful perturbation seen
     at any evaluation, the warm start's included, so a trial the warm start flipped never ends with a larger one.
 
     ``method="lbfgs"``: the last ``history`` curvature pairs, ``H_0 = (s^T y / y^T y) I`` from the newest pair,
     memory cleared at each penalty level. ``method="bfgs"``: BFGS proper, matrix-free: every pair since the start,
     across penalty levels, with ``H_0 = I`` (the Hessian of 1/2 |delta|^2); the two-loop recursion over all pairs
-    with a fixed ``H_0`` equals the dense BFGS update, without its T x T matrix (memory: 2 x iterations x T
-    values per trial). Pairs with ``y^T s <= 1e-10`` are skipped by both.
+    with a fixed ``H_0`` equals the dense BFGS update, without its T x T matrix (memory: 2 x outer_steps x
+    iterations x T values per trial). Pairs with ``y^T s <= 1e-10`` are skipped by both.
 
     Budget: every evaluation of ``f`` is one gradient evaluation (line-search trials included), plus one at the
     start and the warm start's; ``max_grad_evals`` caps their total per trial (the warm start gets at most that
     much), ``None``: at most ``outer_steps x iterations x line_search_evals + 1`` plus the warm start.
 
     Args:
-        c: initial penalty weight, > 0 (1.0).
+        c: initial penalty weight, > 0; unit-free with ``normalize_penalty`` (1.0).
         c_growth: penalty growth per outer step, > 1 (10.0).
         outer_steps: penalty continuation steps, >= 1 (4).
         iterations: quasi-Newton iterations per penalty level, >= 1 (20).
@@ -89,6 +92,9 @@ class QuasiNewton(Attack):
         warm_start: a ``GaussNewton`` run first, whose result starts the search (None: start at x).
         method: ``"lbfgs"`` or ``"bfgs"`` ("lbfgs").
         line_search_evals: evaluations per line search, >= 1 (10).
+        normalize_penalty: divide ``c`` by ``|dr/dx|^2`` at the start point, i.e. measure the residual in units of
+            linearised distance, so that ``c`` means the same for every victim and trial; False: ``c`` in inverse
+            squared score units (True).
         max_grad_evals: gradient evaluations per trial, None or >= 1 (None).
         clip: valid waveform range ``(low, high)`` ((-1, 1)).
 
@@ -109,6 +115,7 @@ class QuasiNewton(Attack):
         warm_start: GaussNewton | None = None,
         method: str = "lbfgs",
         line_search_evals: int = 10,
+        normalize_penalty: bool = True,
         max_grad_evals: int | None = None,
         clip: tuple[float, float] = (-1.0, 1.0),
     ) -> None:
@@ -122,15 +129,10 @@ class QuasiNewton(Attack):
         check_arg("eta", eta, eta >= 0, ">= 0")
         check_arg("line_search_evals", line_search_evals, line_search_evals >= 1, ">= 1")
         check_budget(max_grad_evals)
-        self.method, self.c, self.c_growth, self.outer_steps, self.iterations = (
-            method,
-            c,
-            c_growth,
-            outer_steps,
-            iterations,
-        )
-        self.history, self.eta, self.warm_start, self.line_search_evals = history, eta, warm_start, line_search_evals
-        self.max_grad_evals = max_grad_evals
+        self.method, self.c, self.c_growth, self.eta, self.warm_start = method, c, c_growth, eta, warm_start
+        self.outer_steps, self.iterations, self.history = outer_steps, iterations, history
+        self.line_search_evals = line_search_evals
+        self.max_grad_evals, self.normalize_penalty = max_grad_evals, normalize_penalty
 
     def perturb(self, x: Tensor, objective: VerificationObjective) -> AttackResult:
         run = _Run(self, x, objective)
@@ -145,6 +147,9 @@ class QuasiNewton(Attack):
             run.offer(result.adversarial, result.success)
         active = run.budget_left()
         here = run.evaluate(delta, active)
+        if self.normalize_penalty:  # c / |g_r|^2: the residual in units of linearised distance, c unit-free
+            run.c = run.c / (here.r_grad * here.r_grad).sum(1).clamp(min=1e-30)
+            here = run.penalised(here.delta, here.r, here.r_grad)
         pairs: list[tuple[Tensor, Tensor, Tensor]] = []
         for level in range(self.outer_steps):
             if level > 0:
