@@ -5,15 +5,19 @@ from __future__ import annotations
 from pathlib import Path
 
 import lightning as L
-from lightning.pytorch.loggers import Logger, TensorBoardLogger, WandbLogger
+from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger, WandbLogger
 from torch import Tensor
 
 SAMPLE_RATE = 16_000  # every speech file and victim in the project runs at 16 kHz
 
 
 def run_dir(trainer: L.Trainer) -> Path:
-    """The folder of this run's files: the logger's log_dir when it has one, else ``trainer.default_root_dir``."""
-    log_dir = trainer.log_dir if trainer.loggers and not isinstance(trainer.logger, WandbLogger) else None
+    """The folder of this run's files: the first logger's log_dir (CSV, TensorBoard) or ``default_root_dir``.
+
+    Read from the logger itself: ``trainer.log_dir`` broadcasts, so a rank-0-only caller would hang under DDP.
+    """
+    logger = trainer.loggers[0] if trainer.loggers else None
+    log_dir = getattr(logger, "log_dir", None) if isinstance(logger, (CSVLogger, TensorBoardLogger)) else None
     return Path(log_dir or trainer.default_root_dir)
 
 
