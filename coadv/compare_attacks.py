@@ -1,15 +1,22 @@
-"""Every attack against one victim, side by side: one ``coadv test`` run per ``configs/attack/<attack>_<victim>.yaml``.
+"""Every attack against a victim, side by side, at default settings and at equal gradient budgets; the claims.
 
-    coadv compare-attacks --victim ecapa                     # all trials of the list, every attack
-    coadv compare-attacks --victim ivector --trials 40 --attacks fgsm bim qn_lbfgs ssr
-    coadv compare-attacks --victim ecapa -- --trainer.devices=2 --trainer.strategy=ddp   # flags for every run
+    coadv compare-attacks --victim ecapa                                  # every attack at its config's settings
+    coadv compare-attacks --victim ecapa --budgets default 10 30 100 300  # + equal budgets B (gradient evals/trial)
+    coadv compare-attacks --victim ivector --trials 40 --attacks fgsm fgsm+bs ssr qn_lbfgs --budgets 10 100
+    coadv compare-attacks --victim ivector seresnet34 ecapa --budgets default 10 30 100 300   # + overall claims.md
+    coadv compare-attacks --victim ecapa -- --trainer.devices=2 --trainer.strategy=ddp        # flags for every run
 
-Prints (and writes to ``<out>/comparison.md`` / ``.csv``) per attack: success rate over the trials decided
-correctly when clean, mean / median ρ and mean SNR over successes, gradient evaluations and wall time per trial,
-FAR / FRR / EER of the attacked trials at the clean threshold; then a paired table against ``--reference``
-(default the L-BFGS quasi-Newton search): on the trials both succeed on, the mean ρ of each. ``<out>/rho.png``
-shows the ρ distributions. Each attack's run lives in ``<out>/<attack>/`` (audio, per-trial CSV, plots); a finished
-run made with the same flags and config text is reused, so an interrupted comparison continues where it stopped.
+Each row is one ``coadv test -c configs/attack/<attack>_<victim>.yaml`` run per setting; "+bs" rows wrap the
+attack in a boundary search (bisection of its perturbation's scale), "+min" rows turn its early stop off
+(how each budget is set: ``coadv.attack_budgets``). Per victim it prints and writes to ``<out>/comparison.md``:
+(i) the default-settings table (success, ρ median / mean, SNR, PESQ / STOI when computed, gradient evaluations,
+wall time, FAR on non-target and FRR on target trials clean → after, stopping rule); (ii) the equal-budget table
+(``success / median ρ`` per budget); a table paired with ``--reference``; (iv) the claims' paired statistics
+(per-trial ratios with bootstrap intervals, ``coadv.attack_stats``), also in ``<out>/claims.md`` with their
+verdicts; ``<out>/comparison.csv`` (every run), ``<out>/rho_budget.png`` (iii, ρ and success against the budget),
+``<out>/rho.png`` (ρ distributions at default settings). Runs live in ``<out>/<attack>/`` (default settings) and
+``<out>/budget_<B>/<attack>/``; a finished run made with the same flags and config text is reused, so an
+interrupted comparison continues where it stopped.
 """
 
 from __future__ import annotations
@@ -24,8 +31,12 @@ from pathlib import Path
 
 import numpy as np
 
-from callbacks.attack_report import markdown_table, rho_figure
-from coadv.constants import ATTACKS, CONFIGS, VICTIMS
+from callbacks.attack_report import rho_figure
+from coadv import attack_budgets as budgets
+from coadv.attack_claims import claims_markdown, comparison_table, comparisons
+from coadv.attack_stats import RESAMPLES
+from coadv.attack_tables import DEFAULT, Run, budget_table, csv_rows, curves_png, default_table, reference_table
+from coadv.constants import VICTIMS
 from coadv.progress import meter, minutes, summary
 
 # each run keeps Lightning's test progress bar (trial batches, with ETA); the model summary would only repeat itself
@@ -38,124 +49,189 @@ def read_trials_csv(path: Path) -> dict[str, np.ndarray]:
     return {k: np.array([float(r[k]) for r in rows]) for k in rows[0]} if rows else {}
 
 
-def run_attack(
-    attack: str, victim: str, out: Path, trials: int | None, extra: list[str], force: bool
-) -> tuple[dict, bool]:
-    """One attack's summary, and whether it was reused (a stored run made with the same flags and config)."""
-    config = CONFIGS / "attack" / f"{attack}_{victim}.yaml"
-    summary_path = out / attack / "attack" / "summary.json"
-    args_path = out / attack / "compare_args.json"  # what the stored run was asked; reused only for the same
-    args = ["test", "-c", str(config), f"--trainer.default_root_dir={out / attack}", *CHILD_FLAGS, *extra]
-    if trials is not None:
-        args.append(f"--data.init_args.max_trials={trials}")
-    stored = {"args": args, "config": config.read_text()}
-    if summary_path.is_file() and args_path.is_file() and not force:
-        if json.loads(args_path.read_text()) == stored:
-            print(f"[compare] {attack}: reusing {summary_path}", flush=True)
-            return json.loads(summary_path.read_text()), True
-    print(f"[compare] {attack}: coadv {' '.join(args)}", flush=True)
-    args_path.unlink(missing_ok=True)
+class Job:
+    """One ``coadv test`` run of a comparison: its folder, arguments, and the record that lets it be reused."""
+
+    def __init__(self, victim: str, row: budgets.Variant, setting: str, out: Path, trials: int | None,
+                 extra: list[str]) -> None:  # fmt: skip
+        self.victim, self.row, self.setting = victim, row, setting
+        self.config = budgets.config_of(row.base, victim)
+        self.folder = out / row.name if setting == DEFAULT else out / f"budget_{setting}" / row.name
+        self.budget = None if setting == DEFAULT else int(setting)
+        self.fragment = budgets.boundary_fragment(self.config) if row.boundary_search else None
+        configs = ["-c", str(self.config)] + (["-c", str(self.folder / "boundary_search.yaml")] * bool(self.fragment))
+        self.args = ["test", *configs, f"--trainer.default_root_dir={self.folder}", *CHILD_FLAGS,
+                     *budgets.flags(row, self.budget), *extra]  # fmt: skip
+        if trials is not None:
+            self.args.append(f"--data.init_args.max_trials={trials}")
+        self.record = {"args": self.args, "config": self.config.read_text(), "fragment": self.fragment}
+        self.summary_path, self.record_path = self.folder / "attack" / "summary.json", self.folder / "compare_args.json"
+
+    @property
+    def name(self) -> str:
+        return f"{self.victim} {self.row.name}" + ("" if self.setting == DEFAULT else f" B={self.setting}")
+
+    def done(self) -> bool:
+        """A finished run made with the same arguments, config text and fragment exists."""
+        if not (self.summary_path.is_file() and self.record_path.is_file()):
+            return False
+        return json.loads(self.record_path.read_text()) == self.record
+
+    def run(self) -> None:
+        print(f"[compare] {self.name}: coadv {' '.join(self.args)}", flush=True)
+        self.record_path.unlink(missing_ok=True)
+        if self.fragment:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            (self.folder / "boundary_search.yaml").write_text(self.fragment)
+        start = time.time()
+        subprocess.run([sys.executable, "-m", "coadv", *self.args], check=True)
+        self.record_path.write_text(json.dumps(self.record, indent=1) + "\n")
+        print(f"[compare] {self.name}: {minutes(time.time() - start)}", flush=True)
+
+    def result(self) -> Run:
+        minimises, stop = budgets.stopping_rule(self.config, self.row, self.budget)
+        return Run(self.victim, self.row, self.setting, json.loads(self.summary_path.read_text()),
+                   read_trials_csv(self.folder / "attack" / "trials.csv"), minimises, stop, self.folder)  # fmt: skip
+
+
+def run_jobs(jobs: list[Job], force: bool) -> int:
+    """Run what is not done (all with ``force``); before each, a line with the progress and ETA over the runs
+    still to do (reused runs are announced and do not count). Returns how many were reused."""
+    todo = [j for j in jobs if force or not j.done()]
+    for job in jobs:
+        if job not in todo:
+            print(f"[compare] {job.name}: reusing {job.summary_path}", flush=True)
     start = time.time()
-    subprocess.run([sys.executable, "-m", "coadv", *args], check=True)
-    args_path.write_text(json.dumps(stored, indent=1) + "\n")
-    print(f"[compare] {attack}: {minutes(time.time() - start)}", flush=True)
-    return json.loads(summary_path.read_text()), False
+    for i, job in enumerate(todo):
+        print(meter(i, len(todo), time.time() - start, "run", f"[compare] runs (next: {job.name})"), flush=True)
+        job.run()
+    return len(jobs) - len(todo)
 
 
-def run_attacks(
-    attacks: list[str], victim: str, out: Path, trials: int | None, extra: list[str], force: bool
-) -> tuple[dict, int]:
-    """Every attack's summary, in order, and how many were reused. Before each attack a line with the comparison's
-    progress and ETA (reused attacks do not count in the rate): the run itself shows Lightning's bar over its trial
-    batches, which a live bar here would garble."""
-    summaries, start, reused = {}, time.time(), 0
-    for i, attack in enumerate(attacks):
-        print(
-            meter(i, len(attacks), time.time() - start, "attack", f"[compare] attacks (next: {attack})", reused),
-            flush=True,
-        )
-        summaries[attack], was_reused = run_attack(attack, victim, out, trials, extra, force)
-        reused += was_reused
-    return summaries, reused
+def settings_of(values: list[str] | None) -> list[str]:
+    """``--budgets`` -> settings: ``default`` and/or budgets (positive integers), in order, once each."""
+    if not values:
+        return [DEFAULT]
+    bad = [v for v in values if v != DEFAULT and not (v.isdigit() and int(v) >= 1)]
+    if bad:
+        raise SystemExit(f"--budgets: {', '.join(map(repr, bad))} not 'default' or a positive integer")
+    return list(dict.fromkeys(v if v == DEFAULT else str(int(v)) for v in values))
 
 
-def wandb_note(out: Path, attacks: list[str]) -> str:
-    """Where the attacks' W&B runs are (one per attack run), with the upload command for offline ones."""
-    runs = [run for a in attacks for run in sorted((out / a / "wandb").glob("*run-*"))[-1:]]
+def plan(victim: str, names: list[str] | None, settings: list[str], out: Path, trials, extra) -> list[Job]:
+    """The runs of one victim: every row at every setting; fixed-cost rows (FGSM, MFCC-ivec) once."""
+    rows = [budgets.variant(n) for n in names] if names else [
+        budgets.variant(n) for n in budgets.variant_names()
+        if budgets.config_of(budgets.variant(n).base, victim).is_file()]  # fmt: skip
+    missing = sorted({r.base for r in rows if not budgets.config_of(r.base, victim).is_file()})
+    if missing:
+        raise SystemExit(f"no config configs/attack/<attack>_{victim}.yaml for {', '.join(missing)}")
+    return [Job(victim, row, setting, out, trials, extra) for row in rows
+            for setting in ([DEFAULT] if row.fixed_cost else settings)]  # fmt: skip
+
+
+def victim_report(victim: str, runs: list[Run], ns: argparse.Namespace, out: Path) -> tuple[str, dict]:
+    """Print and write one victim's tables, curves and claims; returns the text and the claim comparisons."""
+    default = [r for r in runs if r.setting == DEFAULT]
+    first = runs[0].summary
+    title = f"Attacks against {victim} ({int(first['trials'])} trials, clean threshold {first['threshold']:.4f})"
+    parts = [f"## {title}\n"]
+    if default:
+        parts += ["### Default settings (each attack's config; budgets differ)\n", default_table(default)]
+        if any(r.label != r.row.name for r in default):
+            parts.append("[mfcc]: ρ and SNR in MFCC feature units, not comparable with the waveform rows.\n")
+        paired_ref = reference_table(default, ns.reference, ns.resamples, ns.seed)
+        if paired_ref:
+            parts += [f"Paired with {ns.reference} (default settings; trials both flip; 95 % bootstrap CI):\n",
+                      paired_ref]  # fmt: skip
+    if any(r.setting != DEFAULT for r in runs):
+        parts += ["### Equal budgets: success / median ρ (B gradient evaluations per trial; '+bs': plus "
+                  f"{budgets.BOUNDARY_STEPS} forward evaluations)\n", budget_table(runs)]  # fmt: skip
+        (out / "rho_budget.png").write_bytes(curves_png(runs, f"{victim}: ρ against the budget"))
+    found = comparisons(runs, ns.resamples, ns.seed)
+    claim_rows = [c for key in found for c in found[key]]
+    if claim_rows:
+        parts += ["### Claims: paired per-trial ratios (trials both flip)\n", comparison_table(claim_rows)]
+    text = "\n".join(parts)
+    (out / "comparison.md").write_text(text)
+    (out / "claims.md").write_text(claims_markdown(found, command_line(ns, [victim]), ns.resamples, ns.seed))
+    with open(out / "comparison.csv", "w", newline="") as f:
+        csv.writer(f).writerows(csv_rows(runs))
+    rho = {r.row.name: r.trials["rho"][(r.trials["success"] > 0) & (r.trials["clean_correct"] > 0)]
+           for r in default if r.trials}  # fmt: skip
+    if rho:
+        (out / "rho.png").write_bytes(rho_figure(rho, title))
+    return text, found
+
+
+def wandb_note(folders: list[Path]) -> str:
+    """Where the runs' W&B runs are (one per attack run), with the upload command for offline ones."""
+    runs = [run for folder in folders for run in sorted((folder / "wandb").glob("*run-*"))[-1:]]
     offline = [run for run in runs if run.name.startswith("offline-run-")]
     if not runs:
         return "no W&B runs (disabled, or another logger)"
-    note = f"{len(runs)} runs under {out}/<attack>/wandb/"
-    return note + (f" ({len(offline)} offline; upload: wandb sync {out}/*/wandb/offline-run-*)" if offline else "")
+    note = f"{len(runs)} runs under <run>/wandb/"
+    return note + (f" ({len(offline)} offline; upload: wandb sync <run>/wandb/offline-run-*)" if offline else "")
 
 
-def tables(summaries: dict[str, dict], per_trial: dict[str, dict], reference: str) -> tuple[str, list, list]:
-    header = ["attack", "success", "ρ mean", "ρ median", "SNR dB", "‖δ‖∞", "grad evals", "wall s", "FAR", "FRR"]
-    # FAR / FRR after the attack; no EER: an attack that pushes both classes across makes it ≈ 1
-    keys = ["success_rate", "rho_mean", "rho_median", "snr_db_mean", "linf_mean", "grad_evals_mean", "wall_s_mean",
-            "far", "frr"]  # fmt: skip
-    # feature-domain attacks measure rho in MFCC units: labelled, and left out of the paired table
-    label = {name: name if s.get("domain", "waveform") == "waveform" else f"{name} [{s['domain']}]"
-             for name, s in summaries.items()}  # fmt: skip
-    rows = [[label[name]] + [float(s[k]) for k in keys] for name, s in summaries.items()]
-    text = markdown_table(header, rows)
-    if reference in per_trial:
-        ref = per_trial[reference]
-        ref_won = (ref["success"] > 0) & (ref["clean_correct"] > 0)
-        paired_header = ["attack", "both succeed", f"ρ {reference}", "ρ attack", "ratio"]
-        paired = []
-        for name, t in per_trial.items():
-            if name == reference or label[name] != name or len(t.get("rho", [])) != len(ref["rho"]):
-                continue
-            both = ref_won & (t["success"] > 0)
-            if both.any():
-                a, b = float(ref["rho"][both].mean()), float(t["rho"][both].mean())
-                paired.append([name, int(both.sum()), a, b, b / a])
-        text += f"\nPaired with {reference} (trials both succeed on; mean ρ):\n\n" + markdown_table(
-            paired_header, paired
-        )
-    return text, header, rows
+def command_line(ns: argparse.Namespace, victims: list[str]) -> str:
+    words = ["coadv compare-attacks --victim", *victims]
+    words += ["--budgets", *ns.settings] if ns.settings != [DEFAULT] else []
+    words += ["--attacks", *ns.attacks] if ns.attacks else []
+    words += ["--trials", str(ns.trials)] if ns.trials is not None else []
+    return " ".join(words + (["--", *ns.extra] if ns.extra else []))
 
 
-def main(argv: list[str] | None = None) -> str:
+def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="coadv compare-attacks", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--victim", required=True, choices=VICTIMS)
-    parser.add_argument("--attacks", nargs="+", default=None, help=f"subset of {', '.join(ATTACKS)}")
+    parser.add_argument("--victim", required=True, nargs="+", choices=VICTIMS)
+    parser.add_argument("--attacks", nargs="+", default=None, help=f"rows among {', '.join(budgets.variant_names())}")
+    parser.add_argument(
+        "--budgets", nargs="+", default=None, help="'default' and/or gradient budgets (default: default)"
+    )
     parser.add_argument("--trials", type=int, default=None, help="first N trials of the list (default: all)")
-    parser.add_argument("--out", type=Path, default=None, help="default runs/attack/<victim>")
-    parser.add_argument("--reference", default="qn_lbfgs")
+    parser.add_argument("--out", type=Path, default=None, help="default runs/attack/<victim> (several: runs/attack)")
+    parser.add_argument("--reference", default="qn_lbfgs", help="attack the others are paired with (qn_lbfgs)")
+    parser.add_argument("--resamples", type=int, default=RESAMPLES, help=f"bootstrap resamples ({RESAMPLES})")
+    parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (0)")
     parser.add_argument("--force", action="store_true", help="re-run attacks whose results exist")
     parser.add_argument("extra", nargs="*", help="flags passed to every coadv test run (after --)")
     ns = parser.parse_args(argv)
-    attacks = ns.attacks or [a for a in ATTACKS if (CONFIGS / "attack" / f"{a}_{ns.victim}.yaml").is_file()]
-    missing = [a for a in attacks if not (CONFIGS / "attack" / f"{a}_{ns.victim}.yaml").is_file()]
-    if missing:
-        raise SystemExit(f"no config configs/attack/<attack>_{ns.victim}.yaml for {', '.join(missing)}")
-    out = ns.out or Path("runs") / "attack" / ns.victim
-    start = time.time()
-    summaries, reused = run_attacks(attacks, ns.victim, out, ns.trials, ns.extra, ns.force)
-    per_trial = {a: read_trials_csv(out / a / "attack" / "trials.csv") for a in attacks}
-    text, header, rows = tables(summaries, per_trial, ns.reference)
-    n = int(next(iter(summaries.values()))["trials"])
-    title = (
-        f"Attacks against {ns.victim} ({n} trials, clean threshold {next(iter(summaries.values()))['threshold']:.4f})"
-    )
-    text = f"## {title}\n\n{text}"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "comparison.md").write_text(text)
-    with open(out / "comparison.csv", "w", newline="") as f:
-        csv.writer(f).writerows([header, *rows])
-    rho = {a: t["rho"][(t["success"] > 0) & (t["clean_correct"] > 0)] for a, t in per_trial.items() if t}
-    (out / "rho.png").write_bytes(rho_figure(rho, title))
+    ns.settings = settings_of(ns.budgets)
+    ns.victim = list(dict.fromkeys(ns.victim))
+    return ns
+
+
+def main(argv: list[str] | None = None) -> str:
+    ns, start = parse(argv), time.time()
+    several = len(ns.victim) > 1
+    root = ns.out or Path("runs") / "attack"
+    outs = {v: root / v if several or ns.out is None else root for v in ns.victim}
+    jobs = {v: plan(v, ns.attacks, ns.settings, outs[v], ns.trials, ns.extra) for v in ns.victim}
+    reused = run_jobs([j for v in ns.victim for j in jobs[v]], ns.force)
+    texts, found = [], {}
+    for victim in ns.victim:
+        outs[victim].mkdir(parents=True, exist_ok=True)
+        text, mine = victim_report(victim, [j.result() for j in jobs[victim]], ns, outs[victim])
+        texts.append(text)
+        for key, rows in mine.items():
+            found.setdefault(key, []).extend(rows)
+    claims = outs[ns.victim[0]] / "claims.md"
+    if several:
+        claims = root / "claims.md"
+        claims.write_text(claims_markdown(found, command_line(ns, ns.victim), ns.resamples, ns.seed))
+    text = "\n".join(texts)
     print(text, flush=True)
-    ran = len(attacks) - reused
-    print(summary(f"coadv compare-attacks --victim {ns.victim}", [
-        ("attacks", f"{len(attacks)} ({ran} run now, {reused} reused) in {minutes(time.time() - start)}"),
-        ("table", f"{out / 'comparison.md'}, {out / 'comparison.csv'}"),
-        ("plot", out / "rho.png"),
-        ("runs", f"{out}/<attack>/attack/ (adversarial audio, trials.csv, summary.json, examples/)"),
-        ("W&B", wandb_note(out, attacks)),
+    total = sum(len(j) for j in jobs.values())
+    out_text = ", ".join(str(o) for o in outs.values())
+    print(summary(f"coadv compare-attacks --victim {' '.join(ns.victim)}", [
+        ("runs", f"{total} ({total - reused} run now, {reused} reused) in {minutes(time.time() - start)}"),
+        ("tables", f"comparison.md, comparison.csv in {out_text}"),
+        ("claims", claims),
+        ("plots", "rho.png (default settings), rho_budget.png (ρ against the budget)"),
+        ("folders", "<out>/<attack>/, <out>/budget_<B>/<attack>/ (adversarial audio, trials.csv, summary.json)"),
+        ("W&B", wandb_note([j.folder for v in ns.victim for j in jobs[v]])),
     ]), flush=True)  # fmt: skip
     return text

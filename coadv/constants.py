@@ -22,6 +22,8 @@ ATTACKS = (
     "pgd_linf",
     "pgd_l2",
     "cw",
+    "ddn",
+    "fmn",
     "mfcc_ivec",
     "gauss_newton",
     "ssr",

@@ -1,4 +1,5 @@
-"""Shared fixtures: W&B off, one data cache per session, tiny trained classifiers for evaluation."""
+"""Shared fixtures: W&B off, one data cache per session, tiny trained classifiers for evaluation, a tiny speech
+corpus with random-weight victims for attack runs."""
 
 from __future__ import annotations
 
@@ -7,9 +8,12 @@ from pathlib import Path
 
 import lightning as L
 import pytest
+import yaml
 
 os.environ["WANDB_MODE"] = "disabled"
 ROOT = Path(__file__).resolve().parents[1]
+ATTACK_CONFIGS = sorted((ROOT / "configs" / "attack").glob("*.yaml"))
+QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false", "--trainer.logger=false"]
 
 
 @pytest.fixture(scope="session")
@@ -55,3 +59,33 @@ def tiny(cls, **kwargs):
         d_b=PatchDiscriminator(width=8),
     )
     return cls(**nets, **kwargs)
+
+
+@pytest.fixture(scope="session")
+def corpus(tmp_path_factory) -> Path:
+    from datamodules.synth_speech import write_corpus
+
+    root = tmp_path_factory.mktemp("attack_vox")
+    write_corpus(root, n_speakers=8, videos=1, utts_per_video=2, seconds=(0.5, 0.8), n_trials=8, seed=3)
+    return root
+
+
+def victim_name(config: Path) -> str:
+    """The victim an attack config names: its checkpoint's stem, also the name of its configs/speaker file."""
+    return Path(yaml.safe_load(config.read_text())["model"]["init_args"]["checkpoint"]).stem
+
+
+@pytest.fixture(scope="session")
+def victim_checkpoints(tmp_path_factory, corpus) -> dict[str, Path]:
+    """Every victim configs/attack names, built from its configs/speaker file as ``coadv fit`` builds it (random
+    weights), validated on the corpus (which stores its EER threshold) and saved by the trainer."""
+    from coadv.cli import cli_main
+
+    out, paths = tmp_path_factory.mktemp("victims"), {}
+    for name in sorted({victim_name(c) for c in ATTACK_CONFIGS}):
+        cli = cli_main(["-c", str(ROOT / "configs" / "speaker" / f"{name}.yaml"), f"--data.init_args.root={corpus}",
+                        f"--trainer.default_root_dir={out}", *QUIET], run=False)  # fmt: skip
+        cli.trainer.validate(cli.model, datamodule=cli.datamodule)
+        paths[name] = out / f"{name}.ckpt"
+        cli.trainer.save_checkpoint(paths[name])
+    return paths

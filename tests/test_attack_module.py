@@ -2,7 +2,7 @@
 
 Victims here are built from their configs/speaker files with random weights, validated on a tiny corpus (which
 stores their EER threshold) and saved by the trainer (plumbing, not attack strength: the measured claims come from
-compare_attacks.py on trained victims).
+compare_attacks.py on trained victims). The ``corpus`` and ``victim_checkpoints`` fixtures live in conftest.py.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ import yaml
 
 from attacks import PGD
 from coadv.cli import cli_main
-from datamodules.synth_speech import write_corpus
 from datamodules.voxceleb import read_wave
 from lightning_modules.attack import COLUMNS, summarize
 
@@ -32,30 +31,9 @@ ATTACK_CONFIGS = sorted((ROOT / "configs" / "attack").glob("*.yaml"))
 QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false", "--trainer.logger=false"]
 
 
-@pytest.fixture(scope="session")
-def corpus(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("attack_vox")
-    write_corpus(root, n_speakers=8, videos=1, utts_per_video=2, seconds=(0.5, 0.8), n_trials=8, seed=3)
-    return root
-
-
 def victim_name(config: Path) -> str:
     """The victim an attack config names: its checkpoint's stem, also the name of its configs/speaker file."""
     return Path(yaml.safe_load(config.read_text())["model"]["init_args"]["checkpoint"]).stem
-
-
-@pytest.fixture(scope="session")
-def victim_checkpoints(tmp_path_factory, corpus) -> dict[str, Path]:
-    """Every victim configs/attack names, built from its configs/speaker file as ``coadv fit`` builds it (random
-    weights), validated on the corpus (which stores its EER threshold) and saved by the trainer."""
-    out, paths = tmp_path_factory.mktemp("victims"), {}
-    for name in sorted({victim_name(c) for c in ATTACK_CONFIGS}):
-        cli = cli_main(["-c", str(ROOT / "configs" / "speaker" / f"{name}.yaml"), f"--data.init_args.root={corpus}",
-                        f"--trainer.default_root_dir={out}", *QUIET], run=False)  # fmt: skip
-        cli.trainer.validate(cli.model, datamodule=cli.datamodule)
-        paths[name] = out / f"{name}.ckpt"
-        cli.trainer.save_checkpoint(paths[name])
-    return paths
 
 
 def checkpoint_for(config: Path, checkpoints: dict[str, Path]) -> Path:

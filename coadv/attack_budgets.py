@@ -1,0 +1,166 @@
+"""What ``coadv compare-attacks`` runs: each attack's gradient-evaluation budget, its stopping rule, and the
+rows derived from an attack config ("+bs": followed by a boundary search; "+min": no early stop).
+
+Budget B = gradient evaluations per trial, a cap (each attack's class docstring says which argument sets it):
+
+| attack                | CLI flags (under ``--model.init_args.attack.init_args.``) | why                          |
+|-----------------------|------------------------------------------------------------|------------------------------|
+| fgsm, mfcc_ivec       | none: fixed at 1                                           | one step; run once, at B = 1 |
+| bim, pgd_linf, pgd_l2 | ``steps=B``                                                | one evaluation per step      |
+| cw                    | ``max_grad_evals=B steps=B``                               | B spread over the config's binary-search rounds (search_steps x Adam steps = B); ``steps=B`` lifts the per-round cap |
+| gauss_newton          | ``steps=B max_grad_evals=B``                               | ``steps + 1`` otherwise      |
+| qn_lbfgs, qn_bfgs     | ``max_grad_evals=B``                                       | warm start included          |
+| ssr, ssr_lin          | ``steps=B max_grad_evals=B``                               | ``steps + 1`` otherwise      |
+| ddn, fmn              | ``steps=B``                                                | no early stop: exactly B     |
+
+"+bs" rows (``attacks.BoundarySearch`` around the attack, from a YAML fragment written into the run folder and
+passed as a second ``-c``) set the same flags on the inner attack (``...attack.init_args.attack.init_args.``); the
+bisection adds ``BOUNDARY_STEPS`` forward evaluations per flipped trial, not counted in B (no gradient).
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from coadv.constants import ATTACKS, CONFIGS
+
+FIXED_COST = {"fgsm": 1, "mfcc_ivec": 1}  # gradient evaluations per trial, whatever the budget
+BUDGET_ARGS: dict[str, tuple[str, ...]] = {  # attack -> the init args set to B
+    "bim": ("steps",),
+    "pgd_linf": ("steps",),
+    "pgd_l2": ("steps",),
+    "cw": ("max_grad_evals", "steps"),
+    "gauss_newton": ("steps", "max_grad_evals"),
+    "qn_lbfgs": ("max_grad_evals",),
+    "qn_bfgs": ("max_grad_evals",),
+    "ssr": ("steps", "max_grad_evals"),
+    "ssr_lin": ("steps", "max_grad_evals"),
+    "ddn": ("steps",),
+    "fmn": ("steps",),
+}
+BOUNDARY_SEARCH = ("fgsm", "bim", "pgd_linf", "pgd_l2", "cw")  # fixed-budget attacks that get a "+bs" row
+NO_EARLY_STOP = ("gauss_newton",)  # attacks that get a "+min" row: early_stop=false, smallest success kept
+BOUNDARY_STEPS = 10
+PREFIX = "--model.init_args.attack.init_args."
+INNER = "attack.init_args."  # a "+bs" row's inner attack
+# class name -> (keeps minimising after the first flip, how it stops); PGD / Gauss-Newton depend on early_stop
+STOPPING = {
+    "FGSM": (False, "one step of size ε"),
+    "MFCCIvec": (False, "one feature-domain step of size ε"),
+    "CarliniWagnerL2": (True, "all steps; smallest success over the c search"),
+    "QuasiNewton": (True, "smallest success seen; stops after the penalty level that flipped"),
+    "StepSizeRegularized": (True, "keeps shrinking ‖δ‖ after the flip (tol, ρ_min or budget)"),
+    "DDN": (True, "all steps; smallest success kept"),
+    "FMN": (True, "all steps; smallest success kept"),
+}
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One row of the comparison: ``configs/attack/<base>_<victim>.yaml``, maybe wrapped in a boundary search,
+    with ``fixed`` init-arg overrides that define the row (e.g. ``early_stop: False``)."""
+
+    name: str
+    base: str
+    boundary_search: bool = False
+    fixed: dict = field(default_factory=dict)
+
+    @property
+    def fixed_cost(self) -> int | None:
+        """Gradient evaluations per trial when the attack has no budget argument (FGSM, MFCC-ivec), else None."""
+        return FIXED_COST.get(self.base)
+
+
+def variant_names() -> list[str]:
+    """Every valid row name, each attack followed by its derived rows."""
+    names = []
+    for base in ATTACKS:
+        names += [base] + [base + "+bs"] * (base in BOUNDARY_SEARCH) + [base + "+min"] * (base in NO_EARLY_STOP)
+    return names
+
+
+def variant(name: str) -> Variant:
+    """The row called ``name`` (``pgd_l2``, ``pgd_l2+bs``, ``gauss_newton+min``); unknown names raise
+    ``SystemExit`` listing the valid ones."""
+    if name not in variant_names():
+        raise SystemExit(f"unknown attack {name!r}; valid: {', '.join(variant_names())}")
+    base, _, suffix = name.partition("+")
+    return Variant(name, base, suffix == "bs", {"early_stop": False} if suffix == "min" else {})
+
+
+def config_of(base: str, victim: str) -> Path:
+    return CONFIGS / "attack" / f"{base}_{victim}.yaml"
+
+
+def attack_block(config: Path) -> dict:
+    """``model.init_args.attack`` of an attack config (``class_path`` + ``init_args``)."""
+    try:
+        block = yaml.safe_load(config.read_text())["model"]["init_args"]["attack"]
+        block["class_path"]  # noqa: B018  (must be there)
+    except (KeyError, TypeError) as error:
+        raise SystemExit(f"{config}: no model.init_args.attack.class_path ({error!r} missing)") from None
+    return block
+
+
+def attack_class(class_path: str) -> type:
+    module, _, name = class_path.rpartition(".")
+    return getattr(importlib.import_module(module or "attacks"), name)
+
+
+def budget_overrides(base: str, budget: int) -> dict[str, int]:
+    """Init args that cap ``base`` at ``budget`` gradient evaluations per trial; ``{}`` for fixed-cost attacks."""
+    if base in FIXED_COST:
+        return {}
+    if budget < 1:
+        raise SystemExit(f"budget {budget}: expected a positive number of gradient evaluations")
+    return dict.fromkeys(BUDGET_ARGS[base], budget)
+
+
+def overrides(row: Variant, budget: int | None) -> dict:
+    """The init args a run of ``row`` sets (its own plus the budget's; ``budget=None``: the default settings)."""
+    return {**row.fixed, **(budget_overrides(row.base, budget) if budget is not None else {})}
+
+
+def flags(row: Variant, budget: int | None) -> list[str]:
+    """CLI flags that make a ``coadv test`` of ``row`` spend ``budget`` (None: the config's own settings)."""
+    prefix = PREFIX + (INNER if row.boundary_search else "")
+    return [f"{prefix}{key}={json.dumps(value)}" for key, value in overrides(row, budget).items()]
+
+
+def boundary_fragment(config: Path) -> str:
+    """A config fragment that wraps the attack of ``config`` in ``attacks.BoundarySearch`` (passed after it)."""
+    wrapped = {"class_path": "attacks.BoundarySearch",
+               "init_args": {"attack": attack_block(config), "steps": BOUNDARY_STEPS}}  # fmt: skip
+    return yaml.safe_dump({"model": {"init_args": {"attack": wrapped}}}, sort_keys=False)
+
+
+def effective_args(config: Path, row: Variant, budget: int | None) -> tuple[type, dict]:
+    """The (inner) attack class of a run and its arguments: class defaults, then the config's, then the run's."""
+    block = attack_block(config)
+    cls = attack_class(block["class_path"])
+    defaults = {k: p.default for k, p in inspect.signature(cls).parameters.items() if p.default is not p.empty}
+    return cls, {**defaults, **(block.get("init_args") or {}), **overrides(row, budget)}
+
+
+def stopping_rule(config: Path, row: Variant, budget: int | None = None) -> tuple[bool, str]:
+    """(keeps minimising after the first flip, how the run stops), from its effective arguments."""
+    cls, args = effective_args(config, row, budget)
+    name = cls.__name__
+    if name in ("PGD", "GaussNewton"):
+        ball = " inside the ε ball" if name == "PGD" else ""
+        minimises = name == "GaussNewton" and not args["early_stop"]
+        rule = (minimises, f"first success{ball}" if args["early_stop"] else "all steps; " + (
+            "smallest success kept" if minimises else "last iterate"))  # fmt: skip
+    elif name in STOPPING:
+        rule = STOPPING[name]
+    else:
+        raise SystemExit(f"{config}: no stopping rule known for {name}; add it to coadv.attack_budgets.STOPPING")
+    if row.boundary_search:
+        return True, f"{rule[1]}, then {BOUNDARY_STEPS} bisections of the scale"
+    return rule

@@ -1,0 +1,302 @@
+"""The attack comparison: bootstrap intervals, the claim-decision rule, the budget table, claims on hand-made
+runs, and one end-to-end ``coadv compare-attacks`` over two attacks x two budgets on random-weight victims."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from coadv import attack_budgets as budgets
+from coadv import compare_attacks
+from coadv.attack_claims import claims_markdown, comparisons
+from coadv.attack_stats import MEAN, Comparison, bootstrap, decide, paired, verdict
+from coadv.attack_tables import Run, budget_table, default_table
+from coadv.cli import cli_main
+from coadv.constants import ATTACKS, VICTIMS
+
+ROOT = Path(__file__).resolve().parents[1]
+nan = float("nan")
+
+
+def test_bootstrap_interval_holds_the_known_median_and_is_seeded():
+    ratio = 2.0 * (1 + np.linspace(-0.2, 0.2, 41))  # median exactly 2 (the middle value); resamples in [1.6, 2.4]
+    estimate, low, high = bootstrap(np.random.default_rng(1).permutation(ratio), seed=7)
+    assert estimate == 2.0 and 1.6 <= low < 2.0 < high <= 2.4
+    assert bootstrap(ratio, seed=7) == bootstrap(ratio, seed=7)
+    assert bootstrap(ratio, seed=7, resamples=50) != bootstrap(ratio, seed=8, resamples=50)
+    assert bootstrap(np.full(9, 1.25)) == (1.25, 1.25, 1.25)
+    assert bootstrap(np.array([3.0])) == (3.0, 3.0, 3.0)
+    assert all(math.isnan(v) for v in bootstrap(np.array([])))
+
+
+def test_bootstrap_interval_of_a_mean_matches_the_normal_approximation():
+    x = np.random.default_rng(0).normal(5.0, 2.0, 400)
+    estimate, low, high = bootstrap(x, MEAN, resamples=4000, seed=1)
+    half = 1.96 * x.std(ddof=1) / math.sqrt(len(x))  # 0.196: a 90 % interval would be 0.165 wide on each side
+    assert estimate == pytest.approx(x.mean())
+    assert high - estimate == pytest.approx(half, rel=0.08) and estimate - low == pytest.approx(half, rel=0.08)
+
+
+def test_bootstrap_refuses_bad_arguments():
+    with pytest.raises(ValueError, match="one value per trial"):
+        bootstrap(np.ones((3, 2)))
+    with pytest.raises(ValueError, match="resamples 0"):
+        bootstrap(np.ones(3), resamples=0)
+
+
+def table(index, clean_correct, success, rho) -> dict[str, np.ndarray]:
+    return {k: np.asarray(v, dtype=float) for k, v in
+            dict(index=index, clean_correct=clean_correct, success=success, rho=rho).items()}  # fmt: skip
+
+
+def test_paired_matches_trials_by_index_and_counts_by_hand():
+    claimed = table([0, 1, 2, 3, 4, 5], [1, 1, 1, 1, 0, 1], [1, 1, 1, 0, 1, 1], [0.01, 0.02, 0.04, 0.5, 0.0, 0.01])
+    # the other run lists its trials in another order and lacks trial 5
+    other = table([4, 3, 2, 1, 0], [0, 1, 1, 1, 1], [1, 1, 1, 0, 1], [0.0, 0.03, 0.12, 0.9, 0.02])
+    p = paired(claimed, other, resamples=200)
+    # shared 0-4; attacked 0-3 (4 was wrong when clean); claimed flips 0, 1, 2; other 0, 2, 3; both 0 and 2
+    assert p["attacked"] == 4 and p["success"] == (0.75, 0.75) and p["pairs"] == 2
+    assert p["ratio"][0] == pytest.approx((0.02 / 0.01 + 0.12 / 0.04) / 2)  # median of ratios 2 and 3
+    assert p["success_diff"][0] == 0 and p["success_diff"][1] < 0 < p["success_diff"][2]
+
+
+def comparison(ratio=(1.5, 1.2, 1.9), success_diff=(0.0, -0.05, 0.05), pairs=40, comparable=True, **kw):
+    base = dict(victim="ecapa", setting="100", claimed="ssr", other="ddn", comparable=comparable,
+                equal_budget=True, equal_stop=True, stops=("a", "b"), evals=(100.0, 100.0), attacked=50,
+                success=(0.9, 0.9), success_diff=success_diff, pairs=pairs, ratio=ratio)  # fmt: skip
+    return Comparison(**{**base, **kw})
+
+
+def test_decision_rule_on_hand_made_comparisons():
+    holds = comparison()
+    assert decide(holds) == ("holds", "the claimed method's ρ is smaller")
+    assert decide(comparison(ratio=(1.1, 0.95, 1.3)))[1] == "no difference shown (interval contains 1)"
+    assert decide(comparison(ratio=(0.7, 0.6, 0.8))) == ("does not hold", "the other attack's ρ is smaller")
+    lower_success = comparison(success_diff=(-0.2, -0.3, -0.1))  # smaller ρ, but fewer flips: no win
+    assert decide(lower_success) == ("does not hold", "the claimed method flips fewer trials")
+    assert decide(comparison(pairs=9))[0] == "too few trials"
+    assert decide(comparison(comparable=False, ratio=(nan,) * 3))[0] == "not comparable"
+    against = comparison(ratio=(0.7, 0.6, 0.8))
+    assert verdict([holds, holds]) == "holds"
+    assert verdict([against, lower_success]) == "does not hold"
+    assert verdict([holds, against]) == "mixed"
+    assert verdict([holds, comparison(pairs=3), comparison(comparable=False)]) == "holds"  # undecided left out
+    assert verdict([comparison(pairs=3)]) == verdict([]) == "not decided"
+
+
+# attack -> flags for B = 30, written out by hand from the classes' budget docstrings
+EXPECTED_FLAGS = {
+    "fgsm": [],
+    "mfcc_ivec": [],
+    "bim": ["steps=30"],
+    "pgd_linf": ["steps=30"],
+    "pgd_l2": ["steps=30"],
+    "cw": ["max_grad_evals=30", "steps=30"],
+    "gauss_newton": ["steps=30", "max_grad_evals=30"],
+    "qn_lbfgs": ["max_grad_evals=30"],
+    "qn_bfgs": ["max_grad_evals=30"],
+    "ssr": ["steps=30", "max_grad_evals=30"],
+    "ssr_lin": ["steps=30", "max_grad_evals=30"],
+    "ddn": ["steps=30"],
+    "fmn": ["steps=30"],
+}
+
+
+def test_budget_flags_per_attack():
+    assert set(EXPECTED_FLAGS) == set(ATTACKS)
+    prefix = "--model.init_args.attack.init_args."
+    for name, expected in EXPECTED_FLAGS.items():
+        assert budgets.flags(budgets.variant(name), 30) == [prefix + f for f in expected], name
+        assert budgets.flags(budgets.variant(name), None) == [], name  # default settings: the config's
+    assert budgets.flags(budgets.variant("pgd_l2+bs"), 30) == [prefix + "attack.init_args.steps=30"]
+    assert budgets.flags(budgets.variant("gauss_newton+min"), 10) == [
+        prefix + "early_stop=false", prefix + "steps=10", prefix + "max_grad_evals=10"]  # fmt: skip
+    assert budgets.flags(budgets.variant("gauss_newton+min"), None) == [prefix + "early_stop=false"]
+    for bad in ("qn_lbfgs+bs", "pgd_l2+min", "pgd"):
+        with pytest.raises(SystemExit, match=f"unknown attack '{re.escape(bad)}'; valid: fgsm, fgsm\\+bs"):
+            budgets.variant(bad)
+
+
+@pytest.mark.parametrize("victim", VICTIMS)
+def test_budget_arguments_exist_in_the_attack_each_config_names(victim):
+    for name in budgets.variant_names():
+        row = budgets.variant(name)
+        config = budgets.config_of(row.base, victim)
+        if config.is_file():
+            cls, args = budgets.effective_args(config, row, 30)
+            accepted = inspect.signature(cls).parameters
+            assert set(budgets.overrides(row, 30)) <= set(accepted), (name, cls.__name__)
+            assert all(args[k] == 30 for k in budgets.BUDGET_ARGS.get(row.base, ())), name
+
+
+def test_stopping_rules():
+    rule = lambda name: budgets.stopping_rule(budgets.config_of(budgets.variant(name).base, "ecapa"),  # noqa: E731
+                                              budgets.variant(name), 10)  # fmt: skip
+    assert rule("gauss_newton") == (False, "first success")
+    assert rule("gauss_newton+min") == (True, "all steps; smallest success kept")
+    assert rule("pgd_l2") == (False, "first success inside the ε ball")
+    assert rule("pgd_l2+bs") == (True, "first success inside the ε ball, then 10 bisections of the scale")
+    assert rule("fgsm")[0] is False and rule("ddn")[0] is rule("fmn")[0] is rule("cw")[0] is True
+
+
+def test_boundary_search_fragment_and_budget_flags_reach_the_attack(tmp_path, capsys):
+    row = budgets.variant("cw+bs")
+    config = budgets.config_of("cw", "ecapa")
+    (tmp_path / "bs.yaml").write_text(budgets.boundary_fragment(config))
+    with pytest.raises(SystemExit):
+        cli_main(["test", "-c", str(config), "-c", str(tmp_path / "bs.yaml"), *budgets.flags(row, 12),
+                  "--print_config"])  # fmt: skip
+    attack = yaml.safe_load(capsys.readouterr().out)["model"]["init_args"]["attack"]
+    inner = yaml.safe_load(config.read_text())["model"]["init_args"]["attack"]["init_args"]
+    assert attack["class_path"] == "attacks.BoundarySearch" and attack["init_args"]["steps"] == 10
+    got = attack["init_args"]["attack"]
+    assert got["class_path"] == "attacks.CarliniWagnerL2"
+    assert got["init_args"]["max_grad_evals"] == got["init_args"]["steps"] == 12
+    assert got["init_args"]["search_steps"] == inner["search_steps"] and got["init_args"]["lr"] == inner["lr"]
+
+
+def test_settings_and_plan(tmp_path):
+    assert compare_attacks.settings_of(None) == ["default"]
+    assert compare_attacks.settings_of(["default", "10", "030", "10"]) == ["default", "10", "30"]
+    for bad in (["0"], ["ten"], ["-5"]):
+        with pytest.raises(SystemExit, match="not 'default' or a positive integer"):
+            compare_attacks.settings_of(bad)
+    jobs = compare_attacks.plan("ivector", ["fgsm", "mfcc_ivec", "ddn"], ["default", "10"], tmp_path, 3, ["--x=1"])
+    assert [(j.row.name, j.setting) for j in jobs] == [("fgsm", "default"), ("mfcc_ivec", "default"),
+                                                       ("ddn", "default"), ("ddn", "10")]  # fmt: skip
+    assert jobs[3].folder == tmp_path / "budget_10" / "ddn" and jobs[2].folder == tmp_path / "ddn"
+    assert jobs[3].args[-3:] == [
+        "--model.init_args.attack.init_args.steps=10",
+        "--x=1",
+        "--data.init_args.max_trials=3",
+    ]
+    every = {j.row.name for j in compare_attacks.plan("ecapa", None, ["default"], tmp_path, None, [])}
+    assert "mfcc_ivec" not in every and {"pgd_l2+bs", "gauss_newton+min", "ddn", "fmn"} <= every
+    with pytest.raises(SystemExit, match=r"no config configs/attack/<attack>_ecapa.yaml for mfcc_ivec"):
+        compare_attacks.plan("ecapa", ["mfcc_ivec"], ["default"], tmp_path, None, [])
+
+
+def hand_run(name: str, setting: str, rho: list[float], success: list[int], minimises: bool) -> Run:
+    n = len(rho)
+    trials = table(range(n), [1] * n, success, rho)
+    won = np.array(success) > 0
+    summary = {"domain": "waveform", "success_rate": won.mean(), "rho_median": float(np.median(np.array(rho)[won])),
+               "rho_mean": float(np.mean(np.array(rho)[won])), "grad_evals_mean": 10.0, "clean_far": 0.1,
+               "far": 0.9, "clean_frr": 0.2, "frr": 1.0}  # fmt: skip
+    return Run("ecapa", budgets.variant(name), setting, summary, trials, minimises, "stop rule", Path("."))
+
+
+def test_claims_on_hand_made_runs():
+    n = 20
+    ssr = [0.001 * (1 + i % 5) for i in range(n)]
+    runs = [
+        hand_run("ssr", "10", ssr, [1] * n, True),
+        hand_run("ddn", "10", [2 * r for r in ssr], [1] * n, True),  # twice SSR's rho on every trial
+        hand_run("pgd_l2", "10", ssr, [1] * n, False),  # the same rho: no difference
+        hand_run("ssr", "default", ssr, [1] * n, True),
+        hand_run("ddn", "default", [0.5 * r for r in ssr], [1] * n, True),  # half SSR's rho
+    ]
+    found = comparisons(runs, resamples=300)
+    assert found["a"] == [] and [(c.setting, c.other) for c in found["b"]] == [
+        ("10", "pgd_l2"),
+        ("10", "ddn"),
+        ("default", "ddn"),
+    ]  # fmt: skip (in the claim's order)
+    pgd10, ddn10, ddn_default = found["b"]
+    assert ddn10.ratio == (2.0, 2.0, 2.0) and decide(ddn10)[0] == "holds" and ddn10.equal_budget
+    assert decide(pgd10)[0] == "does not hold" and not pgd10.equal_stop
+    assert decide(ddn_default)[0] == "does not hold" and not ddn_default.equal_budget
+    text = claims_markdown(found, "coadv compare-attacks --victim ecapa --budgets default 10")
+    lines = {line.split(" | ")[0].strip("| "): line for line in text.splitlines() if line.startswith("| ")}
+    assert (
+        "| does not hold | — | ssr vs ddn on ecapa (default) |"
+        in lines["default settings (unequal budgets: see grad evals)"]
+    )
+    assert (
+        "| mixed | ssr vs ddn on ecapa (B=10) | ssr vs pgd_l2 on ecapa (B=10) |"
+        in lines["equal budget (any stopping rule)"]
+    )
+    assert (
+        "| holds | ssr vs ddn on ecapa (B=10) | — |"
+        in lines["equal budget and equal stopping rule (the fair comparison)"]
+    )
+    assert "Claim (a)" in text and "No comparison: the runs it needs are missing." in text
+    assert "`coadv compare-attacks --victim ecapa --budgets default 10`" in text
+    cells = budget_table(runs)
+    assert "| ddn | yes | 1 / 0.006 |" in cells and "| pgd_l2 | no | 1 / 0.003 |" in cells
+    assert "0.1 → 0.9" in default_table(runs[3:]) and "0.2 → 1" in default_table(runs[3:])
+
+
+@pytest.mark.slow  # four attack runs in subprocesses, twice the tables: ~2.5 min on 2 shared cores
+def test_comparison_over_budgets_end_to_end(tmp_path, corpus, victim_checkpoints, capsys):
+    argv = ["--victim", "ecapa", "--trials", "2", "--attacks", "ssr", "pgd_l2+bs", "--budgets", "10", "30",
+            "--resamples", "200", "--out", str(tmp_path), "--", f"--model.init_args.checkpoint={victim_checkpoints['ecapa_synth']}",
+            f"--data.init_args.root={corpus}", "--trainer.logger=false"]  # fmt: skip
+    text = compare_attacks.main(argv)
+    assert "Attacks against ecapa (2 trials" in text and "| attack | keeps minimising | B = 10 | B = 30 |" in text
+    for name in ("ssr", "pgd_l2+bs"):
+        for budget in (10, 30):
+            rows = compare_attacks.read_trials_csv(tmp_path / f"budget_{budget}" / name / "attack" / "trials.csv")
+            assert len(rows["index"]) == 2 and rows["grad_evals"].max() <= budget  # the cap held
+    assert (tmp_path / "budget_10" / "pgd_l2+bs" / "boundary_search.yaml").is_file()
+    assert (tmp_path / "comparison.csv").read_text().count("\n") == 5 and (tmp_path / "rho_budget.png").is_file()
+    claims = (tmp_path / "claims.md").read_text()
+    assert "ssr vs pgd_l2+bs" in claims and "too few trials" in claims  # 2 trials: nothing is decided
+    capsys.readouterr()
+    assert compare_attacks.main(argv) == text  # every run reused, the tables rebuilt from their files
+    assert capsys.readouterr().out.count("reusing") == 4
+    record = json.loads((tmp_path / "budget_30" / "ssr" / "compare_args.json").read_text())
+    assert "--model.init_args.attack.init_args.max_grad_evals=30" in record["args"]
+
+
+def fake_finished_run(job: compare_attacks.Job, rho: list[float], threshold: float = 0.5) -> None:
+    """The files a finished ``coadv test`` run leaves (every trial attacked and flipped), and its record."""
+    import torch
+
+    from lightning_modules.attack_metrics import COLUMNS, summarize
+
+    rows = torch.tensor([[i, i % 2, 1, 1, r, -20 * math.log10(r), r, nan, nan, 3, 10, 0.1,
+                          0.9 if i % 2 else 0.1, 0.1 if i % 2 else 0.9] for i, r in enumerate(rho)],
+                        dtype=torch.float64)  # fmt: skip
+    folder = job.folder / "attack"
+    folder.mkdir(parents=True)
+    (folder / "trials.csv").write_text(
+        "\n".join([",".join(COLUMNS), *(",".join(map(str, row)) for row in rows.tolist())]) + "\n"
+    )
+    summary = {"domain": "waveform", "threshold": threshold, **summarize(rows, threshold)}
+    (folder / "summary.json").write_text(json.dumps(summary))
+    job.record_path.write_text(json.dumps(job.record))
+
+
+def test_several_victims_reuse_finished_runs_and_decide_the_claim_per_victim(tmp_path, capsys):
+    """No subprocess: every run is found finished (a run started here would fail: no victim checkpoint)."""
+    ssr = [0.001 * (1 + i % 7) for i in range(24)]
+    factor = {"ivector": 3.0, "ecapa": 1.0}  # DDN's rho / SSR's: SSR smaller on ivector, equal on ecapa
+    for victim in factor:
+        ssr_job, ddn_job = compare_attacks.plan(victim, ["ssr", "ddn"], ["10"], tmp_path / victim, 24, [])
+        fake_finished_run(ssr_job, ssr)
+        fake_finished_run(ddn_job, [factor[victim] * r for r in ssr])
+    argv = ["--victim", "ivector", "ecapa", "--attacks", "ssr", "ddn", "--budgets", "10", "--trials", "24",
+            "--resamples", "500", "--out", str(tmp_path)]  # fmt: skip
+    text = compare_attacks.main(argv)
+    assert capsys.readouterr().out.count("reusing") == 4
+    assert "## Attacks against ivector (24 trials" in text and "## Attacks against ecapa (24 trials" in text
+    assert "| ddn | yes | 1 / 0.009 |" in text  # ivector: 3 x 0.003 (summary.json: the lower of the middle two)
+    fair = "| equal budget and equal stopping rule (the fair comparison) |"
+    assert f"{fair} holds | ssr vs ddn on ivector (B=10) | — |" in (tmp_path / "ivector" / "claims.md").read_text()
+    assert f"{fair} does not hold | — | ssr vs ddn on ecapa (B=10) |" in (tmp_path / "ecapa" / "claims.md").read_text()
+    overall = (tmp_path / "claims.md").read_text()
+    assert f"{fair} mixed | ssr vs ddn on ivector (B=10) | ssr vs ddn on ecapa (B=10) |" in overall
+    assert (
+        "Reproduce: `coadv compare-attacks --victim ivector ecapa --budgets 10 --attacks ssr ddn --trials 24`"
+        in overall
+    )
+    assert "2000 resamples" not in overall and "500 resamples" in overall
+    assert (tmp_path / "ivector" / "rho_budget.png").is_file() and (tmp_path / "ecapa" / "comparison.csv").is_file()
