@@ -147,14 +147,8 @@ class LibriSpeechDataModule(VoxCelebDataModule):
         test_subset: subset of ``source`` whose utterances make the trials (disjoint speakers).
         test_utterances_per_speaker: trial utterances kept per test speaker (the first, sorted); ``None``: all
             (test-other's 2,939 utterances would give 4.3 million pairs).
-        crop_seconds: length of training crops.
-        eval_max_seconds: cut trial utterances to this length; ``None`` keeps them whole.
-        batch_size: training batch size.
-        eval_batch_size: trials per evaluation batch.
-        num_workers: DataLoader workers (kept alive between epochs when > 0).
-        pin_memory: page-locked batches, for faster copies to a GPU.
-        max_trials: keep the first ``max_trials`` trials of the list (``None``: all).
-        sort_trials_by_length: trial batches in order of test-utterance length (see ``VoxCelebDataModule``).
+        **kwargs: the other arguments of ``VoxCelebDataModule`` (``crop_seconds``, ``batch_size``,
+            ``eval_batch_size``, ``num_workers``, ``pin_memory``, ``max_trials``, ...).
     """
 
     def __init__(
@@ -164,23 +158,13 @@ class LibriSpeechDataModule(VoxCelebDataModule):
         train_subsets: tuple[str, ...] = ("train-clean-100",),
         test_subset: str = "test-other",
         test_utterances_per_speaker: int | None = 10,
-        crop_seconds: float = 2.0,
-        eval_max_seconds: float | None = None,
-        batch_size: int = 32,
-        eval_batch_size: int = 8,
-        num_workers: int = 0,
-        pin_memory: bool = False,
-        max_trials: int | None = None,
-        sort_trials_by_length: bool = False,
+        **kwargs,
     ) -> None:
         if source is not None and root is None:
             raise ValueError(f"source={source!r} needs a writable root to convert into (the embedded copy is not one)")
         if test_utterances_per_speaker is not None and test_utterances_per_speaker < 2:
             raise ValueError(f"test_utterances_per_speaker={test_utterances_per_speaker}: target trials need >= 2")
-        super().__init__(root=str(EMBEDDED if root is None else root), trial_list="veri_test.txt",
-                         crop_seconds=crop_seconds, eval_max_seconds=eval_max_seconds, batch_size=batch_size,
-                         eval_batch_size=eval_batch_size, num_workers=num_workers, pin_memory=pin_memory,
-                         max_trials=max_trials, sort_trials_by_length=sort_trials_by_length)  # fmt: skip
+        super().__init__(root=str(EMBEDDED if root is None else root), trial_list="veri_test.txt", **kwargs)
         self.source, self.train_subsets, self.test_subset = source, tuple(train_subsets), test_subset
         self.test_per_speaker = test_utterances_per_speaker
 
