@@ -95,6 +95,7 @@ def variant(name: str) -> Variant:
 
 
 def config_of(base: str, victim: str) -> Path:
+    """The shipped config of attack ``base`` against ``victim``."""
     return CONFIGS / "attack" / f"{base}_{victim}.yaml"
 
 
@@ -109,6 +110,7 @@ def attack_block(config: Path) -> dict:
 
 
 def attack_class(class_path: str) -> type:
+    """The class a ``class_path`` names (``attacks.PGD``)."""
     module, _, name = class_path.rpartition(".")
     return getattr(importlib.import_module(module or "attacks"), name)
 

@@ -5,6 +5,9 @@
     coadv compare-attacks --victim ivector --trials 40 --attacks fgsm fgsm+bs ssr qn_lbfgs --budgets 10 100
     coadv compare-attacks --victim ivector seresnet34 ecapa --budgets default 10 30 100 300   # + overall claims.md
     coadv compare-attacks --victim ecapa -- --trainer.devices=2 --trainer.strategy=ddp        # flags for every run
+    coadv compare-attacks --victim ivector ecapa --checkpoint 'checkpoints/victims/{victim}_libri.ckpt' --out
+        runs/attack_libri -- --data=datamodules.LibriSpeechDataModule --data.init_args.root=null
+        --data.init_args.synthesize=false          # (one line) the LibriSpeech victims on the embedded trials
 
 Each row is one ``coadv test -c configs/attack/<attack>_<victim>.yaml`` run per setting; "+bs" rows wrap the
 attack in a boundary search (bisection of its perturbation's scale), "+min" rows turn its early stop off
@@ -50,7 +53,16 @@ def read_trials_csv(path: Path) -> dict[str, np.ndarray]:
 
 
 class Job:
-    """One ``coadv test`` run of a comparison: its folder, arguments, and the record that lets it be reused."""
+    """One ``coadv test`` run of a comparison: its folder, arguments, and the record that lets it be reused.
+
+    Args:
+        victim: victim name (``configs/attack/<attack>_<victim>.yaml``).
+        row: the comparison row (attack, "+bs" / "+min" variant).
+        setting: ``"default"`` (the config's settings) or a budget B as text.
+        out: the victim's comparison folder; the run goes to ``out/<row>`` or ``out/budget_<B>/<row>``.
+        trials: first N trials of the list, None for all.
+        extra: flags appended to the run's command line.
+    """
 
     def __init__(self, victim: str, row: budgets.Variant, setting: str, out: Path, trials: int | None,
                  extra: list[str]) -> None:  # fmt: skip
@@ -94,18 +106,26 @@ class Job:
                    read_trials_csv(self.folder / "attack" / "trials.csv"), minimises, stop, self.folder)  # fmt: skip
 
 
-def run_jobs(jobs: list[Job], force: bool) -> int:
+def run_jobs(jobs: list[Job], force: bool, keep_going: bool = False) -> tuple[int, list[Job]]:
     """Run what is not done (all with ``force``); before each, a line with the progress and ETA over the runs
-    still to do (reused runs are announced and do not count). Returns how many were reused."""
+    still to do (reused runs are announced and do not count). A failed run stops the comparison, or with
+    ``keep_going`` is listed and skipped. Returns how many were reused, and the failed jobs."""
     todo = [j for j in jobs if force or not j.done()]
     for job in jobs:
         if job not in todo:
             print(f"[compare] {job.name}: reusing {job.summary_path}", flush=True)
-    start = time.time()
+    start, failed = time.time(), []
     for i, job in enumerate(todo):
         print(meter(i, len(todo), time.time() - start, "run", f"[compare] runs (next: {job.name})"), flush=True)
-        job.run()
-    return len(jobs) - len(todo)
+        try:
+            job.run()
+        except subprocess.CalledProcessError as error:
+            if not keep_going:
+                raise SystemExit(f"[compare] {job.name} failed (exit {error.returncode}); rerun to continue, "
+                                 "finished runs are reused (--keep-going skips failed runs)") from error  # fmt: skip
+            print(f"[compare] {job.name}: FAILED (exit {error.returncode}), left out of the tables", flush=True)
+            failed.append(job)
+    return len(jobs) - len(todo), failed
 
 
 def settings_of(values: list[str] | None) -> list[str]:
@@ -164,6 +184,15 @@ def victim_report(victim: str, runs: list[Run], ns: argparse.Namespace, out: Pat
     return text, found
 
 
+def checkpoint_flag(template: str | None, victim: str) -> list[str]:
+    """``--checkpoint 'checkpoints/victims/{victim}_libri.ckpt'`` -> that victim's checkpoint flag."""
+    if template is None:
+        return []
+    if "{victim}" not in template:
+        raise SystemExit(f"--checkpoint {template!r}: expected a path with '{{victim}}' in it")
+    return [f"--model.init_args.checkpoint={template.replace('{victim}', victim)}"]
+
+
 def wandb_note(folders: list[Path]) -> str:
     """Where the runs' W&B runs are (one per attack run), with the upload command for offline ones."""
     runs = [run for folder in folders for run in sorted((folder / "wandb").glob("*run-*"))[-1:]]
@@ -179,6 +208,7 @@ def command_line(ns: argparse.Namespace, victims: list[str]) -> str:
     words += ["--budgets", *ns.settings] if ns.settings != [DEFAULT] else []
     words += ["--attacks", *ns.attacks] if ns.attacks else []
     words += ["--trials", str(ns.trials)] if ns.trials is not None else []
+    words += ["--checkpoint", f"'{ns.checkpoint}'"] if ns.checkpoint else []
     return " ".join(words + (["--", *ns.extra] if ns.extra else []))
 
 
@@ -193,10 +223,13 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--trials", type=int, default=None, help="first N trials of the list (default: all)")
     parser.add_argument("--out", type=Path, default=None, help="default runs/attack/<victim> (several: runs/attack)")
+    parser.add_argument("--checkpoint", default=None,
+                        help="victim checkpoint path with {victim} in it (default: each config's own)")  # fmt: skip
     parser.add_argument("--reference", default="qn_lbfgs", help="attack the others are paired with (qn_lbfgs)")
     parser.add_argument("--resamples", type=int, default=RESAMPLES, help=f"bootstrap resamples ({RESAMPLES})")
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (0)")
     parser.add_argument("--force", action="store_true", help="re-run attacks whose results exist")
+    parser.add_argument("--keep-going", action="store_true", help="skip failed runs instead of stopping")
     parser.add_argument("extra", nargs="*", help="flags passed to every coadv test run (after --)")
     ns = parser.parse_args(argv)
     ns.settings = settings_of(ns.budgets)
@@ -209,12 +242,16 @@ def main(argv: list[str] | None = None) -> str:
     several = len(ns.victim) > 1
     root = ns.out or Path("runs") / "attack"
     outs = {v: root / v if several or ns.out is None else root for v in ns.victim}
-    jobs = {v: plan(v, ns.attacks, ns.settings, outs[v], ns.trials, ns.extra) for v in ns.victim}
-    reused = run_jobs([j for v in ns.victim for j in jobs[v]], ns.force)
+    jobs = {v: plan(v, ns.attacks, ns.settings, outs[v], ns.trials, checkpoint_flag(ns.checkpoint, v) + ns.extra)
+            for v in ns.victim}  # fmt: skip
+    reused, failed = run_jobs([j for v in ns.victim for j in jobs[v]], ns.force, ns.keep_going)
     texts, found = [], {}
     for victim in ns.victim:
+        finished = [j.result() for j in jobs[victim] if j not in failed]
+        if not finished:
+            continue
         outs[victim].mkdir(parents=True, exist_ok=True)
-        text, mine = victim_report(victim, [j.result() for j in jobs[victim]], ns, outs[victim])
+        text, mine = victim_report(victim, finished, ns, outs[victim])
         texts.append(text)
         for key, rows in mine.items():
             found.setdefault(key, []).extend(rows)
@@ -228,6 +265,7 @@ def main(argv: list[str] | None = None) -> str:
     out_text = ", ".join(str(o) for o in outs.values())
     print(summary(f"coadv compare-attacks --victim {' '.join(ns.victim)}", [
         ("runs", f"{total} ({total - reused} run now, {reused} reused) in {minutes(time.time() - start)}"),
+        ("failed", ", ".join(j.name for j in failed) or "none"),
         ("tables", f"comparison.md, comparison.csv in {out_text}"),
         ("claims", claims),
         ("plots", "rho.png (default settings), rho_budget.png (ρ against the budget)"),

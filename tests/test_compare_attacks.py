@@ -177,6 +177,11 @@ def test_settings_and_plan(tmp_path):
         "--x=1",
         "--data.init_args.max_trials=3",
     ]
+    assert compare_attacks.checkpoint_flag("ck/{victim}_libri.ckpt", "ecapa") == [
+        "--model.init_args.checkpoint=ck/ecapa_libri.ckpt"]  # fmt: skip
+    assert compare_attacks.checkpoint_flag(None, "ecapa") == []
+    with pytest.raises(SystemExit, match=r"--checkpoint 'ck/a.ckpt': expected a path with '\{victim\}' in it"):
+        compare_attacks.checkpoint_flag("ck/a.ckpt", "ecapa")
     every = {j.row.name for j in compare_attacks.plan("ecapa", None, ["default"], tmp_path, None, [])}
     assert "mfcc_ivec" not in every and {"pgd_l2+bs", "gauss_newton+min", "ddn", "fmn"} <= every
     with pytest.raises(SystemExit, match=r"no config configs/attack/<attack>_ecapa.yaml for mfcc_ivec"):
@@ -300,3 +305,23 @@ def test_several_victims_reuse_finished_runs_and_decide_the_claim_per_victim(tmp
     )
     assert "2000 resamples" not in overall and "500 resamples" in overall
     assert (tmp_path / "ivector" / "rho_budget.png").is_file() and (tmp_path / "ecapa" / "comparison.csv").is_file()
+
+
+def test_a_failed_run_stops_the_comparison_or_is_skipped_with_keep_going(tmp_path, monkeypatch, capsys):
+    import subprocess
+
+    ssr_job, _ = compare_attacks.plan("ecapa", ["ssr", "ddn"], ["10"], tmp_path, 12, [])
+    fake_finished_run(ssr_job, [0.001 * (1 + i) for i in range(12)])
+
+    def crash(args, check):
+        raise subprocess.CalledProcessError(3, args)
+
+    monkeypatch.setattr(compare_attacks.subprocess, "run", crash)
+    argv = ["--victim", "ecapa", "--attacks", "ssr", "ddn", "--budgets", "10", "--trials", "12", "--out", str(tmp_path)]
+    with pytest.raises(SystemExit, match=r"ecapa ddn B=10 failed \(exit 3\); rerun to continue"):
+        compare_attacks.main(argv)
+    capsys.readouterr()
+    text = compare_attacks.main([*argv, "--keep-going"])
+    out = capsys.readouterr().out
+    assert "ecapa ddn B=10: FAILED (exit 3)" in out and "failed   ecapa ddn B=10" in out
+    assert "| ssr | yes | 1 / 0.006 |" in text and "| ddn |" not in text
