@@ -10,8 +10,9 @@ at its true length), then the trials whose test utterances have exactly the same
 ``perturb`` call per group; padding never enters the victim, so a trial's scores do not depend on its batch
 (``tests/test_attack_batching.py``). The per-trial ``wall_s`` of a group is the group's wall time divided by its
 size. ``data.init_args.sort_trials_by_length: true`` makes groups larger. Under DDP each rank attacks its shard and
-the rows are gathered once, deduplicated and ordered by trial index, so the table does not depend on the number of
-processes.
+the rows are gathered once, deduplicated and ordered by trial index. With ``batch_trials: false`` the table does not
+depend on the number of processes, bit for bit; batched, a trial's group follows the shard, so deterministic attacks
+agree to float noise (a batched forward pass is not bitwise the single one) and random draws differ (below).
 
 Seeds: each group is attacked after ``torch.manual_seed(seed + i)``, ``i`` the smallest trial index in it; a trial
 attacked alone (``batch_trials: false``, or a unique length) thus gets ``seed + index`` whatever the batch or shard.
@@ -214,21 +215,20 @@ class AdversarialAttack(L.LightningModule):
     @torch.no_grad()
     def embed_enrolment(self, wave: Tensor, length: Tensor) -> Tensor:
         """Embeddings ``[B, D]`` of padded enrolment waveforms ``[B, T]``, each at its true ``length``; equal
-        lengths share one forward pass."""
+        lengths share one forward pass (one each without ``batch_trials``: then no float depends on the batch)."""
         out: Tensor | None = None
-        for n in length.unique().tolist():
-            rows = (length == n).nonzero().flatten()
-            embedding = self.victim.embed(wave[rows, :n])
+        for rows in self.trial_groups(length):
+            embedding = self.victim.embed(wave[rows, : int(length[rows[0]])])
             out = embedding.new_empty(len(length), embedding.shape[1]) if out is None else out
             out[rows] = embedding
         return out
 
-    def trial_groups(self, test_len: Tensor) -> list[Tensor]:
-        """Positions in the batch attacked together: equal test lengths (in order of first appearance), or one
-        trial each when ``batch_trials`` is off."""
+    def trial_groups(self, lengths: Tensor) -> list[Tensor]:
+        """Positions in the batch that share a forward pass: equal ``lengths`` (in order of first appearance), or
+        one each when ``batch_trials`` is off."""
         if not self.batch_trials:
-            return [torch.tensor([i]) for i in range(len(test_len))]
-        return [(test_len == n).nonzero().flatten().cpu() for n in dict.fromkeys(test_len.tolist())]
+            return [torch.tensor([i]) for i in range(len(lengths))]
+        return [(lengths == n).nonzero().flatten().cpu() for n in dict.fromkeys(lengths.tolist())]
 
     def attack_group(
         self, enrol: Tensor, enrol_embedding: Tensor, test: Tensor, labels: Tensor, index: Tensor

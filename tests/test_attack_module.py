@@ -258,9 +258,11 @@ def test_summary_over_correct_clean_trials():
 
 def run_ddp(tmp_path: Path, corpus: Path, checkpoint: Path, devices: int) -> list[dict]:
     config = ROOT / "configs/attack/pgd_linf_ecapa.yaml"  # random start: per-trial seeds must survive sharding
+    # one trial at a time: batched, a trial's equal-length group follows the shard (bit-exact only unbatched)
     args = [sys.executable, "-m", "coadv", "test", *attack_args(config, tmp_path, corpus, checkpoint, trials=5),
             "--trainer.accelerator=cpu", f"--trainer.devices={devices}",
-            f"--trainer.strategy={'ddp' if devices > 1 else 'auto'}"]  # fmt: skip
+            f"--trainer.strategy={'ddp' if devices > 1 else 'auto'}",
+            "--model.init_args.batch_trials=false"]  # fmt: skip
     env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
     done = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
