@@ -177,7 +177,7 @@ def victim_report(victim: str, runs: list[Run], ns: argparse.Namespace, out: Pat
     (out / "claims.md").write_text(claims_markdown(found, command_line(ns, [victim]), ns.resamples, ns.seed))
     with open(out / "comparison.csv", "w", newline="") as f:
         csv.writer(f).writerows(csv_rows(runs))
-    rho = {r.row.name: r.trials["rho"][(r.trials["success"] > 0) & (r.trials["clean_correct"] > 0)]
+    rho = {r.label: r.trials["rho"][(r.trials["success"] > 0) & (r.trials["clean_correct"] > 0)]
            for r in default if r.trials}  # fmt: skip
     if rho:
         (out / "rho.png").write_bytes(rho_figure(rho, title))
