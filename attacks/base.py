@@ -48,6 +48,9 @@ class VerificationObjective:
         threshold: the victim's clean EER threshold theta.
         kappa: margin past the threshold that counts as success.
         enrol_embedding: precomputed ``victim.embed(enrol)`` ``[B, D]`` (e.g. each trial embedded at its length).
+        seeds: one seed per trial ``[B]``: random draws of attacks come from per-trial generators
+            (:meth:`random_like`), so a trial's result does not depend on which trials share its batch.
+            ``None``: the global generator.
     """
 
     def __init__(
@@ -58,12 +61,14 @@ class VerificationObjective:
         threshold: float,
         kappa: float = 0.0,
         enrol_embedding: Tensor | None = None,
+        seeds: Tensor | None = None,
     ) -> None:
         if isinstance(victim, torch.nn.Module):
             for name, p in victim.named_parameters():
                 check_precision(f"victim parameter {name!r}", p.dtype)
         check_precision("the enrolment waveform", enrol.dtype)
         self.victim, self.enrol, self.threshold, self.kappa = victim, enrol, float(threshold), kappa
+        self.seeds = None if seeds is None else [int(v) for v in seeds]
         if enrol_embedding is None:
             with torch.no_grad():
                 enrol_embedding = victim.embed(enrol)
@@ -123,9 +128,29 @@ class VerificationObjective:
     def subset(self, index: slice) -> VerificationObjective:
         """The objective of a slice of the trials (shares the victim and the cached enrolment embeddings; counts
         its own gradient evaluations)."""
+        seeds = None if self.seeds is None else torch.tensor(self.seeds)[index]
         return VerificationObjective(
-            self.victim, self.enrol[index], self.labels[index], self.threshold, self.kappa, self.enrol_embedding[index]
+            self.victim,
+            self.enrol[index],
+            self.labels[index],
+            self.threshold,
+            self.kappa,
+            self.enrol_embedding[index],
+            seeds,
         )
+
+    def random_like(self, x: Tensor, kind: str = "uniform") -> Tensor:
+        """Random ``x``-shaped draw (``"uniform"`` in [0, 1) or ``"normal"``); row ``i`` from trial ``i``'s own
+        generator when the objective has ``seeds``, else from the global generator."""
+        draw = torch.rand_like if kind == "uniform" else torch.randn_like
+        if self.seeds is None:
+            return draw(x)
+        rows = []
+        for seed, row in zip(self.seeds, x):
+            generator = torch.Generator(device=x.device).manual_seed(seed)
+            make = torch.rand if kind == "uniform" else torch.randn
+            rows.append(make(row.shape, generator=generator, device=x.device, dtype=x.dtype))
+        return torch.stack(rows) if rows else draw(x)
 
 
 @dataclass

@@ -66,7 +66,7 @@ class PGD(Attack):
         start = objective.grad_evals.clone()
         delta = torch.zeros_like(x)
         if self.random_start:
-            delta = self.project(torch.empty_like(x).uniform_(-self.epsilon, self.epsilon))
+            delta = self.project((objective.random_like(x) * 2 - 1) * self.epsilon)
             delta = self.clamp(x + delta) - x
         active = torch.ones(len(x), dtype=torch.bool, device=x.device)
         iterations = torch.zeros(len(x), dtype=torch.long, device=x.device)

@@ -146,6 +146,10 @@ class QuasiNewton(Attack):
             delta, iterations = result.adversarial - x, result.iterations.clone()
             run.offer(result.adversarial, result.success)
         active = run.budget_left()
+        if not active.any():  # the warm start spent every trial's budget: its result is the answer
+            found = torch.isfinite(run.best)
+            final = torch.where(found[:, None], run.best_adversarial, self.clamp(x + delta))
+            return self._result(final, objective, iterations, objective.grad_evals - run.start)
         here = run.evaluate(delta, active)
         if self.normalize_penalty:  # c / |g_r|^2: the residual in units of linearised distance, c unit-free
             run.c = run.c / (here.r_grad * here.r_grad).sum(1).clamp(min=1e-30)

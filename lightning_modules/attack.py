@@ -237,7 +237,10 @@ class AdversarialAttack(L.LightningModule):
         adversarial objects (waveform ``[T]`` or, for feature-domain attacks, MFCC frames ``[N, D]``) per trial.
         ``enrol`` (padded) is only carried by the objective: its embeddings are given."""
         torch.manual_seed(self.seed + int(index.min()))
-        objective = VerificationObjective(self.victim, enrol, labels, self.threshold, self.kappa, enrol_embedding)
+        seeds = self.seed + index  # per-trial generators: a trial's random draws do not depend on its group
+        objective = VerificationObjective(
+            self.victim, enrol, labels, self.threshold, self.kappa, enrol_embedding, seeds
+        )
         with torch.no_grad():
             before = objective.score(test)
         start = time.perf_counter()

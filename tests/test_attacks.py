@@ -311,3 +311,31 @@ def test_mfcc_ivec_refuses_neural_victims_and_perturbs_only_voiced_frames():
     assert torch.equal(change > 0, result.extra["voiced"]) and change.max() == pytest.approx(0.5, abs=1e-5)
     assert torch.equal(result.adversarial, test)  # feature-domain attack: the waveform is untouched
     assert result.grad_evals.tolist() == objective.grad_evals.tolist() == [1, 1]
+
+
+def test_per_trial_seeds_make_random_starts_independent_of_the_batch():
+    x, objective, _ = linear_case()
+    seeded = VerificationObjective(objective.victim, objective.enrol, objective.labels, 0.0, seeds=torch.arange(4) + 9)
+    attack = PGD(epsilon=0.05, step_size=0.01, steps=1, random_start=True, early_stop=False)
+    together = attack.perturb(x, seeded).adversarial
+    for i in range(4):  # each trial alone, after a different global seed: the same draw as in the batch
+        torch.manual_seed(100 + i)
+        alone = attack.perturb(x[i : i + 1], seeded.subset(slice(i, i + 1))).adversarial
+        assert torch.equal(alone[0], together[i])
+    assert not torch.equal(together[0], together[1])  # trials draw differently
+
+
+class NonEmptyVictim(LinearVictim):
+    """Refuses an empty batch, as convolutional victims do."""
+
+    def embed(self, wave: torch.Tensor) -> torch.Tensor:
+        assert len(wave) > 0, "empty batch reached the victim"
+        return super().embed(wave)
+
+
+def test_quasi_newton_whose_warm_start_spends_the_whole_budget_returns_the_warm_start():
+    x, objective, _ = linear_case(victim=NonEmptyVictim)
+    warm = GaussNewton(steps=10, max_grad_evals=2).perturb(x, linear_case()[1])
+    result = QuasiNewton(max_grad_evals=2, warm_start=GaussNewton(steps=10)).perturb(x, objective)
+    assert (result.grad_evals <= 2).all()
+    assert torch.equal(result.success, warm.success) and torch.allclose(result.adversarial, warm.adversarial)
