@@ -69,16 +69,17 @@ def test_datamodule_synthesizes_when_asked(tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("content", "message"),
-    [("1 id10003/vidA/00001.wav\n", "line 1: expected 'label path1 path2'"),
-     ("1 id10003/vidA/00001.wav id10003/vidA/00002.wav\n\n", "line 2: empty trial line"),
-     ("2 id10003/vidA/00001.wav id10003/vidA/00002.wav\n", "line 1: expected"),
-     ("1 id10003/vidA/00001.wav id10009/vidA/00001.wav\n", r"line 1: .*id10009/vidA/00001.wav not found")],
+    ("content", "error", "message"),
+    [("1 id10003/vidA/00001.wav\n", ValueError, "line 1: expected 'label path1 path2'"),
+     ("1 id10003/vidA/00001.wav id10003/vidA/00002.wav\n\n", ValueError, "line 2: empty trial line"),
+     ("2 id10003/vidA/00001.wav id10003/vidA/00002.wav\n", ValueError, "line 1: expected"),
+     ("1 id10003/vidA/00001.wav id10009/vidA/00001.wav\n", FileNotFoundError,
+      r"line 1: .*id10009/vidA/00001.wav not found")],
 )  # fmt: skip
-def test_bad_trial_lines_name_file_and_line(tmp_path, content, message):
+def test_bad_trial_lines_name_file_and_line(tmp_path, content, error, message):
     tiny_tree(tmp_path)
     (tmp_path / "veri_test.txt").write_text(content)
-    with pytest.raises((ValueError, FileNotFoundError), match=message):
+    with pytest.raises(error, match=message):
         read_trials(tmp_path / "veri_test.txt", tmp_path / "wav")
 
 
@@ -187,7 +188,15 @@ def test_evaluation_stages_need_no_training_files(tmp_path):
     torch.manual_seed(0)
     model = SpeakerEmbedding(ECAPATDNN(channels=16, n_mels=20, embedding_dim=8, scale=2), num_speakers=2)
     metrics = quiet_trainer().test(model, dm, verbose=False)[0]
-    assert 0 <= metrics["test/eer"] <= 1
+    # the two trials, scored by hand from the trial files alone: EER 0 when the target outscores the non-target
+    model.eval()
+    waves = {u: read_wave(tmp_path / "wav" / u)[None] for u in dm.eval_utterances}
+    with torch.no_grad():
+        scores = [float(model.victim.score(waves[dm.eval_utterances[a]], waves[dm.eval_utterances[b]])[0])
+                  for a, b in dm.trial_pairs.tolist()]  # fmt: skip
+    target, nontarget = (scores[i] for i in (dm.trial_labels.tolist().index(1), dm.trial_labels.tolist().index(0)))
+    expected = 0.0 if target > nontarget else (0.5 if target == nontarget else 1.0)
+    assert metrics["test/trials"] == 2 and metrics["test/eer"] == pytest.approx(expected)
 
 
 def test_loaders_pass_workers_and_pinned_memory(tmp_path):
