@@ -81,10 +81,10 @@ def test_fmn_at_paper_settings_reports_only_genuine_flips_never_below_the_minimu
 
 
 def test_fmn_first_radius_is_the_linear_distance_estimate():
-    """Step 1 at x: not a success, radius = (1 + overshoot) |r| / |g| = 1.5 d*, the step (alpha0 = 0.01 |x|, larger)
-    is cut to it; step 2 sees that success, the only one of two gradient evaluations."""
+    """Step 1 at x: not a success, radius = (1 + overshoot) |r| / |g| = 1.5 d*; the step alpha_0 = 2 d* is cut to it;
+    step 2 sees that success, the only one of two gradient evaluations."""
     x, objective, minimal = linear_case()
-    result = FMN(steps=2, overshoot=0.5).perturb(x, objective)
+    result = FMN(steps=2, overshoot=0.5, alpha_init=2.0).perturb(x, objective)
     assert result.success.all()
     assert torch.allclose(norms(result, x), 1.5 * minimal, rtol=1e-4)
 
@@ -133,14 +133,27 @@ def test_clip_range_dtype_and_the_minimum_inside_the_box(name, dtype):
     assert (norms(result, x) >= minimal * (1 - 1e-5)).all() and (norms(result, x) <= minimal * 1.01).all()
 
 
-@pytest.mark.parametrize("attack", [DDN, FMN], ids=["ddn", "fmn"])
-def test_awkward_inputs_silence_and_a_trial_already_flipped(attack):
-    w = torch.ones(4)
-    objective = VerificationObjective(LinearVictim(w), torch.zeros(2, 1), torch.tensor([1, 0]), threshold=0.0)
-    x = torch.tensor([[0.0, 0.0, 0.0, 0.0], [0.1, 0.0, 0.0, 0.0]])  # silent target (s = 0: accepted, correct);
-    result = attack(steps=20).perturb(x, objective)  # non-target already accepted: flipped with no perturbation
-    assert torch.isfinite(result.adversarial).all() and torch.equal(result.adversarial, x)
-    assert result.success.tolist() == [False, True]  # a silent x has no length scale: not attacked
+def test_fmn_drops_gradient_components_the_clip_would_undo():
+    """With the raw gradient the radius estimate ignores the box and FMN stays short of the boundary (2 of 4 trials
+    flip in 10 steps with overshoot, none without); without the blocked components all 4 are exact in 10 steps."""
+    x, objective, _ = linear_case((0.01, 0.05))
+    x = (x * 9).clamp(-1, 1)
+    minimal = box_minimum(x, objective).float()
+    result = FMN(steps=10, overshoot=1e-3).perturb(x, objective)
+    assert result.success.all() and (norms(result, x) <= minimal * 1.005).all()
+    g = torch.tensor([[1.0, -1.0, 1.0, -1.0]])
+    kept = FMN().movable(torch.tensor([[1.0, 1.0, -1.0, 0.5]]), g)  # descent -g: samples 1 and 2 would leave
+    assert kept.tolist() == [[1.0, 0.0, 0.0, -1.0]]
+
+
+@pytest.mark.parametrize("name", EXACT)
+def test_awkward_inputs_silence_and_a_trial_already_flipped(name):
+    """The length unit is the distance estimate, not |x|: a silent test utterance is attacked like any other."""
+    objective = VerificationObjective(LinearVictim(torch.ones(4)), torch.zeros(2, 1), torch.tensor([1, 0]), -0.2)
+    x = torch.tensor([[0.0, 0.0, 0.0, 0.0], [0.1, 0.0, 0.0, 0.0]])  # silent target (s = 0 >= -0.2: accepted);
+    result = EXACT[name]().perturb(x, objective)  # the non-target is accepted already: flipped, no perturbation
+    assert result.success.tolist() == [True, True] and torch.equal(result.adversarial[1], x[1])
+    assert 0.1 * (1 - 1e-5) <= result.adversarial[0].norm() <= 0.1 * 1.01  # |r| / |w| = 0.2 / 2
 
 
 @pytest.mark.parametrize(
@@ -148,10 +161,11 @@ def test_awkward_inputs_silence_and_a_trial_already_flipped(attack):
     [
         (lambda: DDN(steps=0), r"steps=0: expected >= 1"),
         (lambda: DDN(gamma=1.0), r"gamma=1.0: expected in \(0, 1\)"),
-        (lambda: DDN(init_rho=0.0), r"init_rho=0.0: expected > 0"),
+        (lambda: DDN(init_epsilon=0.0), r"init_epsilon=0.0: expected > 0"),
+        (lambda: DDN(alpha=-1.0), r"alpha=-1.0: expected > 0"),
         (lambda: DDN(alpha_final=1.5), r"alpha_final=1.5: expected in \(0, 1\]"),
         (lambda: DDN(max_grad_evals=0), r"max_grad_evals=0: expected None or >= 1"),
-        (lambda: FMN(alpha_rho=-0.01), r"alpha_rho=-0.01: expected > 0"),
+        (lambda: FMN(alpha_init=-0.01), r"alpha_init=-0.01: expected > 0"),
         (lambda: FMN(gamma=0.05, gamma_final=0.1), r"gamma_final=0.1: expected in \(0, gamma=0.05\]"),
         (lambda: FMN(overshoot=-1e-3), r"overshoot=-0.001: expected >= 0"),
         (lambda: FMN(clip=(1.0, -1.0)), r"clip=\(1.0, -1.0\): expected \(low, high\) with low < high"),
@@ -166,7 +180,7 @@ def test_out_of_range_arguments_are_named(build, message):
 
 def test_attacks_name_themselves_for_checkpoints():
     assert config(DDN(steps=30)) == {"class_path": "attacks.ddn.DDN", "init_args": {
-        "steps": 30, "gamma": 0.05, "init_rho": 0.01, "alpha_rho": 0.01, "alpha_final": 0.01, "max_grad_evals": None,
+        "steps": 30, "gamma": 0.05, "init_epsilon": 1.0, "alpha": 1.0, "alpha_final": 0.01, "max_grad_evals": None,
         "clip": (-1.0, 1.0)}}  # fmt: skip
     spec = config(BoundarySearch(PGD(norm="l2"), steps=5))
     assert spec["class_path"] == "attacks.boundary_search.BoundarySearch" and spec["init_args"]["steps"] == 5
