@@ -24,10 +24,11 @@ class DDN(Attack):
     sets the length; the smallest successful perturbation seen is kept.
 
     Per step ``k`` (Algorithm 1 of the paper, with the residual ``r`` in place of the cross-entropy):
-    ``delta <- delta - alpha_k g / |g|`` (a random direction where ``g = 0``), ``epsilon <- epsilon (1 -+ gamma)``
-    as ``x + delta`` was / was not a success (capped at the largest norm the clip range allows),
-    ``delta <- epsilon delta / |delta|`` (onto the sphere), ``x + delta`` clipped. ``alpha_k`` follows the paper's
-    cosine schedule from ``alpha`` to ``alpha_final alpha`` (the reference code's SGD + CosineAnnealingLR).
+    ``delta <- delta - alpha_k g / |g|`` (a random direction from the trial's own generator where ``g = 0``),
+    ``epsilon <- epsilon (1 -+ gamma)`` as ``x + delta`` was / was not a success (capped at the largest norm the
+    clip range allows), ``delta <- epsilon delta / |delta|`` (onto the sphere), ``x + delta`` clipped. ``alpha_k``
+    follows the paper's cosine schedule from ``alpha`` to ``alpha_final alpha`` (the reference code's SGD +
+    CosineAnnealingLR).
 
     Adaptation (not in the paper, hence arguments): lengths are in units of ``d0 = |r(x)| / |g(x)|``, the
     first-order distance to the boundary at ``x``, from the first gradient evaluation (no extra cost; kept within
@@ -96,7 +97,7 @@ class DDN(Attack):
             best_adv = torch.where(better[:, None], adv, best_adv)
             g_norm = g.norm(dim=1, keepdim=True)
             if (g_norm == 0).any():  # the reference code's guard: a random direction, not a NaN
-                g = torch.where(g_norm == 0, torch.randn_like(g), g)
+                g = torch.where(g_norm == 0, objective.random_like(g, "normal"), g)
                 g_norm = g.norm(dim=1, keepdim=True)
             delta = delta - (self.schedule(i) * self.alpha * unit)[:, None] * g / g_norm
             epsilon = torch.where(won, epsilon * (1 - self.gamma), epsilon * (1 + self.gamma)).minimum(worst)

@@ -156,6 +156,15 @@ def test_awkward_inputs_silence_and_a_trial_already_flipped(name):
     assert 0.1 * (1 - 1e-5) <= result.adversarial[0].norm() <= 0.1 * 1.01  # |r| / |w| = 0.2 / 2
 
 
+@pytest.mark.parametrize("attack", [DDN, FMN], ids=["ddn", "fmn"])
+def test_a_flat_victim_gives_x_back_without_nans(attack):
+    """Zero gradient everywhere (w = 0, s = 0 >= theta = -1: a target accepted for good): no direction, no flip."""
+    objective = VerificationObjective(LinearVictim(torch.zeros(8)), torch.zeros(2, 1), torch.tensor([1, 1]), -1.0)
+    x = torch.rand(2, 8) - 0.5
+    result = attack(steps=5).perturb(x, objective)
+    assert torch.equal(result.adversarial, x) and result.success.tolist() == [False, False]
+
+
 @pytest.mark.parametrize(
     "build, message",
     [
