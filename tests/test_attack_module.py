@@ -64,6 +64,8 @@ def test_every_attack_victim_pair_has_a_config():
             "qn_bfgs",
             "ssr",
             "ssr_lin",
+            "ddn",
+            "fmn",
         ):
             assert f"{attack}_{victim}" in names
     assert "mfcc_ivec_ivector" in names  # MFCC-ivec applies to i-vector victims only
@@ -71,7 +73,10 @@ def test_every_attack_victim_pair_has_a_config():
 
 @pytest.mark.parametrize("config", ATTACK_CONFIGS, ids=lambda p: p.stem)
 def test_attack_config_runs_and_reports(config, tmp_path, corpus, victim_checkpoints):
-    cli = cli_main(["test", *attack_args(config, tmp_path, corpus, checkpoint_for(config, victim_checkpoints))])
+    short = (
+        ["--model.init_args.attack.init_args.steps=5"] if config.stem.startswith(("ddn", "fmn")) else []
+    )  # no early stop
+    cli = cli_main(["test", *attack_args(config, tmp_path, corpus, checkpoint_for(config, victim_checkpoints)), *short])
     report = tmp_path / "attack"
     rows = read_rows(report / "trials.csv")
     assert [int(r["index"]) for r in rows] == [0, 1] and list(rows[0]) == list(COLUMNS)
