@@ -2,6 +2,7 @@
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt pyproject.toml | cksum | cut -d' ' -f1)
+EXTRAS := $(VENV)/.extras-$(shell cat requirements.txt pyproject.toml | cksum | cut -d' ' -f1)
 
 .PHONY: demo test test-all lint bench clean
 
@@ -19,8 +20,13 @@ demo: $(STAMP)
 test: $(STAMP)
 	WANDB_MODE=disabled $(VENV)/bin/python -m pytest -m "not slow and not gpu"
 
-# everything CPU can run: adds learning checks, multi-process DDP, the installed-wheel check (CI runs this)
-test-all: $(STAMP)
+# the optional extras (SpeechBrain adapter exactness, PESQ / STOI) so that test-all checks them too
+$(EXTRAS): $(STAMP)
+	$(VENV)/bin/pip install --quiet -e '.[speechbrain,perceptual]'
+	rm -f $(VENV)/.extras-* && touch $(EXTRAS)
+
+# everything CPU can run: adds learning checks, multi-process DDP, the optional extras' tests (CI runs this)
+test-all: $(EXTRAS)
 	WANDB_MODE=disabled $(VENV)/bin/python -m pytest -m "not gpu"
 
 lint: $(STAMP)

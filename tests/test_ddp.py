@@ -9,6 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow  # two processes each: make test-all
 ROOT = Path(__file__).resolve().parents[1]
 
 

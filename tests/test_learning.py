@@ -1,12 +1,15 @@
 """Learning checks on the embedded real digits."""
 
 import lightning as L
+import pytest
 import torch
 from conftest import quiet_trainer
 
 from datamodules import DigitsDataModule, UnpairedDigitsDataModule
 from lightning_modules import ACCR, DigitClassifier
 from nets import DigitNet, PatchDiscriminator, ResnetGenerator, Translate
+
+pytestmark = pytest.mark.slow  # learning checks train for minutes on 2 cores: make test-all
 
 
 def train_classifier(domain, path, cache_dir, epochs=3):
