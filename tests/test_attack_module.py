@@ -71,7 +71,14 @@ def test_every_attack_victim_pair_has_a_config():
     assert "mfcc_ivec_ivector" in names  # MFCC-ivec applies to i-vector victims only
 
 
-@pytest.mark.parametrize("config", ATTACK_CONFIGS, ids=lambda p: p.stem)
+# every attack runs against the i-vector and ECAPA victims in the fast tier; the SE-ResNet-34 runs (the slowest
+# victim, the same attack code) in make test-all
+ATTACK_PARAMS = [
+    pytest.param(p, marks=pytest.mark.slow if p.stem.endswith("seresnet34") else (), id=p.stem) for p in ATTACK_CONFIGS
+]
+
+
+@pytest.mark.parametrize("config", ATTACK_PARAMS)
 def test_attack_config_runs_and_reports(config, tmp_path, corpus, victim_checkpoints):
     short = (
         ["--model.init_args.attack.init_args.steps=5"] if config.stem.startswith(("ddn", "fmn")) else []

@@ -69,7 +69,17 @@ def test_config_fast_dev_run(config, tmp_path, tiny_classifiers, cache_dir):
         assert cli.trainer.checkpoint_callback.best_model_path == ""  # fast_dev_run must not overwrite a victim
 
 
-@pytest.mark.parametrize("fragment", ABLATIONS, ids=lambda p: str(p.relative_to(ROOT / "configs" / "ablations")))
+# the fast tier runs the first fragment of each ablation folder; the rest run in make test-all
+FIRST_OF_FOLDER = {min(p for p in ABLATIONS if p.parent == folder) for folder in {p.parent for p in ABLATIONS}}
+ABLATION_PARAMS = [
+    pytest.param(
+        p, marks=() if p in FIRST_OF_FOLDER else pytest.mark.slow, id=str(p.relative_to(ROOT / "configs" / "ablations"))
+    )
+    for p in ABLATIONS
+]
+
+
+@pytest.mark.parametrize("fragment", ABLATION_PARAMS)
 def test_ablation_fragment_applies_and_runs(fragment, tmp_path, tiny_classifiers, cache_dir):
     base = ROOT / "configs/translation/accr_m2mm.yaml"
     cli = cli_main(["fit", "-c", str(base), "-c", str(fragment), "--trainer.fast_dev_run=true",
