@@ -8,6 +8,7 @@ from pathlib import Path
 
 import lightning as L
 import pytest
+import torch
 import yaml
 
 os.environ["WANDB_MODE"] = "disabled"
@@ -89,3 +90,35 @@ def victim_checkpoints(tmp_path_factory, corpus) -> dict[str, Path]:
         paths[name] = out / f"{name}.ckpt"
         cli.trainer.save_checkpoint(paths[name])
     return paths
+
+
+class LinearVictim:
+    """A linear scorer for exactness tests: s(enrol, x) = w^T x (the enrolment is ignored): a ``SpeakerVictim`` whose embedding is the waveform."""
+
+    def __init__(self, w: torch.Tensor) -> None:
+        self.w, self.embedding_dim = w, len(w)
+
+    def embed(self, wave: torch.Tensor) -> torch.Tensor:
+        assert wave.device == self.w.device, f"input on {wave.device}, victim on {self.w.device}"
+        return wave
+
+    def compare(self, enrol_embedding: torch.Tensor, test_embedding: torch.Tensor) -> torch.Tensor:
+        return test_embedding @ self.w
+
+    def score(self, enrol: torch.Tensor, test: torch.Tensor) -> torch.Tensor:
+        return self.compare(self.embed(enrol), self.embed(test))
+
+
+def linear_case(n=4, t=64, seed=0, victim=None):
+    """Trials decided correctly at threshold 0 on a linear scorer; returns (x, objective, exact minimum-norm distances)."""
+    from attacks import VerificationObjective
+
+    gen = torch.Generator().manual_seed(seed)
+    w = torch.randn(t, generator=gen)
+    x = (torch.rand(n, t, generator=gen) - 0.5) * 0.2
+    labels = torch.tensor([1, 0, 1, 0])[:n]
+    s = x @ w
+    x = x + ((0.5 + torch.rand(n, generator=gen)) * (labels * 2 - 1) - s)[:, None] * w / w.dot(w)  # decision right
+    enrol = torch.arange(n, dtype=torch.float32)[:, None]
+    objective = VerificationObjective(victim(w) if victim else LinearVictim(w), enrol, labels, 0.0)
+    return x, objective, (x @ w).abs() / w.norm()

@@ -8,28 +8,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import LinearVictim
 
 from attacks import DDN, FGSM, FMN, PGD, BoundarySearch, MFCCIvec, VerificationObjective
 from nets.speaker.contract import config
 
 ROOT = Path(__file__).resolve().parents[1]
 QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false", "--trainer.logger=false"]
-
-
-class LinearVictim:
-    """s(enrol, x) = w^T x (the enrolment is ignored): a ``SpeakerVictim`` whose embedding is the waveform."""
-
-    def __init__(self, w: torch.Tensor) -> None:
-        self.w, self.embedding_dim = w, len(w)
-
-    def embed(self, wave: torch.Tensor) -> torch.Tensor:
-        return wave
-
-    def compare(self, enrol_embedding: torch.Tensor, test_embedding: torch.Tensor) -> torch.Tensor:
-        return test_embedding @ self.w
-
-    def score(self, enrol: torch.Tensor, test: torch.Tensor) -> torch.Tensor:
-        return self.compare(self.embed(enrol), self.embed(test))
 
 
 def linear_case(rho=(0.002, 0.006), t=256, seed=0, dtype=torch.float32):

@@ -3,26 +3,11 @@ linear scorer, |s - theta| / |w|; a parabola), the quasi-Newton incumbent, genui
 
 import pytest
 import torch
+from conftest import linear_case
 
 from attacks import PGD, GaussNewton, QuasiNewton, StepSizeRegularized, VerificationObjective
 from attacks.quasi_newton import two_loop
 from attacks.step_size_regularized import _project_ball
-
-
-class LinearVictim:
-    """s(enrol, x) = w^T x (the enrolment is ignored): a ``SpeakerVictim`` whose embedding is the waveform."""
-
-    def __init__(self, w: torch.Tensor) -> None:
-        self.w, self.embedding_dim = w, len(w)
-
-    def embed(self, wave: torch.Tensor) -> torch.Tensor:
-        return wave
-
-    def compare(self, enrol_embedding: torch.Tensor, test_embedding: torch.Tensor) -> torch.Tensor:
-        return test_embedding @ self.w
-
-    def score(self, enrol: torch.Tensor, test: torch.Tensor) -> torch.Tensor:
-        return self.compare(self.embed(enrol), self.embed(test))
 
 
 class MLPVictim(torch.nn.Module):
@@ -43,18 +28,6 @@ class MLPVictim(torch.nn.Module):
 
     def score(self, enrol: torch.Tensor, test: torch.Tensor) -> torch.Tensor:
         return self.compare(self.embed(enrol), self.embed(test))
-
-
-def linear_case(n=4, t=64, seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    w = torch.randn(t, generator=gen)
-    x = (torch.rand(n, t, generator=gen) - 0.5) * 0.2
-    labels = torch.tensor([1, 0, 1, 0])[:n]
-    s = x @ w
-    x = x + ((0.5 + torch.rand(n, generator=gen)) * (labels * 2 - 1) - s)[:, None] * w / w.dot(w)  # decision right
-    enrol = torch.arange(n, dtype=torch.float32)[:, None]
-    objective = VerificationObjective(LinearVictim(w), enrol, labels, 0.0)
-    return x, objective, (x @ w).abs() / w.norm()
 
 
 def mlp_case(n=8):
