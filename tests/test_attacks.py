@@ -62,7 +62,7 @@ def test_every_attack_stays_in_range_and_reports_success_truthfully(name):
 BUDGETED = {
     "gauss_newton": lambda b: GaussNewton(steps=20, early_stop=False, max_grad_evals=b),
     "qn_warm": lambda b: QuasiNewton(warm_start=GaussNewton(steps=20, early_stop=False), max_grad_evals=b),
-    "qn_bfgs": lambda b: QuasiNewton(method="bfgs", max_grad_evals=b),
+    "qn_bfgs": lambda b: QuasiNewton(method="bfgs", c=1.0, max_grad_evals=b),  # c = 1: level 1 does not flip
     "ssr": lambda b: StepSizeRegularized(rho0=1e-4, max_grad_evals=b),
     "cw": lambda b: CarliniWagnerL2(search_steps=3, steps=100, max_grad_evals=b),
     "pgd": lambda b: PGD(epsilon=1.0, step_size=1e-3, steps=b, norm="l2"),
