@@ -27,13 +27,58 @@ def gan_adam(params) -> torch.optim.Optimizer:
 
 
 class LinearDecay:
-    """LR factor: 1 for ``constant`` epochs, then linear to 0 over ``decay`` epochs (CycleGAN's 'linear' policy)."""
+    """LR factor of epoch ``e`` (0-based): 1 for ``constant`` epochs, then ``1 - (e + 1 - constant) / (decay + 1)``
+    (CycleGAN's 'linear' policy), clamped at 0 so a longer run never flips the sign of the step."""
 
     def __init__(self, constant: int, decay: int) -> None:
         self.constant, self.decay = constant, decay
 
     def __call__(self, epoch: int) -> float:
-        return 1.0 - max(0, epoch + 1 - self.constant) / float(self.decay + 1)
+        return max(0.0, 1.0 - max(0, epoch + 1 - self.constant) / float(self.decay + 1))
+
+    def __repr__(self) -> str:
+        return f"LinearDecay(constant={self.constant}, decay={self.decay})"
+
+    def check_run_length(self, max_epochs: int | None) -> None:
+        """Refuse a run longer than the schedule (its last epochs would train at LR 0). A shorter run is allowed
+        (smoke tests, early stops): its LR then never decays to the end. ``-1`` / ``None`` (epochs unbounded, the
+        run ends on ``max_steps`` or ``max_time``) is not checked."""
+        total = self.constant + self.decay
+        if max_epochs is not None and max_epochs > total:
+            raise ValueError(
+                f"trainer.max_epochs={max_epochs} is longer than the LR schedule: model.lr_constant_epochs="
+                f"{self.constant} + model.lr_decay_epochs={self.decay} = {total} epochs (the LR is 0 from epoch "
+                f"{total} on); set trainer.max_epochs <= {total} or lengthen the schedule"
+            )
+
+
+class ConfiguredLambdaLR(torch.optim.lr_scheduler.LambdaLR):
+    """``LambdaLR`` that resumes with the configured factor function, not the checkpoint's.
+
+    ``LambdaLR.load_state_dict`` copies the saved callable's attributes over the new one, so a run resumed with a
+    changed ``lr_constant_epochs`` / ``lr_decay_epochs`` would silently go on with the old ones. Here the checkpoint
+    gives the position (``last_epoch``, ``base_lrs``) and the config gives the factors: the LR of the current epoch
+    is recomputed from them, with a warning naming both schedules when they differ. An unchanged config restores
+    the LR exactly (the same product the uninterrupted run computed). Note: ``coadv fit --ckpt_path <file>`` (Lightning
+    2.6's LightningCLI) replaces every model argument by the checkpoint's hyperparameters before the module is built,
+    so there the configured schedule is the checkpoint's; ``--ckpt_path last`` keeps the command line's.
+    """
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        saved_fns = state_dict.get("lr_lambdas") or []
+        self.__dict__.update({k: v for k, v in state_dict.items() if k != "lr_lambdas"})
+        for saved, fn in zip(saved_fns, self.lr_lambdas):
+            if saved is not None and saved != vars(fn):
+                old = f"{type(fn).__name__}({', '.join(f'{k}={v!r}' for k, v in saved.items())})"
+                rank_zero_warn(
+                    f"the checkpoint's LR schedule {old} differs from the configured {fn!r} (model.lr_constant_epochs"
+                    f" / lr_decay_epochs): the configured one applies from epoch {self.last_epoch} on"
+                )
+                break
+        lrs = [base * fn(self.last_epoch) for base, fn in zip(self.base_lrs, self.lr_lambdas)]
+        for group, lr in zip(self.optimizer.param_groups, lrs):
+            group["lr"] = lr
+        self._last_lr = lrs
 
 
 class CycleGAN(L.LightningModule):
@@ -61,7 +106,9 @@ class CycleGAN(L.LightningModule):
             penultimate features of the reconstruction and of the input (needs ``classifier_a`` / ``classifier_b``).
         pool_size: history pool size for discriminator fakes (50; 0 disables).
         lr_constant_epochs: epochs at the initial learning rate (>= 0).
-        lr_decay_epochs: epochs of linear decay to 0 after that (the LR is stepped once per epoch; >= 0).
+        lr_decay_epochs: epochs of linear decay after that (the LR is stepped once per epoch; >= 0). A fit with
+            ``trainer.max_epochs`` above ``lr_constant_epochs + lr_decay_epochs`` is refused at its start; a shorter
+            one runs (its LR never decays fully). A resumed run follows these values, not the checkpoint's.
         init_std: std of the N(0, std) weight initialisation (0.02; > 0); ``None`` keeps the nets' own init.
         classifier_a: DigitClassifier checkpoint judging domain A images (for ``val/acc_b2a``, FID of A).
         classifier_b: DigitClassifier checkpoint judging domain B images (for ``val/acc_a2b``, FID of B).
@@ -209,6 +256,8 @@ class CycleGAN(L.LightningModule):
 
     # ---- evaluation ----------------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
+        if stage == "fit":
+            self.lr_schedule.check_run_length(self.trainer.max_epochs)
         self.evaluator.setup()
         if self.cycle_loss == "feature" and not self.evaluator.enabled:
             raise ValueError("cycle_loss='feature' needs model.classifier_a and model.classifier_b (the feature nets)")
@@ -259,7 +308,7 @@ class CycleGAN(L.LightningModule):
     def configure_optimizers(self) -> tuple[list[torch.optim.Optimizer], list[Any]]:
         opt_g = self.generator_optimizer(chain(self.g_ab.parameters(), self.g_ba.parameters()))
         opt_d = self.discriminator_optimizer(chain(self.d_a.parameters(), self.d_b.parameters()))
-        schedulers = [torch.optim.lr_scheduler.LambdaLR(opt, self.lr_schedule) for opt in (opt_g, opt_d)]
+        schedulers = [ConfiguredLambdaLR(opt, self.lr_schedule) for opt in (opt_g, opt_d)]
         return [opt_g, opt_d], schedulers
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -11,6 +11,7 @@ from torch import nn
 from datamodules import UnpairedDigitsDataModule
 from lightning_modules import ACCR, CRCycleGAN, CrossNetworkConsistency, CycleGAN
 from lightning_modules.accr import paired_augment
+from lightning_modules.cyclegan import ConfiguredLambdaLR, LinearDecay
 from nets import Identity
 
 
@@ -180,10 +181,70 @@ def test_step_watcher_sees_missing_toggles(cache_dir, monkeypatch):
     assert steps[0] == {"step": "G", "grads": G_NETS | D_NETS, "params": G_NETS}
 
 
-def test_lr_schedule_constant_then_linear():
+def test_lr_schedule_constant_then_linear_then_zero():
     model = tiny(CycleGAN, lr_constant_epochs=2, lr_decay_epochs=2)
-    factors = [model.lr_schedule(e) for e in range(5)]
-    assert factors == pytest.approx([1.0, 1.0, 2 / 3, 1 / 3, 0.0])
+    factors = [model.lr_schedule(e) for e in range(8)]
+    # 1 - (e + 1 - 2) / 3 from epoch 2 on; epochs 5-7 would be -1/3, -2/3, -1 without the clamp
+    assert factors == pytest.approx([1.0, 1.0, 2 / 3, 1 / 3, 0.0, 0.0, 0.0, 0.0])
+    assert min(factors) == 0.0
+
+
+@pytest.mark.parametrize("max_epochs", [-1, 1, 5, 6])
+def test_run_as_long_as_the_schedule_or_shorter_is_accepted(max_epochs):
+    model = tiny(CycleGAN, lr_constant_epochs=2, lr_decay_epochs=4)
+    model.trainer = quiet_trainer(max_epochs=max_epochs)
+    model.setup("fit")  # -1: epochs unbounded (ends on max_steps), 1 and 5: shorter, 6: the whole schedule
+
+
+def test_run_longer_than_the_schedule_is_refused_naming_the_three_values(cache_dir):
+    model = tiny(CycleGAN, lr_constant_epochs=2, lr_decay_epochs=4)
+    dm = UnpairedDigitsDataModule("mnist", "mnist_m", cache_dir=cache_dir, batch_size=4, batches_per_epoch=1)
+    message = (r"^trainer.max_epochs=7 is longer than the LR schedule: model.lr_constant_epochs=2 \+ "
+               r"model.lr_decay_epochs=4 = 6 epochs .*set trainer.max_epochs <= 6")  # fmt: skip
+    with pytest.raises(ValueError, match=message):
+        quiet_trainer(max_epochs=7, limit_val_batches=0, enable_checkpointing=False).fit(model, dm)
+    assert model.g_ab.model[1].weight.grad is None  # refused before any step
+
+
+def _sgd_with_schedule(constant, decay):
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1)
+    return opt, ConfiguredLambdaLR(opt, LinearDecay(constant, decay))
+
+
+def test_resume_follows_the_configured_schedule_not_the_checkpoints():
+    opt, sched = _sgd_with_schedule(1, 3)
+    for _ in range(2):  # two epochs: the next one has factor 1 - (2 + 1 - 1) / 4 = 1/2
+        opt.step()
+        sched.step()
+    opt_state, state = opt.state_dict(), sched.state_dict()
+    assert state["lr_lambdas"] == [{"constant": 1, "decay": 3}]  # what plain LambdaLR would restore
+
+    same_opt, same = _sgd_with_schedule(1, 3)  # unchanged config: the uninterrupted LR, exactly
+    same_opt.load_state_dict(opt_state)
+    same.load_state_dict(state)
+    assert same_opt.param_groups[0]["lr"] == opt.param_groups[0]["lr"] == 0.1 * 0.5
+
+    new_opt, new = _sgd_with_schedule(2, 6)
+    new_opt.load_state_dict(opt_state)
+    with pytest.warns(UserWarning, match=r"LinearDecay\(constant=1, decay=3\) differs from the configured "
+                                         r"LinearDecay\(constant=2, decay=6\).*applies from epoch 2 on"):  # fmt: skip
+        new.load_state_dict(state)
+    assert vars(new.lr_lambdas[0]) == {"constant": 2, "decay": 6} and new.last_epoch == 2
+    assert new_opt.param_groups[0]["lr"] == pytest.approx(0.1 * (1 - 1 / 7))  # 1 - (2 + 1 - 2) / 7
+    new.step()
+    assert new_opt.param_groups[0]["lr"] == pytest.approx(0.1 * (1 - 2 / 7))
+
+    plain_opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1)  # the behaviour this replaces
+    plain = torch.optim.lr_scheduler.LambdaLR(plain_opt, LinearDecay(2, 6))
+    plain.load_state_dict(state)
+    assert vars(plain.lr_lambdas[0]) == {"constant": 1, "decay": 3}
+
+
+def test_translation_modules_schedule_with_the_configured_scheduler():
+    model = tiny(CycleGAN, lr_constant_epochs=2, lr_decay_epochs=4)
+    _, schedulers = model.configure_optimizers()
+    assert [type(s) for s in schedulers] == [ConfiguredLambdaLR] * 2
+    assert all(s.lr_lambdas[0] is model.lr_schedule for s in schedulers)
 
 
 def test_wrong_channel_count_is_named():
