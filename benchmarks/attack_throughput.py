@@ -8,9 +8,8 @@ trial's test utterance has the same length (one group when batched), enrolments 
 embedded at its own). The threshold is the median clean score and each trial's label is chosen so that the victim
 decides it correctly when clean: every trial is attacked, with a success margin ``--kappa``. Both modes run ``AdversarialAttack`` on the same batch
 (``batch_trials`` false / true, no PESQ / STOI); the table also shows the largest per-trial difference of the
-attacked score between the two: float noise for deterministic searches, more for attacks that draw random numbers
-(PGD's random start is drawn for the whole group from one generator) or take many data-dependent branches (the
-quasi-Newton line search).
+attacked score between the two: float noise for deterministic searches (random draws come from per-trial generators, so they do not depend on
+the batch either), more for searches that take many data-dependent branches (the quasi-Newton line search).
 """
 
 from __future__ import annotations
