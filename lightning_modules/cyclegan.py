@@ -91,7 +91,8 @@ class CycleGAN(L.LightningModule):
 
     Built by LightningCLI, ``CycleGAN.load_from_checkpoint(path)`` rebuilds the trained module, nets included,
     from the checkpoint alone; built in Python with nets, pass the same nets again (see ``save_config``).
-    The classifiers' weights travel in the checkpoint: evaluating a reloaded module does not need their files.
+    The classifiers (judges) are not stored in translation checkpoints: they are read from ``classifier_a`` /
+    ``classifier_b`` (a reloaded module evaluates when those files exist and fails naming the path otherwise).
 
     Args:
         g_ab: generator A->B (G). Default: ``ResnetGenerator(width=32, n_blocks=6)``.
@@ -313,13 +314,12 @@ class CycleGAN(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["image_pools"] = {"a": self.pool_a.state_dict(), "b": self.pool_b.state_dict()}
-        checkpoint["judge_configs"] = self.evaluator.judge_configs()
+        checkpoint["judges"] = self.evaluator.fingerprints()  # not their weights: see TranslationEvaluator
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         restore_config(self, checkpoint)
         check_nets_match(self, checkpoint, ("g_ab", "g_ba", "d_a", "d_b"))
-        if not self.evaluator.enabled and checkpoint.get("judge_configs"):
-            self.evaluator.build_judges(checkpoint["judge_configs"])  # their weights are in the state dict
+        self.evaluator.expect(checkpoint.get("judges"))
         pools = checkpoint.get("image_pools")
         if pools is not None:
             self.pool_a.load_state_dict(pools["a"], self.device)

@@ -10,7 +10,7 @@ from coadv.cli import cli_main
 from datamodules import UnpairedDigitsDataModule
 from lightning_modules import ACCR, CRCycleGAN, CycleGAN, DigitClassifier
 from lightning_modules.hparams import is_plain
-from nets import DigitNet, PatchDiscriminator, ResnetGenerator, Rotate
+from nets import DigitNet, PatchDiscriminator, ResnetGenerator, Rotate, load_digit_net
 
 # nets unlike the defaults (and unlike each other), so a module rebuilt with default nets cannot load the weights
 TINY_NETS = ["--model.init_args.g_ab.init_args.width=8", "--model.init_args.g_ab.init_args.n_blocks=1",
@@ -66,15 +66,50 @@ def test_cli_trained_translation_module_rebuilds_from_checkpoint_alone(cls, tmp_
         assert loaded.cross.lambda_gd == 1.0 and loaded.cross.lambda_dd == 0.0
 
 
-def test_rebuilt_module_evaluates_without_the_classifier_files(tmp_path, tiny_classifiers, cache_dir):
+def judge_weights(module, domain: str) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in module.evaluator.judges[domain].state_dict().items()}
+
+
+def same_weights(x: dict[str, torch.Tensor], y: dict[str, torch.Tensor]) -> bool:
+    return x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x)
+
+
+def test_judges_come_from_the_configured_files_not_the_checkpoint(tmp_path, tiny_classifiers, cache_dir):
     cli, path = fit("translation/cyclegan_m2mm.yaml", tmp_path, cache_dir, *TINY_NETS,
                     *judge_copies(tiny_classifiers, tmp_path))  # fmt: skip
+    saved = torch.load(path, weights_only=True)
+    assert not any(k.startswith("evaluator.") for k in saved["state_dict"])  # no judge weights, not even once
+    assert saved["judges"]["b"]["path"] == str(tmp_path / "judges" / "mnist_m.ckpt")
+
     dm = UnpairedDigitsDataModule("mnist", "mnist_m", cache_dir=cache_dir, batch_size=4, test_limit=8)
-    before = quiet_trainer(limit_val_batches=2).validate(cli.model, dm)[0]
-    shutil.rmtree(tmp_path / "judges")  # the judges' weights travel in the translation checkpoint
-    loaded = CycleGAN.load_from_checkpoint(path)
-    after = quiet_trainer(limit_val_batches=2).validate(loaded, dm)[0]
-    assert {"val/acc_a2b", "val/fid_b"} <= set(after) and after == pytest.approx(before)
+    before = quiet_trainer(limit_val_batches=1).validate(cli.model, dm)[0]
+    loaded = CycleGAN.load_from_checkpoint(path)  # alone: the judges are read from the configured paths
+    assert quiet_trainer(limit_val_batches=1).validate(loaded, dm)[0] == pytest.approx(before)
+
+    # a changed classifier_b is the judge used, even for a checkpoint that still holds other judge weights (as
+    # older versions stored them): and the change is reported
+    other = tiny_classifiers["syn_digits"]
+    stale = {**saved, "state_dict": {**saved["state_dict"], **{f"evaluator.judges.b.{k}": v
+                                                                  for k, v in judge_weights(cli.model, "b").items()}}}  # fmt: skip
+    torch.save(stale, tmp_path / "stale.ckpt")
+    changed = CycleGAN.load_from_checkpoint(tmp_path / "stale.ckpt", classifier_b=other)
+    with pytest.warns(UserWarning, match=f"classifier_b='{other}' holds other weights than the judge this checkpoint"):
+        after = quiet_trainer(limit_val_batches=1).validate(changed, dm)[0]
+    assert same_weights(judge_weights(changed, "b"), load_digit_net(other).state_dict())
+    assert after["val/acc_a2b"] != before["val/acc_a2b"] or after["val/fid_b"] != before["val/fid_b"]
+
+    # resuming a fit: the restored state dict cannot replace the configured judge either
+    resumed = CycleGAN.load_from_checkpoint(path, classifier_b=other)
+    train_dm = UnpairedDigitsDataModule("mnist", "mnist_m", cache_dir=cache_dir, batch_size=4, batches_per_epoch=1,
+                                        test_limit=8)  # fmt: skip
+    trainer = quiet_trainer(max_steps=4, limit_val_batches=1, enable_checkpointing=False)
+    with pytest.warns(UserWarning, match="holds other weights than the judge"):
+        trainer.fit(resumed, train_dm, ckpt_path=path)
+    assert trainer.global_step == 4 and same_weights(judge_weights(resumed, "b"), load_digit_net(other).state_dict())
+
+    shutil.rmtree(tmp_path / "judges")
+    with pytest.raises(FileNotFoundError, match=f"classifier_a: .*'{tmp_path / 'judges' / 'mnist.ckpt'}' does not"):
+        quiet_trainer(limit_val_batches=1).validate(CycleGAN.load_from_checkpoint(path), dm)
 
 
 def test_cli_trained_classifier_rebuilds_from_checkpoint_alone(tmp_path, cache_dir):
