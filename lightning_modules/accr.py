@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lightning_modules.cr_cyclegan import ConsistencyInput, CRCycleGAN
+from lightning_modules.cr_cyclegan import ConsistencyInput, CRCycleGAN, forward_batches
 from nets.checks import at_least, one_of
 
 
@@ -70,7 +70,7 @@ class CrossNetworkConsistency:
                 t_real, t_fake = paired_augment(model.augment, real, fake)
                 with torch.no_grad():
                     translated = gen(t_real)  # G(T(a))
-                out_gt, out_tg = disc(torch.cat([translated, t_fake])).chunk(2)
+                out_gt, out_tg = forward_batches(disc, [translated, t_fake])
                 terms[name] = self.lambda_gd * F.mse_loss(out_gt, out_tg)  # |D_Y(G(T(a))) - D_Y(T(G(a)))|^2
         return terms
 

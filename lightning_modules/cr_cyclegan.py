@@ -10,7 +10,18 @@ from torch import Tensor, nn
 
 from lightning_modules.cyclegan import CycleGAN
 from nets.augment import Translate
-from nets.checks import at_least
+from nets.checks import at_least, one_of
+from nets.translation import mixes_batch
+
+CR_REDUCE = ("elementwise", "mean")
+
+
+def forward_batches(d: nn.Module, batches: list[Tensor]) -> list[Tensor]:
+    """``[d(x) for x in batches]``: one concatenated forward when ``d`` treats samples independently, else one
+    forward per batch, as the D loss forwards its inputs (batch-norm statistics never mix real, fake, augmented)."""
+    if mixes_batch(d):
+        return [d(x) for x in batches]
+    return list(d(torch.cat(batches)).split([len(x) for x in batches]))
 
 
 class ConsistencyInput(NamedTuple):
@@ -24,18 +35,33 @@ class ConsistencyInput(NamedTuple):
 
 class CRCycleGAN(CycleGAN):
     """CycleGAN + CR-GAN consistency (Zhang et al., ICLR 2020) on both discriminators, real images only:
-    ``L_D += l_real |D(x) - D(T(x))|^2`` (raw PatchGAN maps, mean-reduced), reusing ``D(x)`` from the D loss.
+    ``L_D += l_real |D(x) - D(T(x))|^2`` on the raw PatchGAN maps, reusing ``D(x)`` from the D loss.
+    ``T(x)`` is forwarded in a batch of its own when D normalises over the batch (``nets.translation.mixes_batch``),
+    so with batch norm too a CR term is exactly 0 when ``T`` is the identity.
     Subclasses add images to judge consistently by overriding ``consistency_inputs``.
 
     Args:
         lambda_real: weight of the real-image consistency (10, CR-GAN's value; 0 turns it off; >= 0).
-        augment: the augmentation ``T`` (a ``nets.augment`` module; default ``Translate(1/8)``).
+        augment: the augmentation ``T`` (a ``nets.augment`` module; default ``Translate(1/8)``: whole-pixel shifts
+            up to 4 px of 32, CR-GAN's T).
+        cr_reduce: distance between the two PatchGAN maps: ``"elementwise"``: squared difference of every patch
+            score, averaged (a shifted image's map may rightly shift too, so this partly penalises D's
+            equivariance); ``"mean"``: each image's map averaged to one score first (invariance of the image-level
+            judgement, like CR-GAN's single-output D). Applies to every ``cr_*`` term.
     """
 
-    def __init__(self, *args: Any, lambda_real: float = 10.0, augment: nn.Module | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        lambda_real: float = 10.0,
+        augment: nn.Module | None = None,
+        cr_reduce: str = "elementwise",
+        **kwargs: Any,
+    ) -> None:
         at_least("lambda_real", lambda_real, 0)
+        one_of("cr_reduce", cr_reduce, CR_REDUCE)
         super().__init__(*args, **kwargs)
-        self.lambda_real = lambda_real
+        self.lambda_real, self.cr_reduce = lambda_real, cr_reduce
         self.augment = augment if augment is not None else Translate()
 
     def consistency_inputs(
@@ -49,14 +75,20 @@ class CRCycleGAN(CycleGAN):
     def _consistency(self, d: nn.Module, items: list[ConsistencyInput]) -> dict[str, Tensor]:
         if not items:
             return {}
-        batch = [self.augment(item.x) for item in items] + [item.x for item in items if item.d_x is None]
-        outs = iter(d(torch.cat(batch)).split([len(x) for x in batch]))  # one D forward for all new inputs
+        batches = [self.augment(item.x) for item in items] + [item.x for item in items if item.d_x is None]
+        outs = iter(forward_batches(d, batches))
         augmented = [next(outs) for _ in items]
         terms = {}
         for item, d_tx in zip(items, augmented):
             d_x = item.d_x if item.d_x is not None else next(outs)
-            terms[item.name] = item.weight * F.mse_loss(d_tx, d_x)  # l |D(x) - D(T(x))|^2
+            terms[item.name] = item.weight * self.cr_distance(d_x, d_tx)  # l |D(x) - D(T(x))|^2
         return terms
+
+    def cr_distance(self, d_x: Tensor, d_tx: Tensor) -> Tensor:
+        """``|D(x) - D(T(x))|^2`` between ``[B, 1, h, w]`` maps, reduced as ``cr_reduce`` says."""
+        if self.cr_reduce == "mean":
+            d_x, d_tx = d_x.flatten(1).mean(1), d_tx.flatten(1).mean(1)  # one score per image
+        return F.mse_loss(d_tx, d_x)
 
     def discriminator_regularizer(
         self, real_a: Tensor, real_b: Tensor, images: dict[str, Tensor], d_out: dict[str, Tensor]

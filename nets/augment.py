@@ -34,22 +34,44 @@ class Identity(nn.Module):
         return x
 
 
+def _shift_whole_pixels(x: Tensor, shifts: Tensor, pad: int, padding: str) -> Tensor:
+    """Sample ``i`` moved by ``shifts[i] = (dy, dx)`` whole pixels (``|d| <= pad``), uncovered pixels padded."""
+    b, _, h, w = x.shape
+    mode = {"reflection": "reflect", "border": "replicate", "zeros": "constant"}[padding]
+    padded = F.pad(x, (pad, pad, pad, pad), mode=mode)
+    rows = torch.arange(h, device=x.device) + pad - shifts[:, :1]  # [B, H]: output row r reads padded row r - dy
+    cols = torch.arange(w, device=x.device) + pad - shifts[:, 1:]
+    batch = torch.arange(b, device=x.device).view(b, 1, 1)
+    return padded[batch, :, rows.view(b, h, 1), cols.view(b, 1, w)].permute(0, 3, 1, 2)  # gather gives [B, H, W, C]
+
+
 class Translate(nn.Module):
-    """Random shift by up to ``max_fraction`` of the image size in each axis.
+    """Random shift by up to ``max_fraction`` of the image size in each axis, drawn per sample.
+
+    By default the shift is a whole number of pixels (CR-GAN's T): every output pixel is an input pixel or padding,
+    so T changes where things are and nothing else. ``integer=False`` shifts by continuous amounts with bilinear
+    resampling, which also blurs: a CR term would then teach D to ignore blur, an artefact fakes show.
 
     Args:
-        max_fraction: largest shift as a fraction of width/height, in [0, 1] (CR-GAN used 1/8).
-        padding: ``grid_sample`` padding mode for uncovered pixels: ``"reflection"``, ``"border"`` or ``"zeros"``.
+        max_fraction: largest shift as a fraction of width/height, in [0, 1] (CR-GAN used 1/8: 4 px of 32).
+            Whole-pixel shifts go up to ``floor(max_fraction * side)`` px (at most ``side - 1``).
+        padding: how uncovered pixels are filled: ``"reflection"``, ``"border"`` (edge pixel) or ``"zeros"``.
+        integer: whole-pixel shifts (default); ``False``: continuous shifts with bilinear resampling.
     """
 
-    def __init__(self, max_fraction: float = 0.125, padding: str = "reflection") -> None:
+    def __init__(self, max_fraction: float = 0.125, padding: str = "reflection", integer: bool = True) -> None:
         super().__init__()
         within("max_fraction", max_fraction, 0, 1)
         one_of("padding", padding, PADDINGS)
-        self.max_fraction, self.padding = max_fraction, padding
+        self.max_fraction, self.padding, self.integer = max_fraction, padding, integer
 
     def forward(self, x: Tensor) -> Tensor:
         b = x.shape[0]
+        if self.integer:
+            pad = min(math.floor(self.max_fraction * min(x.shape[-2:]) + 1e-9), min(x.shape[-2:]) - 1)
+            if pad == 0:
+                return x
+            return _shift_whole_pixels(x, torch.randint(-pad, pad + 1, (b, 2), device=x.device), pad, self.padding)
         theta = torch.zeros(b, 2, 3, device=x.device, dtype=x.dtype)
         theta[:, 0, 0] = theta[:, 1, 1] = 1
         theta[:, :, 2] = _uniform(2 * b, -2 * self.max_fraction, 2 * self.max_fraction, x).view(b, 2)

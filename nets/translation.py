@@ -136,6 +136,18 @@ class PatchDiscriminator(nn.Module):
         return self.model(x)
 
 
+def mixes_batch(net: nn.Module) -> bool:
+    """Whether ``net``'s output for one sample depends on the other samples of its batch: batch norm using batch
+    statistics (training mode, or no running statistics). Instance norm and no norm treat samples independently.
+
+    >>> mixes_batch(PatchDiscriminator(norm="batch")), mixes_batch(PatchDiscriminator(norm="batch").eval())
+    (True, False)
+    """
+    return any(
+        isinstance(m, nn.modules.batchnorm._BatchNorm) and (m.training or m.running_mean is None) for m in net.modules()
+    )
+
+
 def init_weights(module: nn.Module, std: float = 0.02) -> nn.Module:
     """CycleGAN initialisation: conv/linear weights ~ N(0, std), biases 0, norm scales ~ N(1, std)."""
     positive("std", std)

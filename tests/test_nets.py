@@ -127,6 +127,7 @@ def test_image_pool_fills_then_mixes():
 
 AUGMENTS = [
     Translate(),
+    Translate(integer=False),
     Rotate(),
     Cutout(),
     RandomErasing(p=1.0),
@@ -136,7 +137,9 @@ AUGMENTS = [
 ]
 
 
-@pytest.mark.parametrize("t", AUGMENTS, ids=lambda t: type(t).__name__)
+@pytest.mark.parametrize(
+    "t", AUGMENTS, ids=lambda t: type(t).__name__ + ("" if getattr(t, "integer", True) else "-subpixel")
+)
 def test_augmentations_shape_range_and_randomness(t):
     torch.manual_seed(0)
     x = torch.rand(8, 3, 32, 32) * 2 - 1
@@ -152,3 +155,40 @@ def test_identity_augment_and_zero_shift():
     assert torch.equal(Identity()(x), x)
     assert torch.allclose(Translate(max_fraction=0.0)(x), x, atol=1e-5)
     assert torch.allclose(Rotate(max_degrees=0.0)(x), x, atol=1e-5)
+
+
+def shifted_with_zeros(x, dy, dx):
+    """``x [C, H, W]`` moved ``dy`` rows down and ``dx`` columns right, uncovered pixels 0 (roll, then blank)."""
+    out = torch.roll(x, (dy, dx), dims=(-2, -1))
+    h, w = x.shape[-2:]
+    out[:, : max(dy, 0)] = 0
+    out[:, h + min(dy, 0) :] = 0
+    out[:, :, : max(dx, 0)] = 0
+    out[:, :, w + min(dx, 0) :] = 0
+    return out
+
+
+@pytest.mark.parametrize(("size", "max_shift"), [(32, 4), (28, 3)])
+def test_integer_translate_shifts_by_whole_pixels(size, max_shift):
+    torch.manual_seed(0)
+    x = torch.rand(100, 1, size, size) + 0.5  # > 0, so padding (0) is told apart from image pixels
+    y = Translate(0.125, padding="zeros")(x)
+    found = []
+    for xi, yi in zip(x, y):
+        near = range(-max_shift - 2, max_shift + 3)  # wider than allowed: a too-long shift would be found
+        matches = [(dy, dx) for dy in near for dx in near if torch.equal(yi, shifted_with_zeros(xi, dy, dx))]
+        assert len(matches) == 1  # the output is exactly the input moved by whole pixels: nothing blurred
+        found.append(matches[0])
+    assert {dy for dy, _ in found} == {dx for _, dx in found} == set(range(-max_shift, max_shift + 1))
+
+
+def test_integer_translate_keeps_pixel_values_and_subpixel_blurs():
+    torch.manual_seed(0)
+    x = torch.rand(16, 3, 32, 32) * 2 - 1
+    for padding in ("reflection", "border", "zeros"):
+        y = Translate(padding=padding)(x)
+        allowed = [torch.cat([xi.flatten(), torch.zeros(1)]) for xi in x]
+        assert all(torch.isin(yi, a).all() for yi, a in zip(y, allowed)), padding  # no new values
+    blurred = Translate(integer=False)(x)
+    assert not all(torch.isin(yi, xi).all() for yi, xi in zip(blurred, x))  # bilinear: new values
+    assert torch.equal(Translate(0.0)(x), x) and torch.equal(Translate(0.02)(x), x)  # under 1 px: no shift

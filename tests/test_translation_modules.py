@@ -12,7 +12,8 @@ from datamodules import UnpairedDigitsDataModule
 from lightning_modules import ACCR, CRCycleGAN, CrossNetworkConsistency, CycleGAN
 from lightning_modules.accr import paired_augment
 from lightning_modules.cyclegan import ConfiguredLambdaLR, LinearDecay
-from nets import Identity
+from nets import Identity, PatchDiscriminator, ResnetGenerator, Translate
+from nets.translation import NORMS
 
 
 def images(n=4):
@@ -39,19 +40,73 @@ def test_every_loss_term_finite(cls, fake_source):
         assert torch.isfinite(value) and value.ndim == 0
 
 
-@pytest.mark.parametrize("fake_source", ["pool", "current"])
-def test_consistency_terms_zero_when_T_is_identity(fake_source):
-    model = tiny(ACCR, augment=Identity(), fake_source=fake_source)
-    a, b = images()
+def with_norm(cls, norm, **kwargs):
+    """A tiny translation module whose discriminators use ``norm``."""
+    nets = dict(g_ab=ResnetGenerator(width=8, n_blocks=1), g_ba=ResnetGenerator(width=8, n_blocks=1),
+                d_a=PatchDiscriminator(width=8, norm=norm), d_b=PatchDiscriminator(width=8, norm=norm))  # fmt: skip
+    return cls(**nets, **kwargs)
+
+
+def cr_terms(model, a, b):
     _, imgs = model.generator_loss(a, b)
     d_terms = model.discriminator_loss(a, b, {k: v.detach() for k, v in imgs.items()})
-    cr = {k: v for k, v in d_terms.items() if k.startswith("cr_")}
-    assert len(cr) == 6 and all(v.item() == 0 for v in cr.values())
+    return {k: v for k, v in d_terms.items() if k.startswith("cr_")}
+
+
+CR_MODULES = [(CRCycleGAN, {}), (ACCR, {"fake_source": "pool"}), (ACCR, {"fake_source": "current"})]
+
+
+@pytest.mark.parametrize("norm", NORMS)
+@pytest.mark.parametrize(("cls", "kwargs"), CR_MODULES, ids=["CRCycleGAN", "ACCR-pool", "ACCR-current"])
+def test_consistency_terms_zero_when_T_is_identity(norm, cls, kwargs):
+    model = with_norm(cls, norm, augment=Identity(), **kwargs)
+    a, b = images()
+    cr = cr_terms(model, a, b)
+    assert len(cr) == (2 if cls is CRCycleGAN else 6) and all(v.item() == 0 for v in cr.values())
     # and non-zero with a real augmentation, so the check above can fail
-    model.augment = torch.nn.Sequential()
-    model.augment.forward = lambda x: x.flip(-1)
-    d_terms = model.discriminator_loss(a, b, {k: v.detach() for k, v in imgs.items()})
-    assert all(d_terms[k].item() > 0 for k in cr)
+    model.augment = Translate()
+    assert all(v.item() > 0 for v in cr_terms(model, a, b).values())
+
+
+def test_one_batched_forward_would_give_batch_norm_a_spurious_term(monkeypatch):
+    # the CR inputs forwarded together (as before): D(T(x)) is computed with the statistics of a batch that mixes
+    # real, fake and reconstructed images, D(x) of real and pooled fakes with those of x alone (the D loss's)
+    monkeypatch.setattr("lightning_modules.cr_cyclegan.mixes_batch", lambda d: False)
+    a, b = images()
+    cr = cr_terms(with_norm(ACCR, "batch", augment=Identity()), a, b)
+    assert all(cr[f"cr_{kind}_{side}"].item() > 0 for kind in ("real", "fake") for side in "ab")
+    assert all(v.item() == 0 for v in cr_terms(with_norm(ACCR, "instance", augment=Identity()), a, b).values())
+
+
+class FirstChannel(nn.Module):
+    """A discriminator whose patch map is the image's first channel."""
+
+    def forward(self, x):
+        return x[:, :1]
+
+
+class RollColumns(nn.Module):
+    """T: every row moved one column right, cyclically (the image mean is unchanged)."""
+
+    def forward(self, x):
+        return x.roll(1, dims=-1)
+
+
+@pytest.mark.parametrize(("cr_reduce", "expected"), [("elementwise", (1.0, 0.5)), ("mean", (0.0, 0.0))])
+def test_cr_reduce_by_hand(cr_reduce, expected):
+    a, b = torch.zeros(2, 3, 4, 4), torch.zeros(2, 3, 4, 4)
+    a[:, 0, :, 1::2] = 1  # columns 0 1 0 1: rolled, every patch score flips (|diff|^2 = 1 each)
+    b[:, 0, :, 0] = 1  # one 1 per row: rolled, 2 of 4 patch scores change (mean 0.5)
+    model = CRCycleGAN(g_ab=Affine(1.0), g_ba=Affine(1.0), d_a=FirstChannel(), d_b=FirstChannel(),
+                       augment=RollColumns(), pool_size=0, init_std=None, lambda_real=1.0, cr_reduce=cr_reduce)  # fmt: skip
+    cr = cr_terms(model, a, b)
+    assert (cr["cr_real_a"].item(), cr["cr_real_b"].item()) == expected  # "mean": one score per image, unchanged
+
+
+def test_default_T_shifts_by_whole_pixels():
+    for cls in (CRCycleGAN, ACCR):
+        augment = tiny(cls).augment
+        assert isinstance(augment, Translate) and augment.integer and augment.max_fraction == 0.125
 
 
 def test_switched_off_terms_are_absent():
@@ -286,6 +341,7 @@ BAD_ARGUMENTS = [
     (CycleGAN, {"classifier_a": "a.ckpt"}, "classifier_a and classifier_b are set together or not at all"),
     (CycleGAN, {"lambda_cyc": float("nan")}, "lambda_cyc must be >= 0, got nan"),
     (CRCycleGAN, {"lambda_real": -10.0}, "lambda_real must be >= 0, got -10.0"),
+    (CRCycleGAN, {"cr_reduce": "sum"}, "cr_reduce='sum' is not one of 'elementwise', 'mean'"),
     (ACCR, {"lambda_fake": -1.0}, "lambda_fake must be >= 0, got -1.0"),
     (ACCR, {"lambda_rec": -5.0}, "lambda_rec must be >= 0, got -5.0"),
     (ACCR, {"fake_source": "history"}, "fake_source='history' is not one of 'pool', 'current'"),
