@@ -3,8 +3,9 @@
     python benchmarks/ddp_strategies.py [--steps 20] [--batch 16] [--width 16] [--blocks 3]
 
 Trains ACCR (M -> MM, embedded digits) with 2 CPU processes (gloo) under ``ddp_find_unused_parameters_true``
-and under ``ddp_grad_sync`` (lightning_modules/ddp.py), alternating strategies over ``--rounds`` rounds, and
-prints the median training-step time of each and their ratio. 1 thread per process.
+and under ``ddp_grad_sync`` (lightning_modules/ddp.py), and one process on the same global batch (2 x ``--batch``),
+alternating over ``--rounds`` rounds, and prints the median training-step time of each and their ratios.
+1 thread per process (on 2 cores the single process leaves one core idle: its row is the DDP overhead bound).
 """
 
 from __future__ import annotations
@@ -43,14 +44,17 @@ class StepTimer(L.Callback):
             Path(self.out).write_text(json.dumps(self.times))
 
 
-def run(strategy: str, args, out: str) -> list[float]:
+def run(strategy, args, out: str, devices: int = 2) -> list[float]:
     L.seed_everything(0)
     model = ACCR(
         g_ab=ResnetGenerator(width=args.width, n_blocks=args.blocks), g_ba=ResnetGenerator(width=args.width, n_blocks=args.blocks),
         d_a=PatchDiscriminator(width=2 * args.width), d_b=PatchDiscriminator(width=2 * args.width),
     )  # fmt: skip
-    dm = UnpairedDigitsDataModule("mnist", "mnist_m", batch_size=args.batch, batches_per_epoch=args.steps + args.warmup)
-    trainer = L.Trainer(accelerator="cpu", devices=2, strategy=strategy, max_epochs=1, limit_val_batches=0, logger=False,
+    steps = args.steps + args.warmup  # batches_per_epoch counts the batches of all processes
+    dm = UnpairedDigitsDataModule(
+        "mnist", "mnist_m", batch_size=args.batch * 2 // devices, batches_per_epoch=steps * devices
+    )
+    trainer = L.Trainer(accelerator="cpu", devices=devices, strategy=strategy, max_epochs=1, limit_val_batches=0, logger=False,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                         callbacks=[StepTimer(out, args.warmup)])  # fmt: skip
     trainer.fit(model, dm)
@@ -74,12 +78,13 @@ def main() -> None:
     strategies = {
         "ddp_find_unused_parameters_true": lambda: DDPStrategy(find_unused_parameters=True, start_method="spawn"),
         "ddp_grad_sync": lambda: GradSyncDDPStrategy(start_method="spawn"),
+        "1 process, batch x2": lambda: "auto",
     }
     times: dict[str, list[float]] = {name: [] for name in strategies}
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.rounds):
             for name, make in strategies.items():
-                times[name] += run(make(), args, f"{tmp}/{name}-{r}.json")
+                times[name] += run(make(), args, f"{tmp}/{r}.json", devices=1 if name.startswith("1 ") else 2)
     base = statistics.median(times["ddp_find_unused_parameters_true"])
     print(f"ACCR, 2 CPU processes (gloo), batch {args.batch}/process, G width {args.width} blocks {args.blocks}, "
           f"{args.rounds} x {args.steps} timed steps per strategy")  # fmt: skip

@@ -6,9 +6,12 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities import CombinedLoader
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, RandomSampler
+from torch.utils.data import DataLoader, Dataset
 
 from datamodules.digits import DOMAINS, check_domain, load_domain
+from datamodules.sampling import ResumableLoader, global_batches, sharded_loader
+
+VAL_SPLIT_SEED = 0  # one fixed held-out set per training-set size, the same for every run and data.seed
 
 
 class DigitDataset(Dataset):
@@ -20,11 +23,26 @@ class DigitDataset(Dataset):
     def __len__(self) -> int:
         return len(self.labels)
 
+    def subset(self, indices: Tensor) -> DigitDataset:
+        return DigitDataset(self.images[indices], self.labels[indices], self.channels)
+
     def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
         x = self.images[i].float() / 127.5 - 1
         if self.channels == 1:
             x = x.mean(0, keepdim=True)
         return x, self.labels[i]
+
+
+def held_out_split(n: int, val_size: int) -> tuple[Tensor, Tensor]:
+    """``(train indices, validation indices)``, sorted: ``val_size`` of ``range(n)`` held out by a fixed seed.
+
+    The split depends only on ``n``: MNIST-M is built from MNIST digit by digit, so both domains hold out the same
+    digits and no validation digit is seen in training under either domain's look.
+    """
+    if not 1 <= val_size < n:
+        raise ValueError(f"data.val_size={val_size} must be in [1, {n - 1}]: it is held out of {n} training images")
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(VAL_SPLIT_SEED))
+    return perm[val_size:].sort().values, perm[:val_size].sort().values
 
 
 def _at_least(**checks: tuple[int, int]) -> None:
@@ -37,6 +55,11 @@ def _at_least(**checks: tuple[int, int]) -> None:
 class _DigitsBase(L.LightningDataModule):
     """Arguments shared by the digit DataModules (no I/O happens in ``__init__``).
 
+    Validation is a fixed held-out part of each training set (``val_size`` images, the same for every run); the test
+    split is read only by ``test_dataloader`` (and ``test_a`` / ``test_b`` / ``test_set`` for tools that report test
+    numbers of a checkpoint chosen on validation). Training batches come from ``ShardedRandomSampler``
+    (``datamodules/sampling.py``): the same images per epoch on 1 or N processes, resumable mid-epoch.
+
     Args:
         data_root: folder of the real datasets (torchvision layout). ``None``: MNIST is the embedded
             5,000 real digits, MNIST-M is built from them, SVHN is unavailable (use ``syn_digits``).
@@ -47,6 +70,10 @@ class _DigitsBase(L.LightningDataModule):
         image_size: side of the square images.
         batch_size: batch size per process.
         num_workers: DataLoader workers.
+        batches_per_epoch: training batches per epoch summed over all processes (each of N processes runs
+            ``batches_per_epoch / N``; must divide evenly); ``None``: the (larger) training set's whole batches.
+        seed: seed of the training order (>= 0); epoch ``e`` of domain ``d`` draws from ``(seed, d, e)``.
+        val_size: training images held out for validation (500; the embedded MNIST has 4,000 training images).
         test_limit: use only the first N test images of each domain (quick evaluation); ``None``: all.
         syn_digits_size: (train, test) sizes of the rendered syn_digits domain.
     """
@@ -61,15 +88,20 @@ class _DigitsBase(L.LightningDataModule):
         image_size: int = 32,
         batch_size: int = 64,
         num_workers: int = 0,
+        batches_per_epoch: int | None = None,
+        seed: int = 0,
+        val_size: int = 500,
         test_limit: int | None = None,
         syn_digits_size: tuple[int, int] = (4000, 1000),
     ) -> None:
         super().__init__()
         if channels not in (1, 3):
             raise ValueError(f"data.channels={channels} is not 1 or 3")
-        _at_least(batch_size=(batch_size, 1), image_size=(image_size, 8), num_workers=(num_workers, 0))
-        if test_limit is not None:
-            _at_least(test_limit=(test_limit, 1))
+        _at_least(batch_size=(batch_size, 1), image_size=(image_size, 8), num_workers=(num_workers, 0),
+                  seed=(seed, 0), val_size=(val_size, 1))  # fmt: skip
+        for name, value in (("batches_per_epoch", batches_per_epoch), ("test_limit", test_limit)):
+            if value is not None:
+                _at_least(**{name: (value, 1)})
         self.data_root, self.download, self.cache_dir, self.photos_dir = data_root, download, cache_dir, photos_dir
         self.channels, self.image_size, self.batch_size, self.num_workers = (
             channels,
@@ -77,7 +109,9 @@ class _DigitsBase(L.LightningDataModule):
             batch_size,
             num_workers,
         )
+        self.batches_per_epoch, self.seed, self.val_size = batches_per_epoch, seed, val_size
         self.test_limit, self.syn_digits_size = test_limit, tuple(syn_digits_size)
+        self.held_out: dict[str, tuple[Tensor, Tensor]] = {}  # domain -> (train, val) indices into its train split
 
     def _domains(self) -> tuple[str, ...]:
         raise NotImplementedError
@@ -91,6 +125,12 @@ class _DigitsBase(L.LightningDataModule):
             images, labels = images[: self.test_limit], labels[: self.test_limit]
         return DigitDataset(images, labels, self.channels)
 
+    def _load_train_val(self, domain: str) -> tuple[DigitDataset, DigitDataset]:
+        """The domain's training split cut into (train, validation) by ``held_out_split``."""
+        full = self._load(domain, "train")
+        self.held_out[domain] = train, val = held_out_split(len(full), self.val_size)
+        return full.subset(train), full.subset(val)
+
     def prepare_data(self) -> None:
         for domain in self._domains():  # downloads and builds caches once, on one process
             for split in ("train", "test"):
@@ -99,65 +139,60 @@ class _DigitsBase(L.LightningDataModule):
                     self.syn_digits_size,
                 )  # fmt: skip
 
-    def _loader(self, ds: Dataset, **kwargs) -> DataLoader:
+    def _train_loader(self, ds: Dataset, num_batches: int, stream: int) -> ResumableLoader:
+        return sharded_loader(ds, num_batches, self.batch_size, self.seed, stream, self.trainer,
+                              num_workers=self.num_workers, persistent_workers=self.num_workers > 0)  # fmt: skip
+
+    def _global_batches(self, largest: int) -> int:
+        world = self.trainer.world_size if self.trainer is not None else 1
+        return global_batches(self.batches_per_epoch, largest, self.batch_size, world)
+
+    def _eval_loader(self, ds: Dataset) -> DataLoader:
+        # its own generator: starting an evaluation pass draws no number from the global RNG, so validating
+        # does not shift training's random stream (exact resume)
         return DataLoader(ds, batch_size=self.batch_size, num_workers=self.num_workers,
-                          persistent_workers=self.num_workers > 0, **kwargs)  # fmt: skip
+                          persistent_workers=self.num_workers > 0, generator=torch.Generator())  # fmt: skip
 
 
 class UnpairedDigitsDataModule(_DigitsBase):
     """Two unpaired digit domains for translation (CycleGAN family).
 
-    Training batches are ``{"a": (images, labels), "b": (images, labels)}`` drawn from independently shuffled
-    samplers (labels are never used for training). Validation/test give the two labelled test sets as two
-    dataloaders (index 0: domain A, 1: domain B) for translated-image accuracy.
+    Training batches are ``{"a": (images, labels), "b": (images, labels)}`` drawn in independent orders (streams 0
+    and 1 of ``ShardedRandomSampler``; labels are never used for training). Validation gives the two held-out sets,
+    test the two test sets, each as two dataloaders (index 0: domain A, 1: domain B) for translated-image accuracy.
 
     Args:
         domain_a: source domain, one of mnist, mnist_m, svhn, syn_digits.
         domain_b: target domain, one of mnist, mnist_m, svhn, syn_digits.
-        batches_per_epoch: training batches per epoch; ``None``: the larger training set / batch_size.
-        seed: seed of the two training samplers.
     """
 
-    def __init__(
-        self,
-        domain_a: str = "mnist",
-        domain_b: str = "mnist_m",
-        batches_per_epoch: int | None = None,
-        seed: int = 0,
-        **kwargs,
-    ) -> None:
+    def __init__(self, domain_a: str = "mnist", domain_b: str = "mnist_m", **kwargs) -> None:
         super().__init__(**kwargs)
         self.domain_a, self.domain_b = check_domain(domain_a), check_domain(domain_b)
-        if batches_per_epoch is not None:
-            _at_least(batches_per_epoch=(batches_per_epoch, 1))
-        self.batches_per_epoch, self.seed = batches_per_epoch, seed
 
     def _domains(self) -> tuple[str, ...]:
         return (self.domain_a, self.domain_b)
 
     def setup(self, stage: str | None = None) -> None:
-        if stage in ("fit", None):
-            self.train_a, self.train_b = self._load(self.domain_a, "train"), self._load(self.domain_b, "train")
+        if stage in ("fit", "validate", None):
+            self.train_a, self.val_a = self._load_train_val(self.domain_a)
+            self.train_b, self.val_b = self._load_train_val(self.domain_b)
         self.test_a, self.test_b = self._load(self.domain_a, "test"), self._load(self.domain_b, "test")
 
     def train_dataloader(self) -> CombinedLoader:
-        n_batches = self.batches_per_epoch or max(len(self.train_a), len(self.train_b)) // self.batch_size
-        loaders = {}
-        for key, ds, offset in (("a", self.train_a, 0), ("b", self.train_b, 1)):
-            gen = torch.Generator().manual_seed(self.seed * 2 + offset)
-            sampler = RandomSampler(ds, num_samples=n_batches * self.batch_size, generator=gen)
-            loaders[key] = self._loader(ds, sampler=sampler, drop_last=True)
+        n = self._global_batches(max(len(self.train_a), len(self.train_b)))
+        loaders = {"a": self._train_loader(self.train_a, n, 0), "b": self._train_loader(self.train_b, n, 1)}
         return CombinedLoader(loaders, mode="min_size")
 
     def val_dataloader(self) -> list[DataLoader]:
-        return [self._loader(self.test_a), self._loader(self.test_b)]
+        return [self._eval_loader(self.val_a), self._eval_loader(self.val_b)]
 
     def test_dataloader(self) -> list[DataLoader]:
-        return self.val_dataloader()
+        return [self._eval_loader(self.test_a), self._eval_loader(self.test_b)]
 
 
 class DigitsDataModule(_DigitsBase):
-    """One labelled digit domain, for training the per-domain evaluation classifier.
+    """One labelled digit domain, for training the per-domain evaluation classifier (selected on validation).
 
     Args:
         domain: one of mnist, mnist_m, svhn, syn_digits.
@@ -171,16 +206,18 @@ class DigitsDataModule(_DigitsBase):
         return (self.domain,)
 
     def setup(self, stage: str | None = None) -> None:
-        self.train_set, self.test_set = self._load(self.domain, "train"), self._load(self.domain, "test")
+        if stage in ("fit", "validate", None):
+            self.train_set, self.val_set = self._load_train_val(self.domain)
+        self.test_set = self._load(self.domain, "test")
 
-    def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, shuffle=True, drop_last=True)
+    def train_dataloader(self) -> ResumableLoader:
+        return self._train_loader(self.train_set, self._global_batches(len(self.train_set)), 0)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.test_set)
+        return self._eval_loader(self.val_set)
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test_set)
+        return self._eval_loader(self.test_set)
 
 
-__all__ = ["DOMAINS", "DigitDataset", "DigitsDataModule", "UnpairedDigitsDataModule"]
+__all__ = ["DOMAINS", "DigitDataset", "DigitsDataModule", "UnpairedDigitsDataModule", "held_out_split"]

@@ -6,6 +6,7 @@ import torch
 
 from datamodules import DigitsDataModule, UnpairedDigitsDataModule
 from datamodules.digits import DOMAINS, build_mnist_m, embedded_mnist, load_domain
+from datamodules.sampling import ShardedRandomSampler, global_batches, sharded_loader
 from datamodules.syn_digits import render_syn_digits
 
 
@@ -51,8 +52,67 @@ def test_unpaired_batches_are_independent_and_epoch_length_defined(cache_dir):
     (xa, ya), (xb, yb) = batches[0][0]["a"], batches[0][0]["b"]
     assert xa.shape == xb.shape == (16, 3, 32, 32) and xa.min() >= -1 and xa.max() <= 1
     assert not torch.equal(ya, yb)  # mnist_m is built from the same digits: equal labels would mean paired order
-    val = dm.val_dataloader()
-    assert len(val) == 2 and len(val[0].dataset) == len(val[1].dataset) == 1000
+    val, test = dm.val_dataloader(), dm.test_dataloader()
+    assert len(val) == 2 and len(val[0].dataset) == len(val[1].dataset) == 500  # held out of the 4,000 train images
+    assert len(test) == 2 and len(test[0].dataset) == len(test[1].dataset) == 1000
+
+
+def _keys(images: torch.Tensor) -> set[bytes]:
+    return {x.numpy().tobytes() for x in images}
+
+
+def test_validation_is_a_fixed_held_out_part_of_train_and_never_test(cache_dir):
+    dm = UnpairedDigitsDataModule("mnist", "mnist_m", cache_dir=cache_dir, val_size=300, seed=7)
+    dm.setup("fit")
+    full = load_domain("mnist", "train", cache_dir=cache_dir)[0]
+    train, val = dm.held_out["mnist"]
+    assert len(val) == 300 and len(train) == len(full) - 300
+    assert not set(train.tolist()) & set(val.tolist()) and set(train.tolist()) | set(val.tolist()) == set(range(4000))
+    assert torch.equal(dm.held_out["mnist_m"][1], val)  # MNIST-M is built from the same digits: same ones held out
+    assert torch.equal(dm.val_a.images, full[val]) and torch.equal(dm.train_a.images, full[train])
+    test = _keys(load_domain("mnist", "test", cache_dir=cache_dir)[0])
+    assert not _keys(dm.val_a.images) & _keys(dm.train_a.images) and not _keys(dm.val_a.images) & test
+    assert [loader.dataset for loader in dm.test_dataloader()] == [dm.test_a, dm.test_b]
+    classifier = DigitsDataModule("mnist", cache_dir=cache_dir, val_size=300, seed=3, test_limit=10)
+    classifier.setup("fit")
+    assert torch.equal(classifier.held_out["mnist"][1], val)  # fixed: the classifiers' validation digits too
+    assert classifier.val_dataloader().dataset is classifier.val_set and len(classifier.test_dataloader().dataset) == 10
+
+
+def test_bad_split_and_epoch_sizes_are_named(cache_dir):
+    dm = DigitsDataModule("mnist", cache_dir=cache_dir, val_size=4000)
+    with pytest.raises(ValueError, match=r"data.val_size=4000 must be in \[1, 3999\]"):
+        dm.setup("fit")
+    with pytest.raises(ValueError, match="data.batches_per_epoch=5 .* divisible by the 2 processes"):
+        global_batches(5, 100, 4, world_size=2)
+    assert global_batches(None, 100, 4, world_size=3) == 24  # 25 whole batches, 8 per process
+
+
+def test_sharded_sampler_deals_one_draw_to_the_ranks():
+    data = list(range(10))
+    one = list(ShardedRandomSampler(data, num_batches=6, batch_size=4, seed=5))
+    ranks = [list(ShardedRandomSampler(data, 6, 4, seed=5, num_replicas=2, rank=r)) for r in (0, 1)]
+    batches = [one[i : i + 4] for i in range(0, 24, 4)]
+    assert ranks == [sum(batches[0::2], []), sum(batches[1::2], [])]  # global batch j on rank j % 2
+    assert one != list(ShardedRandomSampler(data, 6, 4, seed=5, stream=1))  # domain B: another order
+    later = ShardedRandomSampler(data, 6, 4, seed=5)
+    later.set_epoch(1)
+    assert one != list(later) and sorted(one[:10]) == data  # a new order each epoch; each pass a permutation
+
+
+def test_resumable_loader_continues_at_the_next_batch():
+    data = torch.arange(40)
+    full = [b.tolist() for b in sharded_loader(data, 8, 4, seed=1, stream=0)]
+    first = sharded_loader(data, 8, 4, seed=1, stream=0)
+    first.sampler.set_epoch(0)
+    it = iter(first)
+    head = [next(it).tolist() for _ in range(3)]
+    state = first.state_dict()
+    assert head == full[:3] and state == {"epoch": 0, "batches": 3, "num_replicas": 1}
+    resumed = sharded_loader(data, 8, 4, seed=1, stream=0)
+    resumed.load_state_dict(state)
+    assert [b.tolist() for b in resumed] == full[3:] and resumed.state_dict()["batches"] == 8
+    assert [b.tolist() for b in resumed] == full  # the next pass is a whole epoch again
 
 
 def test_grey_channels_and_classifier_module(cache_dir):

@@ -1,4 +1,5 @@
-"""Data-parallel training: 2 CPU processes (gloo) end with identical parameters.
+"""Data-parallel training: 2 CPU processes (gloo) end with identical parameters, draw the single-process data, and
+average gradients that only some ranks computed.
 
 `strategy="ddp"` re-launches the current command in child processes, so the CLI runs as a subprocess.
 """
@@ -10,23 +11,26 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 pytestmark = pytest.mark.slow  # two processes each: make test-all
 ROOT = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1", "PYTHONPATH": f"{ROOT}:{ROOT / 'tests'}"}
 
 
-def ddp_fit(tmp_path: Path, config: str, strategy: str, cache_dir: str, extra=()) -> subprocess.CompletedProcess:
+def ddp_fit(
+    tmp_path: Path, config: str, strategy: str, cache_dir: str, extra=(), devices=2, max_steps=6
+) -> subprocess.CompletedProcess:
     args = [
         sys.executable, "-m", "coadv", "fit", "-c", config,
-        "--trainer.accelerator=cpu", "--trainer.devices=2", f"--trainer.strategy={strategy}",
-        "--trainer.max_steps=6", "--trainer.limit_val_batches=0", "--trainer.enable_progress_bar=false",
+        "--trainer.accelerator=cpu", f"--trainer.devices={devices}", f"--trainer.strategy={strategy}",
+        f"--trainer.max_steps={max_steps}", "--trainer.limit_val_batches=0", "--trainer.enable_progress_bar=false",
         f"--trainer.default_root_dir={tmp_path}", "--trainer.callbacks+=callbacks.ReplicaParity",
         f"--data.init_args.cache_dir={cache_dir}", "--data.init_args.batch_size=4",
         "--data.init_args.batches_per_epoch=4", "--model.init_args.classifier_a=null", "--model.init_args.classifier_b=null",
         *extra,
     ]  # fmt: skip
-    env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
-    return subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    return subprocess.run(args, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
 
 
 SMALL_NETS = [f"--model.init_args.{n}.init_args.width=8" for n in ("g_ab", "g_ba", "d_a", "d_b")]
@@ -53,3 +57,66 @@ def test_both_fixes_keep_replicas_identical_and_agree(tmp_path, cache_dir):
         digests[strategy] = records[0]["sha256"]
     # per-optimizer averaging computes the same update as DDP's reducer, so both runs end bit-identical
     assert digests["ddp_grad_sync"] == digests["ddp_find_unused_parameters_true"]
+
+
+def epoch_indices(records: list[dict], keys: dict[str, dict[str, int]]) -> dict[tuple[str, str], list[list[int]]]:
+    """(epoch, domain) -> each recorded batch as dataset indices, ranks' batches in training order."""
+    out: dict[tuple[str, str], list[list[int]]] = {}
+    for record in records:
+        for epoch, domains in record.items():
+            for d, batches in domains.items():
+                out.setdefault((epoch, d), []).extend([[keys[d][k] for k in batch] for batch in batches])
+    return out
+
+
+def test_unpaired_streams_under_two_processes_are_the_single_process_epoch(tmp_path, cache_dir):
+    from ddp_probes import image_key
+
+    from datamodules import UnpairedDigitsDataModule
+
+    dm = UnpairedDigitsDataModule("mnist", "mnist_m", cache_dir=cache_dir)
+    dm.setup("fit")
+    keys = {d: {image_key(ds[i][0]): i for i in range(len(ds))} for d, ds in (("a", dm.train_a), ("b", dm.train_b))}
+    assert len(keys["a"]) == len(dm.train_a) and len(keys["b"]) == len(dm.train_b)  # content identifies the index
+    flags = [*SMALL_NETS, "--trainer.callbacks+=ddp_probes.BatchRecorder", "--data.init_args.batches_per_epoch=6",
+             "--trainer.max_epochs=2"]  # fmt: skip
+    runs = {}
+    for devices in (1, 2):
+        out = tmp_path / f"devices{devices}"
+        strategy = "ddp_grad_sync" if devices == 2 else "auto"
+        result = ddp_fit(out, "configs/translation/cyclegan_m2mm.yaml", strategy, cache_dir, flags, devices, -1)
+        assert result.returncode == 0, result.stderr[-3000:]
+        records = [json.loads((out / "batches" / f"rank{r}.json").read_text()) for r in range(devices)]
+        assert all(sorted(r) == ["0", "1"] for r in records)  # 2 epochs of 6 batches of 4 over all processes
+        assert all(len(r[e][d]) == 6 // devices for r in records for e in r for d in "ab")
+        runs[devices] = epoch_indices(records, keys)
+    for (epoch, d), batches in runs[2].items():
+        one = runs[1][(epoch, d)]
+        assert sorted(sum(batches, [])) == sorted(sum(one, []))  # the ranks' shares make the single-process epoch
+        assert not set(sum(batches[:3], [])) & set(sum(batches[3:], []))  # disjoint shares (24 of 3,500, no repeat)
+    for run in runs.values():
+        a, b = sum(run[("0", "a")], []), sum(run[("0", "b")], [])
+        assert sum(i == j for i, j in zip(a, b)) <= 3  # independent orders (paired sampling would give 24 of 24)
+        assert sum(run[("0", "a")], []) != sum(run[("1", "a")], [])  # a new order each epoch
+
+
+def test_grad_sync_averages_partial_gradients_for_both_optimization_modes(tmp_path):
+    lr, decay = 0.1, 0.5
+    w0, extra0 = torch.tensor([1.0, -1.0, 0.5]), torch.tensor([2.0, 4.0])
+    w_grad = (torch.tensor([1.0, 2.0, 3.0]) + 2 * torch.tensor([1.0, 2.0, 3.0])) / 2  # mean of x_0, x_1
+    extra_grad = torch.tensor([3.0, 3.0]) / 2  # rank 0 gives 3, rank 1 no gradient (zeros)
+    expected = {
+        "w": w0 - lr * (w_grad + decay * w0),
+        "extra": extra0 - lr * (extra_grad + decay * extra0),
+        "unused": torch.tensor([1.0]),  # no rank has a gradient: SGD skips it (a zero gradient would decay it)
+    }
+    for mode in ("manual", "automatic"):
+        out = tmp_path / mode
+        out.mkdir()
+        cmd = [sys.executable, str(ROOT / "tests" / "ddp_probes.py"), "grad_sync", mode, str(out)]
+        result = subprocess.run(cmd, cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr[-3000:]
+        for rank in (0, 1):
+            params = torch.load(out / f"rank{rank}.pt")
+            for name, value in expected.items():
+                assert torch.allclose(params[name], value), (mode, rank, name, params[name], value)
