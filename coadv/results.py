@@ -1,4 +1,6 @@
-"""Study results: mean ± std tables (Markdown, CSV), a bar plot (PNG) and a W&B table, from per-cell records."""
+"""Study results: mean ± std tables (Markdown, CSV), a bar plot (PNG) and a W&B table, from per-cell records.
+
+Every number is a test number of the checkpoint chosen on validation (each record's ``selected_on``)."""
 
 from __future__ import annotations
 
@@ -50,7 +52,8 @@ def markdown(records: list[dict], key: str, title: str, svhn_name: str, digits: 
 
 
 def write_csv(records: list[dict], out: Path) -> None:
-    keys = ["variant", "method", "direction", "seed", "acc_a2b", "acc_b2a", "fid_a", "fid_b", "wall_s"]
+    keys = ["variant", "method", "direction", "seed", "acc_a2b", "acc_b2a", "fid_a", "fid_b", "selected_on",
+            "selected_epoch", "val_score", "wall_s"]  # fmt: skip
     with open(out / "cells.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
         writer.writeheader()
@@ -58,7 +61,8 @@ def write_csv(records: list[dict], out: Path) -> None:
     acc, fid = aggregate(records, "acc_a2b"), aggregate(records, "fid_b")
     with open(out / "results.csv", "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["variant", "method", "direction", "n_seeds", "acc_mean", "acc_std", "fid_mean", "fid_std"])
+        writer.writerow(["variant", "method", "direction", "n_seeds", "test_acc_a2b_mean", "test_acc_a2b_std",
+                         "test_fid_b_mean", "test_fid_b_std"])  # fmt: skip
         for (variant, method, direction), (mean, std, n) in acc.items():
             fm, fs, _ = fid.get((variant, method, direction), (float("nan"), float("nan"), 0))
             writer.writerow([variant, method, direction, n, f"{mean:.4f}", f"{std:.4f}", f"{fm:.4f}", f"{fs:.4f}"])
@@ -83,7 +87,7 @@ def bar_plot(records: list[dict], path: Path, svhn_name: str) -> None:
         xs = [j + (i - (len(groups) - 1) / 2) * width for j in range(len(directions))]
         ax.bar(xs, [s[0] for s in stats], width, yerr=[s[1] for s in stats], capsize=3, label=label)
     ax.set_xticks(range(len(directions)), [direction_label(d, svhn_name) for d in directions])
-    ax.set_ylabel("translated accuracy")
+    ax.set_ylabel("translated test accuracy A→B")
     ax.set_ylim(0, 1)
     ax.axhline(0.1, color="grey", lw=0.8, ls=":")
     ax.legend(fontsize=7, ncol=min(3, len(groups)))
@@ -100,7 +104,7 @@ def wandb_table(records: list[dict], out: Path, plot: Path, preset: str) -> str:
     finish_previous_run()  # the last cell's run
     import wandb
 
-    keys = ["variant", "method", "direction", "seed", "acc_a2b", "acc_b2a", "fid_a", "fid_b"]
+    keys = ["variant", "method", "direction", "seed", "acc_a2b", "acc_b2a", "fid_a", "fid_b", "selected_epoch"]
     preset = Path(preset).stem  # a preset given as a path: its name
     config = {"preset": preset, **{f"{k}s": sorted({str(r[k]) for r in records}) for k in keys[:4]}}
     run = wandb.init(project="coadv", dir=str(out), job_type="study", name=f"study {preset}", group="study",
@@ -117,15 +121,20 @@ def wandb_table(records: list[dict], out: Path, plot: Path, preset: str) -> str:
 def write(records: list[dict], out: Path, svhn_name: str = "svhn", preset: str = "") -> str:
     """Tables, plot and the W&B table run of a study; returns where that run is (:func:`wandb_table`)."""
     seeds = sorted({r["seed"] for r in records})
+    chosen_on = ", ".join(sorted({r.get("selected_on", "?") for r in records}))
     note = (
-        f"Preset `{preset}`, seeds {seeds}; accuracy of the target-domain classifier on translated test images (A→B)."
+        f"Preset `{preset}`, seeds {seeds}; accuracy of the target-domain classifier on translated test images (A→B). "
+        f"Test numbers of each run's checkpoint chosen on validation (`{chosen_on}`, held out of training), not a "
+        "maximum over epochs of test numbers."
     )
     if svhn_name != "svhn":
         note += f" S* = `{svhn_name}` standing in for SVHN (no offline SVHN copy)."
     text = "\n\n".join([
         note,
-        markdown(records, "acc_a2b", "Translated accuracy (mean ± std over seeds)", svhn_name, 3),
-        markdown(records, "fid_b", "FID on the target domain, classifier features (mean ± std)", svhn_name, 1),
+        markdown(records, "acc_a2b", "Translated test accuracy, checkpoint chosen on validation (mean ± std over "
+                 "seeds)", svhn_name, 3),  # fmt: skip
+        markdown(records, "fid_b", "Test FID on the target domain, classifier features, same checkpoints (mean ± std)",
+                 svhn_name, 1),  # fmt: skip
     ])  # fmt: skip
     (out / "results.md").write_text(text + "\n")
     write_csv(records, out)

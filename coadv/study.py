@@ -5,9 +5,11 @@
     coadv study --preset ci --methods accr --directions m2mm --variants configs/ablations/augment/*.yaml
 
 Each cell is one ordinary `coadv fit` run of `configs/translation/<method>_<direction>.yaml` (+ the preset's
-flags, + an ablation fragment), logging to CSV (and W&B). A cell that finished has `metrics.json` and is skipped
-on the next start; an interrupted cell resumes from its last checkpoint. The table is rebuilt from the cells'
-files every time, so an interrupted and restarted study gives the same table.
+flags, + an ablation fragment), logging to CSV (and W&B), then `test` of the checkpoint its ModelCheckpoint chose
+on validation (val/acc_mean, held out of training): the tables hold those test numbers, never a maximum over
+epochs of test numbers. A cell that finished has `metrics.json` and is skipped on the next start; an interrupted
+cell resumes from its last checkpoint. The table is rebuilt from the cells' files every time, so an interrupted and
+restarted study gives the same table.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import json
 import time
 from pathlib import Path
 
+import torch
 import yaml
 from tqdm import tqdm
 
@@ -39,10 +42,33 @@ def ensure_classifier(domain: str, extra: list[str] = (), trained: list | None =
     if not path.is_file():
         tqdm.write(f"[study] training the {domain} evaluation classifier -> {path}")
         cli = cli_main(["fit", "-c", str(CONFIGS / "classifier" / f"{domain}.yaml"), *QUIET, *extra])
-        tqdm.write(f"[study] {domain} classifier: val/acc = {float(cli.trainer.callback_metrics['val/acc']):.3f}")
+        score = cli.trainer.checkpoint_callback.best_model_score
+        tqdm.write(f"[study] {domain} classifier: chosen on held-out val/acc = {float(score):.3f}")
         if trained is not None:
             trained.append((f"{domain} classifier", cli))
     return path
+
+
+def test_chosen_checkpoint(cli) -> dict:
+    """Test numbers of the checkpoint that the run's ModelCheckpoint chose on a ``val/`` metric, with the metric,
+    the epoch and the validation score that chose it (``selected_on``, ``selected_epoch``, ``val_score``)."""
+    ckpt = cli.trainer.checkpoint_callback
+    monitor = getattr(ckpt, "monitor", None) or ""
+    if not monitor.startswith("val/") or not ckpt.best_model_path:
+        raise SystemExit(
+            f"{cli.trainer.default_root_dir}: no checkpoint chosen on validation (ModelCheckpoint monitor "
+            f"{monitor or None!r}, best checkpoint {getattr(ckpt, 'best_model_path', '') or 'none'}); test numbers "
+            "are reported only for a checkpoint chosen on a val/ metric (as configs/translation/*.yaml set it)"
+        )
+    path = ckpt.best_model_path
+    test = cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=path, verbose=False)[0]
+    epoch = torch.load(path, map_location="cpu", weights_only=False)["epoch"]  # a checkpoint this run wrote
+    return {
+        **{k.removeprefix("test/"): float(v) for k, v in test.items() if k.startswith("test/")},
+        "selected_on": monitor,
+        "selected_epoch": int(epoch),
+        "val_score": float(ckpt.best_model_score),
+    }
 
 
 def cell_args(method: str, direction: str, seed: int, variant: Path | None, preset: dict, cell: Path) -> list[str]:
@@ -79,14 +105,18 @@ def run_cell(method: str, direction: str, seed: int, variant: Path | None, prese
     cell = out / "cells" / cell_name(method, direction, seed, variant)
     done = cell / "metrics.json"
     if done.is_file():
-        return json.loads(done.read_text())
+        record = json.loads(done.read_text())
+        if "selected_epoch" not in record:
+            raise SystemExit(
+                f"{done} holds last-epoch validation numbers from an older study (validation was then the test "
+                "split); delete that cell folder (or choose another --out) to measure it as now: test numbers of "
+                "the checkpoint chosen on validation"
+            )
+        return record
     start = time.time()
     cli = cli_main(cell_args(method, direction, seed, variant, preset, cell))
-    metrics = {
-        k.removeprefix("val/"): float(v) for k, v in cli.trainer.callback_metrics.items() if k.startswith("val/")
-    }
     record = {"variant": variant.stem if variant else "base", "method": method, "direction": direction, "seed": seed,
-              **metrics, "wall_s": round(time.time() - start, 1)}  # fmt: skip
+              **test_chosen_checkpoint(cli), "wall_s": round(time.time() - start, 1)}  # fmt: skip
     done.write_text(json.dumps(record, indent=1))
     return record
 

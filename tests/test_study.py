@@ -1,4 +1,5 @@
-"""The study runner: tables come from the cells' own logged metrics, restarts skip finished cells, bad names fail."""
+"""The study runner: tables hold the test numbers each cell logged for its checkpoint chosen on validation,
+restarts skip finished cells, bad names fail."""
 
 import csv
 import json
@@ -7,57 +8,90 @@ import shutil
 from pathlib import Path
 
 import pytest
+from conftest import quiet_trainer
 
 from coadv import results, study
+from datamodules import UnpairedDigitsDataModule
+from lightning_modules import ACCR
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture()
 def tiny_preset(tmp_path, tiny_classifiers, monkeypatch) -> Path:
-    """A 4-step preset with tiny nets; the project's classifier paths point at the session's tiny classifiers."""
+    """2 epochs of 2 steps with tiny nets (small validation and test sets); the project's classifier paths point at
+    the session's tiny classifiers."""
     folder = tmp_path / "classifiers"
     folder.mkdir()
     for domain, path in tiny_classifiers.items():
         shutil.copy(path, folder / f"{domain}.ckpt")
     monkeypatch.setattr(study, "ensure_classifier", lambda domain, extra=(): folder / f"{domain}.ckpt")
-    flags = ["--trainer.max_epochs=1", "--data.init_args.batch_size=4", "--data.init_args.batches_per_epoch=2",
-             "--data.init_args.test_limit=16"] + [f"--model.init_args.{n}.init_args.width=8" for n in ("g_ab", "g_ba", "d_a", "d_b")]  # fmt: skip
+    flags = ["--trainer.max_epochs=2", "--data.init_args.batch_size=4", "--data.init_args.batches_per_epoch=2",
+             "--data.init_args.val_size=24", "--data.init_args.test_limit=16",
+             *[f"--model.init_args.{n}.init_args.width=8" for n in ("g_ab", "g_ba", "d_a", "d_b")]]  # fmt: skip
     flags += [f"--model.init_args.classifier_{s}={folder}/{d}.ckpt" for s, d in (("a", "mnist"), ("b", "mnist_m"))]
     preset = tmp_path / "tiny.yaml"
-    preset.write_text(json.dumps({"methods": ["cyclegan", "accr"], "directions": ["m2mm"], "seeds": [0, 1],
+    preset.write_text(json.dumps({"methods": ["accr"], "directions": ["m2mm"], "seeds": [0, 1],
                                   "svhn": "syn_digits", "wandb": False, "flags": flags}))  # fmt: skip
     return preset
 
 
-def logged(cell: Path, key: str) -> float:
+def logged(cell: Path, key: str) -> list[float]:
+    """Every value of ``key`` the cell's CSV log holds, in order (one per validation epoch for ``val/``)."""
     rows = list(csv.DictReader(open(next(cell.glob("csv/version_*/metrics.csv")))))
-    return [float(r[key]) for r in rows if r.get(key)][-1]
+    return [float(r[key]) for r in rows if r.get(key)]
 
 
-def test_table_cells_are_the_runs_logged_metrics_and_restart_skips(tmp_path, tiny_preset, capsys):
+def test_table_cells_are_test_numbers_of_the_checkpoint_chosen_on_validation(tmp_path, tiny_preset, capsys, cache_dir):
     out = tmp_path / "study"
     records = study.main(["--preset", str(tiny_preset), "--out", str(out)])
     printed = capsys.readouterr()
-    assert re.search(r"\ncells +4 \(4 run now, 0 reused\)", printed.out) and re.search(r"\nW&B +disabled", printed.out)
-    assert "study cells: 100%" in printed.err and "4/4" in printed.err  # the bar reached the end
-    assert len(records) == 4 and {r["method"] for r in records} == {"cyclegan", "accr"}
+    assert re.search(r"\ncells +2 \(2 run now, 0 reused\)", printed.out) and re.search(r"\nW&B +disabled", printed.out)
+    assert "study cells: 100%" in printed.err and "2/2" in printed.err  # the bar reached the end
+    assert [(r["method"], r["seed"]) for r in records] == [("accr", 0), ("accr", 1)]
+    chosen = []
     for r in records:
         cell = out / "cells" / "base" / f"{r['method']}_m2mm" / f"seed{r['seed']}"
-        assert r["acc_a2b"] == pytest.approx(logged(cell, "val/acc_a2b"))  # the number a user sees = the run's log
+        val = logged(cell, "val/acc_mean")  # one per epoch
+        assert len(val) == 2 and r["selected_on"] == "val/acc_mean"
+        assert r["selected_epoch"] == val.index(max(val)) and r["val_score"] == pytest.approx(max(val))
+        for key in ("acc_a2b", "acc_b2a", "fid_b"):
+            assert [r[key]] == pytest.approx(logged(cell, f"test/{key}"))  # the number a user sees = the test log
+        chosen.append(r["selected_epoch"])
+    assert min(chosen) == 0  # (these seeds) a cell chose its first epoch: the table is not last-epoch numbers
+
+    # the chosen checkpoint, evaluated on its own on the test split, gives the record's numbers
+    cell = out / "cells/base/accr_m2mm/seed0"
+    best = next(p for p in (cell / "checkpoints").glob("epoch=*.ckpt"))
+    assert best.name.startswith(f"epoch={records[0]['selected_epoch']}-")
+    dm = UnpairedDigitsDataModule("mnist", "mnist_m", cache_dir=cache_dir, batch_size=4, val_size=24, test_limit=16)
+    again = quiet_trainer().test(ACCR.load_from_checkpoint(best), dm, verbose=False)[0]
+    assert again["test/acc_a2b"] == pytest.approx(records[0]["acc_a2b"])
+
     table = {(row["method"], row["direction"]): row for row in csv.DictReader(open(out / "results.csv"))}
-    accr = [r["acc_a2b"] for r in records if r["method"] == "accr"]
-    assert float(table[("accr", "m2mm")]["acc_mean"]) == pytest.approx(sum(accr) / 2, abs=1e-4)
-    assert (out / "results.png").stat().st_size > 0 and "ACCR" in (out / "results.md").read_text()
-    before = (out / "results.md").read_text()
+    accr = [r["acc_a2b"] for r in records]
+    assert float(table[("accr", "m2mm")]["test_acc_a2b_mean"]) == pytest.approx(sum(accr) / 2, abs=1e-4)
+    text = (out / "results.md").read_text()
+    assert (
+        (out / "results.png").stat().st_size > 0 and "ACCR" in text and "chosen on validation (`val/acc_mean`" in text
+    )
     stamps = {p: p.stat().st_mtime_ns for p in out.glob("cells/**/metrics.json")}
     shutil.rmtree(out / "cells" / "base" / "accr_m2mm" / "seed1")  # as if interrupted before this cell
     study.main(["--preset", str(tiny_preset), "--out", str(out)])
-    assert re.search(r"\ncells +4 \(1 run now, 3 reused\)", capsys.readouterr().out)
+    assert re.search(r"\ncells +2 \(1 run now, 1 reused\)", capsys.readouterr().out)
     after = {p: p.stat().st_mtime_ns for p in out.glob("cells/**/metrics.json")}
     rerun = [p for p in after if stamps.get(p) != after[p]]
     assert [p.parent.name for p in rerun] == ["seed1"] and rerun[0].parent.parent.name == "accr_m2mm"
-    assert (out / "results.md").read_text() == before  # the re-run cell reproduces its numbers (seeded)
+    assert (out / "results.md").read_text() == text  # the re-run cell reproduces its numbers (seeded)
+
+
+def test_records_of_an_older_study_are_refused(tmp_path, tiny_preset):
+    cell = tmp_path / "study" / "cells" / "base" / "accr_m2mm" / "seed0"
+    cell.mkdir(parents=True)
+    (cell / "metrics.json").write_text(json.dumps({"variant": "base", "method": "accr", "direction": "m2mm",
+                                                   "seed": 0, "acc_a2b": 0.5}))  # fmt: skip
+    with pytest.raises(SystemExit, match=f"{cell / 'metrics.json'} holds last-epoch validation numbers"):
+        study.main(["--preset", str(tiny_preset), "--out", str(tmp_path / "study"), "--seeds", "0"])
 
 
 def test_variants_run_as_their_own_rows(tmp_path, tiny_preset):
