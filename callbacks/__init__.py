@@ -1,8 +1,16 @@
-"""Callbacks: what a run shows (image grids, tables) and checks."""
+"""Callbacks: what a run shows (image grids, tables), checks, and exact resume."""
 
 from callbacks.attack_report import AttackReport
 from callbacks.replica_parity import ReplicaParity
+from callbacks.resume import AtomicCheckpointIO, ResumeCheckpoint
 from callbacks.translation_grid import TranslationGrid
 from callbacks.verification_plots import ScoreHistogram
 
-__all__ = ["AttackReport", "ReplicaParity", "ScoreHistogram", "TranslationGrid"]
+__all__ = [
+    "AtomicCheckpointIO",
+    "AttackReport",
+    "ReplicaParity",
+    "ResumeCheckpoint",
+    "ScoreHistogram",
+    "TranslationGrid",
+]

@@ -37,20 +37,26 @@ def read_wave(path: Path, max_samples: int | None = None) -> Tensor:
     return torch.from_numpy(np.ascontiguousarray(data))
 
 
-def read_crop(path: Path, samples: int) -> Tensor:
-    """A random ``samples``-long crop, reading only those frames (seek + read); shorter files are repeated."""
+def read_crop(path: Path, samples: int, generator: torch.Generator | None = None) -> Tensor:
+    """A random ``samples``-long crop, reading only those frames (seek + read); shorter files are repeated.
+    ``generator``: the source of the crop's start (``None``: the global RNG)."""
     with open_audio(path) as f:
         if f.frames < samples:
             data = torch.from_numpy(f.read(dtype="float32"))
             data = data.repeat(samples // max(len(data), 1) + 1)
-            start = int(torch.randint(len(data) - samples + 1, ()))
+            start = int(torch.randint(len(data) - samples + 1, (), generator=generator))
             return data[start : start + samples]
-        f.seek(int(torch.randint(f.frames - samples + 1, ())))
+        f.seek(int(torch.randint(f.frames - samples + 1, (), generator=generator)))
         return torch.from_numpy(f.read(samples, dtype="float32"))
 
 
 class CropDataset(Dataset):
-    """Random fixed-length crops ``[samples]`` with speaker indices (short files are repeated to length)."""
+    """Random fixed-length crops ``[samples]`` with speaker indices (short files are repeated to length).
+
+    An item is ``ds[i]`` (crop start from the global RNG) or ``ds[(i, seed)]`` (from ``seed``: what
+    ``ShardedRandomSampler(with_seeds=True)`` yields, so crops depend neither on DataLoader workers nor on the
+    global RNG, and a resumed run crops alike).
+    """
 
     def __init__(self, wav_root: Path, files: list[str], labels: list[int], samples: int) -> None:
         self.wav_root, self.files, self.labels, self.samples = wav_root, files, labels, samples
@@ -58,8 +64,9 @@ class CropDataset(Dataset):
     def __len__(self) -> int:
         return len(self.files)
 
-    def __getitem__(self, i: int) -> tuple[Tensor, int]:
-        return read_crop(self.wav_root / self.files[i], self.samples), self.labels[i]
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[Tensor, int]:
+        i, generator = (key[0], torch.Generator().manual_seed(key[1])) if isinstance(key, tuple) else (key, None)
+        return read_crop(self.wav_root / self.files[i], self.samples, generator), self.labels[i]
 
 
 class UtteranceDataset(Dataset):

@@ -42,7 +42,7 @@ def global_batches(requested: int | None, dataset_size: int, batch_size: int, wo
         n = dataset_size // batch_size // world_size * world_size
         if n == 0:
             raise ValueError(
-                f"{dataset_size} training images make no batch of data.batch_size={batch_size} for each of "
+                f"{dataset_size} training samples make no batch of data.batch_size={batch_size} for each of "
                 f"{world_size} processes; lower data.batch_size"
             )
         return n

@@ -26,6 +26,7 @@ from datamodules.audio import (
     pad_utterances,
     read_wave,
 )
+from datamodules.sampling import ResumableLoader, global_batches, sharded_loader
 
 
 @dataclass(frozen=True)
@@ -162,6 +163,8 @@ class VoxCelebDataModule(L.LightningDataModule):
         sort_trials_by_length: yield trial batches in order of test-utterance length (after ``eval_max_seconds``;
             ties in list order), so that an attack finds many equal lengths per batch; reads each test file's
             header once per loader. ``trial_pairs`` / ``index`` keep list order.
+        seed: seed of the training order and crops (>= 0): ``ShardedRandomSampler``, the same epoch on 1 or N
+            processes (each runs 1/N of the files' whole batches), resumable mid-epoch.
     """
 
     def __init__(
@@ -181,8 +184,12 @@ class VoxCelebDataModule(L.LightningDataModule):
         synth_speakers: int = 40,
         synth_seed: int = 0,
         sort_trials_by_length: bool = False,
+        seed: int = 0,
     ) -> None:
         super().__init__()
+        if seed < 0:
+            raise ValueError(f"seed={seed} must be >= 0")
+        self.seed = seed
         self.root, self.trial_list = Path(root), trial_list
         self.crop, self.eval_max = (
             int(crop_seconds * SAMPLE_RATE),
@@ -267,14 +274,19 @@ class VoxCelebDataModule(L.LightningDataModule):
         return len(self.speakers)
 
     def _loader(self, ds: Dataset, batch_size: int, **kwargs) -> DataLoader:
+        # own generator: an evaluation pass draws no number from the global RNG (exact resume)
         return DataLoader(ds, batch_size=batch_size, num_workers=self.num_workers, pin_memory=self.pin_memory,
-                          persistent_workers=self.num_workers > 0, **kwargs)  # fmt: skip
+                          persistent_workers=self.num_workers > 0, generator=torch.Generator(), **kwargs)  # fmt: skip
 
-    def train_dataloader(self) -> DataLoader:
+    def train_dataloader(self) -> ResumableLoader:
         index = {s: i for i, s in enumerate(self.speakers)}
         labels = [index[speaker_of(f)] for f in self.train_files]
         ds = CropDataset(self.root / "wav", self.train_files, labels, self.crop)
-        return self._loader(ds, self.batch_size, shuffle=True, drop_last=True)
+        world = self.trainer.world_size if self.trainer is not None else 1
+        n = global_batches(None, len(ds), self.batch_size, world)
+        return sharded_loader(ds, n, self.batch_size, self.seed, 0, self.trainer, with_seeds=True,
+                              num_workers=self.num_workers, pin_memory=self.pin_memory,
+                              persistent_workers=self.num_workers > 0)  # fmt: skip
 
     def val_dataloader(self) -> DataLoader:
         if self.eval_batches == "utterances":

@@ -1,14 +1,16 @@
-"""Helpers that multi-process tests run in their subprocesses (importable with ``PYTHONPATH=tests``).
+"""Helpers that subprocess tests run (importable with ``PYTHONPATH=tests``).
 
-``BatchRecorder`` is a callback for ``coadv fit`` runs; ``python tests/ddp_probes.py grad_sync <manual|automatic>
-<out>`` trains two processes one step on hand-made gradients (rank 1 gives one parameter no gradient) and writes
-each rank's parameters.
+``BatchRecorder`` and ``KillAt`` are callbacks for ``coadv fit`` runs; ``python tests/probes.py grad_sync
+<manual|automatic> <out>`` trains two processes one step on hand-made gradients (rank 1 gives one parameter no
+gradient) and writes each rank's parameters.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import signal
 import sys
 from pathlib import Path
 
@@ -37,6 +39,18 @@ class BatchRecorder(L.Callback):
         out = Path(trainer.default_root_dir) / "batches"
         out.mkdir(parents=True, exist_ok=True)
         (out / f"rank{trainer.global_rank}.json").write_text(json.dumps(self.seen))
+
+
+class KillAt(L.Callback):
+    """SIGKILLs its own process when training batch ``batch`` (counted over epochs) is about to start: an abrupt
+    death mid-epoch, nothing flushed or saved on the way out."""
+
+    def __init__(self, batch: int) -> None:
+        self.batch = batch
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.fit_loop.total_batch_idx == self.batch:
+            os.kill(os.getpid(), signal.SIGKILL)
 
 
 class _Probe(L.LightningModule):

@@ -70,7 +70,7 @@ def epoch_indices(records: list[dict], keys: dict[str, dict[str, int]]) -> dict[
 
 
 def test_unpaired_streams_under_two_processes_are_the_single_process_epoch(tmp_path, cache_dir):
-    from ddp_probes import image_key
+    from probes import image_key
 
     from datamodules import UnpairedDigitsDataModule
 
@@ -78,7 +78,7 @@ def test_unpaired_streams_under_two_processes_are_the_single_process_epoch(tmp_p
     dm.setup("fit")
     keys = {d: {image_key(ds[i][0]): i for i in range(len(ds))} for d, ds in (("a", dm.train_a), ("b", dm.train_b))}
     assert len(keys["a"]) == len(dm.train_a) and len(keys["b"]) == len(dm.train_b)  # content identifies the index
-    flags = [*SMALL_NETS, "--trainer.callbacks+=ddp_probes.BatchRecorder", "--data.init_args.batches_per_epoch=6",
+    flags = [*SMALL_NETS, "--trainer.callbacks+=probes.BatchRecorder", "--data.init_args.batches_per_epoch=6",
              "--trainer.max_epochs=2"]  # fmt: skip
     runs = {}
     for devices in (1, 2):
@@ -113,7 +113,7 @@ def test_grad_sync_averages_partial_gradients_for_both_optimization_modes(tmp_pa
     for mode in ("manual", "automatic"):
         out = tmp_path / mode
         out.mkdir()
-        cmd = [sys.executable, str(ROOT / "tests" / "ddp_probes.py"), "grad_sync", mode, str(out)]
+        cmd = [sys.executable, str(ROOT / "tests" / "probes.py"), "grad_sync", mode, str(out)]
         result = subprocess.run(cmd, cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=300)
         assert result.returncode == 0, result.stderr[-3000:]
         for rank in (0, 1):
