@@ -127,29 +127,32 @@ class ResumableLoader(DataLoader):
     ``state_dict()`` is ``{"epoch", "batches", "num_replicas"}``: the sampler's epoch and the batches this loader has
     yielded in it (Lightning's training loop fetches without prefetching when the length is known, so that is the
     number of batches trained on). ``load_state_dict`` makes the next pass continue that epoch at the next batch, with
-    the same data; a state at the end of an epoch changes nothing (Lightning then starts the next epoch).
+    the same data; a state at the end of an epoch changes nothing (Lightning then starts the next epoch). With another
+    sampler (Lightning swaps in a sequential one for ``overfit_batches``) it is a plain DataLoader.
     """
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        if not isinstance(self.sampler, ShardedRandomSampler):
-            raise TypeError(f"ResumableLoader needs a ShardedRandomSampler, got {type(self.sampler).__name__}")
         self._epoch, self._batches = 0, 0
 
     def __iter__(self) -> Iterator:
         # a generator: the sampler's epoch and resume point are read at the first batch, after Lightning's set_epoch
-        sampler: ShardedRandomSampler = self.sampler
-        self._epoch, self._batches = sampler.epoch, sampler.resume_batch
+        sampler = self.sampler
+        self._epoch, self._batches = getattr(sampler, "epoch", 0), getattr(sampler, "resume_batch", 0)
         for batch in super().__iter__():
             self._batches += 1
             yield batch
 
     def state_dict(self) -> dict[str, int]:
-        return {"epoch": self._epoch, "batches": self._batches, "num_replicas": self.sampler.num_replicas}
+        return {
+            "epoch": self._epoch,
+            "batches": self._batches,
+            "num_replicas": getattr(self.sampler, "num_replicas", 1),
+        }
 
     def load_state_dict(self, state: dict[str, int]) -> None:
-        sampler: ShardedRandomSampler = self.sampler
-        if state["batches"] >= sampler.batches_per_rank:
+        sampler = self.sampler
+        if not isinstance(sampler, ShardedRandomSampler) or state["batches"] >= sampler.batches_per_rank:
             return  # saved at the end of an epoch
         if state["num_replicas"] != sampler.num_replicas:
             raise ValueError(

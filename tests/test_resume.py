@@ -118,7 +118,10 @@ def killed_resumed_and_uninterrupted(
 
 
 def test_training_configs_keep_a_resumable_last_checkpoint():
-    """Every config that trains by an optimizer writes last.ckpt through ResumeCheckpoint under its run folder."""
+    """Every CLI run writes checkpoints atomically; every config that trains by an optimizer writes last.ckpt through
+    ResumeCheckpoint under its run folder."""
+    plugins = yaml.safe_load((ROOT / "configs" / "defaults.yaml").read_text())["trainer"]["plugins"]
+    assert {"class_path": "callbacks.AtomicCheckpointIO"} in plugins
     configs = [*(ROOT / "configs").glob("translation/*.yaml"), *(ROOT / "configs").glob("classifier/*.yaml"),
                *(ROOT / "configs").glob("speaker/*_*.yaml")]  # fmt: skip
     trained = [c for c in configs if "IVectorSystem" not in c.read_text() and "pretrained/" not in c.read_text()]
