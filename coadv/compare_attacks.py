@@ -89,14 +89,25 @@ class Job:
             return False
         return json.loads(self.record_path.read_text()) == self.record
 
-    def run(self) -> None:
+    def run(self, in_process: bool = False) -> None:
+        """Run ``coadv test``: in a child process, or with ``in_process`` in this one (no start-up per run:
+        ``import lightning`` alone takes seconds; trial seeds make the results the same either way)."""
         print(f"[compare] {self.name}: coadv {' '.join(self.args)}", flush=True)
         self.record_path.unlink(missing_ok=True)
         if self.fragment:
             self.folder.mkdir(parents=True, exist_ok=True)
             (self.folder / "boundary_search.yaml").write_text(self.fragment)
         start = time.time()
-        subprocess.run([sys.executable, "-m", "coadv", *self.args], check=True)
+        if in_process:
+            from coadv.cli import cli_main
+
+            try:
+                cli_main(list(self.args))
+            except (Exception, SystemExit) as error:  # noqa: BLE001  (reported like a failed child process)
+                print(f"[compare] {self.name}: {type(error).__name__}: {error}", flush=True)
+                raise subprocess.CalledProcessError(getattr(error, "code", None) or 1, self.args) from error
+        else:
+            subprocess.run([sys.executable, "-m", "coadv", *self.args], check=True)
         self.record_path.write_text(json.dumps(self.record, indent=1) + "\n")
         print(f"[compare] {self.name}: {minutes(time.time() - start)}", flush=True)
 
@@ -106,7 +117,7 @@ class Job:
                    read_trials_csv(self.folder / "attack" / "trials.csv"), minimises, stop, self.folder)  # fmt: skip
 
 
-def run_jobs(jobs: list[Job], force: bool, keep_going: bool = False) -> tuple[int, list[Job]]:
+def run_jobs(jobs: list[Job], force: bool, keep_going: bool = False, in_process: bool = False) -> tuple[int, list[Job]]:
     """Run what is not done (all with ``force``); before each, a line with the progress and ETA over the runs
     still to do (reused runs are announced and do not count). A failed run stops the comparison, or with
     ``keep_going`` is listed and skipped. Returns how many were reused, and the failed jobs."""
@@ -118,7 +129,7 @@ def run_jobs(jobs: list[Job], force: bool, keep_going: bool = False) -> tuple[in
     for i, job in enumerate(todo):
         print(meter(i, len(todo), time.time() - start, "run", f"[compare] runs (next: {job.name})"), flush=True)
         try:
-            job.run()
+            job.run(in_process)
         except subprocess.CalledProcessError as error:
             if not keep_going:
                 raise SystemExit(f"[compare] {job.name} failed (exit {error.returncode}); rerun to continue, "
@@ -139,15 +150,20 @@ def settings_of(values: list[str] | None) -> list[str]:
 
 
 def plan(victim: str, names: list[str] | None, settings: list[str], out: Path, trials, extra) -> list[Job]:
-    """The runs of one victim: every row at every setting; fixed-cost rows (FGSM, MFCC-ivec) once."""
-    rows = [budgets.variant(n) for n in names] if names else [
-        budgets.variant(n) for n in budgets.variant_names()
-        if budgets.config_of(budgets.variant(n).base, victim).is_file()]  # fmt: skip
-    missing = sorted({r.base for r in rows if not budgets.config_of(r.base, victim).is_file()})
-    if missing:
-        raise SystemExit(f"no config configs/attack/<attack>_{victim}.yaml for {', '.join(missing)}")
+    """The runs of one victim: every row at every setting; fixed-cost rows (FGSM, MFCC-ivec) once. Rows without a
+    config for this victim (MFCC-ivec beside a neural victim) are left out; ``check_rows`` refuses names that no
+    victim has."""
+    rows = [budgets.variant(n) for n in (names or budgets.variant_names())]
+    rows = [r for r in rows if budgets.config_of(r.base, victim).is_file()]
     return [Job(victim, row, setting, out, trials, extra) for row in rows
             for setting in ([DEFAULT] if row.fixed_cost else settings)]  # fmt: skip
+
+
+def check_rows(names: list[str] | None, victims: list[str]) -> None:
+    """Every named row exists (``variant`` exits otherwise) and has a config for at least one of ``victims``."""
+    for base in sorted({budgets.variant(n).base for n in names or []}):
+        if not any(budgets.config_of(base, v).is_file() for v in victims):
+            raise SystemExit(f"no config configs/attack/{base}_<victim>.yaml for {', '.join(victims)}")
 
 
 def victim_report(victim: str, runs: list[Run], ns: argparse.Namespace, out: Path) -> tuple[str, dict]:
@@ -230,6 +246,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (0)")
     parser.add_argument("--force", action="store_true", help="re-run attacks whose results exist")
     parser.add_argument("--keep-going", action="store_true", help="skip failed runs instead of stopping")
+    parser.add_argument("--in-process", action="store_true",
+                        help="run every attack in this process (saves the start-up of a child process per run)")  # fmt: skip
     parser.add_argument("extra", nargs="*", help="flags passed to every coadv test run (after --)")
     ns = parser.parse_args(argv)
     ns.settings = settings_of(ns.budgets)
@@ -242,9 +260,10 @@ def main(argv: list[str] | None = None) -> str:
     several = len(ns.victim) > 1
     root = ns.out or Path("runs") / "attack"
     outs = {v: root / v if several or ns.out is None else root for v in ns.victim}
+    check_rows(ns.attacks, ns.victim)
     jobs = {v: plan(v, ns.attacks, ns.settings, outs[v], ns.trials, checkpoint_flag(ns.checkpoint, v) + ns.extra)
             for v in ns.victim}  # fmt: skip
-    reused, failed = run_jobs([j for v in ns.victim for j in jobs[v]], ns.force, ns.keep_going)
+    reused, failed = run_jobs([j for v in ns.victim for j in jobs[v]], ns.force, ns.keep_going, ns.in_process)
     texts, found = [], {}
     for victim in ns.victim:
         finished = [j.result() for j in jobs[victim] if j not in failed]

@@ -184,8 +184,11 @@ def test_settings_and_plan(tmp_path):
         compare_attacks.checkpoint_flag("ck/a.ckpt", "ecapa")
     every = {j.row.name for j in compare_attacks.plan("ecapa", None, ["default"], tmp_path, None, [])}
     assert "mfcc_ivec" not in every and {"pgd_l2+bs", "gauss_newton+min", "ddn", "fmn"} <= every
-    with pytest.raises(SystemExit, match=r"no config configs/attack/<attack>_ecapa.yaml for mfcc_ivec"):
-        compare_attacks.plan("ecapa", ["mfcc_ivec"], ["default"], tmp_path, None, [])
+    named = compare_attacks.plan("ecapa", ["fgsm", "mfcc_ivec"], ["default"], tmp_path, None, [])
+    assert [j.row.name for j in named] == ["fgsm"]  # one attack list for several victims: MFCC-ivec where it exists
+    compare_attacks.check_rows(["fgsm", "mfcc_ivec"], ["ivector", "ecapa"])
+    with pytest.raises(SystemExit, match=r"no config configs/attack/mfcc_ivec_<victim>.yaml for ecapa, seresnet34"):
+        compare_attacks.check_rows(["mfcc_ivec"], ["ecapa", "seresnet34"])
 
 
 def hand_run(name: str, setting: str, rho: list[float], success: list[int], minimises: bool) -> Run:
@@ -259,6 +262,15 @@ def test_comparison_over_budgets_end_to_end(tmp_path, corpus, victim_checkpoints
     assert capsys.readouterr().out.count("reusing") == 4
     record = json.loads((tmp_path / "budget_30" / "ssr" / "compare_args.json").read_text())
     assert "--model.init_args.attack.init_args.max_grad_evals=30" in record["args"]
+    def results(path):  # every column but the wall time
+        return {k: v for k, v in compare_attacks.read_trials_csv(path).items() if k != "wall_s"}
+
+    trials = {p: results(p) for p in tmp_path.glob("budget_*/*/attack/trials.csv")}
+    compare_attacks.main(argv[:-4] + ["--in-process", "--force"] + argv[-4:])  # the same runs in this process
+    assert len(trials) == 4
+    for path, before in trials.items():  # identical per-trial results
+        after = results(path)
+        assert after.keys() == before.keys() and all(np.array_equal(after[k], before[k]) for k in before), path
 
 
 def fake_finished_run(job: compare_attacks.Job, rho: list[float], threshold: float = 0.5) -> None:
