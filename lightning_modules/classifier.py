@@ -25,8 +25,10 @@ class DigitClassifier(L.LightningModule):
     Args:
         net: the classifier network (default: ``DigitNet()``).
         optimizer: optimizer factory (default Adam, lr 1e-3).
-        augment: optional batch augmentation during training (e.g. ``nets.Translate``), so the judge does not
-            reward pixel-exact copies of the source layout.
+        augment: optional batch augmentation during training (e.g. ``nets.Translate(integer=False)``), so the judge
+            does not reward pixel-exact copies of the source layout. Sub-pixel shifts also blur, which makes the
+            judge tolerant of a generator's blur (measured on the slow ACCR learning check, A->B after 240 steps:
+            0.74 with this judge, 0.37 with one trained on whole-pixel shifts).
 
     Built by LightningCLI, ``DigitClassifier.load_from_checkpoint(path)`` rebuilds it, net included, from the
     checkpoint alone; built in Python with a net, pass the same net again (see ``save_config``).
