@@ -14,7 +14,10 @@ pytestmark = pytest.mark.slow  # learning checks train for minutes on 2 cores: m
 
 def train_classifier(domain, path, cache_dir, epochs=3):
     L.seed_everything(0)
-    model = DigitClassifier(net=DigitNet(width=16, feature_dim=64), augment=Translate(0.1, padding="border"))
+    # sub-pixel (bilinear) shifts: a judge that has seen slightly blurred digits reads generated ones (A->B 0.74
+    # here, 0.37 with whole-pixel shifts for the same ACCR run)
+    augment = Translate(0.1, padding="border", integer=False)
+    model = DigitClassifier(net=DigitNet(width=16, feature_dim=64), augment=augment)
     trainer = quiet_trainer(max_epochs=epochs, enable_checkpointing=False)
     trainer.fit(model, DigitsDataModule(domain=domain, cache_dir=cache_dir, batch_size=64))
     trainer.save_checkpoint(path)
