@@ -10,6 +10,7 @@ from typing import Any
 
 import lightning as L
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from lightning.pytorch.cli import OptimizerCallable
 from lightning.pytorch.utilities import rank_zero_warn
@@ -313,14 +314,34 @@ class CycleGAN(L.LightningModule):
         return [opt_g, opt_d], schedulers
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["image_pools"] = {"a": self.pool_a.state_dict(), "b": self.pool_b.state_dict()}
+        pools = {"a": self.pool_a.state_dict(), "b": self.pool_b.state_dict()}
+        world_size = self.trainer.world_size if self._trainer is not None else 1
+        if world_size > 1 and dist.is_available() and dist.is_initialized():
+            per_rank: list[Any] = [None] * world_size
+            dist.all_gather_object(per_rank, pools)  # every rank builds the checkpoint; rank 0 writes it
+        else:
+            per_rank = [pools]
+        checkpoint["image_pools_per_rank"] = per_rank
         checkpoint["judges"] = self.evaluator.fingerprints()  # not their weights: see TranslationEvaluator
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         restore_config(self, checkpoint)
         check_nets_match(self, checkpoint, ("g_ab", "g_ba", "d_a", "d_b"))
         self.evaluator.expect(checkpoint.get("judges"))
-        pools = checkpoint.get("image_pools")
-        if pools is not None:
-            self.pool_a.load_state_dict(pools["a"], self.device)
-            self.pool_b.load_state_dict(pools["b"], self.device)
+        self._load_pools(checkpoint)
+
+    def _load_pools(self, checkpoint: dict[str, Any]) -> None:
+        """Each rank continues with its own pools; a checkpoint of another process count (or an older one holding
+        one ``image_pools``) gives rank ``r`` the pools of saved rank ``r mod n``, with a warning."""
+        per_rank = checkpoint.get("image_pools_per_rank")
+        if per_rank is None:
+            per_rank = [checkpoint["image_pools"]] if checkpoint.get("image_pools") is not None else []
+        if not per_rank:
+            return
+        world_size = self.trainer.world_size if self._trainer is not None else 1
+        if len(per_rank) != world_size:
+            rank_zero_warn(f"the checkpoint holds the image pools of {len(per_rank)} process(es), this run has "
+                           f"{world_size}: rank r continues with saved rank r mod {len(per_rank)}'s pools")  # fmt: skip
+        pools = per_rank[self.global_rank % len(per_rank)]
+        self.pool_a.load_state_dict(pools["a"], self.device)
+        self.pool_b.load_state_dict(pools["b"], self.device)

@@ -51,13 +51,14 @@ def test_resume_continues_schedule_pool_and_optimizer(tmp_path):
     _, first = run(tmp_path / "part", max_epochs=2)
     last = tmp_path / "part" / "ckpt" / "last.ckpt"
     saved = torch.load(last, weights_only=False)
-    assert saved["image_pools"]["a"]["images"].shape == (4, 3, 32, 32)
+    (pools,) = saved["image_pools_per_rank"]  # one process: one entry
+    assert pools["a"]["images"].shape == (4, 3, 32, 32)
     assert saved["lr_schedulers"][0]["last_epoch"] == 2
     resumed, trainer = run(tmp_path / "part", max_epochs=3, ckpt_path=str(last))
     assert list(resumed) == [2] and trainer.current_epoch == 3
     at2 = resumed[2]
     assert at2["lr"] == uninterrupted[2]["lr"] == (2e-4 * (1 - 2 / 4), 2e-4 * (1 - 2 / 4))  # decay continues
-    assert torch.equal(at2["pool_a"], saved["image_pools"]["a"]["images"])  # pool restored, not refilled
+    assert torch.equal(at2["pool_a"], pools["a"]["images"])  # pool restored, not refilled
     assert at2["adam_step"] == uninterrupted[2]["adam_step"] == 6  # Adam moments continue from step 6
 
 
@@ -157,20 +158,25 @@ def assert_same_training_state(a: dict, b: dict) -> None:
 def test_translation_killed_mid_epoch_resumes_to_the_same_weights(devices, tmp_path, cache_dir, tiny_classifiers):
     nets = [f"--model.init_args.{n}.init_args.width=8" for n in ("g_ab", "g_ba", "d_a", "d_b")]
     flags = [*nets, "--model.init_args.g_ab.init_args.n_blocks=1", "--model.init_args.g_ba.init_args.n_blocks=1",
-             f"--model.init_args.pool_size={4 if devices == 1 else 0}", "--model.init_args.lr_constant_epochs=1",
+             "--model.init_args.pool_size=4", "--model.init_args.lr_constant_epochs=1",
              "--model.init_args.lr_decay_epochs=2", "--trainer.max_epochs=3", "--trainer.limit_val_batches=1",
              f"--model.init_args.classifier_a={tiny_classifiers['mnist']}",
              f"--model.init_args.classifier_b={tiny_classifiers['mnist_m']}",
              f"--data.init_args.cache_dir={cache_dir}", "--data.init_args.batch_size=4",
              f"--data.init_args.batches_per_epoch={5 * devices}", "--data.init_args.val_size=8"]  # fmt: skip
-    if devices > 1:  # each rank's RNG states and 5 of the 10 batches per epoch; no pools: rank 0's alone are saved
+    if devices > 1:  # each rank's RNG states, pools and 5 of the 10 batches per epoch
         flags += [f"--trainer.devices={devices}", "--trainer.strategy=ddp_grad_sync"]
     config = "configs/translation/accr_m2mm.yaml"
     resumed, full = killed_resumed_and_uninterrupted(tmp_path, config, flags, "translation", 3, 5)
     assert full["global_step"] == 30 and len(full["rng_states"]) == devices
     assert_same_training_state(resumed, full)
-    for domain in ("a", "b") if devices == 1 else ():
-        assert torch.equal(resumed["image_pools"][domain]["images"], full["image_pools"][domain]["images"])
+    pools, full_pools = resumed["image_pools_per_rank"], full["image_pools_per_rank"]
+    assert len(pools) == len(full_pools) == devices
+    for rank in range(devices):
+        for domain in ("a", "b"):
+            assert torch.equal(pools[rank][domain]["images"], full_pools[rank][domain]["images"]), (rank, domain)
+    if devices > 1:  # each rank keeps its own pool (its own batches, its own fakes)
+        assert not torch.equal(full_pools[0]["a"]["images"], full_pools[1]["a"]["images"])
 
 
 @pytest.mark.slow
