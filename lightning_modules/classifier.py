@@ -11,6 +11,7 @@ from lightning.pytorch.cli import OptimizerCallable
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
+from lightning_modules.acceleration import accelerate, to_channels_last
 from lightning_modules.hparams import check_nets_match, restore_config, save_config
 from nets.classifier import DigitNet
 
@@ -29,6 +30,9 @@ class DigitClassifier(L.LightningModule):
             does not reward pixel-exact copies of the source layout. Sub-pixel shifts also blur, which makes the
             judge tolerant of a generator's blur (measured on the slow ACCR learning check, A->B after 240 steps:
             0.74 with this judge, 0.37 with one trained on whole-pixel shifts).
+        channels_last: net and images in channels-last memory format (GPU tensor cores; same math).
+        compile: ``torch.compile`` the net (``nn.Module.compile``: state dict and checkpoints unchanged; on CPU it
+            needs a C compiler).
 
     Built by LightningCLI, ``DigitClassifier.load_from_checkpoint(path)`` rebuilds it, net included, from the
     checkpoint alone; built in Python with a net, pass the same net again (see ``save_config``).
@@ -36,23 +40,34 @@ class DigitClassifier(L.LightningModule):
     """
 
     def __init__(
-        self, net: nn.Module | None = None, optimizer: OptimizerCallable = _adam, augment: nn.Module | None = None
+        self,
+        net: nn.Module | None = None,
+        optimizer: OptimizerCallable = _adam,
+        augment: nn.Module | None = None,
+        channels_last: bool = False,
+        compile: bool = False,
     ) -> None:
         super().__init__()
         save_config(self)
         self.net = net if net is not None else DigitNet()
         self.optimizer, self.augment = optimizer, augment
+        self.channels_last, self.compile_net, self._accelerated = channels_last, compile, False
         n = self.net.config["num_classes"] if isinstance(self.net, DigitNet) else 10
         self.train_acc, self.val_acc, self.test_acc = (MulticlassAccuracy(n, average="micro") for _ in range(3))
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.net(x)
+        return self.net(to_channels_last(x) if self.channels_last else x)
+
+    def configure_model(self) -> None:
+        if not self._accelerated:  # called by every fit / validate / test: convert once
+            accelerate([self.net], self.channels_last, self.compile_net)
+            self._accelerated = True
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         x, y = batch
         if self.augment is not None:
             x = self.augment(x)
-        logits = self.net(x)
+        logits = self(x)
         loss = F.cross_entropy(logits, y)
         self.train_acc(logits, y)
         self.log_dict({"train/loss": loss, "train/acc": self.train_acc}, prog_bar=True)
@@ -60,7 +75,7 @@ class DigitClassifier(L.LightningModule):
 
     def _eval(self, batch: tuple[Tensor, Tensor], stage: str, acc: MulticlassAccuracy) -> None:
         x, y = batch
-        logits = self.net(x)
+        logits = self(x)
         acc(logits, y)
         self.log_dict({f"{stage}/loss": F.cross_entropy(logits, y), f"{stage}/acc": acc}, prog_bar=True)
 

@@ -4,24 +4,15 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lightning_modules.cyclegan import CycleGAN
+from lightning_modules.cyclegan import CycleGAN, forward_batches
 from nets.augment import Translate
 from nets.checks import at_least, one_of
-from nets.translation import mixes_batch
 
+__all__ = ["CRCycleGAN", "ConsistencyInput", "forward_batches"]
 CR_REDUCE = ("elementwise", "mean")
-
-
-def forward_batches(d: nn.Module, batches: list[Tensor]) -> list[Tensor]:
-    """``[d(x) for x in batches]``: one concatenated forward when ``d`` treats samples independently, else one
-    forward per batch, as the D loss forwards its inputs (batch-norm statistics never mix real, fake, augmented)."""
-    if mixes_batch(d):
-        return [d(x) for x in batches]
-    return list(d(torch.cat(batches)).split([len(x) for x in batches]))
 
 
 class ConsistencyInput(NamedTuple):

@@ -20,6 +20,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
+from lightning_modules.acceleration import check_compiler
 from lightning_modules.trial_scoring import TrialData, TrialScoring, verification_metrics
 from nets.speaker import AAMSoftmax, IVector, SEResNet34
 from nets.speaker.contract import RecordsInitArgs, check_arg, config
@@ -78,6 +79,8 @@ class SpeakerEmbedding(TrialScoring):
         scale: AAM scale, > 0 (30).
         optimizer: optimizer factory (default Adam, lr 1e-3, weight decay 2e-5).
         p_target: target prior of minDCF, in (0, 1) (0.01).
+        compile: ``torch.compile`` the victim's ``embed`` (front-end and encoder) for training steps; evaluation and
+            checkpoints are unchanged. On CPU it needs a C compiler.
     """
 
     def __init__(
@@ -88,6 +91,7 @@ class SpeakerEmbedding(TrialScoring):
         scale: float = 30.0,
         optimizer: OptimizerCallable = _adam,
         p_target: float = 0.01,
+        compile: bool = False,
     ) -> None:
         super().__init__(p_target)
         save_config(self)
@@ -97,6 +101,8 @@ class SpeakerEmbedding(TrialScoring):
         self.victim = victim if victim is not None else SEResNet34(width=16)
         self.num_speakers, self.margin, self.scale, self.optimizer = num_speakers, margin, scale, optimizer
         self.head: AAMSoftmax | None = None
+        self.compile_embed = compile
+        self._train_embed = None  # the compiled victim.embed (configure_model)
 
     def _build_head(self, num_speakers: int) -> None:
         self.head = AAMSoftmax(self.victim.embedding_dim, num_speakers, self.margin, self.scale)
@@ -106,6 +112,11 @@ class SpeakerEmbedding(TrialScoring):
         super().setup(stage)
         if stage == "fit" and self.head is None:
             self._build_head(self.num_speakers or self.trainer.datamodule.num_speakers)
+
+    def configure_model(self) -> None:
+        if self.compile_embed and self._train_embed is None:
+            check_compiler()
+            self._train_embed = torch.compile(self.victim.embed)  # a bound method: the victim's state is unchanged
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         weight = checkpoint.get("state_dict", {}).get("head.weight")
@@ -119,7 +130,8 @@ class SpeakerEmbedding(TrialScoring):
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         waves, speakers = batch
-        loss, logits = self.head(self.victim.embed(waves), speakers)
+        embed = self._train_embed or self.victim.embed
+        loss, logits = self.head(embed(waves), speakers)
         acc = (logits.argmax(1) == speakers).float().mean()
         self.log_dict({"train/loss": loss, "train/acc": acc}, prog_bar=True)
         return loss

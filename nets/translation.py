@@ -148,6 +148,12 @@ def mixes_batch(net: nn.Module) -> bool:
     )
 
 
+def _index(indices: list[int], device: torch.device) -> Tensor:
+    """An index tensor on ``device``; copied from pinned memory without blocking, so the host never waits on the GPU."""
+    index = torch.tensor(indices, dtype=torch.long)
+    return index.to(device) if device.type == "cpu" else index.pin_memory().to(device, non_blocking=True)
+
+
 def init_weights(module: nn.Module, std: float = 0.02) -> nn.Module:
     """CycleGAN initialisation: conv/linear weights ~ N(0, std), biases 0, norm scales ~ N(1, std)."""
     positive("std", std)
@@ -168,6 +174,9 @@ class ImagePool:
 
     Until the pool holds ``size`` images every fake is stored and returned; afterwards each image is, with
     probability 1/2, swapped with a random stored one (the stored one is returned). ``size=0`` disables it.
+    The images of a query are processed in order, as the original per-image loop does (a slot swapped twice in one
+    query returns the earlier image of the same query), but the draws are made up front on the CPU and the images
+    moved with one gather: a few kernels per query instead of some per image, and no wait on the device.
 
     Args:
         size: images kept (>= 0).
@@ -186,17 +195,20 @@ class ImagePool:
         images = images.detach()
         if self.size == 0:
             return images
-        out = images.clone()
-        for i, image in enumerate(images):
-            n = len(self)
-            if n < self.size:
-                image = image.unsqueeze(0)
-                self.images = image.clone() if self.images is None else torch.cat([self.images, image])
-            elif torch.rand(()) < 0.5:
-                j = int(torch.randint(n, ()))
-                out[i] = self.images[j]
-                self.images[j] = image
-        return out
+        stored, n = len(self), len(images)
+        # sources index cat([stored images, this query's images]); this query's image i is stored + i
+        slots = [*range(stored), *range(stored, stored + min(n, self.size - stored))]
+        out = list(range(stored, stored + n))
+        filled = len(slots) - stored
+        if n > filled:
+            swap = (torch.rand(n - filled) < 0.5).tolist()
+            where = torch.randint(self.size, (n - filled,)).tolist()
+            for i, s, j in zip(range(filled, n), swap, where):
+                if s:
+                    out[i], slots[j] = slots[j], stored + i
+        pool = images if self.images is None else torch.cat([self.images, images])
+        self.images = pool[_index(slots, pool.device)]
+        return pool[_index(out, pool.device)]
 
     def state_dict(self) -> dict:
         return {"size": self.size, "images": None if self.images is None else self.images.cpu()}
