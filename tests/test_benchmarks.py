@@ -149,3 +149,15 @@ def test_benchmark_prints_both_tables(capsys):
     out = capsys.readouterr().out
     assert "| plain loop (original optimize_parameters), fp32 |" in out and "| ACCR, batched, 32 |" in out
     assert "| CycleGAN through the Trainer, batched, 32 |" in out and "| CycleGAN, no levers, 32 |" in out
+
+
+def test_presets_set_flags_that_explicit_flags_override():
+    from benchmarks.translation_throughput import parse
+
+    gpu = parse(["--preset", "gpu"])
+    assert (gpu.device, gpu.precision, gpu.batch, gpu.harness) == ("cuda", "bf16-mixed", 256, "both")
+    assert gpu.levers == {"batched", "channels_last", "compile", "fused"}
+    assert parse(["--preset", "gpu", "--batch", "64", "--levers=batched"]).batch == 64
+    assert parse(["--preset", "gpu", "--levers=batched"]).levers == {"batched"}
+    with pytest.raises(SystemExit):
+        parse(["--levers", "turbo"])
