@@ -17,6 +17,7 @@ FRAGMENTS = (
     "ablations",
     "attack",
     "loggers",
+    "trainer",
 )  # not fit configs; tested on their own (attack: test_attack_module)
 # pretrained public victims are evaluated, not trained: `validate` on them runs in test_pretrained / test_wespeaker
 VALIDATE_ONLY = ("speechbrain_ecapa.yaml", "wespeaker_resnet34.yaml")
