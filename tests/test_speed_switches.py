@@ -97,7 +97,14 @@ def test_gpus_fragment_uses_grad_sync_ddp(tmp_path, cache_dir):
 
 
 def test_slurm_fragment_lets_lightning_detect_slurm(tmp_path, cache_dir, monkeypatch):
+    from lightning.fabric.utilities.rank_zero import rank_zero_only as fabric_rank_zero
     from lightning.pytorch.plugins.environments import SLURMEnvironment
+    from lightning.pytorch.utilities.rank_zero import rank_zero_only
+
+    # the Trainer sets the process-wide rank from SLURM_PROCID=1: restore rank 0 afterwards, or every later test's
+    # rank_zero_warn stays silent
+    monkeypatch.setattr(rank_zero_only, "rank", rank_zero_only.rank)
+    monkeypatch.setattr(fabric_rank_zero, "rank", fabric_rank_zero.rank)
 
     slurm = {"SLURM_NTASKS": "2", "SLURM_NTASKS_PER_NODE": "1", "SLURM_PROCID": "1", "SLURM_LOCALID": "0",
              "SLURM_NODEID": "1", "SLURM_NODELIST": "node[3-4]", "SLURM_JOB_ID": "77", "SLURM_JOB_NAME": "coadv"}  # fmt: skip
