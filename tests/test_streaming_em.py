@@ -108,7 +108,10 @@ def test_fit_gives_the_same_model_for_any_batch_size():
         models.append(model)
     for model in models[1:]:
         for name in BUFFERS:
-            assert close(getattr(model, name), getattr(models[0], name)), name
+            a, b = getattr(model, name), getattr(models[0], name)
+            if name == "lda":  # eigenvectors are defined up to sign: align each column before comparing
+                b = b * torch.sign((a * b).sum(0, keepdim=True))
+            assert close(a, b), name
 
 
 def test_ivector_system_reads_its_training_files_one_batch_at_a_time(tmp_path):
