@@ -17,6 +17,16 @@ ATTACK_CONFIGS = sorted((ROOT / "configs" / "attack").glob("*.yaml"))
 QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false", "--trainer.logger=false"]
 
 
+@pytest.fixture(autouse=True)
+def restore_environment():
+    """Every test leaves os.environ as it found it: Lightning writes MASTER_ADDR / MASTER_PORT etc. into it (from
+    SLURM variables too), and a later test's DDP subprocess would inherit them and wait for a node that is not there."""
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
+
+
 @pytest.fixture(scope="session")
 def cache_dir() -> str:
     """The project's own data cache: built domains are deterministic, so tests share them with runs."""

@@ -106,7 +106,7 @@ def test_slurm_fragment_lets_lightning_detect_slurm(tmp_path, cache_dir, monkeyp
     monkeypatch.setattr(rank_zero_only, "rank", rank_zero_only.rank)
     monkeypatch.setattr(fabric_rank_zero, "rank", fabric_rank_zero.rank)
     for key in ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE", "GLOBAL_RANK"):
-        monkeypatch.delenv(key, raising=False)  # whatever Lightning sets from SLURM is undone afterwards
+        monkeypatch.delenv(key, raising=False)  # Lightning derives these from SLURM; conftest restores os.environ
 
     slurm = {"SLURM_NTASKS": "2", "SLURM_NTASKS_PER_NODE": "1", "SLURM_PROCID": "1", "SLURM_LOCALID": "0",
              "SLURM_NODEID": "1", "SLURM_NODELIST": "node[3-4]", "SLURM_JOB_ID": "77", "SLURM_JOB_NAME": "coadv"}  # fmt: skip
