@@ -1,66 +1,107 @@
-"""`make demo`: train the evaluation classifiers if absent, train ACCR M -> MM on the embedded digits, print a table."""
+"""`make demo`: train the evaluation classifiers if absent, fine-tune ACCR M <-> MM from the shipped start weights
+on the embedded digits, print test numbers of the checkpoint chosen on validation next to the no-translation
+baselines, and write a grid of translated test images.
+
+    coadv demo                      # the demo (configs/demo.yaml; any `coadv fit` flag may follow)
+    coadv demo --no-start           # the same 2 epochs from random weights (what the start weights are worth)
+    coadv demo --export-start CKPT  # write configs/weights/accr_m2mm.pt from a translation checkpoint
+"""
 
 from __future__ import annotations
 
+import shlex
+import sys
 import time
 from pathlib import Path
 
 import torch
+from torchvision.utils import make_grid, save_image
 
 from coadv.cli import cli_main
 from coadv.constants import CONFIGS, QUIET
 from coadv.progress import minutes, summary
-from coadv.study import ensure_classifier, test_chosen_checkpoint
+from coadv.study import ensure_classifier, source_only_accuracy, test_chosen_checkpoint
 from coadv.tracking import wandb_run_dirs
-from nets.classifier import load_digit_net
+
+START = CONFIGS / "weights" / "accr_m2mm.pt"
+START_COMMAND = "coadv study --preset cpu --methods accr --seeds 0"
 
 
 @torch.no_grad()
-def source_only_accuracy(dataset, classifier: Path) -> float:
-    """Accuracy of the target domain's classifier on untranslated source test images: the no-translation baseline."""
-    judge = load_digit_net(classifier)
-    x, y = dataset.images.float() / 127.5 - 1, dataset.labels
-    return float((judge(x).argmax(1) == y).float().mean())
+def test_grid(model, datamodule, path: Path, n: int = 10) -> Path:
+    """Rows a, G(a), b, F(b) for the first ``n`` test images of each domain (the images the table is tested on)."""
+    model.eval()
+    a = torch.stack([datamodule.test_a[i][0] for i in range(n)]).to(model.device)
+    b = torch.stack([datamodule.test_b[i][0] for i in range(n)]).to(model.device)
+    rows = [a, model.g_ab(a), b, model.g_ba(b)]
+    rows = [r.expand(-1, 3, -1, -1) if r.shape[1] == 1 else r for r in rows]  # grey domains shown as RGB
+    save_image(make_grid(torch.cat(rows).cpu(), nrow=n, normalize=True, value_range=(-1, 1), pad_value=1), path)
+    return path
+
+
+def export_start(checkpoint: str) -> None:
+    from lightning_modules.cyclegan import export_nets
+
+    record = export_nets(checkpoint, str(START), trained_by=START_COMMAND, chosen_from=checkpoint)
+    size = START.stat().st_size / 2**20
+    print(f"[demo] wrote {START} ({size:.1f} MiB): nets of {checkpoint} (epoch {record['epoch']}, "
+          f"step {record['global_step']})")  # fmt: skip
 
 
 def main(args: list[str] | None = None) -> None:
-    args = list(args or [])
+    args = list(sys.argv[1:] if args is None else args)
+    if args[:1] == ["--export-start"]:
+        if len(args) != 2:
+            raise SystemExit("usage: coadv demo --export-start CHECKPOINT")
+        return export_start(args[1])
+    from_scratch = "--no-start" in args
+    args = [a for a in args if a != "--no-start"]
     start = time.time()
     trained: list = []  # (what, LightningCLI) of every training this demo did
     classifier_a = ensure_classifier("mnist", trained=trained)
     classifier_b = ensure_classifier("mnist_m", trained=trained)
-    print("[demo] training ACCR mnist -> mnist_m (configs/demo.yaml)", flush=True)
-    cli = cli_main(["fit", "-c", str(CONFIGS / "demo.yaml"), *QUIET, *args])
-    trained.append(("ACCR mnist -> mnist_m", cli))
+    if from_scratch:
+        init = ["--model.init_args.init_from=null"]
+        what = "from random weights"
+    else:
+        if not START.is_file():
+            raise SystemExit(f"the demo's start weights {START} are missing; make them with `{START_COMMAND}` and "
+                             "`coadv demo --export-start <its chosen checkpoint>`, or run `coadv demo --no-start`")  # fmt: skip
+        init = [f"--model.init_args.init_from={START}"]
+        shown = START.relative_to(CONFIGS.parent) if START.is_relative_to(CONFIGS.parent) else START
+        what = f"fine-tuning {shown} (trained by `{START_COMMAND}`)"
+    print(f"[demo] ACCR mnist <-> mnist_m, {what} (configs/demo.yaml)", flush=True)
+    cli = cli_main(["fit", "-c", str(CONFIGS / "demo.yaml"), *QUIET, *init, *args])
+    trained.append(("ACCR mnist <-> mnist_m", cli))
     chosen = test_chosen_checkpoint(cli)  # test numbers of the checkpoint chosen on validation, never max-over-epochs
     best = cli.trainer.checkpoint_callback.best_model_path
-    baseline_ab = source_only_accuracy(cli.datamodule.test_a, classifier_b)
-    baseline_ba = source_only_accuracy(cli.datamodule.test_b, classifier_a)
+    baseline = {"a2b": source_only_accuracy(cli.datamodule.test_a, classifier_b),
+                "b2a": source_only_accuracy(cli.datamodule.test_b, classifier_a)}  # fmt: skip
     run_dir = Path(cli.trainer.default_root_dir)
-    grids = sorted((run_dir / "grids").glob("*.png"))
+    model = type(cli.model).load_from_checkpoint(best, map_location="cpu")
+    grid = test_grid(model, cli.datamodule, run_dir / "translations_test.png")
     epochs = cli.trainer.current_epoch
     print(f"\ncheckpoint chosen on validation (held out of training): after epoch {chosen['selected_epoch'] + 1} of "
           f"{epochs}, {chosen['selected_on']} = {chosen['val_score']:.3f}; the numbers below are its test numbers")  # fmt: skip
-    print("\n| ACCR mnist -> mnist_m (embedded digits) | test, checkpoint chosen on validation |")
-    print("|---|---|")
-    for key, name in (
-        ("acc_a2b", "accuracy A->B"),
-        ("acc_b2a", "accuracy B->A"),
-        ("fid_b", "FID on B"),
-        ("fid_a", "FID on A"),
-    ):
-        print(f"| {name} | {chosen[key]:.3f} |")
-    print(f"\nno translation (target classifier on untranslated test images): A->B {baseline_ab:.3f}, "
-          f"B->A {baseline_ba:.3f}; chance 0.100")  # fmt: skip
+    print("\n| ACCR, MNIST <-> MNIST-M (embedded digits, test) | translated | no translation | translation helps |")
+    print("|---|---|---|---|")
+    for key, name in (("a2b", "MNIST -> MNIST-M: MNIST-M classifier accuracy"),
+                      ("b2a", "MNIST-M -> MNIST: MNIST classifier accuracy")):  # fmt: skip
+        value = chosen[f"acc_{key}"]
+        print(f"| {name} | {value:.3f} | {baseline[key]:.3f} | {'yes' if value > baseline[key] else 'no'} |")
+    print(f"\nFID (classifier features): on MNIST-M {chosen['fid_b']:.1f}, on MNIST {chosen['fid_a']:.1f}; chance "
+          "accuracy 0.100")  # fmt: skip
     runs = [
         (f"W&B run, {what}", ", ".join(wandb_run_dirs(c.trainer)) or "none (no WandbLogger)") for what, c in trained
     ]
     offline = [d for _, c in trained for d in wandb_run_dirs(c.trainer) if "offline-run-" in d]
     print(summary("coadv demo", [
+        ("translated test images", f"{grid} (rows: MNIST, G(MNIST), MNIST-M, F(MNIST-M))"),
         ("run directory", run_dir.resolve()),
         ("checkpoint chosen on validation", best),
-        ("last grid", grids[-1] if grids else "none"),
+        ("validation grids", run_dir / "grids"),
         *runs,
         *([("upload (offline)", f"wandb sync {' '.join(offline)}")] if offline else []),
         ("wall time", minutes(time.time() - start)),
+        ("same run again", shlex.join(["coadv", "demo", *(["--no-start"] if from_scratch else []), *args])),
     ]))  # fmt: skip

@@ -19,6 +19,25 @@ def direction_label(direction: str, svhn_name: str = "svhn") -> str:
     return f"{a}{star if a == 'S' else ''}→{b}{star if b == 'S' else ''}"
 
 
+def reverse(direction: str) -> str:
+    """The direction with the domains swapped (``m2mm`` -> ``mm2m``)."""
+    a, b = DIRECTIONS[direction]
+    return next(d for d, pair in DIRECTIONS.items() if pair == (b, a))
+
+
+def both_ways(records: list[dict]) -> list[dict]:
+    """Each A->B record plus its B->A twin: one CycleGAN trains both generators, so a cell's F (``acc_b2a``,
+    ``fid_a``) is a B->A result of the same run and checkpoint (marked ``from_cell``)."""
+    out = []
+    for r in records:
+        twin = {**r, "direction": reverse(r["direction"]), "from_cell": r["direction"]}
+        for x, y in (("acc_a2b", "acc_b2a"), ("fid_b", "fid_a")):
+            if x in r or y in r:
+                twin[x], twin[y] = r.get(y), r.get(x)
+        out += [r, {k: v for k, v in twin.items() if v is not None}]
+    return out
+
+
 def aggregate(records: list[dict], key: str) -> dict[tuple[str, str, str], tuple[float, float, int]]:
     """(variant, method, direction) -> (mean, std, n) of ``key`` over seeds (std 0 for one seed)."""
     groups: dict[tuple[str, str, str], list[float]] = defaultdict(list)
@@ -32,7 +51,11 @@ def _ordered(records: list[dict], field: str) -> list[str]:
     return list(dict.fromkeys(r[field] for r in records))
 
 
-def markdown(records: list[dict], key: str, title: str, svhn_name: str, digits: int) -> str:
+def markdown(
+    records: list[dict], key: str, title: str, svhn_name: str, digits: int, baselines: dict[str, float] | None = None
+) -> str:
+    """Mean ± std over seeds per (variant, method) row and direction column; ``baselines`` (direction -> value)
+    adds a "no translation" row."""
     agg = aggregate(records, key)
     directions = _ordered(records, "direction")
     lines = [
@@ -48,6 +71,11 @@ def markdown(records: list[dict], key: str, title: str, svhn_name: str, digits: 
                 mean, std, n = agg.get((variant, method, d), (float("nan"), 0.0, 0))
                 cells.append(f"{mean:.{digits}f} ± {std:.{digits}f}" if n else "—")
             lines.append(f"| {variant} | {NAMES.get(method, method)} | " + " | ".join(cells) + " |")
+    if baselines:
+        cells = [f"{baselines[d]:.{digits}f}" if d in baselines else "—" for d in directions]
+        lines.append(
+            "| — | no translation (target classifier on untranslated source images) | " + " | ".join(cells) + " |"
+        )
     return "\n".join(lines)
 
 
@@ -66,6 +94,51 @@ def write_csv(records: list[dict], out: Path) -> None:
         for (variant, method, direction), (mean, std, n) in acc.items():
             fm, fs, _ = fid.get((variant, method, direction), (float("nan"), float("nan"), 0))
             writer.writerow([variant, method, direction, n, f"{mean:.4f}", f"{std:.4f}", f"{fm:.4f}", f"{fs:.4f}"])
+
+
+def read_curve(cell: Path, key: str = "val/acc_mean") -> list[tuple[int, float]]:
+    """(epoch, value) of ``key`` from a cell's CSV logs, over every launch of the cell (a resumed cell logs to a new
+    version folder; a later launch's value of an epoch replaces the earlier one)."""
+    points: dict[int, float] = {}
+    for log in sorted(cell.glob("csv/version_*/metrics.csv"), key=lambda p: int(p.parent.name.split("_")[1])):
+        with open(log, newline="") as f:
+            for row in csv.DictReader(f):
+                if row.get(key) and row.get("epoch"):
+                    points[int(float(row["epoch"]))] = float(row[key])
+    return sorted(points.items())
+
+
+def curves_plot(records: list[dict], cells: Path, path: Path, key: str = "val/acc_mean") -> None:
+    """Every cell's validation curve (one line per seed, a colour per method; the chosen epoch marked)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    records = [r for r in records if "from_cell" not in r]
+    panels = list(dict.fromkeys((r["variant"], r["direction"]) for r in records))
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False)
+    colours = {m: f"C{i}" for i, m in enumerate(dict.fromkeys(r["method"] for r in records))}
+    for ax, (variant, direction) in zip(axes[0], panels):
+        for r in records:
+            if (r["variant"], r["direction"]) != (variant, direction):
+                continue
+            curve = read_curve(cells / variant / f"{r['method']}_{direction}" / f"seed{r['seed']}", key)
+            if not curve:
+                continue
+            epochs, values = zip(*curve)
+            label = f"{NAMES.get(r['method'], r['method'])} seed {r['seed']}"
+            ax.plot([e + 1 for e in epochs], values, color=colours[r["method"]], lw=1, marker=".", label=label)
+            chosen = dict(curve).get(r.get("selected_epoch"))
+            if chosen is not None:
+                ax.plot(r["selected_epoch"] + 1, chosen, "o", mfc="none", color=colours[r["method"]], ms=8)
+        ax.set_title(f"{variant} {direction_label(direction)}: {key} (o = chosen)", fontsize=9)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def bar_plot(records: list[dict], path: Path, svhn_name: str) -> None:
@@ -118,8 +191,21 @@ def wandb_table(records: list[dict], out: Path, plot: Path, preset: str) -> str:
     return f"{folder}" + (f" (offline; upload: wandb sync {folder})" if mode in ("offline", "dryrun") else "")
 
 
-def write(records: list[dict], out: Path, svhn_name: str = "svhn", preset: str = "") -> str:
-    """Tables, plot and the W&B table run of a study; returns where that run is (:func:`wandb_table`)."""
+def write(
+    records: list[dict],
+    out: Path,
+    svhn_name: str = "svhn",
+    preset: str = "",
+    two_way: bool = False,
+    baselines: dict[str, float] | None = None,
+) -> str:
+    """Tables, plots (bars, validation curves) and the W&B table run of a study; returns where that run is
+    (:func:`wandb_table`). ``two_way``: each cell also fills the reverse direction's column with its F;
+    ``baselines``: direction -> no-translation accuracy, a row of the accuracy table."""
+    if (out / "cells").is_dir():
+        curves_plot(records, out / "cells", out / "curves.png")
+    if two_way:
+        records = both_ways(records)
     seeds = sorted({r["seed"] for r in records})
     chosen_on = ", ".join(sorted({r.get("selected_on", "?") for r in records}))
     note = (
@@ -129,10 +215,14 @@ def write(records: list[dict], out: Path, svhn_name: str = "svhn", preset: str =
     )
     if svhn_name != "svhn":
         note += f" S* = `{svhn_name}` standing in for SVHN (no offline SVHN copy)."
+    if two_way:
+        twins = sorted({direction_label(r["direction"], svhn_name) for r in records if "from_cell" in r})
+        note += (f" Columns {', '.join(twins)}: the reverse generator F of the same cells (one CycleGAN trains both "
+                 "directions; same runs, same chosen checkpoints).")  # fmt: skip
     text = "\n\n".join([
         note,
         markdown(records, "acc_a2b", "Translated test accuracy, checkpoint chosen on validation (mean ± std over "
-                 "seeds)", svhn_name, 3),  # fmt: skip
+                 "seeds)", svhn_name, 3, baselines),  # fmt: skip
         markdown(records, "fid_b", "Test FID on the target domain, classifier features, same checkpoints (mean ± std)",
                  svhn_name, 1),  # fmt: skip
     ])  # fmt: skip

@@ -49,6 +49,33 @@ def ensure_classifier(domain: str, extra: list[str] = (), trained: list | None =
     return path
 
 
+@torch.no_grad()
+def source_only_accuracy(dataset, classifier: Path) -> float:
+    """Accuracy of the target domain's classifier on untranslated source test images: the no-translation baseline."""
+    from nets.classifier import load_digit_net
+
+    judge = load_digit_net(classifier)
+    x, y = dataset.images.float() / 127.5 - 1, dataset.labels
+    return float((judge(x).argmax(1) == y).float().mean())
+
+
+def no_translation_baselines(directions: list[str], preset: dict) -> dict[str, float]:
+    """Direction -> accuracy of the target domain's classifier on the untranslated source test images (the test
+    images the cells are tested on: the preset's ``test_limit`` flag applies)."""
+    from datamodules import UnpairedDigitsDataModule
+
+    flag = "--data.init_args.test_limit="
+    limit = next((int(f.removeprefix(flag)) for f in preset.get("flags", []) if f.startswith(flag)), None)
+    svhn, out = preset.get("svhn", "svhn"), {}
+    for direction in directions:
+        a, b = (svhn if d == "svhn" else d for d in DIRECTIONS[direction])
+        offline = {"data_root": None} if svhn != "svhn" and "svhn" in DIRECTIONS[direction] else {}
+        dm = UnpairedDigitsDataModule(a, b, test_limit=limit, **offline)
+        dm.setup("test")
+        out[direction] = source_only_accuracy(dm.test_a, ensure_classifier(b))
+    return out
+
+
 def test_chosen_checkpoint(cli) -> dict:
     """Test numbers of the checkpoint that the run's ModelCheckpoint chose on a ``val/`` metric, with the metric,
     the epoch and the validation score that chose it (``selected_on``, ``selected_epoch``, ``val_score``)."""
@@ -161,12 +188,15 @@ def main(argv: list[str] | None = None) -> list[dict]:
         cells = [(method, direction, seed, variant) for variant in (args.variants or [None]) for method in methods
                  for direction in directions for seed in seeds]  # fmt: skip
         records, reused = run_cells(cells, preset, out)
-    table_run = results.write(records, out, svhn_name=svhn, preset=args.preset)
+        two_way = bool(preset.get("both_ways", False))
+        columns = list(dict.fromkeys(d for x in directions for d in ([x, results.reverse(x)] if two_way else [x])))
+        baselines = no_translation_baselines(columns, preset)
+    table_run = results.write(records, out, svhn_name=svhn, preset=args.preset, two_way=two_way, baselines=baselines)
     print((out / "results.md").read_text())
     print(summary(f"coadv study --preset {args.preset}", [
         ("cells", f"{len(cells)} ({len(cells) - reused} run now, {reused} reused) in {minutes(time.time() - start)}"),
         ("tables", f"{out / 'results.md'}, {out / 'results.csv'}, {out / 'cells.csv'}"),
-        ("plot", out / "results.png"),
+        ("plots", f"{out / 'results.png'}, {out / 'curves.png'} (validation curves)"),
         ("cell runs", f"{out / 'cells'}/<variant>/<method>_<direction>/seed<n>/ (config.yaml, csv/, checkpoints/)"),
         ("W&B", table_run),
     ]))  # fmt: skip

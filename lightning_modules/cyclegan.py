@@ -32,6 +32,21 @@ def forward_batches(net: nn.Module, batches: list[Tensor], batched: bool = True)
     return list(net(torch.cat(batches)).split([len(x) for x in batches]))
 
 
+def export_nets(checkpoint: str, out: str, **provenance: Any) -> dict[str, Any]:
+    """Write the four nets' weights of a translation checkpoint to ``out`` (no optimizer states, pools or
+    hyperparameters: a small start file for ``init_from``), with ``provenance`` (e.g. the command that trained
+    it) beside them. Returns what was written."""
+    full = torch.load(checkpoint, map_location="cpu", weights_only=False)  # a checkpoint this project wrote
+    nets = ("g_ab", "g_ba", "d_a", "d_b")
+    state = {k: v for k, v in full["state_dict"].items() if k.split(".", 1)[0] in nets}
+    if {k.split(".", 1)[0] for k in state} != set(nets):
+        raise ValueError(f"{checkpoint} holds no translation nets ({', '.join(nets)})")
+    record = {"state_dict": state, "epoch": full.get("epoch"), "global_step": full.get("global_step"),
+              "source": str(checkpoint), **provenance}  # fmt: skip
+    torch.save(record, out)
+    return record
+
+
 def gan_adam(params) -> torch.optim.Optimizer:
     """CycleGAN's optimizer: Adam, lr 2e-4, betas (0.5, 0.999)."""
     return torch.optim.Adam(params, lr=2e-4, betas=(0.5, 0.999))
@@ -130,6 +145,10 @@ class CycleGAN(L.LightningModule):
         channels_last: nets and input images in channels-last memory format (GPU tensor cores; same math).
         compile: ``torch.compile`` each net (``nn.Module.compile``: state dict and checkpoints unchanged; the first
             steps compile; on CPU it needs a C compiler).
+        init_from: start weights of the four nets for a fine-tune: a file written by :func:`export_nets` (or any
+            translation checkpoint of the same nets). Read at the start of ``fit``, before ``--ckpt_path`` restores
+            a checkpoint's own state, so a resumed fine-tune continues where it stopped. Optimizers, schedules and
+            pools start fresh.
     """
 
     def __init__(
@@ -152,6 +171,7 @@ class CycleGAN(L.LightningModule):
         batched_passes: bool = False,
         channels_last: bool = False,
         compile: bool = False,
+        init_from: str | None = None,
     ) -> None:
         super().__init__()
         for name, value in (("lambda_cyc", lambda_cyc), ("lambda_idt", lambda_idt), ("pool_size", pool_size),
@@ -174,6 +194,7 @@ class CycleGAN(L.LightningModule):
         self.lr_schedule = LinearDecay(lr_constant_epochs, lr_decay_epochs)
         self.evaluator = TranslationEvaluator(classifier_a, classifier_b)
         self.batched_passes, self.channels_last, self.compile_nets = batched_passes, channels_last, compile
+        self.init_from = init_from
         self._accelerated = False
         self.register_buffer("best_acc_mean", torch.tensor(-1.0))  # best val/acc_mean so far (in checkpoints)
         self.register_buffer("best_epoch", torch.tensor(-1))
@@ -301,6 +322,8 @@ class CycleGAN(L.LightningModule):
     def setup(self, stage: str) -> None:
         if stage == "fit":
             self.lr_schedule.check_run_length(self.trainer.max_epochs)
+            if self.init_from is not None:
+                self.load_nets(self.init_from)
         self.evaluator.setup()
         if self.cycle_loss == "feature" and not self.evaluator.enabled:
             raise ValueError("cycle_loss='feature' needs model.classifier_a and model.classifier_b (the feature nets)")
@@ -353,6 +376,27 @@ class CycleGAN(L.LightningModule):
         opt_d = self.discriminator_optimizer(chain(self.d_a.parameters(), self.d_b.parameters()))
         schedulers = [ConfiguredLambdaLR(opt, self.lr_schedule) for opt in (opt_g, opt_d)]
         return [opt_g, opt_d], schedulers
+
+    def load_nets(self, path: str) -> None:
+        """The four nets' weights from ``path`` (see ``init_from``); a clear error naming the file otherwise."""
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+        except FileNotFoundError:
+            raise FileNotFoundError(f"model.init_from={path!r}: no such file") from None
+        except Exception as err:  # not a weights file (or an unreadable one)
+            raise ValueError(
+                f"model.init_from={path!r} is not a weights file with a 'state_dict' that torch.load reads with "
+                f"weights_only=True ({err}); write one with lightning_modules.cyclegan.export_nets"
+            ) from None
+        nets = ("g_ab", "g_ba", "d_a", "d_b")
+        state = {k: v for k, v in state.items() if k.split(".", 1)[0] in nets}
+        own = {k: v for k, v in self.state_dict().items() if k.split(".", 1)[0] in nets}
+        bad = sorted({k.split(".", 1)[0] for k in own.keys() ^ state.keys()} | {k.split(".", 1)[0] for k in own.keys() & state.keys() if own[k].shape != state[k].shape})  # fmt: skip
+        if bad:
+            raise ValueError(f"model.init_from={path!r}: {', '.join(bad)} differ in architecture from this run's nets")
+        with torch.no_grad():
+            for key, value in state.items():
+                own[key].copy_(value)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         pools = {"a": self.pool_a.state_dict(), "b": self.pool_b.state_dict()}

@@ -31,7 +31,7 @@ def tiny_preset(tmp_path, tiny_classifiers, monkeypatch) -> Path:
              *[f"--model.init_args.{n}.init_args.width=8" for n in ("g_ab", "g_ba", "d_a", "d_b")]]  # fmt: skip
     flags += [f"--model.init_args.classifier_{s}={folder}/{d}.ckpt" for s, d in (("a", "mnist"), ("b", "mnist_m"))]
     preset = tmp_path / "tiny.yaml"
-    preset.write_text(json.dumps({"methods": ["accr"], "directions": ["m2mm"], "seeds": [0, 1],
+    preset.write_text(json.dumps({"methods": ["accr"], "directions": ["m2mm"], "seeds": [0, 1], "both_ways": True,
                                   "svhn": "syn_digits", "wandb": False, "flags": flags}))  # fmt: skip
     return preset
 
@@ -75,6 +75,14 @@ def test_table_cells_are_test_numbers_of_the_checkpoint_chosen_on_validation(tmp
     assert (
         (out / "results.png").stat().st_size > 0 and "ACCR" in text and "chosen on validation (`val/acc_mean`" in text
     )
+    # both ways: the MM->M column holds the same cells' F, and a no-translation row closes the accuracy table
+    reverse = [r["acc_b2a"] for r in records]
+    assert float(table[("accr", "mm2m")]["test_acc_a2b_mean"]) == pytest.approx(sum(reverse) / 2, abs=1e-4)
+    assert "| variant | method | M→MM | MM→M |" in text and "Columns MM→M: the reverse generator F" in text
+    row = next(line for line in text.splitlines() if line.startswith("| — | no translation"))
+    assert row.split(" | ")[2:] == [f"{no_translation_by_hand('mnist', 'mnist_m', tiny_preset, cache_dir):.3f}",
+                                    f"{no_translation_by_hand('mnist_m', 'mnist', tiny_preset, cache_dir):.3f} |"]  # fmt: skip
+    assert (out / "curves.png").stat().st_size > 0
     stamps = {p: p.stat().st_mtime_ns for p in out.glob("cells/**/metrics.json")}
     shutil.rmtree(out / "cells" / "base" / "accr_m2mm" / "seed1")  # as if interrupted before this cell
     study.main(["--preset", str(tiny_preset), "--out", str(out)])
@@ -83,6 +91,18 @@ def test_table_cells_are_test_numbers_of_the_checkpoint_chosen_on_validation(tmp
     rerun = [p for p in after if stamps.get(p) != after[p]]
     assert [p.parent.name for p in rerun] == ["seed1"] and rerun[0].parent.parent.name == "accr_m2mm"
     assert (out / "results.md").read_text() == text  # the re-run cell reproduces its numbers (seeded)
+
+
+def no_translation_by_hand(source: str, target: str, preset: Path, cache_dir: str) -> float:
+    """The target classifier's test accuracy on the source domain's test images (as RGB), through Trainer.test
+    (the session's tiny classifiers: ``DigitNet(width=8, feature_dim=16)``, built in Python)."""
+    from datamodules import DigitsDataModule
+    from lightning_modules import DigitClassifier
+    from nets import DigitNet
+
+    judge = DigitClassifier.load_from_checkpoint(study.ensure_classifier(target), net=DigitNet(width=8, feature_dim=16))
+    dm = DigitsDataModule(domain=source, cache_dir=cache_dir, test_limit=16, channels=3)
+    return quiet_trainer().test(judge, dm, verbose=False)[0]["test/acc"]
 
 
 def test_records_of_an_older_study_are_refused(tmp_path, tiny_preset):
@@ -116,3 +136,25 @@ def test_markdown_mean_and_std():
                for s, a in ((0, 0.5), (1, 0.7))]  # fmt: skip
     text = results.markdown(records, "acc_a2b", "t", "syn_digits", 3)
     assert "| base | ACCR | 0.600 ± 0.141 |" in text and "M→S*" in text
+
+
+def test_both_ways_and_baselines_in_the_tables():
+    records = [{"variant": "base", "method": "accr", "direction": "m2mm", "seed": s, "acc_a2b": a, "acc_b2a": b,
+                "fid_b": 10.0, "fid_a": 30.0 + s} for s, a, b in ((0, 0.5, 0.2), (1, 0.7, 0.4))]  # fmt: skip
+    both = results.both_ways(records)
+    assert [(r["direction"], r["acc_a2b"], r.get("from_cell")) for r in both] == [
+        ("m2mm", 0.5, None), ("mm2m", 0.2, "m2mm"), ("m2mm", 0.7, None), ("mm2m", 0.4, "m2mm")]  # fmt: skip
+    text = results.markdown(both, "acc_a2b", "t", "svhn", 3, {"m2mm": 0.9, "mm2m": 0.25})
+    assert "| base | ACCR | 0.600 ± 0.141 | 0.300 ± 0.141 |" in text
+    assert text.endswith("| — | no translation (target classifier on untranslated source images) | 0.900 | 0.250 |")
+    assert "| base | ACCR | 10.0 ± 0.0 | 30.5 ± 0.7 |" in results.markdown(both, "fid_b", "t", "svhn", 1)
+    assert results.reverse("m2s") == "s2m"
+
+
+def test_curves_read_every_launch_of_a_resumed_cell(tmp_path):
+    for version, rows in ((0, [(0, 0.1), (1, 0.2)]), (1, [(1, 0.25), (2, 0.3)]), (10, [(3, 0.35)])):
+        folder = tmp_path / "csv" / f"version_{version}"
+        folder.mkdir(parents=True)
+        lines = ["epoch,step,val/acc_mean,train/g_loss", *[f"{e},{e},{v},\n{e},{e},,1.0" for e, v in rows]]
+        (folder / "metrics.csv").write_text("\n".join(lines) + "\n")
+    assert results.read_curve(tmp_path) == [(0, 0.1), (1, 0.25), (2, 0.3), (3, 0.35)]

@@ -148,3 +148,53 @@ def test_python_built_classifier_names_the_net_to_pass(tiny_classifiers):
         DigitClassifier.load_from_checkpoint(tiny_classifiers["mnist"])
     loaded = DigitClassifier.load_from_checkpoint(tiny_classifiers["mnist"], net=DigitNet(width=8, feature_dim=16))
     assert loaded.net.config["width"] == 8
+
+
+class FirstWeights(__import__("lightning").Callback):
+    """The four nets' weights as training starts (after ``init_from`` and after a resume's restore)."""
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self.state = {k: v.clone() for k, v in pl_module.state_dict().items() if k.split(".")[0] in NETS}
+
+
+NETS = ("g_ab", "g_ba", "d_a", "d_b")
+
+
+@pytest.mark.slow  # five tiny fits: ~25 s on 2 cores
+def test_init_from_starts_a_fit_and_a_resume_keeps_its_own_weights(tmp_path, cache_dir):
+    from conftest import tiny
+
+    from lightning_modules.cyclegan import export_nets
+
+    dm = lambda: UnpairedDigitsDataModule(cache_dir=cache_dir, batch_size=4, batches_per_epoch=2, val_size=24)  # noqa: E731
+    trainer = lambda steps, *cb: quiet_trainer(max_steps=steps, limit_val_batches=0, callbacks=list(cb),  # noqa: E731
+                                               enable_checkpointing=False, default_root_dir=tmp_path)  # fmt: skip
+    source = tiny(ACCR)
+    first = trainer(2)
+    first.fit(source, dm())
+    first.save_checkpoint(tmp_path / "source.ckpt")
+    export_nets(str(tmp_path / "source.ckpt"), str(tmp_path / "start.pt"), trained_by="test")
+    want = {k: v for k, v in source.state_dict().items() if k.split(".")[0] in NETS}
+
+    probe = FirstWeights()
+    tuned = tiny(ACCR, init_from=str(tmp_path / "start.pt"))
+    run = trainer(2, probe)  # global steps count optimizer steps: 2 per batch (G, D)
+    run.fit(tuned, dm())
+    assert probe.state.keys() == want.keys() and all(torch.equal(probe.state[k], want[k]) for k in want)
+    run.save_checkpoint(tmp_path / "tuned.ckpt")
+    after_one = {k: v.clone() for k, v in tuned.state_dict().items() if k.split(".")[0] in NETS}
+    assert not all(torch.equal(after_one[k], want[k]) for k in want)  # the fine-tune step moved them
+
+    probe = FirstWeights()  # a resumed fine-tune continues from its checkpoint, not from the start file again
+    trainer(4, probe).fit(tiny(ACCR, init_from=str(tmp_path / "start.pt")), dm(), ckpt_path=tmp_path / "tuned.ckpt")
+    assert all(torch.equal(probe.state[k], after_one[k]) for k in after_one)
+
+    with pytest.raises(FileNotFoundError, match="model.init_from='nowhere.pt': no such file"):
+        trainer(1).fit(tiny(ACCR, init_from="nowhere.pt"), dm())
+    wide = ACCR(g_ab=ResnetGenerator(width=16, n_blocks=1), g_ba=ResnetGenerator(width=8, n_blocks=1),
+                d_a=PatchDiscriminator(width=8), d_b=PatchDiscriminator(width=8), init_from=str(tmp_path / "start.pt"))  # fmt: skip
+    with pytest.raises(ValueError, match=r"start.pt': g_ab differ in architecture"):
+        trainer(1).fit(wide, dm())
+    (tmp_path / "notes.txt").write_text("not weights")
+    with pytest.raises(ValueError, match=r"notes.txt' is not a weights file"):
+        trainer(1).fit(tiny(ACCR, init_from=str(tmp_path / "notes.txt")), dm())
