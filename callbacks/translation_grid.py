@@ -14,7 +14,8 @@ from callbacks.common import log_image, run_dir
 
 class TranslationGrid(L.Callback):
     """After each validation (every ``every_n_epochs``), a grid whose rows are a, G(a), F(G(a)), b, F(b), G(F(b))
-    for the first ``n_images`` test images of each domain; saved as ``<run dir>/grids/epoch_XXX.png``.
+    for the first ``n_images`` validation images of each domain (held out of training); saved as
+    ``<run dir>/grids/epoch_XXX.png``.
 
     Args:
         n_images: images per row.

@@ -20,7 +20,7 @@ from torchvision.utils import make_grid, save_image
 from coadv.cli import cli_main
 from coadv.constants import CONFIGS, QUIET
 from coadv.progress import minutes, summary
-from coadv.study import ensure_classifier, source_only_accuracy, test_chosen_checkpoint
+from coadv.study import ensure_classifier, judged_correct, test_chosen_checkpoint
 from coadv.tracking import wandb_run_dirs
 
 START = CONFIGS / "weights" / "accr_m2mm.pt"
@@ -37,6 +37,17 @@ def test_grid(model, datamodule, path: Path, n: int = 10) -> Path:
     rows = [r.expand(-1, 3, -1, -1) if r.shape[1] == 1 else r for r in rows]  # grey domains shown as RGB
     save_image(make_grid(torch.cat(rows).cpu(), nrow=n, normalize=True, value_range=(-1, 1), pad_value=1), path)
     return path
+
+
+def paired_difference(translated: torch.Tensor, untranslated: torch.Tensor) -> tuple[float, float, str]:
+    """Mean per-image difference in correctness (translated - untranslated, the same test images), its 95 % normal
+    interval half-width, and the verdict: "helps" / "hurts" when the interval excludes 0, else "level"."""
+    if len(translated) != len(untranslated) or not len(translated):
+        raise ValueError(f"paired difference of {len(translated)} and {len(untranslated)} images")
+    d = translated - untranslated
+    half = 1.96 * float(d.std()) / len(d) ** 0.5 if len(d) > 1 else float("inf")
+    mean = float(d.mean())
+    return mean, half, "helps" if mean - half > 0 else "hurts" if mean + half < 0 else "level"
 
 
 def export_start(checkpoint: str) -> None:
@@ -75,20 +86,29 @@ def main(args: list[str] | None = None) -> None:
     trained.append(("ACCR mnist <-> mnist_m", cli))
     chosen = test_chosen_checkpoint(cli)  # test numbers of the checkpoint chosen on validation, never max-over-epochs
     best = cli.trainer.checkpoint_callback.best_model_path
-    baseline = {"a2b": source_only_accuracy(cli.datamodule.test_a, classifier_b),
-                "b2a": source_only_accuracy(cli.datamodule.test_b, classifier_a)}  # fmt: skip
     run_dir = Path(cli.trainer.default_root_dir)
-    model = type(cli.model).load_from_checkpoint(best, map_location="cpu")
+    model = type(cli.model).load_from_checkpoint(best, map_location="cpu").eval()
+    dm = cli.datamodule
+    pairs = {"a2b": (dm.test_a, classifier_b, model.g_ab), "b2a": (dm.test_b, classifier_a, model.g_ba)}
+    correct = {k: (judged_correct(ds, judge, net), judged_correct(ds, judge)) for k, (ds, judge, net) in pairs.items()}
+    for key, (translated, _) in correct.items():  # the table's own recount must agree with the logged test metric
+        if abs(float(translated.mean()) - chosen[f"acc_{key}"]) > 1e-6:
+            raise RuntimeError(
+                f"recounted acc_{key} {float(translated.mean()):.4f} != logged {chosen[f'acc_{key}']:.4f}"
+            )
     grid = test_grid(model, cli.datamodule, run_dir / "translations_test.png")
     epochs = cli.trainer.current_epoch
     print(f"\ncheckpoint chosen on validation (held out of training): after epoch {chosen['selected_epoch'] + 1} of "
           f"{epochs}, {chosen['selected_on']} = {chosen['val_score']:.3f}; the numbers below are its test numbers")  # fmt: skip
-    print("\n| ACCR, MNIST <-> MNIST-M (embedded digits, test) | translated | no translation | translation helps |")
-    print("|---|---|---|---|")
+    print(f"\n| ACCR, MNIST <-> MNIST-M (embedded digits, {len(dm.test_a)} / {len(dm.test_b)} test images) | "
+          "translated | no translation | difference [95 % CI] | translation |")  # fmt: skip
+    print("|---|---|---|---|---|")
     for key, name in (("a2b", "MNIST -> MNIST-M: MNIST-M classifier accuracy"),
                       ("b2a", "MNIST-M -> MNIST: MNIST classifier accuracy")):  # fmt: skip
-        value = chosen[f"acc_{key}"]
-        print(f"| {name} | {value:.3f} | {baseline[key]:.3f} | {'yes' if value > baseline[key] else 'no'} |")
+        translated, untranslated = correct[key]
+        mean, half, verdict = paired_difference(translated, untranslated)
+        print(f"| {name} | {float(translated.mean()):.3f} | {float(untranslated.mean()):.3f} | "
+              f"{mean:+.3f} [{mean - half:+.3f}, {mean + half:+.3f}] | {verdict} |")  # fmt: skip
     print(f"\nFID (classifier features): on MNIST-M {chosen['fid_b']:.1f}, on MNIST {chosen['fid_a']:.1f}; chance "
           "accuracy 0.100")  # fmt: skip
     runs = [

@@ -50,13 +50,21 @@ def ensure_classifier(domain: str, extra: list[str] = (), trained: list | None =
 
 
 @torch.no_grad()
-def source_only_accuracy(dataset, classifier: Path) -> float:
-    """Accuracy of the target domain's classifier on untranslated source test images: the no-translation baseline."""
+def judged_correct(dataset, classifier: Path, translate=None, batch: int = 500) -> torch.Tensor:
+    """Per image of ``dataset``: 1.0 where ``classifier`` gives the image's label, after ``translate`` when given."""
     from nets.classifier import load_digit_net
 
     judge = load_digit_net(classifier)
     x, y = dataset.images.float() / 127.5 - 1, dataset.labels
-    return float((judge(x).argmax(1) == y).float().mean())
+    out = []
+    for chunk in x.split(batch):
+        out.append(judge(translate(chunk) if translate is not None else chunk).argmax(1))
+    return (torch.cat(out) == y).float()
+
+
+def source_only_accuracy(dataset, classifier: Path) -> float:
+    """Accuracy of the target domain's classifier on untranslated source test images: the no-translation baseline."""
+    return float(judged_correct(dataset, classifier).mean())
 
 
 def no_translation_baselines(directions: list[str], preset: dict) -> dict[str, float]:

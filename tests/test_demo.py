@@ -40,9 +40,22 @@ def test_demo_table_is_the_test_of_the_checkpoint_chosen_on_validation(start, tm
     test = {k: float(v) for r in rows for k, v in r.items() if k.startswith("test/") and v}
     for key, name in (("acc_a2b", "MNIST -> MNIST-M: MNIST-M classifier accuracy"),
                       ("acc_b2a", "MNIST-M -> MNIST: MNIST classifier accuracy")):  # fmt: skip
-        assert re.search(rf"\| {re.escape(name)} \| {test[f'test/{key}']:.3f} \| \d\.\d{{3}} \| (yes|no) \|", out)
+        number = r"[+-]\d\.\d{3}"
+        row = (
+            rf"\| {re.escape(name)} \| {test[f'test/{key}']:.3f} \| \d\.\d{{3}} \| {number} \[{number}, {number}\] \| "
+        )
+        assert re.search(row + r"(helps|level|hurts) \|", out), out
     assert f"FID (classifier features): on MNIST-M {test['test/fid_b']:.1f}" in out and "(test)" not in out
     assert (run / "translations_test.png").stat().st_size > 0
+
+
+def test_paired_difference_by_hand():
+    mean, half, verdict = demo.paired_difference(torch.tensor([1.0, 1, 0, 1]), torch.tensor([0.0, 1, 0, 0]))
+    assert (mean, verdict) == (0.5, "level") and half == pytest.approx(1.96 * (1 / 3) ** 0.5 / 2)  # d = 1, 0, 0, 1
+    assert demo.paired_difference(torch.ones(5), torch.zeros(5)) == (1.0, 0.0, "helps")
+    assert demo.paired_difference(torch.zeros(5), torch.ones(5))[2] == "hurts"
+    with pytest.raises(ValueError, match="paired difference of 0 and 0 images"):
+        demo.paired_difference(torch.zeros(0), torch.zeros(0))
 
 
 def test_demo_without_its_start_weights_says_how_to_make_them(tmp_path, monkeypatch):
