@@ -48,6 +48,7 @@ def test_wheel_holds_every_package_and_the_configs(wheel):
         assert f"{package}/__init__.py" in names, package
     assert "configs/translation/accr_m2mm.yaml" in names
     assert "configs/defaults.yaml" in names
+    assert "configs/weights/accr_m2mm.pt" in names  # the demo's start weights
     assert any(n.startswith("datamodules/embedded/mnist/") and n.endswith(".gz") for n in names)
     assert not any(n.startswith("tests/") for n in names)
     entry = next(n for n in names if n.endswith("entry_points.txt"))
