@@ -18,7 +18,10 @@ TOOLS = {
     "study": ("coadv.study", "the translation study: methods x directions x seeds (x ablations) -> tables"),
     "sweep": ("coadv.sweep", "run a W&B sweep YAML offline (Optuna); the same file works with `wandb sweep`"),
     "compare-attacks": ("coadv.compare_attacks", "every attack against one victim, side by side"),
-    "demo": ("coadv.demo", "fine-tune ACCR M <-> MM from the shipped start weights on the embedded digits; print the table"),
+    "demo": (
+        "coadv.demo",
+        "fine-tune ACCR M <-> MM from the shipped start weights on the embedded digits; print the table",
+    ),
     "corpus": ("coadv.corpus", "write the synthetic speech corpus (VoxCeleb1 layout) to a folder"),
 }
 HELP = f"""usage: coadv <command> [options]

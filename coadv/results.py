@@ -31,7 +31,7 @@ def both_ways(records: list[dict]) -> list[dict]:
     out = []
     for r in records:
         twin = {**r, "direction": reverse(r["direction"]), "from_cell": r["direction"]}
-        for x, y in (("acc_a2b", "acc_b2a"), ("fid_b", "fid_a")):
+        for x, y in (("acc_a2b", "acc_b2a"), ("fid_b", "fid_a"), ("base_a2b", "base_b2a")):
             if x in r or y in r:
                 twin[x], twin[y] = r.get(y), r.get(x)
         out += [r, {k: v for k, v in twin.items() if v is not None}]
@@ -51,11 +51,10 @@ def _ordered(records: list[dict], field: str) -> list[str]:
     return list(dict.fromkeys(r[field] for r in records))
 
 
-def markdown(
-    records: list[dict], key: str, title: str, svhn_name: str, digits: int, baselines: dict[str, float] | None = None
-) -> str:
-    """Mean ± std over seeds per (variant, method) row and direction column; ``baselines`` (direction -> value)
-    adds a "no translation" row."""
+def markdown(records: list[dict], key: str, title: str, svhn_name: str, digits: int, baseline: str = "") -> str:
+    """Mean ± std over seeds per (variant, method) row and direction column; ``baseline`` (a record key such as
+    ``base_a2b``) adds a "no translation" row: its mean over the direction's cells (the same test images and judges
+    in every cell, so one value)."""
     agg = aggregate(records, key)
     directions = _ordered(records, "direction")
     lines = [
@@ -71,8 +70,9 @@ def markdown(
                 mean, std, n = agg.get((variant, method, d), (float("nan"), 0.0, 0))
                 cells.append(f"{mean:.{digits}f} ± {std:.{digits}f}" if n else "—")
             lines.append(f"| {variant} | {NAMES.get(method, method)} | " + " | ".join(cells) + " |")
-    if baselines:
-        cells = [f"{baselines[d]:.{digits}f}" if d in baselines else "—" for d in directions]
+    base = {d: mean for (_, _, d), (mean, _, _) in aggregate(records, baseline).items()} if baseline else {}
+    if base:
+        cells = [f"{base[d]:.{digits}f}" if d in base else "—" for d in directions]
         lines.append(
             "| — | no translation (target classifier on untranslated source images) | " + " | ".join(cells) + " |"
         )
@@ -80,8 +80,8 @@ def markdown(
 
 
 def write_csv(records: list[dict], out: Path) -> None:
-    keys = ["variant", "method", "direction", "seed", "acc_a2b", "acc_b2a", "fid_a", "fid_b", "selected_on",
-            "selected_epoch", "val_score", "wall_s"]  # fmt: skip
+    keys = ["variant", "method", "direction", "from_cell", "seed", "acc_a2b", "acc_b2a", "base_a2b", "base_b2a", "fid_a",
+            "fid_b", "selected_on", "selected_epoch", "val_score", "epochs_run", "max_epochs", "wall_s"]  # fmt: skip
     with open(out / "cells.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
         writer.writeheader()
@@ -191,19 +191,24 @@ def wandb_table(records: list[dict], out: Path, plot: Path, preset: str) -> str:
     return f"{folder}" + (f" (offline; upload: wandb sync {folder})" if mode in ("offline", "dryrun") else "")
 
 
-def write(
-    records: list[dict],
-    out: Path,
-    svhn_name: str = "svhn",
-    preset: str = "",
-    two_way: bool = False,
-    baselines: dict[str, float] | None = None,
-) -> str:
+def stopping_note(records: list[dict]) -> str:
+    """How the cells ended: stopped by early stopping before the epoch cap, or at the cap."""
+    timed = [r for r in records if "epochs_run" in r and "from_cell" not in r]
+    if not timed:
+        return ""
+    capped = [r for r in timed if r["epochs_run"] >= r["max_epochs"]]
+    runs = ", ".join(str(r["epochs_run"]) for r in timed)
+    return (f" Epochs trained per cell: {runs}; {len(timed) - len(capped)} of {len(timed)} cells stopped when "
+            f"validation accuracy plateaued, {len(capped)} reached the epoch cap.")  # fmt: skip
+
+
+def write(records: list[dict], out: Path, svhn_name: str = "svhn", preset: str = "", two_way: bool = False) -> str:
     """Tables, plots (bars, validation curves) and the W&B table run of a study; returns where that run is
-    (:func:`wandb_table`). ``two_way``: each cell also fills the reverse direction's column with its F;
-    ``baselines``: direction -> no-translation accuracy, a row of the accuracy table."""
+    (:func:`wandb_table`). ``two_way``: each cell also fills the reverse direction's column with its F. Records
+    holding ``base_a2b`` add a no-translation row to the accuracy table."""
     if (out / "cells").is_dir():
         curves_plot(records, out / "cells", out / "curves.png")
+    stopping = stopping_note(records)
     if two_way:
         records = both_ways(records)
     seeds = sorted({r["seed"] for r in records})
@@ -215,6 +220,7 @@ def write(
     )
     if svhn_name != "svhn":
         note += f" S* = `{svhn_name}` standing in for SVHN (no offline SVHN copy)."
+    note += stopping
     if two_way:
         twins = sorted({direction_label(r["direction"], svhn_name) for r in records if "from_cell" in r})
         note += (f" Columns {', '.join(twins)}: the reverse generator F of the same cells (one CycleGAN trains both "
@@ -222,7 +228,7 @@ def write(
     text = "\n\n".join([
         note,
         markdown(records, "acc_a2b", "Translated test accuracy, checkpoint chosen on validation (mean ± std over "
-                 "seeds)", svhn_name, 3, baselines),  # fmt: skip
+                 "seeds)", svhn_name, 3, "base_a2b"),  # fmt: skip
         markdown(records, "fid_b", "Test FID on the target domain, classifier features, same checkpoints (mean ± std)",
                  svhn_name, 1),  # fmt: skip
     ])  # fmt: skip

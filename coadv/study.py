@@ -15,6 +15,7 @@ restarted study gives the same table.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import time
 from pathlib import Path
@@ -50,38 +51,51 @@ def ensure_classifier(domain: str, extra: list[str] = (), trained: list | None =
 
 
 @torch.no_grad()
-def judged_correct(dataset, classifier: Path, translate=None, batch: int = 500) -> torch.Tensor:
-    """Per image of ``dataset``: 1.0 where ``classifier`` gives the image's label, after ``translate`` when given."""
+def judged_correct(dataset, classifier: Path | str, translate=None, batch: int = 500, device="cpu") -> torch.Tensor:
+    """Per image of ``dataset`` (a ``DigitDataset``, scaled as it feeds a model): 1.0 where ``classifier`` gives the
+    image's label, after ``translate`` when given."""
     from nets.classifier import load_digit_net
 
-    judge = load_digit_net(classifier)
+    judge = load_digit_net(classifier).to(device)
     x, y = dataset.images.float() / 127.5 - 1, dataset.labels
+    if dataset.channels == 1:
+        x = x.mean(1, keepdim=True)
     out = []
     for chunk in x.split(batch):
-        out.append(judge(translate(chunk) if translate is not None else chunk).argmax(1))
+        chunk = chunk.to(device)
+        out.append(judge(translate(chunk) if translate is not None else chunk).argmax(1).cpu())
     return (torch.cat(out) == y).float()
 
 
-def source_only_accuracy(dataset, classifier: Path) -> float:
+def source_only_accuracy(dataset, classifier: Path | str) -> float:
     """Accuracy of the target domain's classifier on untranslated source test images: the no-translation baseline."""
     return float(judged_correct(dataset, classifier).mean())
 
 
-def no_translation_baselines(directions: list[str], preset: dict) -> dict[str, float]:
-    """Direction -> accuracy of the target domain's classifier on the untranslated source test images (the test
-    images the cells are tested on: the preset's ``test_limit`` flag applies)."""
-    from datamodules import UnpairedDigitsDataModule
+def cell_config(cell: Path) -> dict:
+    """The resolved config a cell's latest launch ran with (LightningCLI writes it beside the CSV log)."""
+    configs = sorted(cell.glob("csv/version_*/config.yaml"), key=lambda p: int(p.parent.name.split("_")[1]))
+    if not configs:
+        raise SystemExit(f"{cell}: no csv/version_*/config.yaml (the cell's resolved config) to read")
+    return yaml.safe_load(configs[-1].read_text())
 
-    flag = "--data.init_args.test_limit="
-    limit = next((int(f.removeprefix(flag)) for f in preset.get("flags", []) if f.startswith(flag)), None)
-    svhn, out = preset.get("svhn", "svhn"), {}
-    for direction in directions:
-        a, b = (svhn if d == "svhn" else d for d in DIRECTIONS[direction])
-        offline = {"data_root": None} if svhn != "svhn" and "svhn" in DIRECTIONS[direction] else {}
-        dm = UnpairedDigitsDataModule(a, b, test_limit=limit, **offline)
-        dm.setup("test")
-        out[direction] = source_only_accuracy(dm.test_a, ensure_classifier(b))
-    return out
+
+def cell_baselines(cell: Path) -> dict:
+    """The cell's no-translation baselines (``base_a2b``: its B classifier on its A test images; ``base_b2a``
+    likewise) and how long it trained (``epochs_run``, ``max_epochs``), from the cell's own resolved config: the
+    same test images (data settings, ``test_limit``) and the same judges as the cell's test numbers."""
+    config = cell_config(cell)
+    data = config["data"]
+    module, name = data["class_path"].rsplit(".", 1)
+    dm = getattr(importlib.import_module(module), name)(**data.get("init_args", {}))
+    dm.setup("test")
+    judges = config["model"]["init_args"]
+    return {
+        "base_a2b": source_only_accuracy(dm.test_a, judges["classifier_b"]),
+        "base_b2a": source_only_accuracy(dm.test_b, judges["classifier_a"]),
+        "epochs_run": len(results.read_curve(cell)),
+        "max_epochs": config["trainer"]["max_epochs"],
+    }
 
 
 def test_chosen_checkpoint(cli) -> dict:
@@ -147,11 +161,15 @@ def run_cell(method: str, direction: str, seed: int, variant: Path | None, prese
                 "split); delete that cell folder (or choose another --out) to measure it as now: test numbers of "
                 "the checkpoint chosen on validation"
             )
+        if "base_a2b" not in record:  # a cell finished before baselines were recorded: add them from its files
+            record.update(cell_baselines(cell))
+            done.write_text(json.dumps(record, indent=1))
         return record
     start = time.time()
     cli = cli_main(cell_args(method, direction, seed, variant, preset, cell))
     record = {"variant": variant.stem if variant else "base", "method": method, "direction": direction, "seed": seed,
               **test_chosen_checkpoint(cli), "wall_s": round(time.time() - start, 1)}  # fmt: skip
+    record.update(cell_baselines(cell))
     done.write_text(json.dumps(record, indent=1))
     return record
 
@@ -196,10 +214,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
         cells = [(method, direction, seed, variant) for variant in (args.variants or [None]) for method in methods
                  for direction in directions for seed in seeds]  # fmt: skip
         records, reused = run_cells(cells, preset, out)
-        two_way = bool(preset.get("both_ways", False))
-        columns = list(dict.fromkeys(d for x in directions for d in ([x, results.reverse(x)] if two_way else [x])))
-        baselines = no_translation_baselines(columns, preset)
-    table_run = results.write(records, out, svhn_name=svhn, preset=args.preset, two_way=two_way, baselines=baselines)
+    two_way = bool(preset.get("both_ways", False))
+    table_run = results.write(records, out, svhn_name=svhn, preset=args.preset, two_way=two_way)
     print((out / "results.md").read_text())
     print(summary(f"coadv study --preset {args.preset}", [
         ("cells", f"{len(cells)} ({len(cells) - reused} run now, {reused} reused) in {minutes(time.time() - start)}"),

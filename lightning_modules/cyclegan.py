@@ -322,7 +322,7 @@ class CycleGAN(L.LightningModule):
     def setup(self, stage: str) -> None:
         if stage == "fit":
             self.lr_schedule.check_run_length(self.trainer.max_epochs)
-            if self.init_from is not None:
+            if self.init_from is not None and self.trainer.ckpt_path is None:  # a resume restores its own weights
                 self.load_nets(self.init_from)
         self.evaluator.setup()
         if self.cycle_loss == "feature" and not self.evaluator.enabled:

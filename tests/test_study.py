@@ -83,6 +83,8 @@ def test_table_cells_are_test_numbers_of_the_checkpoint_chosen_on_validation(tmp
     assert row.split(" | ")[2:] == [f"{no_translation_by_hand('mnist', 'mnist_m', tiny_preset, cache_dir):.3f}",
                                     f"{no_translation_by_hand('mnist_m', 'mnist', tiny_preset, cache_dir):.3f} |"]  # fmt: skip
     assert (out / "curves.png").stat().st_size > 0
+    assert all((r["epochs_run"], r["max_epochs"]) == (2, 2) for r in records)
+    assert "Epochs trained per cell: 2, 2; 0 of 2 cells stopped when validation accuracy plateaued, 2 reached" in text
     stamps = {p: p.stat().st_mtime_ns for p in out.glob("cells/**/metrics.json")}
     shutil.rmtree(out / "cells" / "base" / "accr_m2mm" / "seed1")  # as if interrupted before this cell
     study.main(["--preset", str(tiny_preset), "--out", str(out)])
@@ -140,11 +142,11 @@ def test_markdown_mean_and_std():
 
 def test_both_ways_and_baselines_in_the_tables():
     records = [{"variant": "base", "method": "accr", "direction": "m2mm", "seed": s, "acc_a2b": a, "acc_b2a": b,
-                "fid_b": 10.0, "fid_a": 30.0 + s} for s, a, b in ((0, 0.5, 0.2), (1, 0.7, 0.4))]  # fmt: skip
+                "fid_b": 10.0, "fid_a": 30.0 + s, "base_a2b": 0.9, "base_b2a": 0.25} for s, a, b in ((0, 0.5, 0.2), (1, 0.7, 0.4))]  # fmt: skip
     both = results.both_ways(records)
     assert [(r["direction"], r["acc_a2b"], r.get("from_cell")) for r in both] == [
         ("m2mm", 0.5, None), ("mm2m", 0.2, "m2mm"), ("m2mm", 0.7, None), ("mm2m", 0.4, "m2mm")]  # fmt: skip
-    text = results.markdown(both, "acc_a2b", "t", "svhn", 3, {"m2mm": 0.9, "mm2m": 0.25})
+    text = results.markdown(both, "acc_a2b", "t", "svhn", 3, "base_a2b")
     assert "| base | ACCR | 0.600 ± 0.141 | 0.300 ± 0.141 |" in text
     assert text.endswith("| — | no translation (target classifier on untranslated source images) | 0.900 | 0.250 |")
     assert "| base | ACCR | 10.0 ± 0.0 | 30.5 ± 0.7 |" in results.markdown(both, "fid_b", "t", "svhn", 1)
