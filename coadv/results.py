@@ -56,6 +56,7 @@ def markdown(records: list[dict], key: str, title: str, svhn_name: str, digits: 
     ``base_a2b``) adds a "no translation" row: its mean over the direction's cells (the same test images and judges
     in every cell, so one value)."""
     agg = aggregate(records, key)
+    most = max((n for _, _, n in agg.values()), default=0)
     directions = _ordered(records, "direction")
     lines = [
         f"**{title}**",
@@ -68,7 +69,8 @@ def markdown(records: list[dict], key: str, title: str, svhn_name: str, digits: 
             cells = []
             for d in directions:
                 mean, std, n = agg.get((variant, method, d), (float("nan"), 0.0, 0))
-                cells.append(f"{mean:.{digits}f} ± {std:.{digits}f}" if n else "—")
+                fewer = f" (n = {n})" if 0 < n < most else ""  # a cell with fewer seeds than the table's others
+                cells.append(f"{mean:.{digits}f} ± {std:.{digits}f}{fewer}" if n else "—")
             lines.append(f"| {variant} | {NAMES.get(method, method)} | " + " | ".join(cells) + " |")
     base = {d: mean for (_, _, d), (mean, _, _) in aggregate(records, baseline).items()} if baseline else {}
     if base:
@@ -218,7 +220,7 @@ def write(records: list[dict], out: Path, svhn_name: str = "svhn", preset: str =
         f"Test numbers of each run's checkpoint chosen on validation (`{chosen_on}`, held out of training), not a "
         "maximum over epochs of test numbers."
     )
-    if svhn_name != "svhn":
+    if svhn_name != "svhn" and any("svhn" in DIRECTIONS[r["direction"]] for r in records):
         note += f" S* = `{svhn_name}` standing in for SVHN (no offline SVHN copy)."
     note += stopping
     if two_way:

@@ -151,6 +151,8 @@ def test_both_ways_and_baselines_in_the_tables():
     assert text.endswith("| — | no translation (target classifier on untranslated source images) | 0.900 | 0.250 |")
     assert "| base | ACCR | 10.0 ± 0.0 | 30.5 ± 0.7 |" in results.markdown(both, "fid_b", "t", "svhn", 1)
     assert results.reverse("m2s") == "s2m"
+    fewer = results.markdown([*both, {**records[0], "method": "cyclegan"}], "acc_a2b", "t", "svhn", 3)
+    assert "| base | CycleGAN | 0.500 ± 0.000 (n = 1) | — |" in fewer and "| base | ACCR | 0.600 ± 0.141 |" in fewer
 
 
 def test_curves_read_every_launch_of_a_resumed_cell(tmp_path):
