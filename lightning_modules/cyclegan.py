@@ -32,15 +32,22 @@ def forward_batches(net: nn.Module, batches: list[Tensor], batched: bool = True)
     return list(net(torch.cat(batches)).split([len(x) for x in batches]))
 
 
+NETS = ("g_ab", "g_ba", "d_a", "d_b")  # the four trained nets of a translation module (state-dict prefixes)
+
+
+def nets_only(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """The entries of ``state`` that belong to the four nets."""
+    return {k: v for k, v in state.items() if k.split(".", 1)[0] in NETS}
+
+
 def export_nets(checkpoint: str, out: str, **provenance: Any) -> dict[str, Any]:
     """Write the four nets' weights of a translation checkpoint to ``out`` (no optimizer states, pools or
     hyperparameters: a small start file for ``init_from``), with ``provenance`` (e.g. the command that trained
     it) beside them. Returns what was written."""
     full = torch.load(checkpoint, map_location="cpu", weights_only=False)  # a checkpoint this project wrote
-    nets = ("g_ab", "g_ba", "d_a", "d_b")
-    state = {k: v for k, v in full["state_dict"].items() if k.split(".", 1)[0] in nets}
-    if {k.split(".", 1)[0] for k in state} != set(nets):
-        raise ValueError(f"{checkpoint} holds no translation nets ({', '.join(nets)})")
+    state = nets_only(full["state_dict"])
+    if {k.split(".", 1)[0] for k in state} != set(NETS):
+        raise ValueError(f"{checkpoint} holds no translation nets ({', '.join(NETS)})")
     record = {"state_dict": state, "epoch": full.get("epoch"), "global_step": full.get("global_step"),
               "source": str(checkpoint), **provenance}  # fmt: skip
     torch.save(record, out)
@@ -388,10 +395,9 @@ class CycleGAN(L.LightningModule):
                 f"model.init_from={path!r} is not a weights file with a 'state_dict' that torch.load reads with "
                 f"weights_only=True ({err}); write one with lightning_modules.cyclegan.export_nets"
             ) from None
-        nets = ("g_ab", "g_ba", "d_a", "d_b")
-        state = {k: v for k, v in state.items() if k.split(".", 1)[0] in nets}
-        own = {k: v for k, v in self.state_dict().items() if k.split(".", 1)[0] in nets}
-        bad = sorted({k.split(".", 1)[0] for k in own.keys() ^ state.keys()} | {k.split(".", 1)[0] for k in own.keys() & state.keys() if own[k].shape != state[k].shape})  # fmt: skip
+        state, own = nets_only(state), nets_only(self.state_dict())
+        differ = own.keys() ^ state.keys() | {k for k in own.keys() & state.keys() if own[k].shape != state[k].shape}
+        bad = sorted({k.split(".", 1)[0] for k in differ})
         if bad:
             raise ValueError(f"model.init_from={path!r}: {', '.join(bad)} differ in architecture from this run's nets")
         with torch.no_grad():
@@ -411,7 +417,7 @@ class CycleGAN(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         restore_config(self, checkpoint)
-        check_nets_match(self, checkpoint, ("g_ab", "g_ba", "d_a", "d_b"))
+        check_nets_match(self, checkpoint, NETS)
         self.evaluator.expect(checkpoint.get("judges"))
         self._load_pools(checkpoint)
 
