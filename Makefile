@@ -20,9 +20,9 @@ demo: $(STAMP)
 test: $(STAMP)
 	WANDB_MODE=disabled $(VENV)/bin/python -m pytest -m "not slow and not gpu"
 
-# the optional extras (SpeechBrain adapter exactness, PESQ / STOI) so that test-all checks them too
+# the optional extras (SpeechBrain adapter exactness, PESQ / STOI, the GE2E victim) so that test-all checks them too
 $(EXTRAS): $(STAMP)
-	$(VENV)/bin/pip install --quiet -e '.[speechbrain,perceptual]'
+	$(VENV)/bin/pip install --quiet -e '.[speechbrain,perceptual,resemblyzer]'
 	rm -f $(VENV)/.extras-* && touch $(EXTRAS)
 
 # everything CPU can run: adds learning checks, multi-process DDP, the optional extras' tests (CI runs this)

@@ -2,8 +2,11 @@
 
 Threat model: white-box, only the test side of a trial is perturbed, waveform kept in [clip_min, clip_max].
 One decision rule: a trial is accepted when ``s >= theta``. With sigma = +1 for a target trial (label 1) and -1
-for a non-target trial, the residual is ``r(delta) = sigma (s(enrol, x + delta) - theta) + kappa``; the attack
-succeeds when ``r <= 0`` and the decision flipped (``is_success``).
+for a non-target trial, the residual is ``r(delta) = sigma (s(enrol, x + delta) - theta) + kappa``. Inside a search
+a point counts as a success (``is_success``) only with ``r <= 0``, i.e. past the threshold by the margin ``kappa``:
+a batched forward pass moves a score by float noise (up to ~1e-5, ``benchmarks/score_noise.py``), so a success
+with a smaller margin could reverse when the trial is scored alone. The *final* success of every attack is the
+victim's own decision, the trial re-scored alone at ``theta`` (``flipped_alone``), never a batched check.
 
 Every tensor an attack creates lives on its input's device and dtype; half-precision victims and inputs are refused
 (``check_precision``): minimal perturbations are ~1e-3 of the signal, the resolution of float16.
@@ -46,7 +49,8 @@ class VerificationObjective:
         enrol: enrolment waveforms ``[B, T_e]``.
         labels: 1 for target trials, 0 for non-target, ``[B]``.
         threshold: the victim's clean EER threshold theta.
-        kappa: margin past the threshold that counts as success.
+        kappa: margin past the threshold that a search needs to count a point as a success, >= 0 (score units;
+            configs use the common ``KAPPA``, about 10x the measured batch noise of the victims' scores).
         enrol_embedding: precomputed ``victim.embed(enrol)`` ``[B, D]`` (e.g. each trial embedded at its length).
         seeds: one seed per trial ``[B]``: random draws of attacks come from per-trial generators
             (:meth:`random_like`), so a trial's result does not depend on which trials share its batch.
@@ -97,6 +101,22 @@ class VerificationObjective:
         on a target trial with ``kappa == 0`` means ``s == theta``, which is still accepted (``s >= theta``).
         NaN (a trial not evaluated) is no success."""
         return (r < 0) | ((r == 0) & ((self.sigma < 0) | (self.kappa > 0)))
+
+    def flipped(self, score: Tensor) -> Tensor:
+        """Per trial: the decision at ``theta`` (accept <=> ``score >= theta``) differs from the label's, no margin."""
+        accepted = score >= self.threshold
+        return torch.where(self.sigma > 0, ~accepted, accepted)
+
+    @torch.no_grad()
+    def score_alone(self, x: Tensor) -> Tensor:
+        """Scores ``[B]`` with each test waveform embedded in a forward pass of its own (no batch noise)."""
+        if len(x) == 0:
+            return x.new_zeros(0)
+        return torch.cat([self._score(x[i : i + 1], slice(i, i + 1), self.victim.embed) for i in range(len(x))])
+
+    def flipped_alone(self, x: Tensor) -> Tensor:
+        """The final success of a trial: its decision flipped when ``x`` is re-scored alone."""
+        return self.flipped(self.score_alone(x))
 
     def residual(self, x: Tensor) -> Tensor:
         """``r [B]`` at test waveforms ``x [B, T]`` (differentiable)."""
@@ -189,8 +209,8 @@ class Attack(RecordsInitArgs):
     def _result(
         self, x_adv: Tensor, objective: VerificationObjective, iterations: Tensor, grad_evals: Tensor
     ) -> AttackResult:
-        with torch.no_grad():
-            success = objective.is_success(objective.residual(x_adv))
+        """The attack's answer; ``success`` is each trial's decision re-scored alone (``flipped_alone``)."""
+        success = objective.flipped_alone(x_adv.detach())
         return AttackResult(x_adv.detach(), success, iterations, grad_evals)
 
 

@@ -61,4 +61,5 @@ class BoundarySearch(Attack):
                 high = torch.where(won, mid, high)
                 low = torch.where(searched & ~won, mid, low)
         extra = {**inner.extra, "forward_evals": evals, "scale": high}
-        return AttackResult(best, inner.success.clone(), inner.iterations, inner.grad_evals, extra)
+        success = objective.flipped_alone(best) if searched.any() else inner.success.clone()
+        return AttackResult(best, success, inner.iterations, inner.grad_evals, extra)

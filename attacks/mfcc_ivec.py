@@ -52,9 +52,10 @@ class MFCCIvec(Attack):
         voiced = c0 >= torch.quantile(c0, self.voiced_quantile, dim=1, keepdim=True)
         _, g = objective.residual_and_grad(frames, embed=victim.embed_frames)
         adv = frames - self.epsilon * g.sign() * voiced.unsqueeze(-1)
-        with torch.no_grad():
-            score = victim.compare(objective.enrol_embedding, victim.embed_frames(adv))
-            success = objective.is_success(objective.residual_of_score(score))
+        with torch.no_grad():  # each trial re-scored alone: the final decision carries no batch noise
+            embedded = [victim.embed_frames(adv[i : i + 1]) for i in range(len(adv))]
+            score = victim.compare(objective.enrol_embedding, torch.cat(embedded))
+            success = objective.flipped(score)
         ones = torch.ones(len(x), dtype=torch.long, device=x.device)
         spent = objective.grad_evals - start
         return AttackResult(x.detach(), success, ones, spent, {"features": adv.detach(), "voiced": voiced})

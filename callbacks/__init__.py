@@ -5,6 +5,7 @@ from callbacks.replica_parity import ReplicaParity
 from callbacks.resume import AtomicCheckpointIO, ResumeCheckpoint
 from callbacks.translation_grid import TranslationGrid
 from callbacks.verification_plots import ScoreHistogram
+from callbacks.victim_checkpoint import VictimCheckpoint
 
 __all__ = [
     "AtomicCheckpointIO",
@@ -13,4 +14,5 @@ __all__ = [
     "ResumeCheckpoint",
     "ScoreHistogram",
     "TranslationGrid",
+    "VictimCheckpoint",
 ]

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from callbacks.attack_report import markdown_table
 from coadv import attack_stats
-from coadv.attack_stats import Comparison, decide, paired, verdict
+from coadv.attack_stats import Comparison, correct, decide, paired, verdict
 from coadv.attack_tables import DEFAULT, Run, fmt
 
 
@@ -54,11 +54,11 @@ def comparisons(runs: list[Run], resamples: int = attack_stats.RESAMPLES, seed: 
     index = {(r.victim, r.row.name, r.setting): r for r in runs}
     out: dict[str, list[Comparison]] = {}
     for claim in CLAIMS:
-        out[claim.key] = [
+        out[claim.key] = correct([
             compare(run, index[(run.victim, other, run.setting)], resamples, seed)
             for run in runs if run.row.name in claim.claimed
             for other in claim.others if (run.victim, other, run.setting) in index
-        ]  # fmt: skip
+        ])  # fmt: skip
     return out
 
 
@@ -69,12 +69,13 @@ def interval(i: tuple[float, float, float]) -> str:
 def comparison_table(found: list[Comparison]) -> str:
     """One row per comparison: settings, stopping rules, budgets spent, success side by side, paired ratio."""
     header = ["victim", "setting", "claimed vs other", "stops (claimed / other)", "equal stop", "grad evals",
-              "attacked", "success", "Δ success [95 % CI]", "both flip", "median ρ_other/ρ_claimed [95 % CI]",
-              "verdict"]  # fmt: skip
+              "attacked", "success", "Δ success [95 % CI]", "both flip",
+              "median ρ_other/ρ_claimed, all attacked [95 % CI]", "p (Holm)", "verdict"]  # fmt: skip
     rows = [[c.victim, c.setting if c.setting == DEFAULT else f"B = {c.setting}", f"{c.claimed} vs {c.other}",
              " / ".join(c.stops), "yes" if c.equal_stop else "no", f"{fmt(c.evals[0])} / {fmt(c.evals[1])}",
              c.attacked, f"{fmt(c.success[0])} / {fmt(c.success[1])}", interval(c.success_diff), c.pairs,
-             interval(c.ratio) if c.comparable else "n/a (other units)", "{}: {}".format(*decide(c))]
+             interval(c.ratio) if c.comparable else "n/a (other units)",
+             fmt(c.p_holm if c.p_holm is not None else c.p, 2) if c.comparable else "—", "{}: {}".format(*decide(c))]
             for c in found]  # fmt: skip
     return markdown_table(header, rows)
 
@@ -119,7 +120,7 @@ def claims_markdown(found: dict[str, list[Comparison]], command: str, resamples:
                     seed: int = 0) -> str:  # fmt: skip
     """``claims.md``: how it was made, the decision rule, then each claim with its verdicts and comparisons."""
     rule = attack_stats.__doc__.split("\n\n", 1)[1].strip()
-    for name, value in (("RESAMPLES", resamples), ("LEVEL", f"{attack_stats.LEVEL:.0%}"),
+    for name, value in (("RESAMPLES", resamples), ("LEVEL", f"{attack_stats.LEVEL}"),
                         ("MIN_PAIRS", attack_stats.MIN_PAIRS)):  # fmt: skip
         rule = rule.replace(f"``{name}``", str(value))
     rule = rule.replace("seeded,", f"seed {seed},")

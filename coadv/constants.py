@@ -31,7 +31,7 @@ ATTACKS = (
     "qn_lbfgs",
     "qn_bfgs",
 )
-VICTIMS = ("ivector", "seresnet34", "ecapa")
+VICTIMS = ("ivector", "seresnet34", "ecapa", "ge2e")
 # runs launched by a tool show the tool's own progress bar (one line per cell / attack / trial) instead
 QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
 

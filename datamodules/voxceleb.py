@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from datamodules.audio import (
     AUDIO_SUFFIXES,
+    PREPROCESS,
     SAMPLE_RATE,
     CropDataset,
     UtteranceDataset,
@@ -101,8 +102,13 @@ class TrialDataset(Dataset):
     """``(enrol wave, test wave, label, index)`` per trial, each cut to ``max_samples`` (``None``: full length); the
     index into the trial list survives distributed sharding."""
 
-    def __init__(self, wav_root: Path, trials: list[Trial], max_samples: int | None) -> None:
-        self.wav_root, self.trials, self.max_samples = wav_root, trials, max_samples
+    def __init__(
+        self, wav_root: Path, trials: list[Trial], max_samples: int | None, preprocess: str | None = None
+    ) -> None:
+        self.wav_root = wav_root
+        self.trials = trials
+        self.max_samples = max_samples
+        self.preprocess = preprocess
 
     def __len__(self) -> int:
         return len(self.trials)
@@ -110,8 +116,8 @@ class TrialDataset(Dataset):
     def __getitem__(self, i: int) -> tuple[Tensor, Tensor, int, int]:
         t = self.trials[i]
         return (
-            read_wave(self.wav_root / t.enrol, self.max_samples),
-            read_wave(self.wav_root / t.test, self.max_samples),
+            read_wave(self.wav_root / t.enrol, self.max_samples, self.preprocess),
+            read_wave(self.wav_root / t.test, self.max_samples, self.preprocess),
             t.label,
             i,
         )
@@ -163,6 +169,10 @@ class VoxCelebDataModule(L.LightningDataModule):
         sort_trials_by_length: yield trial batches in order of test-utterance length (after ``eval_max_seconds``;
             ties in list order), so that an attack finds many equal lengths per batch; reads each test file's
             header once per loader. ``trial_pairs`` / ``index`` keep list order.
+        preprocess: clean-audio preprocessing applied to every trial utterance as it is read (before any attack):
+            ``None`` or ``"resemblyzer"`` (``resemblyzer.preprocess_wav``: volume normalisation and VAD trimming,
+            the GE2E victim's input pipeline; needs ``coadv[resemblyzer]``). Lengths change: batches by length
+            follow the preprocessed audio.
         seed: seed of the training order and crops (>= 0): ``ShardedRandomSampler``, the same epoch on 1 or N
             processes (each runs 1/N of the files' whole batches), resumable mid-epoch.
     """
@@ -185,8 +195,12 @@ class VoxCelebDataModule(L.LightningDataModule):
         synth_seed: int = 0,
         sort_trials_by_length: bool = False,
         seed: int = 0,
+        preprocess: str | None = None,
     ) -> None:
         super().__init__()
+        if preprocess is not None and preprocess not in PREPROCESS:
+            raise ValueError(f"preprocess={preprocess!r}: expected None or one of {sorted(PREPROCESS)}")
+        self.preprocess = preprocess
         if seed < 0:
             raise ValueError(f"seed={seed} must be >= 0")
         self.seed = seed
@@ -291,7 +305,7 @@ class VoxCelebDataModule(L.LightningDataModule):
     def val_dataloader(self) -> DataLoader:
         if self.eval_batches == "utterances":
             return self.utterance_dataloader(trial_order=True)
-        ds = TrialDataset(self.root / "wav", self.trials, self.eval_max)
+        ds = TrialDataset(self.root / "wav", self.trials, self.eval_max, self.preprocess)
         return self._loader(ds, self.eval_batch_size, collate_fn=pad_trials, sampler=self._trial_order())
 
     def _trial_order(self) -> InOrder | None:
@@ -300,6 +314,9 @@ class VoxCelebDataModule(L.LightningDataModule):
             return None
         frames = {}
         for name in {t.test for t in self.trials}:
+            if self.preprocess is not None:  # preprocessing changes the length: read it off the preprocessed audio
+                frames[name] = len(read_wave(self.root / "wav" / name, self.eval_max, self.preprocess))
+                continue
             with open_audio(self.root / "wav" / name) as f:
                 frames[name] = f.frames if self.eval_max is None else min(f.frames, self.eval_max)
         return InOrder(sorted(range(len(self.trials)), key=lambda i: frames[self.trials[i].test]))
@@ -314,6 +331,6 @@ class VoxCelebDataModule(L.LightningDataModule):
         """Each of ``eval_utterances`` once: ``{"wave", "length", "index"}`` batches; ``trial_order``: in order of
         first use in the trial list (not sorted), so that a shortened evaluation (``fast_dev_run``, the sanity
         check, ``limit_val_batches``) holds whole trials from the top of the list."""
-        ds = UtteranceDataset(self.root / "wav", self.eval_utterances, self.eval_max)
+        ds = UtteranceDataset(self.root / "wav", self.eval_utterances, self.eval_max, self.preprocess)
         order = InOrder(list(dict.fromkeys(self.trial_pairs.flatten().tolist()))) if trial_order else None
         return self._loader(ds, self.eval_batch_size, collate_fn=pad_utterances, sampler=order)

@@ -231,29 +231,29 @@ class AdversarialAttack(L.LightningModule):
         return [(lengths == n).nonzero().flatten().cpu() for n in dict.fromkeys(lengths.tolist())]
 
     def attack_group(
-        self, enrol: Tensor, enrol_embedding: Tensor, test: Tensor, labels: Tensor, index: Tensor
+        self, enrol: Tensor, enrol_len: Tensor, enrol_embedding: Tensor, test: Tensor, labels: Tensor, index: Tensor
     ) -> tuple[list[Tensor], list[Tensor]]:
         """Attack trials whose test waveforms ``test [G, T]`` have one length; rows ``[len(COLUMNS)]`` and
         adversarial objects (waveform ``[T]`` or, for feature-domain attacks, MFCC frames ``[N, D]``) per trial.
-        ``enrol`` (padded) is only carried by the objective: its embeddings are given."""
+        ``enrol`` (padded, true lengths ``enrol_len``) is re-embedded alone for the final decision; the search
+        uses the given ``enrol_embedding``."""
         torch.manual_seed(self.seed + int(index.min()))
         seeds = self.seed + index  # per-trial generators: a trial's random draws do not depend on its group
         objective = VerificationObjective(
             self.victim, enrol, labels, self.threshold, self.kappa, enrol_embedding, seeds
         )
-        with torch.no_grad():
-            before = objective.score(test)
         start = time.perf_counter()
         result = self.attack.perturb(test, objective)
         wall = (time.perf_counter() - start) / len(test)
         with torch.no_grad():
             if self.domain != "waveform":
                 clean, adversarial = self.victim.frames(test), result.extra["features"]
-                after = self.victim.compare(enrol_embedding, self.victim.embed_frames(adversarial))
+                embed = self.victim.embed_frames
             else:
-                clean, adversarial = test, result.adversarial
-                after = objective.score(adversarial)
-            success = objective.is_success(objective.residual_of_score(after))
+                clean, adversarial, embed = test, result.adversarial, self.victim.embed
+            before = self.score_alone(enrol, enrol_len, test)
+            after = self.score_alone(enrol, enrol_len, adversarial, embed)
+            success = objective.flipped(after)  # the victim's own decision, each trial scored alone
         rows = []
         for j in range(len(test)):
             perceptual = perceptual_scores(adversarial[j], clean[j], self._perceptual)
@@ -263,6 +263,18 @@ class AdversarialAttack(L.LightningModule):
                                   bookkeeping))  # fmt: skip
         return rows, [a.detach().cpu() for a in adversarial]
 
+    @torch.no_grad()
+    def score_alone(self, enrol: Tensor, enrol_len: Tensor, test: Tensor, embed=None) -> Tensor:
+        """Scores ``[G]`` of each trial in forward passes of its own (enrolment at its true length, test side
+        through ``embed``, ``victim.embed`` by default): what scoring the saved audio alone gives, free of the batch
+        noise of grouped forward passes."""
+        embed = self.victim.embed if embed is None else embed
+        scores = [
+            self.victim.compare(self.victim.embed(enrol[j : j + 1, : int(enrol_len[j])]), embed(test[j : j + 1]))
+            for j in range(len(test))
+        ]
+        return torch.cat(scores)
+
     def _attack_batch(self, batch: dict[str, Tensor]) -> dict[str, Any]:
         enrol_embedding = self.embed_enrolment(batch["enrol"], batch["enrol_len"])
         rows: list[Tensor] = [torch.empty(0)] * len(batch["label"])
@@ -270,9 +282,13 @@ class AdversarialAttack(L.LightningModule):
         for group in self.trial_groups(batch["test_len"]):
             n = int(batch["test_len"][group[0]])
             group_rows, group_adversarial = self.attack_group(
-                batch["enrol"][group], enrol_embedding[group], batch["test"][group, :n], batch["label"][group],
+                batch["enrol"][group],
+                batch["enrol_len"][group],
+                enrol_embedding[group],
+                batch["test"][group, :n],
+                batch["label"][group],
                 batch["index"][group],
-            )  # fmt: skip
+            )
             for position, row, adv in zip(group.tolist(), group_rows, group_adversarial):
                 rows[position], adversarial[position] = row, adv
         return {"rows": torch.stack(rows), "adversarial": adversarial}

@@ -75,8 +75,11 @@ def perceptual_scores(adversarial: Tensor, clean: Tensor, which: dict[str, bool]
 def summarize(rows: Tensor, threshold: float) -> dict[str, float]:
     """Aggregates of a per-trial table ``[N, len(COLUMNS)]`` at the clean threshold (accept <=> score >= θ).
 
-    ``success_rate`` and the perturbation statistics cover the trials decided correctly when clean (ρ, SNR,
+    ``success_rate`` and the perturbation statistics cover the trials decided correctly when clean (ρ mean, SNR,
     ‖δ‖∞, PESQ and STOI over the successful ones; NaN values of PESQ / STOI are left out of their means).
+    ``rho_median`` is over every attacked trial with a failure counted as ρ = ∞ (the lower median, as every
+    comparison uses it: ∞ when half or more fail), so a method cannot lower it by failing on hard trials;
+    ``rho_median_successes`` is the lower median over the successful ones only.
     ``far`` is the fraction of non-target trials accepted after the attack, ``frr`` the fraction of target trials
     rejected after it (every trial of the class), ``clean_far`` / ``clean_frr`` the same before. No EER after the
     attack: an attack that pushes both classes across the threshold makes it ≈ 1 by construction.
@@ -98,7 +101,8 @@ def summarize(rows: Tensor, threshold: float) -> dict[str, float]:
         "attacked": float(attacked.sum()),
         "success_rate": rate(col["success"] > 0, attacked),
         "rho_mean": mean(col["rho"][won]),
-        "rho_median": float(col["rho"][won].median()) if won.any() else float("nan"),
+        "rho_median": float(torch.where(won, col["rho"], math.inf)[attacked].median()) if attacked.any() else math.nan,
+        "rho_median_successes": float(col["rho"][won].median()) if won.any() else float("nan"),
         "snr_db_mean": mean(col["snr_db"][won]),
         "linf_mean": mean(col["linf"][won]),
         "pesq_mean": mean(col["pesq"][won]),

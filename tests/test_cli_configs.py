@@ -20,7 +20,8 @@ FRAGMENTS = (
     "trainer",
 )  # not fit configs; tested on their own (attack: test_attack_module)
 # pretrained public victims are evaluated, not trained: `validate` on them runs in test_pretrained / test_wespeaker
-VALIDATE_ONLY = ("speechbrain_ecapa.yaml", "wespeaker_resnet34.yaml")
+# / test_ge2e
+VALIDATE_ONLY = ("speechbrain_ecapa.yaml", "wespeaker_resnet34.yaml", "ge2e.yaml")
 CONFIGS = sorted(
     p
     for p in (ROOT / "configs").rglob("*.yaml")

@@ -16,7 +16,19 @@ import yaml
 from coadv import attack_budgets as budgets
 from coadv import compare_attacks
 from coadv.attack_claims import claims_markdown, comparisons
-from coadv.attack_stats import MEAN, Comparison, bootstrap, decide, paired, verdict
+from coadv.attack_stats import (
+    MEAN,
+    Comparison,
+    bootstrap,
+    correct,
+    decide,
+    holm,
+    median,
+    median_interval,
+    paired,
+    sign_test,
+    verdict,
+)
 from coadv.attack_tables import Run, budget_table, default_table
 from coadv.cli import cli_main
 from coadv.constants import ATTACKS, VICTIMS
@@ -25,15 +37,44 @@ ROOT = Path(__file__).resolve().parents[1]
 nan = float("nan")
 
 
-def test_bootstrap_interval_holds_the_known_median_and_is_seeded():
-    ratio = 2.0 * (1 + np.linspace(-0.2, 0.2, 41))  # median exactly 2 (the middle value); resamples in [1.6, 2.4]
-    estimate, low, high = bootstrap(np.random.default_rng(1).permutation(ratio), seed=7)
-    assert estimate == 2.0 and 1.6 <= low < 2.0 < high <= 2.4
-    assert bootstrap(ratio, seed=7) == bootstrap(ratio, seed=7)
-    assert bootstrap(ratio, seed=7, resamples=50) != bootstrap(ratio, seed=8, resamples=50)
+def test_bootstrap_interval_of_a_known_mean_is_seeded():
+    x = 2.0 * (1 + np.linspace(-0.2, 0.2, 41))  # mean exactly 2; resampled means stay in [1.6, 2.4]
+    estimate, low, high = bootstrap(np.random.default_rng(1).permutation(x), seed=7)
+    assert estimate == pytest.approx(2.0) and 1.6 <= low < 2.0 < high <= 2.4
+    assert bootstrap(x, seed=7) == bootstrap(x, seed=7)
+    assert bootstrap(x, seed=7, resamples=50) != bootstrap(x, seed=8, resamples=50)
     assert bootstrap(np.full(9, 1.25)) == (1.25, 1.25, 1.25)
-    assert bootstrap(np.array([3.0])) == (3.0, 3.0, 3.0)
     assert all(math.isnan(v) for v in bootstrap(np.array([])))
+
+
+def test_median_is_the_lower_middle_everywhere_and_takes_infinity():
+    assert median(np.array([4.0, 1.0, 3.0, 2.0])) == 2.0  # torch.median's convention, not NumPy's 2.5
+    assert median(np.array([5.0, 1.0, 3.0])) == 3.0
+    assert median(np.array([1.0, math.inf, math.inf])) == math.inf
+    assert median(np.array([[1.0, 9.0], [4.0, 2.0]])).tolist() == [1.0, 2.0]
+    import torch
+
+    values = np.random.default_rng(0).random(10)
+    assert median(values) == float(torch.tensor(values).median())
+
+
+def test_sign_test_interval_and_p_value_by_hand():
+    # n = 20 at 95 %: k = 6 (P(Bin(20, 1/2) <= 5) = 0.0207 <= 0.025 < P(<= 6) = 0.0577): [x_(6), x_(15)]
+    assert median_interval(np.arange(1.0, 21.0)) == (10.0, 6.0, 15.0)
+    # n = 5: even [x_(1), x_(5)] covers only 1 - 2 / 32 = 0.9375 < 95 %: unbounded
+    assert median_interval(np.arange(1.0, 6.0)) == (3.0, -math.inf, math.inf)
+    assert median_interval(np.arange(1.0, 7.0))[1:] == (1.0, 6.0)  # n = 6: 1 - 2 / 64 = 0.969
+    # 18 of 20 above 1: P(Bin(20, 1/2) >= 18) = (190 + 20 + 1) / 2^20
+    assert sign_test(np.array([2.0] * 18 + [0.0, 0.0])) == pytest.approx(211 / 2**20)
+    assert sign_test(np.array([1.0, 1.0, 3.0])) == 0.5  # ties dropped: one of one above
+    assert sign_test(np.array([1.0])) == 1.0
+
+
+def test_holm_adjusts_by_hand():
+    # sorted 0.01 (x3 = 0.03), 0.03 (x2 = 0.06), 0.04 (x1 = 0.04, but never below the previous: 0.06)
+    assert holm([0.04, 0.01, 0.03]) == pytest.approx([0.06, 0.03, 0.06])
+    assert holm([0.5, 0.9]) == [1.0, 1.0]
+    assert holm([]) == []
 
 
 def test_bootstrap_interval_of_a_mean_matches_the_normal_approximation():
@@ -56,39 +97,74 @@ def table(index, clean_correct, success, rho) -> dict[str, np.ndarray]:
             dict(index=index, clean_correct=clean_correct, success=success, rho=rho).items()}  # fmt: skip
 
 
-def test_paired_matches_trials_by_index_and_counts_by_hand():
+def test_paired_matches_trials_by_index_and_counts_failures_as_infinite_rho():
     claimed = table([0, 1, 2, 3, 4, 5], [1, 1, 1, 1, 0, 1], [1, 1, 1, 0, 1, 1], [0.01, 0.02, 0.04, 0.5, 0.0, 0.01])
     # the other run lists its trials in another order and lacks trial 5
     other = table([4, 3, 2, 1, 0], [0, 1, 1, 1, 1], [1, 1, 1, 0, 1], [0.0, 0.03, 0.12, 0.9, 0.02])
     p = paired(claimed, other, resamples=200)
     # shared 0-4; attacked 0-3 (4 was wrong when clean); claimed flips 0, 1, 2; other 0, 2, 3; both 0 and 2
     assert p["attacked"] == 4 and p["success"] == (0.75, 0.75) and p["pairs"] == 2
-    assert p["ratio"][0] == pytest.approx((0.02 / 0.01 + 0.12 / 0.04) / 2)  # median of ratios 2 and 3
+    # ratios ρ_other / ρ_claimed: trial 0: 2, 1: ∞ (other failed), 2: 3, 3: 0 (claimed failed); lower median 2
+    assert p["ratio"][0] == 2.0 and p["ratio"][1:] == (-math.inf, math.inf)  # n = 4: no finite 95 % interval
+    assert p["p"] == pytest.approx(5 / 16)  # 3 of 4 above 1: P(Bin(4, 1/2) >= 3)
     assert p["success_diff"][0] == 0 and p["success_diff"][1] < 0 < p["success_diff"][2]
+
+
+def test_failures_on_the_hardest_trials_are_not_hidden():
+    # 20 trials: the claimed method is 3 % smaller on 18 and fails the 2 hardest, which the other flips
+    n = 20
+    other_rho = np.linspace(0.001, 0.01, n)
+    claimed = table(range(n), [1] * n, [1] * 18 + [0, 0], list(other_rho[:18] / 1.03) + [0.5, 0.5])
+    other = table(range(n), [1] * n, [1] * n, other_rho)
+    c = comparison_of(claimed, other)
+    assert c.ratio[0] == pytest.approx(1.03) and c.pairs == 18  # the old rule: "holds" on the 18 pairs
+    assert decide(c) == ("does not hold", "the claimed method flips fewer trials")
+    # 2/29 vs 29/29 is a clear loss, not "too few trials"
+    few = comparison_of(table(range(29), [1] * 29, [1, 1] + [0] * 27, [0.001] * 29),
+                        table(range(29), [1] * 29, [1] * 29, [0.002] * 29))  # fmt: skip
+    assert decide(few) == ("does not hold", "the claimed method flips fewer trials")
+
+
+def comparison_of(claimed: dict, other: dict, **kw) -> Comparison:
+    p = paired(claimed, other, resamples=200)
+    base = dict(victim="ecapa", setting="30", claimed="ssr", other="fmn", comparable=True, equal_budget=True,
+                equal_stop=True, stops=("a", "b"), evals=(30.0, 30.0))  # fmt: skip
+    return Comparison(**{**base, **p, **kw})
 
 
 def comparison(ratio=(1.5, 1.2, 1.9), success_diff=(0.0, -0.05, 0.05), pairs=40, comparable=True, **kw):
     base = dict(victim="ecapa", setting="100", claimed="ssr", other="ddn", comparable=comparable,
                 equal_budget=True, equal_stop=True, stops=("a", "b"), evals=(100.0, 100.0), attacked=50,
-                success=(0.9, 0.9), success_diff=success_diff, pairs=pairs, ratio=ratio)  # fmt: skip
+                success=(0.9, 0.9), success_diff=success_diff, pairs=pairs, ratio=ratio, p=1e-4)  # fmt: skip
     return Comparison(**{**base, **kw})
 
 
 def test_decision_rule_on_hand_made_comparisons():
     holds = comparison()
-    assert decide(holds) == ("holds", "the claimed method's ρ is smaller")
-    assert decide(comparison(ratio=(1.1, 0.95, 1.3)))[1] == "no difference shown (interval contains 1)"
-    assert decide(comparison(ratio=(0.7, 0.6, 0.8))) == ("does not hold", "the other attack's ρ is smaller")
-    lower_success = comparison(success_diff=(-0.2, -0.3, -0.1))  # smaller ρ, but fewer flips: no win
+    assert decide(holds) == ("holds", "the claimed method's ρ is smaller (sign test p = 0.0001)")
+    assert decide(comparison(ratio=(1.1, 0.95, 1.3), p=0.2))[1] == "no difference shown (p = 0.2)"
+    assert decide(comparison(ratio=(0.7, 0.6, 0.8), p=0.99)) == ("does not hold", "the other attack's ρ is smaller")
+    lower_success = comparison(success=(0.8, 0.9))  # smaller ρ, but fewer flips: no win
     assert decide(lower_success) == ("does not hold", "the claimed method flips fewer trials")
-    assert decide(comparison(pairs=9))[0] == "too few trials"
+    assert decide(comparison(attacked=9))[0] == "too few trials"
     assert decide(comparison(comparable=False, ratio=(nan,) * 3))[0] == "not comparable"
-    against = comparison(ratio=(0.7, 0.6, 0.8))
+    against = comparison(ratio=(0.7, 0.6, 0.8), p=0.99)
     assert verdict([holds, holds]) == "holds"
     assert verdict([against, lower_success]) == "does not hold"
     assert verdict([holds, against]) == "mixed"
-    assert verdict([holds, comparison(pairs=3), comparison(comparable=False)]) == "holds"  # undecided left out
-    assert verdict([comparison(pairs=3)]) == verdict([]) == "not decided"
+    assert verdict([holds, comparison(attacked=3), comparison(comparable=False)]) == "holds"  # undecided left out
+    assert verdict([comparison(attacked=3)]) == verdict([]) == "not decided"
+
+
+def test_holm_correction_within_a_claim_table_can_undo_a_holds():
+    # alone p = 0.02 holds (<= 0.025); beside two others Holm makes it 0.06 (three comparisons x 0.02)
+    family = [comparison(p=0.02), comparison(p=0.02), comparison(p=0.02)]
+    assert decide(family[0])[0] == "holds"
+    correct(family)
+    assert [c.p_holm for c in family] == pytest.approx([0.06, 0.06, 0.06])
+    assert decide(family[0]) == ("does not hold", "no difference shown (p = 0.06)")
+    strong = correct([comparison(p=0.001), comparison(p=0.02), comparison(comparable=False)])
+    assert decide(strong[0])[0] == "holds" and strong[2].p_holm is None  # n/c rows are not in the family
 
 
 # attack -> flags for B = 30, written out by hand from the classes' budget docstrings
@@ -262,6 +338,7 @@ def test_comparison_over_budgets_end_to_end(tmp_path, corpus, victim_checkpoints
     assert capsys.readouterr().out.count("reusing") == 4
     record = json.loads((tmp_path / "budget_30" / "ssr" / "compare_args.json").read_text())
     assert "--model.init_args.attack.init_args.max_grad_evals=30" in record["args"]
+
     def results(path):  # every column but the wall time
         return {k: v for k, v in compare_attacks.read_trials_csv(path).items() if k != "wall_s"}
 
@@ -270,7 +347,8 @@ def test_comparison_over_budgets_end_to_end(tmp_path, corpus, victim_checkpoints
     assert len(trials) == 4
     for path, before in trials.items():  # identical per-trial results
         after = results(path)
-        assert after.keys() == before.keys() and all(np.array_equal(after[k], before[k]) for k in before), path
+        differ = [k for k in before if not np.array_equal(after[k], before[k], equal_nan=True)]
+        assert after.keys() == before.keys() and not differ, (path, differ, [(before[k], after[k]) for k in differ])
 
 
 def fake_finished_run(job: compare_attacks.Job, rho: list[float], threshold: float = 0.5) -> None:

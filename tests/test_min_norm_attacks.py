@@ -226,9 +226,10 @@ def test_random_weight_ecapa_flips_and_the_searches_stay_honest():
     rho = {}
     pgd = PGD(epsilon=0.5, step_size=0.05, steps=50, norm="l2")
     for name, attack in {"ddn": DDN(), "fmn": FMN(), "pgd": pgd, "pgd_bs": BoundarySearch(pgd)}.items():
-        result = attack.perturb(test, VerificationObjective(victim, enrol, labels, theta))
-        with torch.no_grad():
-            after = victim.score(enrol, result.adversarial)
+        # a margin above this victim's batch noise (~1e-7 here): successes survive scoring alone
+        result = attack.perturb(test, VerificationObjective(victim, enrol, labels, theta, kappa=1e-6))
+        with torch.no_grad():  # success is the decision of each trial scored alone
+            after = torch.cat([victim.score(enrol[i : i + 1], result.adversarial[i : i + 1]) for i in range(4)])
         assert torch.equal(result.success, (after >= theta) != (labels == 1)) and result.adversarial.abs().max() <= 1
         assert result.success.all(), name  # regression guard: every trial flips with this seed
         rho[name] = norms(result, test) / test.norm(dim=1)

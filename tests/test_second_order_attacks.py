@@ -77,7 +77,8 @@ def test_quasi_newton_never_ends_above_its_warm_start(c, outer, method):
     attack = QuasiNewton(c=c, outer_steps=outer, method=method, warm_start=GaussNewton(steps=20))
     result = attack.perturb(x, objective)
     rho_warm, rho = ((r.adversarial - x).norm(dim=1) / x.norm(dim=1) for r in (warm, result))
-    assert warm.success.sum() == 7 and result.success[warm.success].all()
+    # 7 flips, plus the target trial at r = 0 exactly, whose decision re-scored alone is float noise
+    assert int(warm.success.sum()) in (7, 8) and result.success[warm.success].all()
     assert (rho[warm.success] <= rho_warm[warm.success]).all()
     if c == 1.0:  # a penalty that reaches the boundary improves on Gauss-Newton (7 trials: 2-27 % smaller)
         assert (rho[warm.success] < 0.98 * rho_warm[warm.success]).sum() >= 5

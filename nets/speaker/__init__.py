@@ -4,6 +4,7 @@
 from nets.speaker.contract import FeatureDomainVictim, SpeakerVictim
 from nets.speaker.encoders import ECAPATDNN, SEResNet34, SpeakerEncoder
 from nets.speaker.frontend import MFCC, Fbank
+from nets.speaker.ge2e import GE2EResemblyzer
 from nets.speaker.ivector import IVector
 from nets.speaker.pooling import AAMSoftmax, AttentiveStatsPool
 from nets.speaker.pretrained import SpeechBrainECAPA
@@ -15,6 +16,7 @@ __all__ = [
     "ECAPATDNN",
     "FeatureDomainVictim",
     "Fbank",
+    "GE2EResemblyzer",
     "IVector",
     "MFCC",
     "SEResNet34",

@@ -66,7 +66,9 @@ class MFCC(nn.Module):
         self.dim = n_mfcc * (3 if deltas else 1)
 
     def forward(self, wave: Tensor) -> Tensor:
-        c = self.mfcc(self.pre(wave))
+        # one channel per item: torchaudio clamps dB at top_db below the max over dim -3, which for [B, mels,
+        # frames] is the whole batch (pytorch/audio#3448): an utterance's features then depend on its companions
+        c = self.mfcc(self.pre(wave).unsqueeze(1)).squeeze(1)
         c = c - c.mean(dim=-1, keepdim=True)
         if not self.deltas:
             return c
