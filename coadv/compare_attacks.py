@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import json
 import subprocess
 import sys
@@ -33,6 +34,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 from callbacks.attack_report import rho_figure
 from coadv import attack_budgets as budgets
@@ -76,8 +78,21 @@ class Job:
                      *budgets.flags(row, self.budget), *extra]  # fmt: skip
         if trials is not None:
             self.args.append(f"--data.init_args.max_trials={trials}")
-        self.record = {"args": self.args, "config": self.config.read_text(), "fragment": self.fragment}
         self.summary_path, self.record_path = self.folder / "attack" / "summary.json", self.folder / "compare_args.json"
+
+    @property
+    def record(self) -> dict:
+        """What a finished run must match to be reused: arguments, config text, fragment, and hashes of the attack
+        code and of the victim checkpoint (a code change or a retrained victim reruns it)."""
+        return {"args": self.args, "config": self.config.read_text(), "fragment": self.fragment,
+                "code": code_hash(), "victim": file_hash(self.victim_checkpoint())}  # fmt: skip
+
+    def victim_checkpoint(self) -> Path:
+        """The victim file the run reads: the last ``--model.init_args.checkpoint=`` flag, else the config's."""
+        flags = [a.split("=", 1)[1] for a in self.args if a.startswith("--model.init_args.checkpoint=")]
+        if flags:
+            return Path(flags[-1])
+        return Path(yaml.safe_load(self.config.read_text())["model"]["init_args"]["checkpoint"])
 
     @property
     def name(self) -> str:
@@ -115,6 +130,30 @@ class Job:
         minimises, stop = budgets.stopping_rule(self.config, self.row, self.budget)
         return Run(self.victim, self.row, self.setting, json.loads(self.summary_path.read_text()),
                    read_trials_csv(self.folder / "attack" / "trials.csv"), minimises, stop, self.folder)  # fmt: skip
+
+
+ATTACK_CODE = ("attacks", "lightning_modules/attack.py", "lightning_modules/attack_metrics.py", "nets/speaker")
+
+
+def code_hash() -> str:
+    """SHA-256 over the sources that decide an attack run's numbers (attacks, the attack module, the victims)."""
+    root, digest = Path(__file__).resolve().parents[1], hashlib.sha256()
+    for name in ATTACK_CODE:
+        path = root / name
+        for file in sorted(path.rglob("*.py")) if path.is_dir() else [path]:
+            digest.update(file.relative_to(root).as_posix().encode() + b"\0" + file.read_bytes())
+    return digest.hexdigest()
+
+
+def file_hash(path: Path) -> str:
+    """SHA-256 of a file's bytes ("missing" when absent)."""
+    if not path.is_file():
+        return "missing"
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def run_jobs(jobs: list[Job], force: bool, keep_going: bool = False, in_process: bool = False) -> tuple[int, list[Job]]:

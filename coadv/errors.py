@@ -20,12 +20,19 @@ class UserError(Exception):
 def root_cause(error: BaseException) -> BaseException:
     """The innermost exception of a chain: jsonargparse wraps a constructor's own message in Union/adapt errors."""
     seen = {id(error)}
-    while not isinstance(error, UserError) and (inner := error.__cause__ or error.__context__) is not None:
+    while not isinstance(error, UserError) and (inner := _inner(error)) is not None:
         if id(inner) in seen:
             break
         seen.add(id(inner))
         error = inner
     return error
+
+
+def _inner(error: BaseException) -> BaseException | None:
+    """The exception ``error`` was raised from; ``raise ... from None`` hides the context on purpose."""
+    if error.__cause__ is not None:
+        return error.__cause__
+    return None if error.__suppress_context__ else error.__context__
 
 
 def describe(error: BaseException) -> str:
@@ -157,4 +164,27 @@ class FriendlyErrors:
         if (path := self._user_ckpt_path()) is not None:
             model = self.model  # type: ignore[attr-defined]
             check_checkpoint(path, f"{type(model).__module__}.{type(model).__name__}", model)
-        super()._run_subcommand(subcommand)  # type: ignore[misc]
+        try:
+            super()._run_subcommand(subcommand)  # type: ignore[misc]
+        except SETUP_ERRORS as error:
+            if raised_in_setup(error):  # data or a victim file missing: what the config points at, not a bug
+                setattr(error, CONFIG_ERROR, True)
+            raise
+
+
+SETUP_ERRORS = (FileNotFoundError, ValueError, ImportError)
+SETUP_HOOKS = ("setup", "prepare_data")
+PROJECT_PACKAGES = ("lightning_modules", "datamodules", "callbacks", "nets")
+
+
+def raised_in_setup(error: BaseException) -> bool:
+    """Whether ``error`` came out of a ``setup`` / ``prepare_data`` hook of the project's own modules, data
+    modules or callbacks (where files named by the config are opened); such errors explain themselves."""
+    frames = []
+    tb = error.__traceback__
+    while tb is not None:
+        frames.append(tb.tb_frame.f_code)
+        tb = tb.tb_next
+    return any(
+        code.co_name in SETUP_HOOKS and Path(code.co_filename).parent.name in PROJECT_PACKAGES for code in frames
+    )

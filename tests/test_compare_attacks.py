@@ -415,3 +415,23 @@ def test_a_failed_run_stops_the_comparison_or_is_skipped_with_keep_going(tmp_pat
     out = capsys.readouterr().out
     assert "ecapa ddn B=10: FAILED (exit 3)" in out and "failed   ecapa ddn B=10" in out
     assert "| ssr | yes | 1 / 0.006 |" in text and "| ddn |" not in text
+
+
+def test_reuse_key_follows_the_attack_code_and_the_victim_file(tmp_path, monkeypatch):
+    victim = tmp_path / "victim.ckpt"
+    victim.write_bytes(b"one")
+    flag = f"--model.init_args.checkpoint={victim}"
+    job = compare_attacks.Job("ecapa", budgets.variant("fmn"), "10", tmp_path, 2, [flag])
+    assert job.victim_checkpoint() == victim
+    job.summary_path.parent.mkdir(parents=True)
+    job.summary_path.write_text("{}")
+    job.record_path.write_text(json.dumps(job.record))
+    assert job.done()
+    victim.write_bytes(b"two")  # a retrained victim
+    assert not job.done()
+    victim.write_bytes(b"one")
+    assert job.done()
+    monkeypatch.setattr(compare_attacks, "code_hash", lambda: "an attack's source changed")
+    assert not job.done()
+    default = compare_attacks.Job("ecapa", budgets.variant("fmn"), "10", tmp_path, 2, [])
+    assert default.victim_checkpoint() == Path("checkpoints/victims/ecapa_synth.ckpt")  # the config's own

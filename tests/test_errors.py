@@ -10,6 +10,7 @@ from coadv.errors import summarize_parse_error
 
 ACCR = ["fit", "-c", "configs/translation/accr_m2mm.yaml", "--trainer.logger=false"]
 DOMAINS = "mnist, mnist_m, svhn, syn_digits"
+ATTACK = ["test", "-c", "configs/attack/fmn_ivector.yaml", "--trainer.logger=false", "--data.init_args.max_trials=1"]
 
 
 @pytest.fixture
@@ -43,6 +44,10 @@ MISTAKES = [
     ([*ACCR, "--ckpt_path={plain}"], "checkpoint '{plain}' is not a Lightning checkpoint (no 'state_dict'"),
     ([*ACCR, "--ckpt_path={classifier}"], "checkpoint '{classifier}' does not fit lightning_modules.ACCR"),
     (["trian"], "coadv: unknown command 'trian'; valid commands: fit, validate, test, predict, study"),
+    # a victim file named by an attack config is opened in setup, inside `test`: still one line
+    ([*ATTACK, "--model.init_args.checkpoint={missing}"], "victim checkpoint {missing} does not exist"),
+    ([*ATTACK, "--model.init_args.checkpoint={garbage}"], "{garbage}: not a coadv speaker checkpoint: unreadable"),
+    ([*ATTACK, "--model.init_args.checkpoint={plain}"], "{plain}: not a coadv speaker checkpoint: no state_dict"),
 ]
 
 
