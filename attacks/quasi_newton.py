@@ -92,7 +92,10 @@ class QuasiNewton(Attack):
         outer_steps: penalty continuation steps, >= 1 (4).
         iterations: quasi-Newton iterations per penalty level, >= 1 (20).
         history: curvature pairs kept by ``"lbfgs"``, >= 1 (10).
-        eta: overshoot relative to the clean residual, >= 0 (0.01).
+        eta: overshoot relative to the clean residual (no absolute floor), >= 0 (0.01).
+        eta_decay: after a penalty level that ends flipped, the trial continues at the same ``c`` with ``eta`` x
+            ``eta_decay`` (its penalised optimum moves toward the boundary; the incumbent keeps the smallest
+            success), in (0, 1); ``None``: it stops there (the earlier rule, which left budget unspent) (0.1).
         warm_start: a ``GaussNewton`` run first, whose result starts the search (None: start at x).
         method: ``"lbfgs"`` or ``"bfgs"`` ("lbfgs").
         line_search_evals: evaluations per line search, >= 1 (10).
@@ -116,6 +119,7 @@ class QuasiNewton(Attack):
         iterations: int = 20,
         history: int = 10,
         eta: float = 0.01,
+        eta_decay: float | None = 0.1,
         warm_start: GaussNewton | None = None,
         method: str = "lbfgs",
         line_search_evals: int = 10,
@@ -131,11 +135,13 @@ class QuasiNewton(Attack):
         check_arg("iterations", iterations, iterations >= 1, ">= 1")
         check_arg("history", history, history >= 1, ">= 1")
         check_arg("eta", eta, eta >= 0, ">= 0")
+        check_arg("eta_decay", eta_decay, eta_decay is None or 0 < eta_decay < 1, "None or in (0, 1)")
         check_arg("line_search_evals", line_search_evals, line_search_evals >= 1, ">= 1")
         check_budget(max_grad_evals)
         self.method, self.c, self.c_growth, self.eta, self.warm_start = method, c, c_growth, eta, warm_start
         self.outer_steps, self.iterations, self.history = outer_steps, iterations, history
         self.line_search_evals = line_search_evals
+        self.eta_decay = eta_decay
         self.max_grad_evals, self.normalize_penalty = max_grad_evals, normalize_penalty
 
     def perturb(self, x: Tensor, objective: VerificationObjective) -> AttackResult:
@@ -166,7 +172,12 @@ class QuasiNewton(Attack):
             if self.method == "lbfgs":
                 pairs = []
             here = self._level(run, here, pairs, active, iterations)
-            active &= ~objective.is_success(here.r)  # flipped at the end of a level: a larger c only goes deeper
+            flipped = active & objective.is_success(here.r)
+            if self.eta_decay is None:
+                active &= ~flipped  # flipped at the end of a level: a larger c only goes deeper
+            else:  # refine: a smaller overshoot moves the penalised optimum toward the boundary
+                run.eta = torch.where(flipped, run.eta * self.eta_decay, run.eta)
+                run.c = torch.where(flipped, run.c / self.c_growth, run.c)  # the growth below keeps c
         found = torch.isfinite(run.best)
         final = torch.where(found[:, None], run.best_adversarial, self.clamp(x + here.delta))
         return self._result(final, objective, iterations, objective.grad_evals - run.start)
@@ -228,7 +239,7 @@ class _Run:
         self.cap = attack.max_grad_evals
         self.c = x.new_full((len(x),), attack.c)
         with torch.no_grad():
-            self.eta = attack.eta * objective.residual(x).abs().clamp(min=1e-3)  # a forward pass, no gradient
+            self.eta = attack.eta * objective.residual(x).abs()  # relative, no floor; a forward pass, no gradient
         self.best = x.new_full((len(x),), float("inf"))
         self.best_adversarial = x.clone()
 

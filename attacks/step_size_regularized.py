@@ -85,6 +85,15 @@ class StepSizeRegularized(Attack):
     smallest success. ``rho0=None`` (this project's variant) starts at ``rho0_fraction`` times the linearised
     distance to the boundary ``r_0 / |g_0|``.
 
+    Overshoot: ``eta`` is relative to each trial's clean residual (no absolute floor: a trial near theta gets a
+    proportionally small one) and, after the first success, is multiplied by ``eta_decay`` at every step, so the
+    walk aims ever closer to the boundary itself (the objective's margin ``kappa`` keeps every accepted
+    point a success that survives float noise); ``eta_decay=1`` keeps it fixed.
+
+    Box: the waveform stays in ``clip``. Gradient components that push a sample already at a bound further out are
+    masked before the step is solved (the step would be clipped away there), so the linearised model predicts
+    what the clipped candidate does.
+
     Budget: one gradient evaluation at ``x`` and one per outer step, ``steps + 1`` per trial, or
     ``max_grad_evals`` when smaller; a trial that stops stops counting.
 
@@ -96,6 +105,7 @@ class StepSizeRegularized(Attack):
         steps: outer iterations (gradient evaluations after the first), >= 1 (50).
         inner_steps: dual projected-gradient steps per subproblem, >= 1 (100).
         eta: overshoot past the linearised boundary, relative to the clean residual, >= 0 (0.01).
+        eta_decay: factor applied to the overshoot at each step after the first success, in (0, 1] (0.5).
         accept: smallest agreement ratio at which a step is taken, in [0, ``bad``] (0.0).
         good: agreement ratio above which rho grows, > ``bad`` (0.75).
         bad: agreement ratio below which rho shrinks, >= 0 (0.25).
@@ -119,6 +129,7 @@ class StepSizeRegularized(Attack):
         steps: int = 50,
         inner_steps: int = 100,
         eta: float = 0.01,
+        eta_decay: float = 0.5,
         accept: float = 0.0,
         good: float = 0.75,
         bad: float = 0.25,
@@ -136,6 +147,7 @@ class StepSizeRegularized(Attack):
         check_arg("steps", steps, steps >= 1, ">= 1")
         check_arg("inner_steps", inner_steps, inner_steps >= 1, ">= 1")
         check_arg("eta", eta, eta >= 0, ">= 0")
+        check_arg("eta_decay", eta_decay, 0 < eta_decay <= 1, "in (0, 1]")
         check_arg("bad", bad, bad >= 0, ">= 0")
         check_arg("accept", accept, 0 <= accept <= bad, f"in [0, bad={bad}]")
         check_arg("good", good, good > bad, f"> bad={bad}")
@@ -152,6 +164,7 @@ class StepSizeRegularized(Attack):
             max_grad_evals,
         )
         self.accept, self.good, self.bad, self.grow, self.shrink = accept, good, bad, grow, shrink
+        self.eta_decay = eta_decay
 
     def subproblem(self, delta: Tensor, r: Tensor, g: Tensor, rho: Tensor, eta: Tensor) -> Tensor:
         """The step ``d [B, T]`` from ``delta [B, T]`` with residual ``r [B]``, gradient ``g [B, T]``, radius
@@ -180,25 +193,34 @@ class StepSizeRegularized(Attack):
         cap = self.steps + 1 if self.max_grad_evals is None else min(self.steps + 1, self.max_grad_evals)
         start = objective.grad_evals.clone()
         r, g = objective.residual_and_grad(x)
-        eta = self.eta * r.abs().clamp(min=1e-3)
-        state = {"delta": torch.zeros_like(x), "r": r, "g": g, "won": objective.is_success(r)}
+        g = self.box_mask(x, g)
+        eta = self.eta * r.abs()
+        state = {"delta": torch.zeros_like(x), "r": r, "g": g, "won": objective.is_success(r), "eta": eta}
         rho, active = self._radius0(r, g, eta), ~state["won"]  # a trial already flipped needs no perturbation
         iterations = torch.zeros(len(x), dtype=torch.long, device=x.device)
         while True:
             rows = active & (objective.grad_evals - start < cap)
             if not rows.any():
                 break
-            rows, active, rho = self._iterate(x, objective, state, rows, active, rho, eta)
+            rows, active, rho = self._iterate(x, objective, state, rows, active, rho)
             iterations += rows.long()
         spent = objective.grad_evals - start
         return self._result(self.clamp(x + state["delta"]), objective, iterations, spent)
 
+    def box_mask(self, point: Tensor, g: Tensor) -> Tensor:
+        """``g`` with the components zeroed where ``point`` sits at a clip bound and a step along ``-g`` (which
+        lowers the residual) would leave the box."""
+        low, high = self.clip
+        blocked = ((point <= low) & (g > 0)) | ((point >= high) & (g < 0))
+        return g.masked_fill(blocked, 0.0)
+
     def _iterate(
-        self, x: Tensor, objective: VerificationObjective, state: dict, rows: Tensor, active: Tensor, rho: Tensor,
-        eta: Tensor,
-    ) -> tuple[Tensor, Tensor, Tensor]:  # fmt: skip
+        self, x: Tensor, objective: VerificationObjective, state: dict, rows: Tensor, active: Tensor, rho: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor]:
         """One trust-region step for ``rows``; updates ``state`` in place, returns (evaluated rows, active, rho)."""
         delta, r, g, won = state["delta"], state["r"], state["g"], state["won"]
+        eta = torch.where(rows & won, state["eta"] * self.eta_decay, state["eta"])  # after the flip: aim closer
+        state["eta"] = eta
         d = self.subproblem(delta, r, g, rho, eta)
         norm = delta.norm(dim=1)
         predicted = torch.where(won, norm - (delta + d).norm(dim=1), -(g * d).sum(1))
@@ -208,6 +230,7 @@ class StepSizeRegularized(Attack):
             return rows, active, rho
         candidate = self.clamp(x + delta + d) - x
         r_new, g_new = objective.residual_and_grad(x + candidate, rows)
+        g_new = self.box_mask(x + candidate, g_new)
         won_new = objective.is_success(r_new)
         kept = torch.where(won_new, norm - candidate.norm(dim=1), torch.full_like(norm, -float("inf")))
         ratio = torch.where(won, kept, r - r_new) / predicted.clamp(min=1e-30)

@@ -143,7 +143,9 @@ def test_step_size_regularized_reaches_the_exact_minimum_of_a_linear_scorer(rho0
     result = StepSizeRegularized(rho0=rho0, eta=1e-5).perturb(x, objective)
     assert result.success.all()
     assert torch.allclose((result.adversarial - x).norm(dim=1), minimal, rtol=5e-5)
-    assert (result.grad_evals <= (6 if rho0 else 2)).all()  # radius doubling from 0.01 to the boundary, then stop
+    # radius doubling from 0.01 to the boundary (6 evaluations; 2 from the linearised start), then 3 annealing steps
+    # of the overshoot until the predicted gain is below tol
+    assert (result.grad_evals <= (6 if rho0 else 2) + 3).all()
     fixed = PGD(epsilon=2.0, step_size=0.01, steps=500, norm="l2").perturb(x, objective)
     assert fixed.success.all() and (result.grad_evals < fixed.grad_evals).all()  # a fixed step cannot adapt
 

@@ -1,0 +1,106 @@
+"""Decisions that survive review: a success inside the victim's float noise is not counted, the searches respect a
+binding [-1, 1] box exactly, and SSR at its configured overshoot still reaches the minimum (annealed)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import LinearVictim, linear_case
+
+from attacks import DDN, FMN, Attack, AttackResult, GaussNewton, QuasiNewton, StepSizeRegularized
+from attacks import VerificationObjective as Objective
+
+
+class BatchNoisyVictim(LinearVictim):
+    """A linear scorer whose batched scores move by ``noise`` per companion in the batch (as float noise does)."""
+
+    noise = 1e-6
+
+    def compare(self, enrol_embedding: torch.Tensor, test_embedding: torch.Tensor) -> torch.Tensor:
+        return test_embedding @ self.w + self.noise * (len(test_embedding) - 1)
+
+
+class Returns(Attack):
+    """An 'attack' that returns the given adversarial waveforms (to test the final decision alone)."""
+
+    def __init__(self, adversarial: torch.Tensor) -> None:
+        super().__init__()
+        self.adversarial = adversarial
+
+    def perturb(self, x: torch.Tensor, objective: Objective) -> AttackResult:
+        ones = torch.ones(len(x), dtype=torch.long)
+        return self._result(self.adversarial, objective, ones, ones)
+
+
+def test_a_marginal_success_that_reverses_when_scored_alone_is_not_counted():
+    w = torch.tensor([1.0, 0.0], dtype=torch.float64)
+    x = torch.tensor([[0.2, 0.0], [0.3, 0.0]], dtype=torch.float64)
+    # non-target trials (label 0): success = accepted (s >= theta); trial 0 sits 5e-7 below theta alone
+    theta = 0.4 + 5e-7
+    adversarial = torch.tensor([[0.4, 0.0], [0.5, 0.0]], dtype=torch.float64)
+    objective = Objective(BatchNoisyVictim(w), torch.zeros(2, 1), torch.tensor([0, 0]), theta)
+    batched = objective.is_success(objective.residual(adversarial))
+    assert batched.tolist() == [True, True]  # in a batch of two, trial 0 gains 1e-6: a "success" of 5e-7
+    result = Returns(adversarial).perturb(x, objective)
+    assert result.success.tolist() == [False, True]  # re-scored alone it is rejected: not counted
+    guarded = Objective(BatchNoisyVictim(w), torch.zeros(2, 1), torch.tensor([0, 0]), theta, kappa=1e-5)
+    assert guarded.is_success(guarded.residual(adversarial)).tolist() == [False, True]  # the margin refuses it
+
+
+def boxed_case(blocked: int = 32):
+    """Linear trials where ``blocked`` samples per trial sit at the clip bound on the side the attack would push
+    them: the minimal perturbation then moves only the free samples, ``(σ s + κ) / |w_free|`` exactly."""
+    x, objective, _ = linear_case(t=256)
+    x, w = x.double(), objective.victim.w.double()
+    sigma = objective.sigma.double()
+    gen = torch.Generator().manual_seed(5)
+    at_bound = torch.zeros_like(x, dtype=torch.bool)
+    for i in range(len(x)):
+        at_bound[i, torch.randperm(x.shape[1], generator=gen)[:blocked]] = True
+    push = -sigma[:, None] * w  # the direction that lowers the residual
+    x = torch.where(at_bound, push.sign(), x)
+    free_w = torch.where(at_bound, 0.0, w.expand_as(x))
+    margin = 0.5 + torch.rand(len(x), generator=gen, dtype=torch.float64)
+    s = (x * w).sum(1)
+    x = x + ((sigma * margin - s) / (free_w * free_w).sum(1))[:, None] * free_w  # decision right by the margin
+    assert x.abs().max() <= 1 and torch.equal(x.abs() == 1, at_bound)
+    kappa = 1e-6
+    objective = Objective(LinearVictim(w), objective.enrol.double(), objective.labels, 0.0, kappa=kappa)
+    minimal = (margin + kappa) / free_w.norm(dim=1)
+    unboxed = (margin + kappa) / w.norm()
+    assert (minimal > 1.05 * unboxed).all()  # the box binds: ignoring it would find a 5 %+ smaller δ
+    return x, objective, minimal
+
+
+@pytest.mark.parametrize(
+    "attack",
+    [StepSizeRegularized(), StepSizeRegularized(eta=1e-5), QuasiNewton(warm_start=GaussNewton(steps=10))],
+    ids=["ssr", "ssr_small_eta", "qn"],
+)
+def test_searches_find_the_exact_minimum_with_the_box_binding(attack):
+    x, objective, minimal = boxed_case()
+    result = attack.perturb(x, objective)
+    assert result.success.all() and result.adversarial.abs().max() <= 1
+    assert torch.allclose((result.adversarial - x).norm(dim=1), minimal, rtol=2e-3)
+
+
+def test_ssr_at_its_configured_overshoot_anneals_to_the_exact_minimum():
+    x, objective, minimal = linear_case()
+    fixed = StepSizeRegularized(eta=0.01, eta_decay=1.0).perturb(x, objective)  # the old rule: stays 1 % out
+    annealed = StepSizeRegularized(eta=0.01).perturb(x, objective)
+    rho_fixed, rho = ((r.adversarial - x).norm(dim=1) for r in (fixed, annealed))
+    assert fixed.success.all() and annealed.success.all()
+    assert (rho_fixed > 1.005 * minimal).all()
+    assert torch.allclose(rho, minimal, rtol=1e-3)
+
+
+def test_minimum_norm_baselines_respect_the_margin():
+    x, objective, minimal = linear_case()
+    kappa = 1e-3
+    objective = Objective(objective.victim, objective.enrol, objective.labels, 0.0, kappa=kappa)
+    w = objective.victim.w
+    for attack in (DDN(steps=100), FMN(steps=100), StepSizeRegularized(), QuasiNewton()):
+        result = attack.perturb(x, objective)
+        margin = -objective.sigma * (result.adversarial @ w)
+        assert result.success.all() and (margin >= kappa * (1 - 1e-3)).all(), type(attack).__name__
+        assert ((result.adversarial - x).norm(dim=1) >= (minimal + kappa / w.norm()) * (1 - 1e-4)).all()
