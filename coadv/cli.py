@@ -18,6 +18,7 @@ TOOLS = {
     "study": ("coadv.study", "the translation study: methods x directions x seeds (x ablations) -> tables"),
     "sweep": ("coadv.sweep", "run a W&B sweep YAML offline (Optuna); the same file works with `wandb sweep`"),
     "compare-attacks": ("coadv.compare_attacks", "every attack against one victim, side by side"),
+    "tune-attacks": ("coadv.attack_tuning", "tune every attack with the same small grid on a disjoint trial split"),
     "demo": (
         "coadv.demo",
         "fine-tune ACCR M <-> MM from the shipped start weights on the embedded digits; print the table",

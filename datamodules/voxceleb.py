@@ -160,6 +160,8 @@ class VoxCelebDataModule(L.LightningDataModule):
         skip_missing_trials: drop trials whose files are missing instead of raising (off: nothing is skipped
             silently).
         max_trials: keep the first ``max_trials`` trials of the list (``None``: all).
+        trial_offset: skip this many trials of the list first (0): ``trial_offset=1000, max_trials=12`` is a
+            tuning split disjoint from the evaluation trials ``max_trials=40``.
         iden_split: train on subset 1 of this identification split file (e.g. ``iden_split.txt`` under ``root``)
             instead of every non-trial speaker's files; trial speakers are removed from it too (VoxCeleb1's split
             covers all 1,251 speakers).
@@ -189,6 +191,7 @@ class VoxCelebDataModule(L.LightningDataModule):
         pin_memory: bool = False,
         skip_missing_trials: bool = False,
         max_trials: int | None = None,
+        trial_offset: int = 0,
         iden_split: str | None = None,
         synthesize: bool = False,
         synth_speakers: int = 40,
@@ -217,6 +220,9 @@ class VoxCelebDataModule(L.LightningDataModule):
         if max_trials is not None and max_trials < 1:
             raise ValueError(f"max_trials={max_trials} must be at least 1 (or None for every trial)")
         self.max_trials = max_trials
+        if trial_offset < 0:
+            raise ValueError(f"trial_offset={trial_offset} must be >= 0")
+        self.trial_offset = trial_offset
         self._training: tuple[list[str], list[str]] | None = None  # (files, speakers), listed on first use
         self.eval_batches = "trials"
 
@@ -245,7 +251,10 @@ class VoxCelebDataModule(L.LightningDataModule):
             raise FileNotFoundError(self.missing_data_message())
         trials = read_trials(self.trial_path, wav, self.skip_missing)
         self.trial_speakers = {speaker_of(p) for t in trials for p in (t.enrol, t.test)}  # of the whole list
-        self.trials = trials[: self.max_trials]
+        end = None if self.max_trials is None else self.trial_offset + self.max_trials
+        self.trials = trials[self.trial_offset : end]
+        if not self.trials:
+            raise ValueError(f"trial_offset={self.trial_offset}: {self.trial_path} has only {len(trials)} trials")
         self.eval_utterances, self.trial_pairs, self.trial_labels = index_trials(self.trials)
         self._training = None
         if stage in ("fit", None):

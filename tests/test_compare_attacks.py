@@ -435,3 +435,37 @@ def test_reuse_key_follows_the_attack_code_and_the_victim_file(tmp_path, monkeyp
     assert not job.done()
     default = compare_attacks.Job("ecapa", budgets.variant("fmn"), "10", tmp_path, 2, [])
     assert default.victim_checkpoint() == Path("checkpoints/victims/ecapa_synth.ckpt")  # the config's own
+
+
+def test_tuning_grid_points_and_the_choice_rule():
+    from coadv import attack_tuning as tuning
+
+    assert tuning.points("ssr") == [{"eta": 0.01, "rho0": 0.01}, {"eta": 0.01, "rho0": None},
+                                    {"eta": 0.1, "rho0": 0.01}, {"eta": 0.1, "rho0": None}]  # fmt: skip
+    assert tuning.flags({"eta": 0.1, "rho0": None}) == [
+        "--model.init_args.attack.init_args.eta=0.1", "--model.init_args.attack.init_args.rho0=null"]  # fmt: skip
+    assert set(tuning.GRID) <= set(budgets.variant_names())
+    for row in tuning.GRID:  # every knob is an argument of the attack its config names (the same effort: <= 6)
+        cls, _ = budgets.effective_args(budgets.config_of(budgets.variant(row).base, "ecapa"), budgets.variant(row), 30)
+        assert set(tuning.GRID[row]) <= set(inspect.signature(cls).parameters) and len(tuning.points(row)) <= 6
+    # a failure on half the trials (median ∞) loses to any finite median; ties go to the higher success
+    ranked = sorted([{"rho_median": math.inf, "success_rate": 0.5}, {"rho_median": 0.02, "success_rate": 1.0},
+                     {"rho_median": 0.01, "success_rate": 0.6}, {"rho_median": 0.01, "success_rate": 0.9}],
+                    key=tuning.score)  # fmt: skip
+    assert [r["success_rate"] for r in ranked] == [0.9, 0.6, 1.0, 0.5]
+
+
+def test_tuning_runs_on_the_offset_split_end_to_end(tmp_path, corpus, victim_checkpoints, monkeypatch):
+    from coadv import attack_tuning as tuning
+
+    monkeypatch.setattr(tuning, "GRID", {"fmn": {"alpha_init": [0.3, 1.0]}})
+    text = tuning.main(["--victim", "ecapa", "--budget", "4", "--trials", "2", "--offset", "3", "--out", str(tmp_path),
+                        "--in-process", "--", f"--model.init_args.checkpoint={victim_checkpoints['ecapa_synth']}",
+                        f"--data.init_args.root={corpus}", "--trainer.logger=false"])  # fmt: skip
+    assert text.count("| fmn | alpha_init=") == 2 and text.count("**yes**") == 1
+    record = json.loads((tmp_path / "fmn" / "alpha_init=0.3" / "budget_4" / "fmn" / "compare_args.json").read_text())
+    assert (
+        "--data.init_args.trial_offset=3" in record["args"]
+        and "--model.init_args.attack.init_args.steps=4" in record["args"]
+    )
+    assert (tmp_path / "tuning.md").read_text() == text

@@ -68,6 +68,22 @@ def test_datamodule_synthesizes_when_asked(tmp_path):
     assert dm.num_speakers == 6 and len(dm.trials) == 400
 
 
+def test_trial_offset_gives_a_disjoint_split(tmp_path):
+    root = str(tmp_path / "vox")
+    evaluation = VoxCelebDataModule(root=root, synthesize=True, synth_speakers=8, max_trials=40)
+    evaluation.prepare_data()
+    evaluation.setup("test")
+    tuning = VoxCelebDataModule(root=root, max_trials=12, trial_offset=100)
+    tuning.setup("test")
+    everything = read_trials(tuning.trial_path, tuning.root / "wav")
+    assert tuning.trials == everything[100:112] and evaluation.trials == everything[:40]
+    assert not set(map(id, tuning.trials)) & set(map(id, evaluation.trials))
+    with pytest.raises(ValueError, match="trial_offset=400: .* has only 400 trials"):
+        VoxCelebDataModule(root=root, trial_offset=400).setup("test")
+    with pytest.raises(ValueError, match="trial_offset=-1 must be >= 0"):
+        VoxCelebDataModule(root=root, trial_offset=-1)
+
+
 @pytest.mark.parametrize(
     ("content", "error", "message"),
     [("1 id10003/vidA/00001.wav\n", ValueError, "line 1: expected 'label path1 path2'"),
