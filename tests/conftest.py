@@ -125,6 +125,16 @@ class LinearVictim:
         return self.compare(self.embed(enrol), self.embed(test))
 
 
+class BatchNoisyVictim(LinearVictim):
+    """A linear scorer whose batched scores move by ``noise`` per companion in the batch, as float noise does; a
+    trial scored alone gets exactly ``w^T x``."""
+
+    noise = 1e-6
+
+    def compare(self, enrol_embedding: torch.Tensor, test_embedding: torch.Tensor) -> torch.Tensor:
+        return test_embedding @ self.w + self.noise * (len(test_embedding) - 1)
+
+
 def linear_case(n=4, t=64, seed=0, victim=None):
     """Trials decided correctly at threshold 0 on a linear scorer; returns (x, objective, exact minimum-norm distances)."""
     from attacks import VerificationObjective

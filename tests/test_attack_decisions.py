@@ -5,19 +5,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import LinearVictim, linear_case
+from conftest import BatchNoisyVictim, LinearVictim, linear_case
 
 from attacks import DDN, FMN, Attack, AttackResult, GaussNewton, QuasiNewton, StepSizeRegularized
 from attacks import VerificationObjective as Objective
-
-
-class BatchNoisyVictim(LinearVictim):
-    """A linear scorer whose batched scores move by ``noise`` per companion in the batch (as float noise does)."""
-
-    noise = 1e-6
-
-    def compare(self, enrol_embedding: torch.Tensor, test_embedding: torch.Tensor) -> torch.Tensor:
-        return test_embedding @ self.w + self.noise * (len(test_embedding) - 1)
 
 
 class Returns(Attack):

@@ -60,6 +60,7 @@ def test_fmn_at_paper_settings_reports_only_genuine_flips_never_below_the_minimu
     result = FMN().perturb(x, objective)
     assert torch.equal(result.success, flipped(result.adversarial, objective))
     won = result.success
+    assert int(won.sum()) >= 3  # rounding may leave one trial on the clean side of the boundary, not more
     assert (norms(result, x)[won] >= minimal[won] * (1 - 1e-5)).all()
     assert (norms(result, x)[won] <= minimal[won] * 1.01).all()
     assert torch.equal(result.adversarial[~won], x[~won])  # never flipped: the clean input, as the reference code
