@@ -23,6 +23,9 @@ from torch import Tensor
 from nets.speaker.contract import RecordsInitArgs, SpeakerVictim, check_arg
 
 HALF = (torch.float16, torch.bfloat16)
+# the common success margin of every attack config: about 10x the largest batch noise of the victims' scores
+# (3.6e-7 on CPU, `python benchmarks/score_noise.py`), so that a search's success survives scoring alone
+KAPPA = 1e-5
 
 
 def check_precision(what: str, dtype: torch.dtype) -> None:
@@ -50,7 +53,7 @@ class VerificationObjective:
         labels: 1 for target trials, 0 for non-target, ``[B]``.
         threshold: the victim's clean EER threshold theta.
         kappa: margin past the threshold that a search needs to count a point as a success, >= 0 (score units;
-            configs use the common ``KAPPA``, about 10x the measured batch noise of the victims' scores).
+            ``KAPPA`` in every config, about 10x the measured batch noise of the victims' scores).
         enrol_embedding: precomputed ``victim.embed(enrol)`` ``[B, D]`` (e.g. each trial embedded at its length).
         seeds: one seed per trial ``[B]``: random draws of attacks come from per-trial generators
             (:meth:`random_like`), so a trial's result does not depend on which trials share its batch.
@@ -103,9 +106,10 @@ class VerificationObjective:
         return (r < 0) | ((r == 0) & ((self.sigma < 0) | (self.kappa > 0)))
 
     def flipped(self, score: Tensor) -> Tensor:
-        """Per trial: the decision at ``theta`` (accept <=> ``score >= theta``) differs from the label's, no margin."""
+        """Per trial: the decision at ``theta`` (accept <=> ``score >= theta``) differs from the label's, no margin;
+        a non-finite score is no success."""
         accepted = score >= self.threshold
-        return torch.where(self.sigma > 0, ~accepted, accepted)
+        return torch.where(self.sigma > 0, ~accepted, accepted) & torch.isfinite(score)
 
     @torch.no_grad()
     def score_alone(self, x: Tensor) -> Tensor:

@@ -60,6 +60,10 @@ class BoundarySearch(Attack):
                 best = torch.where(won[:, None], candidate, best)
                 high = torch.where(won, mid, high)
                 low = torch.where(searched & ~won, mid, low)
+        if searched.any():  # a bisection point accepted on a batched score may not flip alone: keep the inner one
+            lost = inner.success & ~objective.flipped_alone(best)
+            best = torch.where(lost[:, None], inner.adversarial, best)
+            high = torch.where(lost, torch.ones_like(high), high)
         extra = {**inner.extra, "forward_evals": evals, "scale": high}
         success = objective.flipped_alone(best) if searched.any() else inner.success.clone()
         return AttackResult(best, success, inner.iterations, inner.grad_evals, extra)

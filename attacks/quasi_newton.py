@@ -93,9 +93,10 @@ class QuasiNewton(Attack):
         iterations: quasi-Newton iterations per penalty level, >= 1 (20).
         history: curvature pairs kept by ``"lbfgs"``, >= 1 (10).
         eta: overshoot relative to the clean residual (no absolute floor), >= 0 (0.01).
-        eta_decay: after a penalty level that ends flipped, the trial continues at the same ``c`` with ``eta`` x
-            ``eta_decay`` (its penalised optimum moves toward the boundary; the incumbent keeps the smallest
-            success), in (0, 1); ``None``: it stops there (the earlier rule, which left budget unspent) (0.1).
+        eta_decay: after a penalty level that ends flipped, the trial continues with ``eta`` x ``eta_decay`` and
+            ``c`` / ``eta_decay`` (the penalised optimum stays just past the boundary, ever closer to it; the
+            incumbent keeps the smallest success), in (0, 1); ``None``: it stops there (the earlier rule, which
+            left budget unspent) (0.1).
         warm_start: a ``GaussNewton`` run first, whose result starts the search (None: start at x).
         method: ``"lbfgs"`` or ``"bfgs"`` ("lbfgs").
         line_search_evals: evaluations per line search, >= 1 (10).
@@ -176,8 +177,10 @@ class QuasiNewton(Attack):
             if self.eta_decay is None:
                 active &= ~flipped  # flipped at the end of a level: a larger c only goes deeper
             else:  # refine: a smaller overshoot moves the penalised optimum toward the boundary
+                # eta x decay with c / decay keeps the linearised optimum (r0 + eta) / (1 + 2c) - eta on the flipped
+                # side, ever closer to the boundary
                 run.eta = torch.where(flipped, run.eta * self.eta_decay, run.eta)
-                run.c = torch.where(flipped, run.c / self.c_growth, run.c)  # the growth below keeps c
+                run.c = torch.where(flipped, run.c / self.eta_decay / self.c_growth, run.c)  # x c_growth below
         found = torch.isfinite(run.best)
         final = torch.where(found[:, None], run.best_adversarial, self.clamp(x + here.delta))
         return self._result(final, objective, iterations, objective.grad_evals - run.start)

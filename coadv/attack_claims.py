@@ -123,6 +123,6 @@ def claims_markdown(found: dict[str, list[Comparison]], command: str, resamples:
     for name, value in (("RESAMPLES", resamples), ("LEVEL", f"{attack_stats.LEVEL}"),
                         ("MIN_PAIRS", attack_stats.MIN_PAIRS)):  # fmt: skip
         rule = rule.replace(f"``{name}``", str(value))
-    rule = rule.replace("seeded,", f"seed {seed},")
+    rule = rule.replace("seeded)", f"seed {seed})")
     head = ["# Attack claims: which hold", "", f"Reproduce: `{command}`", "", rule, "", STOPPING_NOTE, ""]
     return "\n".join(head + [claim_section(c, found.get(c.key, [])) for c in CLAIMS])

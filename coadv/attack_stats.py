@@ -14,8 +14,9 @@ Decision rule for one comparison (``decide``), in order:
 2. the claimed method flips fewer trials than the other -> "does not hold" (a smaller ρ bought with fewer
    successes is no win), whatever the number of trials;
 3. fewer than ``MIN_PAIRS`` trials attacked by both -> "too few trials";
-4. the one-sided sign test of "median ratio > 1", Holm-corrected across the comparisons of one claim table
-   (``holm``), rejects at (1 - ``LEVEL``) / 2 -> "holds";
+4. the one-sided exact sign test of "median ratio > 1" (ties count against), Holm-corrected across the
+   comparisons of one claim table (``holm``), rejects at (1 - ``LEVEL``) / 2, and the median's interval lies
+   above 1 -> "holds";
 5. otherwise "does not hold" (the other is smaller when the ratio's interval lies below 1, else no difference
    shown).
 
@@ -31,6 +32,7 @@ from dataclasses import dataclass
 from functools import partial
 
 import numpy as np
+from scipy.stats import binom
 
 RESAMPLES = 2000
 LEVEL = 0.95
@@ -48,11 +50,6 @@ def median(values: np.ndarray, axis: int = -1) -> np.ndarray:
     return np.take(values, (values.shape[axis] - 1) // 2, axis=axis)
 
 
-def _binom_cdf(k: int, n: int) -> float:
-    """P(Bin(n, 1/2) <= k)."""
-    return sum(math.comb(n, i) for i in range(0, k + 1)) / 2**n if k >= 0 else 0.0
-
-
 def median_interval(values: np.ndarray, level: float = LEVEL) -> Interval:
     """Lower median of ``values`` and its exact order-statistic (sign-test) interval ``[x_(k), x_(n-k+1)]``, ``k``
     the largest with P(Bin(n, 1/2) <= k - 1) <= (1 - level) / 2 (coverage >= ``level`` for any continuous
@@ -61,20 +58,19 @@ def median_interval(values: np.ndarray, level: float = LEVEL) -> Interval:
     n = len(x)
     if n == 0:
         return NAN3
-    k = 0
-    while k + 1 <= n and _binom_cdf(k, n) <= (1 - level) / 2:  # P(B <= (k + 1) - 1)
-        k += 1
+    k = int((binom.cdf(np.arange(n), n, 0.5) <= (1 - level) / 2).sum())  # P(B <= j) for j = k - 1 <= bound
     if k == 0:
         return float(median(x)), -math.inf, math.inf
     return float(median(x)), float(x[k - 1]), float(x[n - k])
 
 
 def sign_test(ratios: np.ndarray) -> float:
-    """One-sided sign-test p-value of "median ratio > 1": P(Bin(m, 1/2) >= #(ratio > 1)), m the non-tied
-    trials (ratio != 1). 1.0 with no untied trial."""
+    """One-sided exact sign-test p-value of "the median ratio exceeds 1" over all n trials: P(Bin(n, 1/2) >=
+    #(ratio > 1)); a tie (ratio = 1, e.g. both attacks fail) counts as not above, so it agrees with the interval
+    of ``median_interval``. 1.0 for no trials."""
     ratios = np.asarray(ratios, dtype=float)
-    above, m = int((ratios > 1).sum()), int((ratios != 1).sum())
-    return 1.0 - _binom_cdf(above - 1, m) if m else 1.0
+    above, n = int((ratios > 1).sum()), len(ratios)
+    return float(binom.sf(above - 1, n, 0.5)) if n else 1.0
 
 
 def holm(p_values: list[float]) -> list[float]:
@@ -156,7 +152,10 @@ def ratios(claimed: dict[str, np.ndarray], other: dict[str, np.ndarray]) -> tupl
     rho_b = np.where(won_b, b["rho"], np.inf)[attacked]
     with np.errstate(divide="ignore", invalid="ignore"):
         out = rho_b / rho_a
-    return np.where(np.isinf(rho_a) & np.isinf(rho_b), 1.0, out), attacked
+    tie = (np.isinf(rho_a) & np.isinf(rho_b)) | ((rho_a == 0) & (rho_b == 0))
+    if np.isnan(rho_a).any() or np.isnan(rho_b).any():
+        raise ValueError("a trial has ρ = NaN: its adversarial audio was not finite; rerun the attack")
+    return np.where(tie, 1.0, out), attacked
 
 
 def paired(claimed: dict[str, np.ndarray], other: dict[str, np.ndarray], resamples: int = RESAMPLES,
@@ -195,7 +194,7 @@ def decide(c: Comparison) -> tuple[str, str]:
     if c.attacked < MIN_PAIRS:
         return "too few trials", f"{c.attacked} trials attacked (< {MIN_PAIRS})"
     p = c.p if c.p_holm is None else c.p_holm
-    if p <= (1 - LEVEL) / 2:
+    if p <= (1 - LEVEL) / 2 and c.ratio[1] > 1:
         return (
             "holds",
             f"the claimed method's ρ is smaller (sign test p = {p:.2g}{'' if c.p_holm is None else ', Holm'})",

@@ -27,14 +27,15 @@ from coadv.constants import VICTIMS
 from coadv.progress import minutes
 
 PREFIX = "--model.init_args.attack.init_args."
+# at most 6 points each; absolute waveform units (CW lr, PGD step, SSR rho0) span the scales of the victims here
 GRID: dict[str, dict[str, list]] = {
-    "cw": {"lr": [3e-6, 1e-5, 3e-5], "c": [1.0, 10.0]},
-    "pgd_l2": {"step_size": [0.001, 0.003, 0.01]},
+    "cw": {"lr": [1e-5, 1e-4, 1e-3], "c": [1.0, 10.0]},
+    "pgd_l2": {"step_size": [0.003, 0.01, 0.03]},
     "ddn": {"init_epsilon": [0.1, 1.0], "alpha": [0.3, 1.0]},
-    "fmn": {"alpha_init": [0.3, 1.0, 3.0]},
-    "gauss_newton+min": {"overshoot": [0.005, 0.02, 0.05]},
-    "qn_lbfgs": {"c": [10.0, 100.0, 1000.0]},
-    "ssr": {"eta": [0.01, 0.1], "rho0": [0.01, None]},
+    "fmn": {"alpha_init": [0.1, 0.3, 1.0]},
+    "gauss_newton+min": {"overshoot": [0.001, 0.005, 0.02]},
+    "qn_lbfgs": {"c": [1.0, 10.0, 100.0]},
+    "ssr": {"eta": [0.001, 0.01], "rho0": [0.01, 0.1]},
 }
 
 

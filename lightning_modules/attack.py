@@ -42,6 +42,7 @@ from lightning.pytorch.cli import instantiate_module
 from torch import Tensor, nn
 
 from attacks import Attack, VerificationObjective
+from attacks.base import KAPPA
 from lightning_modules.attack_metrics import COLUMNS, announce_perceptual, perceptual_scores, summarize, trial_row
 from lightning_modules.verification import INSTANTIATOR, TrialScoring, save_config
 from nets.speaker.contract import check_arg
@@ -127,7 +128,9 @@ class AdversarialAttack(L.LightningModule):
         checkpoint: the victim's training checkpoint (``checkpoints/victims/<name>.ckpt``), written by
             ``coadv fit -c configs/speaker/<victim>.yaml``.
         attack: the perturbation search (``attacks.*``).
-        kappa: success margin past the threshold in score units, >= 0 (0.0).
+        kappa: success margin past the threshold a search needs, in score units, >= 0 (``attacks.base.KAPPA`` =
+            1e-5, about 10x the victims' measured batch noise); the reported success is the decision re-scored
+            alone.
         threshold: clean threshold override; ``None`` reads it from the checkpoint (an error if absent).
         seed: a group of trials is attacked after ``torch.manual_seed(seed + i)``, ``i`` its smallest trial index
             (a trial alone: its own index).
@@ -144,7 +147,7 @@ class AdversarialAttack(L.LightningModule):
         self,
         checkpoint: str,
         attack: Attack,
-        kappa: float = 0.0,
+        kappa: float = KAPPA,
         threshold: float | None = None,
         seed: int = 0,
         victim: nn.Module | None = None,

@@ -78,7 +78,7 @@ def summarize(rows: Tensor, threshold: float) -> dict[str, float]:
     ``success_rate`` and the perturbation statistics cover the trials decided correctly when clean (ρ mean, SNR,
     ‖δ‖∞, PESQ and STOI over the successful ones; NaN values of PESQ / STOI are left out of their means).
     ``rho_median`` is over every attacked trial with a failure counted as ρ = ∞ (the lower median, as every
-    comparison uses it: ∞ when half or more fail), so a method cannot lower it by failing on hard trials;
+    comparison uses it: ∞ when more than half fail), so a method cannot lower it by failing on hard trials;
     ``rho_median_successes`` is the lower median over the successful ones only.
     ``far`` is the fraction of non-target trials accepted after the attack, ``frr`` the fraction of target trials
     rejected after it (every trial of the class), ``clean_far`` / ``clean_frr`` the same before. No EER after the

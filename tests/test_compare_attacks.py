@@ -66,8 +66,11 @@ def test_sign_test_interval_and_p_value_by_hand():
     assert median_interval(np.arange(1.0, 7.0))[1:] == (1.0, 6.0)  # n = 6: 1 - 2 / 64 = 0.969
     # 18 of 20 above 1: P(Bin(20, 1/2) >= 18) = (190 + 20 + 1) / 2^20
     assert sign_test(np.array([2.0] * 18 + [0.0, 0.0])) == pytest.approx(211 / 2**20)
-    assert sign_test(np.array([1.0, 1.0, 3.0])) == 0.5  # ties dropped: one of one above
-    assert sign_test(np.array([1.0])) == 1.0
+    # ties (ratio 1: e.g. both fail) count as not above, as in the interval: P(Bin(3, 1/2) >= 1) = 7/8
+    assert sign_test(np.array([1.0, 1.0, 3.0])) == pytest.approx(7 / 8)
+    assert sign_test(np.array([])) == 1.0
+    assert sign_test(np.array([2.0] * 60)) == pytest.approx(2.0**-60)  # the upper tail itself, no 1 - cdf
+    assert median_interval(np.arange(2000.0))[1:] == (955.0, 1044.0)  # fast at n = 2,000 (scipy's binomial)
 
 
 def test_holm_adjusts_by_hand():
@@ -154,6 +157,14 @@ def test_decision_rule_on_hand_made_comparisons():
     assert verdict([holds, against]) == "mixed"
     assert verdict([holds, comparison(attacked=3), comparison(comparable=False)]) == "holds"  # undecided left out
     assert verdict([comparison(attacked=3)]) == verdict([]) == "not decided"
+
+
+def test_ties_cannot_make_a_holds():
+    # 94 trials both attacks fail (ratio 1), 6 where only the claimed flips: the median ratio is 1, not above it
+    tied = table(range(100), [1] * 100, [0] * 94 + [1] * 6, [0.5] * 94 + [0.01] * 6)
+    other = table(range(100), [1] * 100, [0] * 100, [0.5] * 100)
+    c = comparison_of(tied, other)
+    assert c.ratio == (1.0, 1.0, 1.0) and c.p > 0.5 and decide(c)[0] == "does not hold"
 
 
 def test_holm_correction_within_a_claim_table_can_undo_a_holds():
@@ -390,10 +401,10 @@ def test_several_victims_reuse_finished_runs_and_decide_the_claim_per_victim(tmp
     overall = (tmp_path / "claims.md").read_text()
     assert f"{fair} mixed | ssr vs ddn on ivector (B=10) | ssr vs ddn on ecapa (B=10) |" in overall
     assert (
-        "Reproduce: `coadv compare-attacks --victim ivector ecapa --budgets 10 --attacks ssr ddn --trials 24`"
-        in overall
+        "Reproduce: `coadv compare-attacks --victim ivector ecapa --budgets 10 --attacks ssr ddn --trials 24 "
+        "--resamples 500`" in overall
     )
-    assert "2000 resamples" not in overall and "500 resamples" in overall
+    assert "2000 resamples" not in overall and "500 resamples, seed 0)" in overall
     assert (tmp_path / "ivector" / "rho_budget.png").is_file() and (tmp_path / "ecapa" / "comparison.csv").is_file()
 
 
@@ -440,8 +451,8 @@ def test_reuse_key_follows_the_attack_code_and_the_victim_file(tmp_path, monkeyp
 def test_tuning_grid_points_and_the_choice_rule():
     from coadv import attack_tuning as tuning
 
-    assert tuning.points("ssr") == [{"eta": 0.01, "rho0": 0.01}, {"eta": 0.01, "rho0": None},
-                                    {"eta": 0.1, "rho0": 0.01}, {"eta": 0.1, "rho0": None}]  # fmt: skip
+    assert tuning.points("ssr") == [{"eta": 0.001, "rho0": 0.01}, {"eta": 0.001, "rho0": 0.1},
+                                    {"eta": 0.01, "rho0": 0.01}, {"eta": 0.01, "rho0": 0.1}]  # fmt: skip
     assert tuning.flags({"eta": 0.1, "rho0": None}) == [
         "--model.init_args.attack.init_args.eta=0.1", "--model.init_args.attack.init_args.rho0=null"]  # fmt: skip
     assert set(tuning.GRID) <= set(budgets.variant_names())
