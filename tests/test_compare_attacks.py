@@ -451,8 +451,8 @@ def test_reuse_key_follows_the_attack_code_and_the_victim_file(tmp_path, monkeyp
 def test_tuning_grid_points_and_the_choice_rule():
     from coadv import attack_tuning as tuning
 
-    assert tuning.points("ssr") == [{"eta": 0.001, "rho0": 0.01}, {"eta": 0.001, "rho0": 0.1},
-                                    {"eta": 0.01, "rho0": 0.01}, {"eta": 0.01, "rho0": 0.1}]  # fmt: skip
+    assert tuning.points("ssr") == [{"eta": 0.0001, "rho0": 0.003}, {"eta": 0.0001, "rho0": 0.01},
+                                    {"eta": 0.001, "rho0": 0.003}, {"eta": 0.001, "rho0": 0.01}]  # fmt: skip
     assert tuning.flags({"eta": 0.1, "rho0": None}) == [
         "--model.init_args.attack.init_args.eta=0.1", "--model.init_args.attack.init_args.rho0=null"]  # fmt: skip
     assert set(tuning.GRID) <= set(budgets.variant_names())
