@@ -29,6 +29,9 @@ CLAIMS = (
           "SE-ResNet-34 and ECAPA-TDNN victims)", ("ssr",),
           ("pgd_l2", "bim", "pgd_linf", "cw", "ddn", "fmn", "fgsm", "pgd_l2+bs", "bim+bs", "pgd_linf+bs", "cw+bs",
            "fgsm+bs")),
+    Claim("c", "the second-order searches (quasi-Newton, step-size-regularized) find smaller perturbations than the "
+          "strongest first-order minimum-norm attacks, FMN and DDN, at equal budget", ("qn_lbfgs", "ssr"),
+          ("fmn", "ddn")),
 )  # fmt: skip
 SCOPES = (
     ("default settings (unequal budgets: see grad evals)", lambda c: not c.equal_budget),

@@ -304,6 +304,7 @@ def test_claims_on_hand_made_runs():
         ("10", "ddn"),
         ("default", "ddn"),
     ]  # fmt: skip (in the claim's order)
+    assert [(c.setting, c.other) for c in found["c"]] == [("10", "ddn"), ("default", "ddn")]  # vs FMN / DDN
     pgd10, ddn10, ddn_default = found["b"]
     assert ddn10.ratio == (2.0, 2.0, 2.0) and decide(ddn10)[0] == "holds" and ddn10.equal_budget
     assert decide(pgd10)[0] == "does not hold" and not pgd10.equal_stop
