@@ -310,7 +310,8 @@ def test_claims_on_hand_made_runs():
     assert decide(pgd10)[0] == "does not hold" and not pgd10.equal_stop
     assert decide(ddn_default)[0] == "does not hold" and not ddn_default.equal_budget
     text = claims_markdown(found, "coadv compare-attacks --victim ecapa --budgets default 10")
-    lines = {line.split(" | ")[0].strip("| "): line for line in text.splitlines() if line.startswith("| ")}
+    section_b = text.split("## Claim (b)")[1].split("## Claim (c)")[0]
+    lines = {line.split(" | ")[0].strip("| "): line for line in section_b.splitlines() if line.startswith("| ")}
     assert (
         "| does not hold | — | ssr vs ddn on ecapa (default) |"
         in lines["default settings (unequal budgets: see grad evals)"]
