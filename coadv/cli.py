@@ -1,7 +1,7 @@
 """The ``coadv`` command: LightningCLI subcommands and the project's tools under one entry point.
 
 coadv fit -c configs/translation/accr_m2mm.yaml       # fit / validate / test / predict (LightningCLI)
-coadv study --preset ci                               # the tools: study, sweep, compare-attacks, demo, corpus
+coadv study --preset ci                               # tools: study, sweep, compare-attacks, tune-attacks, demo, corpus
 """
 
 from __future__ import annotations

@@ -63,7 +63,7 @@ def run(installed: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess:
 def test_installed_command_runs_from_another_folder(installed, tmp_path):
     help_text = run(installed, tmp_path, "--help")
     assert help_text.returncode == 0, help_text.stderr
-    for command in ("fit", "test", "study", "sweep", "compare-attacks", "demo", "corpus"):
+    for command in ("fit", "test", "study", "sweep", "compare-attacks", "tune-attacks", "demo", "corpus"):
         assert f"  {command}" in help_text.stdout
     where = subprocess.run([str(installed / "bin" / "python"), "-c", "import coadv, configs; print(coadv.__file__);"
                             "print(configs.__file__)"], cwd=tmp_path, capture_output=True, text=True)  # fmt: skip
@@ -84,5 +84,5 @@ def test_unknown_command_is_one_line(installed, tmp_path):
     assert done.returncode != 0
     assert done.stderr.strip().splitlines() == [
         "coadv: unknown command 'trian'; valid commands: fit, validate, test, predict, study, sweep, compare-attacks, "
-        "demo, corpus"
+        "tune-attacks, demo, corpus"
     ]
