@@ -36,7 +36,12 @@ def read_wave(path: Path, max_samples: int | None = None, preprocess: str | None
     with open_audio(path) as f:
         data = f.read(-1 if max_samples is None else max_samples, dtype="float32")
     wave = torch.from_numpy(np.ascontiguousarray(data))
-    return wave if preprocess is None else PREPROCESS[preprocess](wave)
+    if preprocess is None:
+        return wave
+    out = PREPROCESS[preprocess](wave)
+    if len(out) == 0:
+        raise ValueError(f"{path}: preprocess={preprocess!r} left no audio (no speech found); drop the trial")
+    return out
 
 
 def resemblyzer_preprocess(wave: Tensor) -> Tensor:

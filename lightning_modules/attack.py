@@ -254,8 +254,11 @@ class AdversarialAttack(L.LightningModule):
                 embed = self.victim.embed_frames
             else:
                 clean, adversarial, embed = test, result.adversarial, self.victim.embed
-            before = self.score_alone(enrol, enrol_len, test)
-            after = self.score_alone(enrol, enrol_len, adversarial, embed)
+            enrol_alone = torch.cat(
+                [self.victim.embed(enrol[j : j + 1, : int(enrol_len[j])]) for j in range(len(test))]
+            )
+            before = self.score_alone(enrol_alone, test)
+            after = self.score_alone(enrol_alone, adversarial, embed)
             success = objective.flipped(after)  # the victim's own decision, each trial scored alone
         rows = []
         for j in range(len(test)):
@@ -267,16 +270,14 @@ class AdversarialAttack(L.LightningModule):
         return rows, [a.detach().cpu() for a in adversarial]
 
     @torch.no_grad()
-    def score_alone(self, enrol: Tensor, enrol_len: Tensor, test: Tensor, embed=None) -> Tensor:
-        """Scores ``[G]`` of each trial in forward passes of its own (enrolment at its true length, test side
-        through ``embed``, ``victim.embed`` by default): what scoring the saved audio alone gives, free of the batch
-        noise of grouped forward passes."""
+    def score_alone(self, enrol_alone: Tensor, test: Tensor, embed=None) -> Tensor:
+        """Scores ``[G]`` of each trial with its test side in a forward pass of its own (through ``embed``,
+        ``victim.embed`` by default) against enrolment embeddings each computed alone at its true length: what
+        scoring the saved audio alone gives, free of the batch noise of grouped forward passes."""
         embed = self.victim.embed if embed is None else embed
-        scores = [
-            self.victim.compare(self.victim.embed(enrol[j : j + 1, : int(enrol_len[j])]), embed(test[j : j + 1]))
-            for j in range(len(test))
-        ]
-        return torch.cat(scores)
+        return torch.cat(
+            [self.victim.compare(enrol_alone[j : j + 1], embed(test[j : j + 1])) for j in range(len(test))]
+        )
 
     def _attack_batch(self, batch: dict[str, Tensor]) -> dict[str, Any]:
         enrol_embedding = self.embed_enrolment(batch["enrol"], batch["enrol_len"])

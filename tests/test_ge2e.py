@@ -115,3 +115,13 @@ def test_validate_prints_the_eer_and_writes_the_victim(tmp_path, monkeypatch):
     victim, threshold, _ = load_victim(tmp_path / "checkpoints" / "victims" / "ge2e.ckpt")
     assert isinstance(victim, GE2EResemblyzer)
     assert threshold == pytest.approx(float(cli.trainer.callback_metrics["val/threshold"]))
+
+
+@needs_extra
+def test_preprocessing_that_leaves_no_audio_names_the_file(tmp_path):
+    import soundfile
+
+    path = tmp_path / "silence.flac"
+    soundfile.write(path, torch.zeros(16000).numpy(), 16000)
+    with pytest.raises(ValueError, match=r"silence.flac: preprocess='resemblyzer' left no audio"):
+        read_wave(path, preprocess="resemblyzer")
