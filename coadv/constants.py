@@ -14,8 +14,10 @@ DIRECTIONS = {
     "mm2m": ("mnist_m", "mnist"),
     "m2s": ("mnist", "svhn"),
     "s2m": ("svhn", "mnist"),
+    "m2u": ("mnist", "usps"),
+    "u2m": ("usps", "mnist"),
 }
-ARROWS = {"mnist": "M", "mnist_m": "MM", "svhn": "S"}
+ARROWS = {"mnist": "M", "mnist_m": "MM", "svhn": "S", "usps": "U"}
 ATTACKS = (
     "fgsm",
     "bim",

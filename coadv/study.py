@@ -1,21 +1,27 @@
-"""The translation study: {CycleGAN, CR-CycleGAN, ACCR} x directions x seeds (x ablation variants) -> tables + plot.
+"""The translation study: {CycleGAN, CR-CycleGAN, ACCR} x domain pairs x seeds (x ablation variants) -> tables.
 
-    coadv study --preset ci                                   # CI-sized, embedded data, 2 CPU cores
-    coadv study --preset full --out runs/study_full           # paper-sized, for GPU users
-    coadv study --preset ci --methods accr --directions m2mm --variants configs/ablations/augment/*.yaml
+    coadv study --preset cpu                                  # M <-> MM and M <-> USPS, 3 methods x 4 seeds, 2 cores
+    coadv study --preset gpu --out runs/study_gpu             # paper scale, one GPU
+    coadv study --preset cpu --methods accr --pairs m2mm --seeds 0 1 2 --variants configs/ablations/cr_reduce/*.yaml
 
-Each cell is one ordinary `coadv fit` run of `configs/translation/<method>_<direction>.yaml` (+ the preset's
-flags, + an ablation fragment), logging to CSV (and W&B), then `test` of the checkpoint its ModelCheckpoint chose
-on validation (val/acc_mean, held out of training): the tables hold those test numbers, never a maximum over
-epochs of test numbers. A cell that finished has `metrics.json` and is skipped on the next start; an interrupted
-cell resumes from its last checkpoint. The table is rebuilt from the cells' files every time, so an interrupted and
-restarted study gives the same table.
+Protocol (fixed budget, paired): every cell is one ordinary `coadv fit` run of
+`configs/translation/<method>_<pair>.yaml` (+ the preset's flags, + an ablation fragment) for the same number of
+steps, LR constant then linearly decaying, no early stopping and no checkpoint selection: the cell is evaluated at
+its last step. A seed fixes `seed_everything` and `data.seed`, so every method of a seed sees the same batches in
+the same order and starts from the same nets where the architectures agree. One CycleGAN trains both generators,
+so a cell gives both directions of its pair. Metrics (`lightning_modules.translation_metrics`) on the test splits:
+train-on-translated / test-on-real-target, target judge, joint judge, KID / FID, next to reference rows computed
+once per pair. Tables (`coadv.results`): mean ± std per method, paired differences against CycleGAN with a 95 %
+Student-t interval over seeds, and a verdict per metric and direction.
+
+A finished cell has `metrics.json` and is skipped on the next start; an interrupted cell resumes from its last
+checkpoint. Tables are rebuilt from the cells' files every time.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -28,6 +34,8 @@ from coadv import results
 from coadv.cli import cli_main
 from coadv.constants import CONFIGS, DIRECTIONS, METHODS, QUIET
 from coadv.progress import bar, minutes, quiet_lightning, summary
+from lightning_modules.translation_metrics import Recipe, Split, direction_metrics, fit_joint_judge, reference_metrics
+from nets.classifier import DigitNet
 
 
 def _check(kind: str, names: list[str], valid) -> None:
@@ -57,9 +65,7 @@ def judged_correct(dataset, classifier: Path | str, translate=None, batch: int =
     from nets.classifier import load_digit_net
 
     judge = load_digit_net(classifier).to(device)
-    x, y = dataset.images.float() / 127.5 - 1, dataset.labels
-    if dataset.channels == 1:
-        x = x.mean(1, keepdim=True)
+    x, y = as_tensors(dataset)
     out = []
     for chunk in x.split(batch):
         chunk = chunk.to(device)
@@ -67,70 +73,73 @@ def judged_correct(dataset, classifier: Path | str, translate=None, batch: int =
     return (torch.cat(out) == y).float()
 
 
-def source_only_accuracy(dataset, classifier: Path | str) -> float:
-    """Accuracy of the target domain's classifier on untranslated source test images: the no-translation baseline."""
-    return float(judged_correct(dataset, classifier).mean())
+def as_tensors(dataset) -> tuple[torch.Tensor, torch.Tensor]:
+    """A ``DigitDataset``'s images as the nets read them (float in [-1, 1], its channels) and its labels."""
+    x = dataset.images.float() / 127.5 - 1
+    return (x.mean(1, keepdim=True) if dataset.channels == 1 else x), dataset.labels
 
 
-def cell_config(cell: Path) -> dict:
-    """The resolved config a cell's latest launch ran with (LightningCLI writes it beside the CSV log)."""
-    configs = sorted(cell.glob("csv/version_*/config.yaml"), key=lambda p: int(p.parent.name.split("_")[1]))
-    if not configs:
-        raise SystemExit(f"{cell}: no csv/version_*/config.yaml (the cell's resolved config) to read")
-    return yaml.safe_load(configs[-1].read_text())
+def splits(dm) -> tuple[Split, Split]:
+    """Domain A and B of a set-up ``UnpairedDigitsDataModule``: training (validation held out) and test tensors."""
+    out = []
+    for train, test in ((dm.train_a, dm.test_a), (dm.train_b, dm.test_b)):
+        out.append(Split(*as_tensors(train), *as_tensors(test)))
+    return out[0], out[1]
 
 
-def cell_baselines(cell: Path) -> dict:
-    """The cell's no-translation baselines (``base_a2b``: its B classifier on its A test images; ``base_b2a``
-    likewise) and how long it trained (``epochs_run``, ``max_epochs``), from the cell's own resolved config: the
-    same test images (data settings, ``test_limit``) and the same judges as the cell's test numbers."""
-    config = cell_config(cell)
-    data = config["data"]
-    module, name = data["class_path"].rsplit(".", 1)
-    dm = getattr(importlib.import_module(module), name)(**data.get("init_args", {}))
-    dm.setup("test")
-    judges = config["model"]["init_args"]
-    return {
-        "base_a2b": source_only_accuracy(dm.test_a, judges["classifier_b"]),
-        "base_b2a": source_only_accuracy(dm.test_b, judges["classifier_a"]),
-        "epochs_run": len(results.read_curve(cell)),
-        "max_epochs": config["trainer"]["max_epochs"],
-    }
+def joint_judge(dm, a: Split, b: Split, steps: int) -> DigitNet:
+    """The pair's 20-class joint judge, trained once (``Recipe(steps=steps)``) and cached under
+    ``checkpoints/classifiers/joint_<a>_<b>-<digest>.pt``, the digest naming the data and recipe it was made from."""
+    key = json.dumps([dm.domain_a, dm.domain_b, dm.mnist_m_recipe, dm.image_size, dm.val_size, len(a.train_y),
+                      len(b.train_y), steps, float(a.train_x.sum()), float(b.train_x.sum())])  # fmt: skip
+    path = (
+        Path("checkpoints")
+        / "classifiers"
+        / f"joint_{dm.domain_a}_{dm.domain_b}-{hashlib.sha1(key.encode()).hexdigest()[:8]}.pt"
+    )
+    if path.is_file():
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        net = DigitNet(**saved["config"])
+        net.load_state_dict(saved["state_dict"])
+        return net.eval().requires_grad_(False)
+    tqdm.write(f"[study] training the joint judge {dm.domain_a} x {dm.domain_b} ({steps} steps) -> {path}")
+    net = fit_joint_judge(a.train_x, a.train_y, b.train_x, b.train_y, Recipe(steps=steps))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"config": net.config, "state_dict": net.state_dict(), "key": key}, path)
+    return net
 
 
-def test_chosen_checkpoint(cli) -> dict:
-    """Test numbers of the checkpoint that the run's ModelCheckpoint chose on a ``val/`` metric, with the metric,
-    the epoch and the validation score that chose it (``selected_on``, ``selected_epoch``, ``val_score``)."""
-    ckpt = cli.trainer.checkpoint_callback
-    monitor = getattr(ckpt, "monitor", None) or ""
-    if not monitor.startswith("val/") or not ckpt.best_model_path:
-        raise SystemExit(
-            f"{cli.trainer.default_root_dir}: no checkpoint chosen on validation (ModelCheckpoint monitor "
-            f"{monitor or None!r}, best checkpoint {getattr(ckpt, 'best_model_path', '') or 'none'}); test numbers "
-            "are reported only for a checkpoint chosen on a val/ metric (as configs/translation/*.yaml set it)"
-        )
-    path = ckpt.best_model_path
-    test = cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=path, verbose=False)[0]
-    epoch = torch.load(path, map_location="cpu", weights_only=False)["epoch"]  # a checkpoint this run wrote
-    return {
-        **{k.removeprefix("test/"): float(v) for k, v in test.items() if k.startswith("test/")},
-        "selected_on": monitor,
-        "selected_epoch": int(epoch),
-        "val_score": float(ckpt.best_model_score),
-    }
+def pair_metrics(dm, g_ab, g_ba, judges: dict[str, str], preset: dict) -> dict[str, float]:
+    """Every metric of both directions of a trained pair (``g_ab`` / ``g_ba``; ``None``: the reference rows instead),
+    keys ``<metric>_a2b`` / ``<metric>_b2a``."""
+    from nets.classifier import load_digit_net
+
+    a, b = splits(dm)
+    joint = joint_judge(dm, a, b, preset.get("joint_steps", 1500))
+    recipe = Recipe(steps=preset.get("probe_steps", 500))
+    out = {}
+    for key, net, src, tgt, judge, index in (("a2b", g_ab, a, b, judges["b"], 1), ("b2a", g_ba, b, a, judges["a"], 0)):
+        judge = load_digit_net(judge)
+        if net is None and g_ab is None:
+            metrics = reference_metrics(src, tgt, judge, joint, index, recipe)
+        else:
+            metrics = direction_metrics(net, src, tgt, judge, joint, index, recipe)
+        out.update({f"{k}_{key}": v for k, v in metrics.items()})
+    return out
 
 
-def cell_args(method: str, direction: str, seed: int, variant: Path | None, preset: dict, cell: Path) -> list[str]:
-    a, b = DIRECTIONS[direction]
-    args = ["fit", "-c", str(CONFIGS / "translation" / f"{method}_{direction}.yaml")]
+def cell_args(method: str, pair: str, seed: int, variant: Path | None, preset: dict, cell: Path) -> list[str]:
+    a, b = DIRECTIONS[pair]
+    args = ["fit", "-c", str(CONFIGS / "translation" / f"{method}_{pair}.yaml")]
     if variant is not None:
         args += ["-c", str(variant)]
-    args += [*preset.get("flags", []), *QUIET, f"--seed_everything={seed}", f"--trainer.default_root_dir={cell}"]
+    args += [*preset.get("flags", []), *QUIET, f"--seed_everything={seed}", f"--data.init_args.seed={seed}",
+             f"--trainer.default_root_dir={cell}"]  # fmt: skip
     loggers = [
         {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": str(cell), "name": "csv"}}
     ]
     if preset.get("wandb", True):  # one W&B run per cell; the seeds of a cell share a group
-        group = f"study {variant.stem if variant else 'base'} {method}_{direction}"
+        group = f"study {variant.stem if variant else 'base'} {method}_{pair}"
         loggers.append({"class_path": "lightning.pytorch.loggers.WandbLogger",
                         "init_args": {"project": "coadv", "save_dir": str(cell), "group": group, "tags": ["study"]}})  # fmt: skip
     args.append(f"--trainer.logger={json.dumps(loggers)}")
@@ -146,31 +155,45 @@ def cell_args(method: str, direction: str, seed: int, variant: Path | None, pres
     return args
 
 
-def cell_name(method: str, direction: str, seed: int, variant: Path | None) -> str:
-    return f"{variant.stem if variant else 'base'}/{method}_{direction}/seed{seed}"
+def cell_name(method: str, pair: str, seed: int, variant: Path | None) -> str:
+    return f"{variant.stem if variant else 'base'}/{method}_{pair}/seed{seed}"
 
 
-def run_cell(method: str, direction: str, seed: int, variant: Path | None, preset: dict, out: Path) -> dict:
-    cell = out / "cells" / cell_name(method, direction, seed, variant)
+def run_cell(method: str, pair: str, seed: int, variant: Path | None, preset: dict, out: Path) -> dict:
+    cell = out / "cells" / cell_name(method, pair, seed, variant)
     done = cell / "metrics.json"
     if done.is_file():
         record = json.loads(done.read_text())
-        if "selected_epoch" not in record:
-            raise SystemExit(
-                f"{done} holds last-epoch validation numbers from an older study (validation was then the test "
-                "split); delete that cell folder (or choose another --out) to measure it as now: test numbers of "
-                "the checkpoint chosen on validation"
-            )
-        if "base_a2b" not in record:  # a cell finished before baselines were recorded: add them from its files
-            record.update(cell_baselines(cell))
-            done.write_text(json.dumps(record, indent=1))
+        if "tot_a2b" not in record:
+            raise SystemExit(f"{done} is a cell of an older study protocol (checkpoint chosen on validation); delete "
+                             "that cell folder (or choose another --out) to measure it under the fixed-budget protocol")  # fmt: skip
         return record
     start = time.time()
-    cli = cli_main(cell_args(method, direction, seed, variant, preset, cell))
-    record = {"variant": variant.stem if variant else "base", "method": method, "direction": direction, "seed": seed,
-              **test_chosen_checkpoint(cli), "wall_s": round(time.time() - start, 1)}  # fmt: skip
-    record.update(cell_baselines(cell))
+    cli = cli_main(cell_args(method, pair, seed, variant, preset, cell))
+    model, dm = cli.model.cpu(), cli.datamodule
+    record = {"variant": variant.stem if variant else "base", "method": method, "pair": pair, "seed": seed,
+              "steps": int(cli.trainer.global_step) // 2,  # two optimizer steps per batch
+              "train_s": round(time.time() - start, 1)}  # fmt: skip
+    record.update(pair_metrics(dm, model.g_ab, model.g_ba, model.evaluator.paths, preset))
+    record["wall_s"] = round(time.time() - start, 1)
     done.write_text(json.dumps(record, indent=1))
+    return record
+
+
+def pair_references(pair: str, preset: dict, out: Path) -> dict:
+    """The reference rows of a pair (no translation, target oracle, target train vs test), computed once and kept
+    in ``<out>/references/<pair>.json``; built on the data and judges of the pair's CycleGAN config + preset."""
+    path = out / "references" / f"{pair}.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    args = cell_args("cyclegan", pair, 0, None, {**preset, "wandb": False}, out / "references" / pair)
+    args = [a for a in args if not a.startswith(("--trainer.logger=", "--ckpt_path="))]
+    cli = cli_main([*args[1:], "--trainer.logger=false"], run=False)  # args[0] is "fit": no subcommand here
+    dm = cli.datamodule
+    dm.setup("fit")
+    record = {"pair": pair, **pair_metrics(dm, None, None, cli.model.evaluator.paths, preset)}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=1))
     return record
 
 
@@ -188,19 +211,21 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p = argparse.ArgumentParser(
         prog="coadv study", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--preset", default="ci", help="configs/study/<name>.yaml or a path")
+    p.add_argument("--preset", default="cpu", help="configs/study/<name>.yaml or a path")
     p.add_argument("--methods", nargs="+", help=f"subset of {', '.join(METHODS)} (default: the preset's)")
-    p.add_argument("--directions", nargs="+", help=f"subset of {', '.join(DIRECTIONS)} (default: the preset's)")
+    p.add_argument("--pairs", nargs="+", help=f"domain pairs, each trained both ways ({', '.join(DIRECTIONS)}; "
+                   "default: the preset's)")  # fmt: skip
     p.add_argument("--seeds", nargs="+", type=int, help="seeds (default: the preset's)")
     p.add_argument("--variants", nargs="+", type=Path, help="ablation config fragments, each run as its own variant")
     p.add_argument("--out", type=Path, help="output folder (default: runs/study_<preset>)")
+    p.add_argument("--tables-only", action="store_true", help="rebuild the tables from the finished cells only")
     args = p.parse_args(argv)
     preset = load_preset(args.preset)
     methods = args.methods or preset["methods"]
-    directions = args.directions or preset["directions"]
+    pairs = args.pairs or preset["pairs"]
     seeds = args.seeds if args.seeds is not None else preset["seeds"]
     _check("method", methods, METHODS)
-    _check("direction", directions, DIRECTIONS)
+    _check("pair", pairs, DIRECTIONS)
     for variant in args.variants or []:
         if not variant.is_file():
             raise SystemExit(f"ablation variant {str(variant)!r} does not exist")
@@ -208,21 +233,26 @@ def main(argv: list[str] | None = None) -> list[dict]:
     out.mkdir(parents=True, exist_ok=True)
     svhn = preset.get("svhn", "svhn")
     start = time.time()
+    cells = [(method, pair, seed, variant) for variant in (args.variants or [None]) for method in methods
+             for pair in pairs for seed in seeds]  # fmt: skip
     with quiet_lightning():
-        for domain in {d for direction in directions for d in DIRECTIONS[direction]} - {"svhn"} | ({svhn} - {"svhn"}):
-            ensure_classifier(domain)
-        cells = [(method, direction, seed, variant) for variant in (args.variants or [None]) for method in methods
-                 for direction in directions for seed in seeds]  # fmt: skip
-        records, reused = run_cells(cells, preset, out)
-    two_way = bool(preset.get("both_ways", False))
-    table_run = results.write(records, out, svhn_name=svhn, preset=args.preset, two_way=two_way)
+        if args.tables_only:
+            found = [out / "cells" / cell_name(*cell) / "metrics.json" for cell in cells]
+            records, reused = [json.loads(f.read_text()) for f in found if f.is_file()], 0
+            references = [json.loads(f.read_text()) for f in sorted((out / "references").glob("*.json"))]
+        else:
+            domains = {d for pair in pairs for d in DIRECTIONS[pair]}
+            for domain in sorted(domains - {"svhn"} | ({svhn} if "svhn" in domains else set())):
+                ensure_classifier(domain)
+            references = [pair_references(pair, preset, out) for pair in pairs]
+            records, reused = run_cells(cells, preset, out)
+    results.write(records, references, out, preset=args.preset, svhn_name=svhn)
     print((out / "results.md").read_text())
     print(summary(f"coadv study --preset {args.preset}", [
-        ("cells", f"{len(cells)} ({len(cells) - reused} run now, {reused} reused) in {minutes(time.time() - start)}"),
-        ("tables", f"{out / 'results.md'}, {out / 'results.csv'}, {out / 'cells.csv'}"),
-        ("plots", f"{out / 'results.png'}, {out / 'curves.png'} (validation curves)"),
-        ("cell runs", f"{out / 'cells'}/<variant>/<method>_<direction>/seed<n>/ (config.yaml, csv/, checkpoints/)"),
-        ("W&B", table_run),
+        ("cells", f"{len(records)} of {len(cells)} ({len(records) - reused} run now, {reused} reused) in "
+                  f"{minutes(time.time() - start)}"),
+        ("tables", f"{out / 'results.md'}, {out / 'cells.csv'}"),
+        ("cell runs", f"{out / 'cells'}/<variant>/<method>_<pair>/seed<n>/ (config.yaml, csv/, checkpoints/)"),
     ]))  # fmt: skip
     return records
 

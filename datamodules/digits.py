@@ -1,9 +1,11 @@
-"""Digit domains for translation: MNIST, MNIST-M, SVHN and a synthetic street-number domain (syn_digits).
+"""Digit domains for translation: MNIST, MNIST-M, SVHN, USPS and a synthetic street-number domain (syn_digits).
 
 Every loader returns ``(images uint8 [N, 3, S, S], labels int64 [N])``. MNIST and SVHN come through
 torchvision (downloaded when ``download=True``); with no ``root`` MNIST is the 5,000 real test digits shipped
 in ``datamodules/embedded/mnist`` (CC BY-SA 3.0, see the README there). MNIST-M is built from MNIST with the
-standard recipe ``|patch - digit|`` (Ganin et al. 2016) and cached; syn_digits is rendered from fonts and cached.
+recipe of Ganin & Lempitsky (2015), ``|crop - digit|`` over crops of colour photos, and cached (see
+``build_mnist_m``); syn_digits is rendered from fonts and cached. USPS (16 x 16, resized) is read from a folder the
+user provides (``usps_root``): its distributors state no licence, so the project never ships a copy.
 """
 
 from __future__ import annotations
@@ -18,13 +20,29 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from datamodules.syn_digits import render_syn_digits
+from nets.checks import one_of
 
-DOMAINS = ("mnist", "mnist_m", "svhn", "syn_digits")
+DOMAINS = ("mnist", "mnist_m", "svhn", "usps", "syn_digits")
 EMBEDDED_MNIST = Path(__file__).parent / "embedded" / "mnist"
 SKIMAGE_PHOTOS = (
-    "astronaut.png", "coffee.png", "chelsea.png", "rocket.jpg", "motorcycle_left.png", "motorcycle_right.png",
-    "hubble_deep_field.jpg", "retina.jpg", "grass.png", "gravel.png", "brick.png", "color.png",
-)  # fmt: skip
+    "astronaut.png",
+    "coffee.png",
+    "chelsea.png",
+    "rocket.jpg",
+    "motorcycle_left.png",
+    "motorcycle_right.png",
+    "hubble_deep_field.jpg",
+    "retina.jpg",
+    "grass.png",
+    "gravel.png",
+    "brick.png",
+    "color.png",
+)  # fmt: skip  (recipe "plain"; "ganin" adds ihc.png and keeps the colour ones)
+MNIST_M_RECIPES = ("ganin", "plain")
+COLOUR_MIN = 8.0  # a photo is colour when its mean channel spread (max - min over R, G, B) is >= 8 / 255
+DARK_MAX = 40.0  # "ganin" rejects a crop whose mean value is below 40 / 255 (the digit would be near-black on black)
+FLAT_MAX = 12.0  # ... or whose std is below 12 / 255 (no texture to hide the digit in)
+USPS_FILES = {"train": ("zip.train.gz", "zip.train"), "test": ("zip.test.gz", "zip.test")}
 
 
 def check_domain(name: str) -> str:
@@ -83,10 +101,19 @@ def torchvision_svhn(root: str | None, split: str, download: bool) -> tuple[Tens
     return torch.from_numpy(ds.data), torch.from_numpy(ds.labels.astype(np.int64))
 
 
-def natural_photos(photos_dir: str | None) -> list[np.ndarray]:
-    """RGB photos for MNIST-M backgrounds: BSDS500 (or any folder) when given, else scikit-image's shipped photos."""
+def is_colour(photo: np.ndarray) -> bool:
+    """Whether an RGB ``[H, W, 3]`` uint8 photo is in colour (mean channel spread >= ``COLOUR_MIN``)."""
+    spread = photo.max(-1).astype(np.float32) - photo.min(-1).astype(np.float32)
+    return float(spread.mean()) >= COLOUR_MIN
+
+
+def natural_photos(photos_dir: str | None, recipe: str = "ganin") -> list[np.ndarray]:
+    """RGB photos for MNIST-M backgrounds: BSDS500 (or any folder) when given, else scikit-image's shipped photos.
+    Recipe ``"ganin"`` keeps colour photos only (:func:`is_colour`); ``"plain"`` keeps every photo (and uses the
+    older scikit-image list)."""
     from PIL import Image
 
+    one_of("mnist_m_recipe", recipe, MNIST_M_RECIPES)
     if photos_dir is not None:
         paths = sorted(p for p in Path(photos_dir).rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
         if not paths:
@@ -94,21 +121,74 @@ def natural_photos(photos_dir: str | None) -> list[np.ndarray]:
     else:
         import skimage.data
 
-        paths = [Path(skimage.data.__file__).parent / name for name in SKIMAGE_PHOTOS]
-    return [np.asarray(Image.open(p).convert("RGB")) for p in paths]
+        names = SKIMAGE_PHOTOS + (("ihc.png",) if recipe == "ganin" else ())
+        paths = [Path(skimage.data.__file__).parent / name for name in names]
+    photos = [np.asarray(Image.open(p).convert("RGB")) for p in paths]
+    if recipe == "ganin":
+        photos = [p for p in photos if is_colour(p)]
+        if not photos:
+            raise FileNotFoundError(f"photos_dir {photos_dir!r} holds no colour photos (MNIST-M needs them)")
+    return photos
 
 
-def build_mnist_m(digits: Tensor, photos: list[np.ndarray], seed: int) -> Tensor:
-    """MNIST-M: each digit ``[H, W]`` blended as ``|patch - digit|`` with a random crop of a random photo."""
+def acceptable_crop(crop: np.ndarray) -> bool:
+    """A background crop that is neither dark (mean < ``DARK_MAX``) nor flat (std < ``FLAT_MAX``), on 0-255."""
+    return float(crop.mean()) >= DARK_MAX and float(crop.std()) >= FLAT_MAX
+
+
+def build_mnist_m(digits: Tensor, photos: list[np.ndarray], seed: int, recipe: str = "ganin") -> Tensor:
+    """MNIST-M: each digit ``[H, W]`` blended as ``|crop - digit|`` with a random crop of a random photo.
+
+    ``recipe="ganin"`` (Ganin & Lempitsky 2015 draw crops of colour BSDS500 photos) redraws a crop up to 100 times
+    while it is dark or flat (:func:`acceptable_crop`; the thresholds are this project's, the paper gives none);
+    ``"plain"`` takes every crop (the project's earlier MNIST-M, kept so old results stay reproducible)."""
+    one_of("mnist_m_recipe", recipe, MNIST_M_RECIPES)
     rng = np.random.default_rng(seed)
     n, h, w = digits.shape
     out = np.empty((n, h, w, 3), dtype=np.uint8)
     digits_np = digits.numpy().astype(np.int16)[..., None]
     for i in range(n):
-        photo = photos[rng.integers(len(photos))]
-        y, x = rng.integers(photo.shape[0] - h), rng.integers(photo.shape[1] - w)
-        out[i] = np.abs(photo[y : y + h, x : x + w].astype(np.int16) - digits_np[i]).astype(np.uint8)
+        for _ in range(100 if recipe == "ganin" else 1):
+            photo = photos[rng.integers(len(photos))]
+            y, x = rng.integers(photo.shape[0] - h), rng.integers(photo.shape[1] - w)
+            crop = photo[y : y + h, x : x + w]
+            if recipe == "plain" or acceptable_crop(crop):
+                break
+        out[i] = np.abs(crop.astype(np.int16) - digits_np[i]).astype(np.uint8)
     return torch.from_numpy(out).permute(0, 3, 1, 2)
+
+
+def read_usps_text(path: Path) -> tuple[Tensor, Tensor]:
+    """The text format of ``zip.train`` / ``zip.test`` (gzipped or not): per line the label, then 256 grey values in
+    [-1, 1] (16 x 16, row-major, strokes +1). Returns uint8 ``[N, 16, 16]`` (strokes 255, as MNIST) and labels."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt") as f:
+        rows = [line.split() for line in f if line.strip()]
+    bad = next((i for i, r in enumerate(rows) if len(r) != 257), None)
+    if bad is not None:
+        raise ValueError(f"{path}: line {bad + 1} has {len(rows[bad])} values, expected a label and 256 pixels")
+    values = np.asarray(rows, dtype=np.float32)
+    images = np.clip(np.round((values[:, 1:] + 1) * 127.5), 0, 255).astype(np.uint8).reshape(-1, 16, 16)
+    return torch.from_numpy(images), torch.from_numpy(values[:, 0].astype(np.int64))
+
+
+def usps(root: str | None, split: str, download: bool) -> tuple[Tensor, Tensor]:
+    """USPS from ``root``: the text files ``zip.train(.gz)`` / ``zip.test(.gz)`` when there, else torchvision's
+    ``USPS`` files (``usps.bz2`` / ``usps.t.bz2``, downloaded when ``download``)."""
+    how = ("Set data.init_args.usps_root to a folder holding zip.train.gz / zip.test.gz (label + 256 values per "
+           "line) or torchvision's usps.bz2 / usps.t.bz2 (data.download=true fetches those, with internet).")  # fmt: skip
+    if root is None:
+        raise _missing("USPS", root, "USPS has no embedded copy (its distributors state no licence). " + how)
+    for name in USPS_FILES[split]:
+        if (Path(root) / name).is_file():
+            return read_usps_text(Path(root) / name)
+    from torchvision.datasets import USPS
+
+    try:
+        ds = USPS(root, train=split == "train", download=download)
+    except RuntimeError as err:
+        raise _missing("USPS", root, how) from err
+    return torch.from_numpy(ds.data), torch.tensor(ds.targets, dtype=torch.int64)
 
 
 def to_rgb(images: Tensor, size: int) -> Tensor:
@@ -144,6 +224,8 @@ def load_domain(
     cache_dir: str = ".cache/coadv",
     photos_dir: str | None = None,
     syn_digits_size: tuple[int, int] = (4000, 1000),
+    usps_root: str | None = None,
+    mnist_m_recipe: str = "ganin",
 ) -> tuple[Tensor, Tensor]:
     """Images and labels of one domain split; see the module docstring for sources."""
     check_domain(name)
@@ -156,12 +238,17 @@ def load_domain(
         images, labels = mnist()
     elif name == "svhn":
         images, labels = torchvision_svhn(root, split, download)
+    elif name == "usps":
+        images, labels = usps(usps_root, split, download)
     elif name == "mnist_m":
-        tag = hashlib.sha1(f"{root}|{photos_dir}".encode()).hexdigest()[:8]
+        one_of("mnist_m_recipe", mnist_m_recipe, MNIST_M_RECIPES)
+        key = f"{root}|{photos_dir}" + ("" if mnist_m_recipe == "plain" else f"|{mnist_m_recipe}")
+        tag = hashlib.sha1(key.encode()).hexdigest()[:8]  # "plain" keeps its old cache names
 
         def build() -> tuple[Tensor, Tensor]:
             digits, labels = mnist()
-            return build_mnist_m(digits, natural_photos(photos_dir), seed=1 if split == "train" else 2), labels
+            photos = natural_photos(photos_dir, mnist_m_recipe)
+            return build_mnist_m(digits, photos, seed=1 if split == "train" else 2, recipe=mnist_m_recipe), labels
 
         images, labels = _cached(Path(cache_dir) / f"mnist_m-{tag}-{split}.pt", build)
     else:

@@ -8,8 +8,9 @@ from lightning.pytorch.utilities import CombinedLoader
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from datamodules.digits import DOMAINS, check_domain, load_domain
+from datamodules.digits import DOMAINS, MNIST_M_RECIPES, check_domain, load_domain
 from datamodules.sampling import ResumableLoader, global_batches, sharded_loader
+from nets.checks import one_of
 
 VAL_SPLIT_SEED = 0  # one fixed held-out set per training-set size, the same for every run and data.seed
 
@@ -76,6 +77,10 @@ class _DigitsBase(L.LightningDataModule):
         val_size: training images held out for validation (500; the embedded MNIST has 4,000 training images).
         test_limit: use only the first N test images of each domain (quick evaluation); ``None``: all.
         syn_digits_size: (train, test) sizes of the rendered syn_digits domain.
+        usps_root: folder holding USPS (``zip.train.gz`` / ``zip.test.gz`` text files, or torchvision's
+            ``usps.bz2`` / ``usps.t.bz2``); needed only by the ``usps`` domain (no copy ships with the project).
+        mnist_m_recipe: ``"ganin"`` (colour photos, dark or flat crops redrawn; the default) or ``"plain"`` (every
+            photo and crop: the project's earlier MNIST-M, cached under its old name).
     """
 
     def __init__(
@@ -93,8 +98,11 @@ class _DigitsBase(L.LightningDataModule):
         val_size: int = 500,
         test_limit: int | None = None,
         syn_digits_size: tuple[int, int] = (4000, 1000),
+        usps_root: str | None = None,
+        mnist_m_recipe: str = "ganin",
     ) -> None:
         super().__init__()
+        one_of("data.mnist_m_recipe", mnist_m_recipe, MNIST_M_RECIPES)
         if channels not in (1, 3):
             raise ValueError(f"data.channels={channels} is not 1 or 3")
         _at_least(batch_size=(batch_size, 1), image_size=(image_size, 8), num_workers=(num_workers, 0),
@@ -111,6 +119,7 @@ class _DigitsBase(L.LightningDataModule):
         )
         self.batches_per_epoch, self.seed, self.val_size = batches_per_epoch, seed, val_size
         self.test_limit, self.syn_digits_size = test_limit, tuple(syn_digits_size)
+        self.usps_root, self.mnist_m_recipe = usps_root, mnist_m_recipe
         self.held_out: dict[str, tuple[Tensor, Tensor]] = {}  # domain -> (train, val) indices into its train split
 
     def _domains(self) -> tuple[str, ...]:
@@ -119,7 +128,7 @@ class _DigitsBase(L.LightningDataModule):
     def _load(self, domain: str, split: str) -> DigitDataset:
         images, labels = load_domain(
             domain, split, self.image_size, self.data_root, self.download, self.cache_dir, self.photos_dir,
-            self.syn_digits_size,
+            self.syn_digits_size, self.usps_root, self.mnist_m_recipe,
         )  # fmt: skip
         if split == "test" and self.test_limit is not None:
             images, labels = images[: self.test_limit], labels[: self.test_limit]
@@ -136,7 +145,7 @@ class _DigitsBase(L.LightningDataModule):
             for split in ("train", "test"):
                 load_domain(
                     domain, split, self.image_size, self.data_root, self.download, self.cache_dir, self.photos_dir,
-                    self.syn_digits_size,
+                    self.syn_digits_size, self.usps_root, self.mnist_m_recipe,
                 )  # fmt: skip
 
     def _train_loader(self, ds: Dataset, num_batches: int, stream: int) -> ResumableLoader:
@@ -162,8 +171,8 @@ class UnpairedDigitsDataModule(_DigitsBase):
     test the two test sets, each as two dataloaders (index 0: domain A, 1: domain B) for translated-image accuracy.
 
     Args:
-        domain_a: source domain, one of mnist, mnist_m, svhn, syn_digits.
-        domain_b: target domain, one of mnist, mnist_m, svhn, syn_digits.
+        domain_a: source domain, one of mnist, mnist_m, svhn, usps, syn_digits.
+        domain_b: target domain, one of mnist, mnist_m, svhn, usps, syn_digits.
     """
 
     def __init__(self, domain_a: str = "mnist", domain_b: str = "mnist_m", **kwargs) -> None:
@@ -195,7 +204,7 @@ class DigitsDataModule(_DigitsBase):
     """One labelled digit domain, for training the per-domain evaluation classifier (selected on validation).
 
     Args:
-        domain: one of mnist, mnist_m, svhn, syn_digits.
+        domain: one of mnist, mnist_m, svhn, usps, syn_digits.
     """
 
     def __init__(self, domain: str = "mnist", **kwargs) -> None:

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lightning_modules.cr_cyclegan import ConsistencyInput, CRCycleGAN, forward_batches
+from lightning_modules.cr_cyclegan import CR_SCALE, ConsistencyInput, CRCycleGAN, forward_batches
 from nets.checks import at_least, one_of
 
 
@@ -26,6 +26,7 @@ def paired_augment(augment: nn.Module, *batches: Tensor) -> list[Tensor]:
 class CrossNetworkConsistency:
     """Consistency between the outputs of different networks ("G1-G2, D1-D2, G1-D2, G2-D1" in a summary of the
     ACCR paper). The paper's exact cross terms are unconfirmed: these are reconstructions, for ablations only.
+    Discriminator-step terms are scaled by ``CR_SCALE`` like the CR terms.
     ``T`` is the module's ``augment``; translations are detached wherever a discriminator is trained.
 
     Args:
@@ -62,8 +63,8 @@ class CrossNetworkConsistency:
         """Terms added to the discriminator loss (``images`` detached, ``d_out`` the D outputs of the D loss)."""
         terms = {}
         if self.lambda_dd:
-            terms["cross_dd_ab"] = self.lambda_dd * F.mse_loss(model.d_b(images["fake_b"]), d_out["real_a"])
-            terms["cross_dd_ba"] = self.lambda_dd * F.mse_loss(model.d_a(images["fake_a"]), d_out["real_b"])
+            terms["cross_dd_ab"] = CR_SCALE * self.lambda_dd * F.mse_loss(model.d_b(images["fake_b"]), d_out["real_a"])
+            terms["cross_dd_ba"] = CR_SCALE * self.lambda_dd * F.mse_loss(model.d_a(images["fake_a"]), d_out["real_b"])
         if self.lambda_gd:
             for name, gen, disc, real, fake in (("cross_gd_ab", model.g_ab, model.d_b, real_a, images["fake_b"]),
                                                 ("cross_gd_ba", model.g_ba, model.d_a, real_b, images["fake_a"])):  # fmt: skip
@@ -71,13 +72,14 @@ class CrossNetworkConsistency:
                 with torch.no_grad():
                     translated = gen(t_real)  # G(T(a))
                 out_gt, out_tg = forward_batches(disc, [translated, t_fake])
-                terms[name] = self.lambda_gd * F.mse_loss(out_gt, out_tg)  # |D_Y(G(T(a))) - D_Y(T(G(a)))|^2
+                terms[name] = CR_SCALE * self.lambda_gd * F.mse_loss(out_gt, out_tg)  # |D_Y(G(T(a))) - D_Y(T(G(a)))|^2
         return terms
 
 
 class ACCR(CRCycleGAN):
     """Augmented Cyclic Consistency Regularization (Ohkawa et al., ICPR 2020): CR on the discriminators for
-    real, fake and reconstructed images. For D_X (D_Y symmetric with b, G(a), G(F(b))):
+    real, fake and reconstructed images. For D_X (D_Y symmetric with b, G(a), G(F(b))), each term scaled by the
+    D loss's 0.5 (``CR_SCALE``, see ``CRCycleGAN``):
     ``l_real |D_X(a) - D_X(T(a))|^2 + l_fake |D_X(F(b)) - D_X(T(F(b)))|^2 + l_rec |D_X(F(G(a))) - D_X(T(F(G(a))))|^2``.
     Fakes and reconstructions are detached: generators keep the plain CycleGAN loss.
 

@@ -11,8 +11,11 @@ from lightning_modules.cyclegan import CycleGAN, forward_batches
 from nets.augment import Translate
 from nets.checks import at_least, one_of
 
-__all__ = ["CRCycleGAN", "ConsistencyInput", "forward_batches"]
+__all__ = ["CR_SCALE", "CRCycleGAN", "ConsistencyInput", "forward_batches"]
 CR_REDUCE = ("elementwise", "mean")
+# The D loss is 0.5 (real + fake) (CycleGAN); CR-GAN adds lambda |D(x) - D(T(x))|^2 to an un-halved D loss. A CR term
+# enters here as CR_SCALE * lambda * distance, so lambda = 10 weighs it against the GAN terms as in CR-GAN.
+CR_SCALE = 0.5
 
 
 class ConsistencyInput(NamedTuple):
@@ -26,19 +29,22 @@ class ConsistencyInput(NamedTuple):
 
 class CRCycleGAN(CycleGAN):
     """CycleGAN + CR-GAN consistency (Zhang et al., ICLR 2020) on both discriminators, real images only:
-    ``L_D += l_real |D(x) - D(T(x))|^2`` on the raw PatchGAN maps, reusing ``D(x)`` from the D loss.
+    ``L_D += 0.5 l_real |D(x) - D(T(x))|^2``, reusing ``D(x)`` from the D loss. The 0.5 (``CR_SCALE``) is the D
+    loss's own: ``L_D = 0.5 [L_gan + l_real L_cr]``, so ``l_real`` means what CR-GAN's lambda means against its
+    un-halved D loss (CR-GAN: lambda = 10).
     ``T(x)`` is forwarded in a batch of its own when D normalises over the batch (``nets.translation.mixes_batch``),
     so with batch norm too a CR term is exactly 0 when ``T`` is the identity.
     Subclasses add images to judge consistently by overriding ``consistency_inputs``.
 
     Args:
         lambda_real: weight of the real-image consistency (10, CR-GAN's value; 0 turns it off; >= 0).
-        augment: the augmentation ``T`` (a ``nets.augment`` module; default ``Translate(1/8)``: whole-pixel shifts
-            up to 4 px of 32, CR-GAN's T).
-        cr_reduce: distance between the two PatchGAN maps: ``"elementwise"``: squared difference of every patch
-            score, averaged (a shifted image's map may rightly shift too, so this partly penalises D's
-            equivariance); ``"mean"``: each image's map averaged to one score first (invariance of the image-level
-            judgement, like CR-GAN's single-output D). Applies to every ``cr_*`` term.
+        augment: the augmentation ``T`` (a ``nets.augment`` module; default ``Translate(1/16)``: whole-pixel shifts
+            up to 2 px of 32. CR-GAN shifts up to 1/8 (4 px), which with reflect padding mirrors strokes of most
+            MNIST digits, whose strokes come within 4 px of the border; 4 px is an ablation).
+        cr_reduce: distance between the two PatchGAN maps: ``"mean"`` (default): each image's map averaged to one
+            score first (invariance of the image-level judgement, like CR-GAN's single-output D);
+            ``"elementwise"``: squared difference of every patch score, averaged (a shifted image's map may rightly
+            shift too, so this partly penalises D's equivariance; an ablation). Applies to every ``cr_*`` term.
     """
 
     def __init__(
@@ -46,14 +52,14 @@ class CRCycleGAN(CycleGAN):
         *args: Any,
         lambda_real: float = 10.0,
         augment: nn.Module | None = None,
-        cr_reduce: str = "elementwise",
+        cr_reduce: str = "mean",
         **kwargs: Any,
     ) -> None:
         at_least("lambda_real", lambda_real, 0)
         one_of("cr_reduce", cr_reduce, CR_REDUCE)
         super().__init__(*args, **kwargs)
         self.lambda_real, self.cr_reduce = lambda_real, cr_reduce
-        self.augment = augment if augment is not None else Translate()
+        self.augment = augment if augment is not None else Translate(1 / 16)
 
     def consistency_inputs(
         self, side: str, real: Tensor, images: dict[str, Tensor], d_out: dict[str, Tensor]
@@ -72,7 +78,7 @@ class CRCycleGAN(CycleGAN):
         terms = {}
         for item, d_tx in zip(items, augmented):
             d_x = item.d_x if item.d_x is not None else next(outs)
-            terms[item.name] = item.weight * self.cr_distance(d_x, d_tx)  # l |D(x) - D(T(x))|^2
+            terms[item.name] = CR_SCALE * item.weight * self.cr_distance(d_x, d_tx)  # 0.5 l |D(x) - D(T(x))|^2
         return terms
 
     def cr_distance(self, d_x: Tensor, d_tx: Tensor) -> Tensor:

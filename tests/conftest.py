@@ -148,3 +148,24 @@ def linear_case(n=4, t=64, seed=0, victim=None):
     enrol = torch.arange(n, dtype=torch.float32)[:, None]
     objective = VerificationObjective(victim(w) if victim else LinearVictim(w), enrol, labels, 0.0)
     return x, objective, (x @ w).abs() / w.norm()
+
+
+def usps_root() -> str | None:
+    """The team's USPS folder (``../shared/data/usps`` beside the repository, or $COADV_USPS_ROOT), or None."""
+    import os
+
+    for candidate in (os.environ.get("COADV_USPS_ROOT"), ROOT.parent / "shared" / "data" / "usps",
+                      Path.cwd().parent / "shared" / "data" / "usps"):  # fmt: skip
+        if candidate and (Path(candidate) / "zip.train.gz").is_file():
+            return str(candidate)
+    return None
+
+
+@pytest.fixture()
+def usps(monkeypatch) -> str:
+    """USPS's folder, exported as COADV_USPS_ROOT for configs; skips where the data are absent (never shipped)."""
+    root = usps_root()
+    if root is None:
+        pytest.skip("USPS data absent: no ../shared/data/usps beside the repository and no $COADV_USPS_ROOT")
+    monkeypatch.setenv("COADV_USPS_ROOT", root)
+    return root

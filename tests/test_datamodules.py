@@ -1,5 +1,8 @@
 """Digit domains and DataModules on the embedded data."""
 
+import gzip
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -123,8 +126,8 @@ def test_grey_channels_and_classifier_module(cache_dir):
 
 
 def test_unknown_domain_lists_valid_ones():
-    with pytest.raises(ValueError, match=r"unknown digit domain 'usps'; valid domains: " + ", ".join(DOMAINS)):
-        UnpairedDigitsDataModule("mnist", "usps")
+    with pytest.raises(ValueError, match=r"unknown digit domain 'kmnist'; valid domains: " + ", ".join(DOMAINS)):
+        UnpairedDigitsDataModule("mnist", "kmnist")
 
 
 def test_missing_data_paths_are_named(tmp_path):
@@ -136,3 +139,49 @@ def test_missing_data_paths_are_named(tmp_path):
         load_domain("svhn", "test", root=str(tmp_path))
     with pytest.raises(FileNotFoundError, match="photos_dir .* holds no"):
         load_domain("mnist_m", "test", cache_dir=str(tmp_path), photos_dir=str(tmp_path))
+
+
+def test_usps_text_reader_on_the_real_files(usps, cache_dir):
+    from datamodules.digits import read_usps_text
+
+    raw, labels = read_usps_text(Path(usps) / "zip.test.gz")
+    assert raw.shape == (1000, 16, 16) and raw.dtype == torch.uint8 and len(labels) == 1000
+    first = gzip.open(Path(usps) / "zip.test.gz", "rt").readline().split()
+    assert int(float(first[0])) == labels[0]
+    assert raw[0].flatten()[:3].tolist() == [round((float(v) + 1) * 127.5) for v in first[1:4]]
+    assert raw.float().mean() < 80  # strokes bright on a dark ground, as MNIST
+    x, y = load_domain("usps", "train", usps_root=usps, cache_dir=cache_dir)
+    assert x.shape == (7291, 3, 32, 32) and set(y.tolist()) == set(range(10))
+    dm = UnpairedDigitsDataModule("mnist", "usps", usps_root=usps, cache_dir=cache_dir, batch_size=4)
+    dm.setup("fit")
+    assert len(dm.train_b) == 7291 - 500 and len(dm.test_b) == 1000
+
+
+def test_usps_errors_name_the_setting_and_the_line(tmp_path):
+    with pytest.raises(FileNotFoundError, match="USPS has no embedded copy.*data.init_args.usps_root"):
+        load_domain("usps", "train")
+    with pytest.raises(FileNotFoundError, match=f"USPS data not found under '{tmp_path}'"):
+        load_domain("usps", "test", usps_root=str(tmp_path))
+    (tmp_path / "zip.test").write_text("3 " + " ".join(["-1"] * 256) + "\n4 0.5\n")
+    with pytest.raises(ValueError, match=r"zip.test: line 2 has 2 values, expected a label and 256 pixels"):
+        load_domain("usps", "test", usps_root=str(tmp_path))
+
+
+def test_mnist_m_ganin_recipe_keeps_colour_photos_and_rejects_dark_or_flat_crops(cache_dir):
+    from datamodules.digits import acceptable_crop, build_mnist_m, is_colour, natural_photos
+
+    grey = np.repeat(np.random.default_rng(0).integers(0, 255, (64, 64, 1), dtype=np.uint8), 3, -1)
+    assert not is_colour(grey) and all(is_colour(p) for p in natural_photos(None, "ganin"))
+    assert len(natural_photos(None, "plain")) == 12  # the earlier MNIST-M's photos, greyscale ones included
+    assert not acceptable_crop(np.full((28, 28, 3), 20, np.uint8))  # dark
+    assert not acceptable_crop(np.full((28, 28, 3), 200, np.uint8))  # flat
+    dark = np.zeros((100, 100, 3), np.uint8)
+    bright = np.random.default_rng(1).integers(0, 256, (100, 100, 3), dtype=np.uint8)
+    digits = torch.zeros(50, 28, 28, dtype=torch.uint8)
+    out = build_mnist_m(digits, [dark, bright], seed=0)  # blank digits: the output is the crop itself
+    assert (out.float().mean((1, 2, 3)) > 40).all()  # every dark crop was redrawn
+    plain = build_mnist_m(digits, [dark, bright], seed=0, recipe="plain")
+    assert (plain.float().mean((1, 2, 3)) == 0).any()
+    x, _ = load_domain("mnist_m", "test", cache_dir=cache_dir)
+    backgrounds = x.float().mean((1, 2, 3))
+    assert (backgrounds < 30).float().mean() < 0.02  # dark images were 14 % of the earlier MNIST-M

@@ -9,7 +9,7 @@ from coadv.cli import main
 from coadv.errors import summarize_parse_error
 
 ACCR = ["fit", "-c", "configs/translation/accr_m2mm.yaml", "--trainer.logger=false"]
-DOMAINS = "mnist, mnist_m, svhn, syn_digits"
+DOMAINS = "mnist, mnist_m, svhn, usps, syn_digits"
 ATTACK = ["test", "-c", "configs/attack/fmn_ivector.yaml", "--trainer.logger=false", "--data.init_args.max_trials=1"]
 
 
@@ -34,7 +34,7 @@ def files(tmp_path, tiny_classifiers) -> dict[str, str]:
 
 # (what the user typed after `coadv`, the line they get); {name} is a file of the fixture above
 MISTAKES = [
-    ([*ACCR, "--data.init_args.domain_b=usps"], f"unknown digit domain 'usps'; valid domains: {DOMAINS}"),
+    ([*ACCR, "--data.init_args.domain_b=kmnist"], f"unknown digit domain 'kmnist'; valid domains: {DOMAINS}"),
     ([*ACCR, "--data.init_args.batch_size=0"], "data.batch_size must be >= 1, got 0"),
     ([*ACCR, "--model.init_args.lambda_rec=-5"], "lambda_rec must be >= 0, got -5.0"),
     ([*ACCR, "--trainer.max_epochs=abc"], "trainer.max_epochs: Expected a <class 'int'> (given: abc)"),
