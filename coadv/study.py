@@ -87,9 +87,9 @@ def splits(dm) -> tuple[Split, Split]:
     return out[0], out[1]
 
 
-def joint_judge(dm, a: Split, b: Split, steps: int) -> DigitNet:
-    """The pair's 20-class joint judge, trained once (``Recipe(steps=steps)``) and cached under
-    ``checkpoints/classifiers/joint_<a>_<b>-<digest>.pt``, the digest naming the data and recipe it was made from."""
+def joint_judge(dm, a: Split, b: Split, steps: int, folder: str = "checkpoints/classifiers") -> DigitNet:
+    """The pair's 20-class joint judge, trained once (``Recipe(steps=steps)``) and cached as
+    ``<folder>/joint_<a>_<b>-<digest>.pt``, the digest naming the data and recipe it was made from."""
     key = json.dumps([dm.domain_a, dm.domain_b, dm.mnist_m_recipe, dm.image_size, dm.val_size, len(a.train_y),
                       len(b.train_y), steps, float(a.train_x.sum()), float(b.train_x.sum())])  # fmt: skip
     path = (
@@ -115,7 +115,7 @@ def pair_metrics(dm, g_ab, g_ba, judges: dict[str, str], preset: dict) -> dict[s
     from nets.classifier import load_digit_net
 
     a, b = splits(dm)
-    joint = joint_judge(dm, a, b, preset.get("joint_steps", 1500))
+    joint = joint_judge(dm, a, b, preset.get("joint_steps", 1500), preset.get("judges_dir", "checkpoints/classifiers"))
     recipe = Recipe(steps=preset.get("probe_steps", 500))
     out = {}
     for key, net, src, tgt, judge, index in (("a2b", g_ab, a, b, judges["b"], 1), ("b2a", g_ba, b, a, judges["a"], 0)):

@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -57,17 +58,15 @@ class Recipe:
     seed: int = 0
 
 
-def fit_classifier(net: nn.Module, x: Tensor, y: Tensor, recipe: Recipe = Recipe()) -> nn.Module:
-    """``net`` trained on ``(x, y)`` by ``recipe`` (its init redrawn from ``recipe.seed``); eval mode, frozen.
-    The global RNG is left as it was."""
+def fit_classifier(make: Callable[[], nn.Module], x: Tensor, y: Tensor, recipe: Recipe = Recipe()) -> nn.Module:
+    """The net ``make()`` builds (its init drawn from ``recipe.seed``), trained on ``(x, y)`` by ``recipe``; eval mode,
+    frozen. The global RNG is left as it was."""
     if len(x) != len(y) or not len(x):
         raise ValueError(f"fit_classifier: {len(x)} images and {len(y)} labels")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(recipe.seed)
-        net(x[:1])  # materialise lazy layers
-        for module in net.modules():
-            if hasattr(module, "reset_parameters") and module is not net:
-                module.reset_parameters()
+        net = make()
+        net.eval()(x[:1])  # materialise lazy layers (init from the same seeded stream; no batch-norm update)
         order = torch.Generator().manual_seed(recipe.seed)
         opt = torch.optim.Adam(net.parameters(), lr=recipe.lr)
         net.train()
@@ -113,7 +112,7 @@ def train_on_translated(
 ) -> float:
     """Accuracy on ``(test_x, test_y)`` of a fresh :class:`LeNet` trained on ``(train_x, train_y)`` by ``recipe``:
     with ``train_x = G(source train)`` and real target test images, the pixel-level adaptation protocol."""
-    net = fit_classifier(LeNet(train_x.shape[1], 10), train_x, train_y, recipe)
+    net = fit_classifier(lambda: LeNet(train_x.shape[1], 10), train_x, train_y, recipe)
     return accuracy(predict(net, test_x), test_y)
 
 
@@ -162,7 +161,7 @@ def fit_joint_judge(a: Tensor, y_a: Tensor, b: Tensor, y_b: Tensor, recipe: Reci
     """The 20-class joint judge (domain x digit) trained on both domains' training images."""
     x = torch.cat([a, b])
     y = torch.cat([joint_labels(y_a, 0), joint_labels(y_b, 1)])
-    return fit_classifier(DigitNet(a.shape[1], num_classes=20, width=16, feature_dim=64), x, y, recipe)
+    return fit_classifier(lambda: DigitNet(a.shape[1], num_classes=20, width=16, feature_dim=64), x, y, recipe)
 
 
 @dataclass(frozen=True)

@@ -90,7 +90,7 @@ def test_fit_classifier_is_seeded_and_leaves_the_global_rng_alone():
     assert torch.equal(torch.random.get_rng_state(), state)
     assert train_on_translated(x, y, x, y, Recipe(steps=5, batch_size=8)) == a
     with pytest.raises(ValueError, match="3 images and 4 labels"):
-        fit_classifier(nn.Linear(1, 2), torch.zeros(3, 1), torch.zeros(4, dtype=torch.long))
+        fit_classifier(lambda: nn.Linear(1, 2), torch.zeros(3, 1), torch.zeros(4, dtype=torch.long))
 
 
 def _split(domain: str, cache_dir: str, n: int = 300) -> Split:
@@ -107,13 +107,13 @@ def test_train_on_translated_identities(cache_dir):
     source, target = _split("mnist", cache_dir), _split("mnist_m", cache_dir)
     from nets.classifier import DigitNet
 
-    judge = fit_classifier(DigitNet(3, width=4, feature_dim=8), target.train_x, target.train_y, Recipe(steps=3))
-    joint = fit_classifier(DigitNet(3, 20, width=4, feature_dim=8), torch.cat([source.train_x, target.train_x]),
+    judge = fit_classifier(lambda: DigitNet(3, width=4, feature_dim=8), target.train_x, target.train_y, Recipe(steps=3))
+    joint = fit_classifier(lambda: DigitNet(3, 20, width=4, feature_dim=8), torch.cat([source.train_x, target.train_x]),
                            torch.cat([source.train_y, target.train_y + 10]), Recipe(steps=3))  # fmt: skip
-    recipe = Recipe(steps=20, batch_size=32)
+    recipe = Recipe(steps=150, batch_size=32)
     ref = reference_metrics(source, target, judge, joint, 1, recipe)
     identity = direction_metrics(nn.Identity(), source, target, judge, joint, 1, recipe)
     assert identity == pytest.approx({k.removesuffix("_src"): v for k, v in ref.items() if k.endswith("_src")})
     on_target = direction_metrics(nn.Identity(), target, target, judge, joint, 1, recipe)
     assert on_target["tot"] == ref["tot_oracle"]
-    assert ref["tot_oracle"] > ref["tot_src"] + 0.1  # 20 steps already read MNIST-M better trained on MNIST-M
+    assert ref["tot_oracle"] > ref["tot_src"] + 0.1  # trained on MNIST-M, the probe reads MNIST-M better
