@@ -36,17 +36,18 @@ def cache_dir() -> str:
 
 @pytest.fixture(scope="session")
 def tiny_classifiers(tmp_path_factory, cache_dir) -> dict[str, str]:
-    """Briefly trained DigitClassifier checkpoints for mnist, mnist_m and syn_digits (evaluation plumbing only)."""
+    """Briefly trained DigitClassifier checkpoints for mnist, mnist_m and syn_digits, and usps where its data are
+    here (evaluation plumbing only)."""
     from datamodules import DigitsDataModule
     from lightning_modules import DigitClassifier
     from nets import DigitNet
 
     out = tmp_path_factory.mktemp("classifiers")
     paths = {}
-    for domain in ("mnist", "mnist_m", "syn_digits"):
+    for domain in ("mnist", "mnist_m", "syn_digits", *(["usps"] if usps_root() else [])):
         L.seed_everything(0)
         model = DigitClassifier(net=DigitNet(width=8, feature_dim=16))
-        dm = DigitsDataModule(domain=domain, cache_dir=cache_dir, batch_size=64, test_limit=64)
+        dm = DigitsDataModule(domain=domain, cache_dir=cache_dir, batch_size=64, test_limit=64, usps_root=usps_root())
         trainer = L.Trainer(max_steps=5, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                             enable_model_summary=False, limit_val_batches=0)  # fmt: skip
         trainer.fit(model, dm)

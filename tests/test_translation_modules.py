@@ -92,7 +92,7 @@ class RollColumns(nn.Module):
         return x.roll(1, dims=-1)
 
 
-@pytest.mark.parametrize(("cr_reduce", "expected"), [("elementwise", (1.0, 0.5)), ("mean", (0.0, 0.0))])
+@pytest.mark.parametrize(("cr_reduce", "expected"), [("elementwise", (0.5, 0.25)), ("mean", (0.0, 0.0))])
 def test_cr_reduce_by_hand(cr_reduce, expected):
     a, b = torch.zeros(2, 3, 4, 4), torch.zeros(2, 3, 4, 4)
     a[:, 0, :, 1::2] = 1  # columns 0 1 0 1: rolled, every patch score flips (|diff|^2 = 1 each)
@@ -100,13 +100,19 @@ def test_cr_reduce_by_hand(cr_reduce, expected):
     model = CRCycleGAN(g_ab=Affine(1.0), g_ba=Affine(1.0), d_a=FirstChannel(), d_b=FirstChannel(),
                        augment=RollColumns(), pool_size=0, init_std=None, lambda_real=1.0, cr_reduce=cr_reduce)  # fmt: skip
     cr = cr_terms(model, a, b)
-    assert (cr["cr_real_a"].item(), cr["cr_real_b"].item()) == expected  # "mean": one score per image, unchanged
+    # 0.5 lambda d (the D loss's 0.5); "mean": one score per image, unchanged by the roll
+    assert (cr["cr_real_a"].item(), cr["cr_real_b"].item()) == expected
 
 
-def test_default_T_shifts_by_whole_pixels():
+def test_default_T_shifts_by_whole_pixels_up_to_2_px_and_cr_takes_one_score_per_image():
     for cls in (CRCycleGAN, ACCR):
-        augment = tiny(cls).augment
-        assert isinstance(augment, Translate) and augment.integer and augment.max_fraction == 0.125
+        model = tiny(cls)
+        augment = model.augment
+        assert isinstance(augment, Translate) and augment.integer and augment.max_fraction == 1 / 16
+        assert model.cr_reduce == "mean"
+    x = torch.arange(32.0).expand(1, 1, 32, 32)
+    shifts = {int((augment(x) - x).mean().round()) for _ in range(200)}
+    assert shifts == {-2, -1, 0, 1, 2}  # columns move by whole pixels, at most 2 of 32
 
 
 def test_switched_off_terms_are_absent():
@@ -148,18 +154,18 @@ BY_HAND = {
     "idt_b": 5 * 1.0,  # 5 |F(a) - a|
     "d_a": 0.5 * ((0.5 - 1) ** 2 + 0.25**2),  # 0.5 [(D_X(a) - 1)^2 + D_X(F(b))^2]
     "d_b": 0.5 * ((-0.25 - 1) ** 2 + 0.5**2),  # 0.5 [(D_Y(b) - 1)^2 + D_Y(G(a))^2]
-    "cr_real_a": 1 * (2 * 0.5) ** 2,  # lambda_real = 1: |D(a) - D(T(a))|^2
-    "cr_real_b": 1 * (2 * -0.25) ** 2,
-    "cr_fake_a": 2 * (2 * 0.25) ** 2,  # lambda_fake = 2, fake_a = F(b) = 0.25
-    "cr_fake_b": 2 * (2 * 0.5) ** 2,  # fake_b = G(a) = 0.5
-    "cr_rec_a": 3 * (2 * -0.5) ** 2,  # lambda_rec = 3, rec_a = -0.5
-    "cr_rec_b": 3 * (2 * 0.375) ** 2,  # rec_b = 0.375
-    "cross_dd_ab": (0.5 - 0.5) ** 2,  # |D_Y(G(a)) - D_X(a)|^2
-    "cross_dd_ba": (0.25 - -0.25) ** 2,  # |D_X(F(b)) - D_Y(b)|^2
+    "cr_real_a": 0.5 * 1 * (2 * 0.5) ** 2,  # 0.5 lambda_real |D(a) - D(T(a))|^2, lambda_real = 1
+    "cr_real_b": 0.5 * 1 * (2 * -0.25) ** 2,
+    "cr_fake_a": 0.5 * 2 * (2 * 0.25) ** 2,  # lambda_fake = 2, fake_a = F(b) = 0.25
+    "cr_fake_b": 0.5 * 2 * (2 * 0.5) ** 2,  # fake_b = G(a) = 0.5
+    "cr_rec_a": 0.5 * 3 * (2 * -0.5) ** 2,  # lambda_rec = 3, rec_a = -0.5
+    "cr_rec_b": 0.5 * 3 * (2 * 0.375) ** 2,  # rec_b = 0.375
+    "cross_dd_ab": 0.5 * (0.5 - 0.5) ** 2,  # |D_Y(G(a)) - D_X(a)|^2
+    "cross_dd_ba": 0.5 * (0.25 - -0.25) ** 2,  # |D_X(F(b)) - D_Y(b)|^2
     "cross_gg_a": abs(0.5 - -0.5),  # |F(T(G(a))) - T(a)| = |F(-0.5) + 0.5|
     "cross_gg_b": abs(0.125 - 0.25),  # |G(T(F(b))) - T(b)| = |G(-0.25) - 0.25|
-    "cross_gd_ab": (0.0 - -0.5) ** 2,  # |D_Y(G(T(a))) - D_Y(T(G(a)))|^2 = |G(-0.5) - (-0.5)|^2
-    "cross_gd_ba": (-0.25 - -0.25) ** 2,  # |D_X(F(T(b))) - D_X(T(F(b)))|^2 = |F(0.25) - (-0.25)|^2
+    "cross_gd_ab": 0.5 * (0.0 - -0.5) ** 2,  # |D_Y(G(T(a))) - D_Y(T(G(a)))|^2 = |G(-0.5) - (-0.5)|^2
+    "cross_gd_ba": 0.5 * (-0.25 - -0.25) ** 2,  # |D_X(F(T(b))) - D_X(T(F(b)))|^2 = |F(0.25) - (-0.25)|^2
 }
 
 
