@@ -63,7 +63,7 @@ def paired_difference(translated: torch.Tensor, untranslated: torch.Tensor) -> t
 
 
 def export_start(checkpoint: str) -> None:
-    from lightning_modules.cyclegan import export_nets
+    from lightning_modules.translation_io import export_nets
 
     record = export_nets(checkpoint, str(START), trained_by=START_COMMAND, chosen_from=checkpoint)
     size = START.stat().st_size / 2**20

@@ -10,7 +10,6 @@ from typing import Any
 
 import lightning as L
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from lightning.pytorch.cli import OptimizerCallable
 from lightning.pytorch.utilities import rank_zero_warn
@@ -19,99 +18,10 @@ from torch import Tensor, nn
 from lightning_modules.acceleration import accelerate, to_channels_last
 from lightning_modules.evaluation import TranslationEvaluator
 from lightning_modules.hparams import check_nets_match, restore_config, save_config
+from lightning_modules.lr_schedule import ConfiguredLambdaLR, LinearDecay, gan_adam
+from lightning_modules.translation_io import NETS, load_nets, load_pools, pools_per_rank
 from nets.checks import at_least, one_of, positive
-from nets.translation import ImagePool, PatchDiscriminator, ResnetGenerator, init_weights, mixes_batch
-
-
-def forward_batches(net: nn.Module, batches: list[Tensor], batched: bool = True) -> list[Tensor]:
-    """``[net(x) for x in batches]``, as one concatenated forward when ``batched`` and ``net`` treats samples
-    independently (``nets.translation.mixes_batch``: no batch statistics), which is then the same math in fewer,
-    larger kernels; a net with batch statistics gets one forward per batch (they never mix real, fake, augmented)."""
-    if not batched or len(batches) < 2 or mixes_batch(net):
-        return [net(x) for x in batches]
-    return list(net(torch.cat(batches)).split([len(x) for x in batches]))
-
-
-NETS = ("g_ab", "g_ba", "d_a", "d_b")  # the four trained nets of a translation module (state-dict prefixes)
-
-
-def nets_only(state: dict[str, Tensor]) -> dict[str, Tensor]:
-    """The entries of ``state`` that belong to the four nets."""
-    return {k: v for k, v in state.items() if k.split(".", 1)[0] in NETS}
-
-
-def export_nets(checkpoint: str, out: str, **provenance: Any) -> dict[str, Any]:
-    """Write the four nets' weights of a translation checkpoint to ``out`` (no optimizer states, pools or
-    hyperparameters: a small start file for ``init_from``), with ``provenance`` (e.g. the command that trained
-    it) beside them. Returns what was written."""
-    full = torch.load(checkpoint, map_location="cpu", weights_only=False)  # a checkpoint this project wrote
-    state = nets_only(full["state_dict"])
-    if {k.split(".", 1)[0] for k in state} != set(NETS):
-        raise ValueError(f"{checkpoint} holds no translation nets ({', '.join(NETS)})")
-    record = {"state_dict": state, "epoch": full.get("epoch"), "global_step": full.get("global_step"),
-              "source": str(checkpoint), **provenance}  # fmt: skip
-    torch.save(record, out)
-    return record
-
-
-def gan_adam(params) -> torch.optim.Optimizer:
-    """CycleGAN's optimizer: Adam, lr 2e-4, betas (0.5, 0.999)."""
-    return torch.optim.Adam(params, lr=2e-4, betas=(0.5, 0.999))
-
-
-class LinearDecay:
-    """LR factor of epoch ``e`` (0-based): 1 for ``constant`` epochs, then ``1 - (e + 1 - constant) / (decay + 1)``
-    (CycleGAN's 'linear' policy), clamped at 0 so a longer run never flips the sign of the step."""
-
-    def __init__(self, constant: int, decay: int) -> None:
-        self.constant, self.decay = constant, decay
-
-    def __call__(self, epoch: int) -> float:
-        return max(0.0, 1.0 - max(0, epoch + 1 - self.constant) / float(self.decay + 1))
-
-    def __repr__(self) -> str:
-        return f"LinearDecay(constant={self.constant}, decay={self.decay})"
-
-    def check_run_length(self, max_epochs: int | None) -> None:
-        """Refuse a run longer than the schedule (its last epochs would train at LR 0). A shorter run is allowed
-        (smoke tests, early stops): its LR then never decays to the end. ``-1`` / ``None`` (epochs unbounded, the
-        run ends on ``max_steps`` or ``max_time``) is not checked."""
-        total = self.constant + self.decay
-        if max_epochs is not None and max_epochs > total:
-            raise ValueError(
-                f"trainer.max_epochs={max_epochs} is longer than the LR schedule: model.lr_constant_epochs="
-                f"{self.constant} + model.lr_decay_epochs={self.decay} = {total} epochs (the LR is 0 from epoch "
-                f"{total} on); set trainer.max_epochs <= {total} or lengthen the schedule"
-            )
-
-
-class ConfiguredLambdaLR(torch.optim.lr_scheduler.LambdaLR):
-    """``LambdaLR`` that resumes with the configured factor function, not the checkpoint's.
-
-    ``LambdaLR.load_state_dict`` copies the saved callable's attributes over the new one, so a run resumed with a
-    changed ``lr_constant_epochs`` / ``lr_decay_epochs`` would silently go on with the old ones. Here the checkpoint
-    gives the position (``last_epoch``, ``base_lrs``) and the config gives the factors: the LR of the current epoch
-    is recomputed from them, with a warning naming both schedules when they differ. An unchanged config restores
-    the LR exactly (the same product the uninterrupted run computed). Note: ``coadv fit --ckpt_path <file>`` (Lightning
-    2.6's LightningCLI) replaces every model argument by the checkpoint's hyperparameters before the module is built,
-    so there the configured schedule is the checkpoint's; ``--ckpt_path last`` keeps the command line's.
-    """
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        saved_fns = state_dict.get("lr_lambdas") or []
-        self.__dict__.update({k: v for k, v in state_dict.items() if k != "lr_lambdas"})
-        for saved, fn in zip(saved_fns, self.lr_lambdas):
-            if saved is not None and saved != vars(fn):
-                old = f"{type(fn).__name__}({', '.join(f'{k}={v!r}' for k, v in saved.items())})"
-                rank_zero_warn(
-                    f"the checkpoint's LR schedule {old} differs from the configured {fn!r} (model.lr_constant_epochs"
-                    f" / lr_decay_epochs): the configured one applies from epoch {self.last_epoch} on"
-                )
-                break
-        lrs = [base * fn(self.last_epoch) for base, fn in zip(self.base_lrs, self.lr_lambdas)]
-        for group, lr in zip(self.optimizer.param_groups, lrs):
-            group["lr"] = lr
-        self._last_lr = lrs
+from nets.translation import ImagePool, PatchDiscriminator, ResnetGenerator, forward_batches, init_weights, mixes_batch
 
 
 class CycleGAN(L.LightningModule):
@@ -128,8 +38,8 @@ class CycleGAN(L.LightningModule):
     ``classifier_b`` (a reloaded module evaluates when those files exist and fails naming the path otherwise).
 
     Args:
-        g_ab: generator A->B (G). Default: ``ResnetGenerator(width=32, n_blocks=6)``.
-        g_ba: generator B->A (F). Default as ``g_ab``.
+        g_ab: generator A->B (G). Default: ``ResnetGenerator(width=32, n_blocks=6)``; ``g_ba`` (F, B->A) likewise.
+        g_ba: generator B->A (F).
         d_a: discriminator of domain A (D_X). Default: ``PatchDiscriminator(width=64, n_layers=2)``.
         d_b: discriminator of domain B (D_Y). Default as ``d_a``.
         generator_optimizer: optimizer factory for both generators (default Adam 2e-4, betas (0.5, 0.999)).
@@ -146,16 +56,13 @@ class CycleGAN(L.LightningModule):
         init_std: std of the N(0, std) weight initialisation (0.02; > 0); ``None`` keeps the nets' own init.
         classifier_a: DigitClassifier checkpoint judging domain A images (for ``val/acc_b2a``, FID of A).
         classifier_b: DigitClassifier checkpoint judging domain B images (for ``val/acc_a2b``, FID of B).
-        batched_passes: forward each generator's translation and identity inputs (``G([a, b])``) and each
-            discriminator's real and pooled fake inputs as one batch: the same math in fewer, larger kernels (a net
-            with batch statistics keeps separate passes). Pays off on GPUs; on 2 CPU cores it measured 0.94-0.99x.
+        batched_passes: one forward for each generator's ``G([a, b])`` and each D's real + pooled fakes: the same
+            math in fewer kernels (not for nets with batch statistics). For GPUs; 0.94-0.99x on 2 CPU cores.
         channels_last: nets and input images in channels-last memory format (GPU tensor cores; same math).
-        compile: ``torch.compile`` each net (``nn.Module.compile``: state dict and checkpoints unchanged; the first
-            steps compile; on CPU it needs a C compiler).
-        init_from: start weights of the four nets for a fine-tune: a file written by :func:`export_nets` (or any
-            translation checkpoint of the same nets). Read at the start of ``fit``, before ``--ckpt_path`` restores
-            a checkpoint's own state, so a resumed fine-tune continues where it stopped. Optimizers, schedules and
-            pools start fresh.
+        compile: ``torch.compile`` each net (state dict unchanged; the first steps compile; CPU needs a C compiler).
+        init_from: start weights of the four nets for a fine-tune (a ``translation_io.export_nets`` file or a
+            translation checkpoint), read at the start of ``fit`` before ``--ckpt_path`` restores its own state (a
+            resumed fine-tune continues). Optimizers, schedules and pools start fresh.
     """
 
     def __init__(
@@ -203,8 +110,6 @@ class CycleGAN(L.LightningModule):
         self.batched_passes, self.channels_last, self.compile_nets = batched_passes, channels_last, compile
         self.init_from = init_from
         self._accelerated = False
-        self.register_buffer("best_acc_mean", torch.tensor(-1.0))  # best val/acc_mean so far (in checkpoints)
-        self.register_buffer("best_epoch", torch.tensor(-1))
         self.automatic_optimization = False
 
     def forward(self, x: Tensor) -> Tensor:
@@ -314,9 +219,8 @@ class CycleGAN(L.LightningModule):
             self.log_dict({**logs, "train/g_loss": g_loss.detach(), "train/d_loss": d_loss.detach()}, prog_bar=False)
 
     def _logs_this_step(self) -> bool:
-        """Whether the loggers record this step's values (every ``trainer.log_every_n_steps``): the ~16 ``self.log``
-        calls of a step cost host time that a GPU step of small images notices, and values of other steps are
-        discarded anyway (training terms are logged per step, not aggregated per epoch)."""
+        """Whether the loggers record this step (every ``log_every_n_steps``): ~16 ``self.log`` calls cost host time
+        a GPU step of small images notices, and other steps' values are discarded anyway."""
         connector = getattr(self._trainer, "_logger_connector", None)  # None without a Trainer (benchmarks)
         return connector is None or connector.should_update_logs
 
@@ -363,13 +267,7 @@ class CycleGAN(L.LightningModule):
         self.evaluator.reset()
 
     def on_validation_epoch_end(self) -> None:
-        metrics = self._log_eval("val")
-        fitting = self.trainer.state.fn == "fit" and not self.trainer.sanity_checking
-        if metrics and fitting and metrics["acc_mean"] > self.best_acc_mean:
-            self.best_acc_mean.fill_(metrics["acc_mean"])
-            self.best_epoch.fill_(self.current_epoch)
-        if metrics:
-            self.log_dict({"val/acc_mean_best": self.best_acc_mean, "val/best_epoch": self.best_epoch.float()})
+        self._log_eval("val")
 
     def on_test_epoch_end(self) -> None:
         self._log_eval("test")
@@ -386,53 +284,19 @@ class CycleGAN(L.LightningModule):
 
     def load_nets(self, path: str) -> None:
         """The four nets' weights from ``path`` (see ``init_from``); a clear error naming the file otherwise."""
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
-        except FileNotFoundError:
-            raise FileNotFoundError(f"model.init_from={path!r}: no such file") from None
-        except Exception as err:  # not a weights file (or an unreadable one)
-            raise ValueError(
-                f"model.init_from={path!r} is not a weights file with a 'state_dict' that torch.load reads with "
-                f"weights_only=True ({err}); write one with lightning_modules.cyclegan.export_nets"
-            ) from None
-        state, own = nets_only(state), nets_only(self.state_dict())
-        differ = own.keys() ^ state.keys() | {k for k in own.keys() & state.keys() if own[k].shape != state[k].shape}
-        bad = sorted({k.split(".", 1)[0] for k in differ})
-        if bad:
-            raise ValueError(f"model.init_from={path!r}: {', '.join(bad)} differ in architecture from this run's nets")
-        with torch.no_grad():
-            for key, value in state.items():
-                own[key].copy_(value)
+        load_nets(self, path)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        pools = {"a": self.pool_a.state_dict(), "b": self.pool_b.state_dict()}
-        world_size = self.trainer.world_size if self._trainer is not None else 1
-        if world_size > 1 and dist.is_available() and dist.is_initialized():
-            per_rank: list[Any] = [None] * world_size
-            dist.all_gather_object(per_rank, pools)  # every rank builds the checkpoint; rank 0 writes it
-        else:
-            per_rank = [pools]
-        checkpoint["image_pools_per_rank"] = per_rank
+        checkpoint["image_pools_per_rank"] = pools_per_rank(self)
         checkpoint["judges"] = self.evaluator.fingerprints()  # not their weights: see TranslationEvaluator
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        for key in ("best_acc_mean", "best_epoch"):  # older checkpoints tracked a maximum over epochs: dropped
+            checkpoint["state_dict"].pop(key, None)
         restore_config(self, checkpoint)
         check_nets_match(self, checkpoint, NETS)
         self.evaluator.expect(checkpoint.get("judges"))
-        self._load_pools(checkpoint)
+        load_pools(self, checkpoint)
 
-    def _load_pools(self, checkpoint: dict[str, Any]) -> None:
-        """Each rank continues with its own pools; a checkpoint of another process count (or an older one holding
-        one ``image_pools``) gives rank ``r`` the pools of saved rank ``r mod n``, with a warning."""
-        per_rank = checkpoint.get("image_pools_per_rank")
-        if per_rank is None:
-            per_rank = [checkpoint["image_pools"]] if checkpoint.get("image_pools") is not None else []
-        if not per_rank:
-            return
-        world_size = self.trainer.world_size if self._trainer is not None else 1
-        if len(per_rank) != world_size:
-            rank_zero_warn(f"the checkpoint holds the image pools of {len(per_rank)} process(es), this run has "
-                           f"{world_size}: rank r continues with saved rank r mod {len(per_rank)}'s pools")  # fmt: skip
-        pools = per_rank[self.global_rank % len(per_rank)]
-        self.pool_a.load_state_dict(pools["a"], self.device)
-        self.pool_b.load_state_dict(pools["b"], self.device)
+
+__all__ = ["CycleGAN", "ConfiguredLambdaLR", "LinearDecay", "forward_batches", "gan_adam"]

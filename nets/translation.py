@@ -216,3 +216,12 @@ class ImagePool:
     def load_state_dict(self, state: dict, device: torch.device | str = "cpu") -> None:
         self.size = state["size"]
         self.images = None if state["images"] is None else state["images"].to(device)
+
+
+def forward_batches(net: nn.Module, batches: list[Tensor], batched: bool = True) -> list[Tensor]:
+    """``[net(x) for x in batches]``, as one concatenated forward when ``batched`` and ``net`` treats samples
+    independently (``nets.translation.mixes_batch``: no batch statistics), which is then the same math in fewer,
+    larger kernels; a net with batch statistics gets one forward per batch (they never mix real, fake, augmented)."""
+    if not batched or len(batches) < 2 or mixes_batch(net):
+        return [net(x) for x in batches]
+    return list(net(torch.cat(batches)).split([len(x) for x in batches]))

@@ -164,7 +164,7 @@ NETS = ("g_ab", "g_ba", "d_a", "d_b")
 def test_init_from_starts_a_fit_and_a_resume_keeps_its_own_weights(tmp_path, cache_dir):
     from conftest import tiny
 
-    from lightning_modules.cyclegan import export_nets
+    from lightning_modules.translation_io import export_nets
 
     dm = lambda: UnpairedDigitsDataModule(cache_dir=cache_dir, batch_size=4, batches_per_epoch=2, val_size=24)  # noqa: E731
     trainer = lambda steps, *cb: quiet_trainer(max_steps=steps, limit_val_batches=0, callbacks=list(cb),  # noqa: E731

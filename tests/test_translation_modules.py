@@ -71,7 +71,7 @@ def test_consistency_terms_zero_when_T_is_identity(norm, cls, kwargs):
 def test_one_batched_forward_would_give_batch_norm_a_spurious_term(monkeypatch):
     # the CR inputs forwarded together (as before): D(T(x)) is computed with the statistics of a batch that mixes
     # real, fake and reconstructed images, D(x) of real and pooled fakes with those of x alone (the D loss's)
-    monkeypatch.setattr("lightning_modules.cyclegan.mixes_batch", lambda d: False)
+    monkeypatch.setattr("nets.translation.mixes_batch", lambda d: False)
     a, b = images()
     cr = cr_terms(with_norm(ACCR, "batch", augment=Identity()), a, b)
     assert all(cr[f"cr_{kind}_{side}"].item() > 0 for kind in ("real", "fake") for side in "ab")
