@@ -1,9 +1,10 @@
 """`make demo`: train the evaluation classifiers if absent, fine-tune ACCR M <-> MM from the shipped start weights
-on the embedded digits, print test numbers of the checkpoint chosen on validation next to the no-translation
-baselines, and write a grid of translated test images.
+on the embedded digits for a fixed budget, and print, for both directions, the informative metric (train on
+translated, test on real target) and the target judge, translated vs untranslated on the same test images with a
+per-image paired 95 % interval and a verdict; then write a grid of translated test images.
 
     coadv demo                      # the demo (configs/demo.yaml; any `coadv fit` flag may follow)
-    coadv demo --no-start           # the same 2 epochs from random weights (what the start weights are worth)
+    coadv demo --no-start           # the same steps from random weights (what the start weights are worth)
     coadv demo --export-start CKPT  # write configs/weights/accr_m2mm.pt from a translation checkpoint
 """
 
@@ -20,11 +21,15 @@ from torchvision.utils import make_grid, save_image
 from coadv.cli import cli_main
 from coadv.constants import CONFIGS, QUIET
 from coadv.progress import minutes, summary
-from coadv.study import ensure_classifier, judged_correct, test_chosen_checkpoint
+from coadv.study import ensure_classifier, splits
 from coadv.tracking import wandb_run_dirs
+from lightning_modules.translation_metrics import Recipe, judge_informative, predict, probe_correct, translate
+from nets.classifier import load_digit_net
 
 START = CONFIGS / "weights" / "accr_m2mm.pt"
-START_COMMAND = "coadv study --preset cpu --methods accr --seeds 0"
+START_COMMAND = "coadv study --preset cpu --methods accr --pairs m2mm --seeds 0"
+PROBE_STEPS = 300
+DOMAIN_NAMES = {"mnist": "MNIST", "mnist_m": "MNIST-M", "usps": "USPS", "svhn": "SVHN", "syn_digits": "syn_digits"}
 
 
 @torch.no_grad()
@@ -37,18 +42,6 @@ def test_grid(model, datamodule, path: Path, n: int = 10) -> Path:
     rows = [r.expand(-1, 3, -1, -1) if r.shape[1] == 1 else r for r in rows]  # grey domains shown as RGB
     save_image(make_grid(torch.cat(rows).cpu(), nrow=n, normalize=True, value_range=(-1, 1), pad_value=1), path)
     return path
-
-
-def recount(model, dm, device) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """Per test image, whether the model's own judge is right on the translated and on the untranslated image
-    (``a2b``: the B judge on G(a) and on a; ``b2a``: the A judge on F(b) and on b): the same images, paired."""
-    judges, batch = model.evaluator.paths, dm.batch_size
-    model.to(device)
-    pairs = {"a2b": (dm.test_a, judges["b"], model.g_ab), "b2a": (dm.test_b, judges["a"], model.g_ba)}
-    return {
-        key: (judged_correct(ds, judge, net, batch, device), judged_correct(ds, judge, None, batch, device))
-        for key, (ds, judge, net) in pairs.items()
-    }
 
 
 def paired_difference(translated: torch.Tensor, untranslated: torch.Tensor) -> tuple[float, float, str]:
@@ -65,10 +58,44 @@ def paired_difference(translated: torch.Tensor, untranslated: torch.Tensor) -> t
 def export_start(checkpoint: str) -> None:
     from lightning_modules.translation_io import export_nets
 
-    record = export_nets(checkpoint, str(START), trained_by=START_COMMAND, chosen_from=checkpoint)
+    record = export_nets(checkpoint, str(START), trained_by=START_COMMAND, exported_from=checkpoint)
     size = START.stat().st_size / 2**20
     print(f"[demo] wrote {START} ({size:.1f} MiB): nets of {checkpoint} (epoch {record['epoch']}, "
           f"step {record['global_step']})")  # fmt: skip
+
+
+def direction_rows(model, dm, recipe: Recipe) -> list[tuple[str, str, torch.Tensor, torch.Tensor, str]]:
+    """Per direction, the informative metrics as per-image correctness, translated vs untranslated on the same test
+    images: the train-on-translated probe (trained on G(source train) vs on raw source train, tested on real target
+    test) and the target judge (on G(source test) vs on source test)."""
+    a, b = splits(dm)
+    names = {"a": dm.domain_a, "b": dm.domain_b}
+    rows = []
+    for src, tgt, net, s, t in ((a, b, model.g_ab, "a", "b"), (b, a, model.g_ba, "b", "a")):
+        label = f"{DOMAIN_NAMES[names[s]]} -> {DOMAIN_NAMES[names[t]]}"
+        oracle = probe_correct(tgt.train_x, tgt.train_y, tgt.test_x, tgt.test_y, recipe).mean()
+        probe = [
+            probe_correct(x, src.train_y, tgt.test_x, tgt.test_y, recipe)
+            for x in (translate(net, src.train_x), src.train_x)
+        ]
+        rows.append(
+            (
+                label,
+                f"train on translated, test on real {DOMAIN_NAMES[names[t]]} (oracle {oracle:.3f})",
+                *probe,
+                "informative",
+            )
+        )
+        judge = load_digit_net(model.evaluator.paths[t])
+        judged = [(predict(judge, x).argmax(1) == src.test_y).float() for x in (translate(net, src.test_x), src.test_x)]
+        own = float((predict(judge, tgt.test_x).argmax(1) == tgt.test_y).float().mean())
+        state = (
+            "informative"
+            if judge_informative(float(judged[1].mean()), own, len(src.test_y), len(tgt.test_y))
+            else "uninformative"
+        )
+        rows.append((label, f"{DOMAIN_NAMES[names[t]]} judge (own domain {own:.3f})", *judged, state))
+    return rows
 
 
 def main(args: list[str] | None = None) -> None:
@@ -89,38 +116,32 @@ def main(args: list[str] | None = None) -> None:
     else:
         if not START.is_file():
             raise SystemExit(f"the demo's start weights {START} are missing; make them with `{START_COMMAND}` and "
-                             "`coadv demo --export-start <its chosen checkpoint>`, or run `coadv demo --no-start`")  # fmt: skip
+                             "`coadv demo --export-start <its last checkpoint>`, or run `coadv demo --no-start`")  # fmt: skip
         init = [f"--model.init_args.init_from={START}"]
         shown = START.relative_to(CONFIGS.parent) if START.is_relative_to(CONFIGS.parent) else START
         what = f"fine-tuning {shown} (trained by `{START_COMMAND}`)"
     print(f"[demo] ACCR mnist <-> mnist_m, {what} (configs/demo.yaml)", flush=True)
     cli = cli_main(["fit", "-c", str(CONFIGS / "demo.yaml"), *QUIET, *init, *args])
     trained.append(("ACCR mnist <-> mnist_m", cli))
-    chosen = test_chosen_checkpoint(cli)  # test numbers of the checkpoint chosen on validation, never max-over-epochs
-    best = cli.trainer.checkpoint_callback.best_model_path
+    model, dm = cli.model.cpu().eval(), cli.datamodule
     run_dir = Path(cli.trainer.default_root_dir)
-    model = type(cli.model).load_from_checkpoint(best, map_location="cpu").eval()
-    dm = cli.datamodule
-    correct = recount(model, dm, cli.trainer.strategy.root_device)
-    for key, (translated, _) in correct.items():  # must agree with the logged test metric (2 images: GPU float order)
-        if abs(float(translated.mean()) - chosen[f"acc_{key}"]) > 2 / len(translated) + 1e-6:
-            raise RuntimeError(f"recounted acc_{key} {translated.mean():.4f} != logged {chosen[f'acc_{key}']:.4f}")
-    model.cpu()
+    rows = direction_rows(model, dm, Recipe(steps=PROBE_STEPS))
     grid = test_grid(model, dm, run_dir / "translations_test.png")
-    epochs = cli.trainer.current_epoch
-    print(f"\ncheckpoint chosen on validation (held out of training): after epoch {chosen['selected_epoch'] + 1} of "
-          f"{epochs}, {chosen['selected_on']} = {chosen['val_score']:.3f}; the numbers below are its test numbers")  # fmt: skip
-    print(f"\n| ACCR, MNIST <-> MNIST-M (embedded digits, {len(dm.test_a)} / {len(dm.test_b)} test images) | "
-          "translated | no translation | difference [95 % CI] | translation |")  # fmt: skip
-    print("|---|---|---|---|---|")
-    for key, name in (("a2b", "MNIST -> MNIST-M: MNIST-M classifier accuracy"),
-                      ("b2a", "MNIST-M -> MNIST: MNIST classifier accuracy")):  # fmt: skip
-        translated, untranslated = correct[key]
+    steps = cli.trainer.global_step // 2  # two optimizer steps per batch
+    print(f"\nACCR after {steps} training steps (fixed budget, last step), {len(dm.test_a)} / {len(dm.test_b)} test "
+          f"images; probes: LeNet, {PROBE_STEPS} steps of Adam, seed 0")  # fmt: skip
+    print("\n| direction | metric | translated | no translation | difference [95 % CI] | translation |")
+    print("|---|---|---|---|---|---|")
+    verdicts = []
+    for label, metric, translated, untranslated, state in rows:
         mean, half, verdict = paired_difference(translated, untranslated)
-        print(f"| {name} | {float(translated.mean()):.3f} | {float(untranslated.mean()):.3f} | "
-              f"{mean:+.3f} [{mean - half:+.3f}, {mean + half:+.3f}] | {verdict} |")  # fmt: skip
-    print(f"\nFID (classifier features): on MNIST-M {chosen['fid_b']:.1f}, on MNIST {chosen['fid_a']:.1f}; chance "
-          "accuracy 0.100")  # fmt: skip
+        shown = verdict if state == "informative" else f"{verdict} (judge uninformative: reads the source as well)"
+        print(f"| {label} | {metric} | {float(translated.mean()):.3f} | {float(untranslated.mean()):.3f} | "
+              f"{mean:+.3f} [{mean - half:+.3f}, {mean + half:+.3f}] | {shown} |")  # fmt: skip
+        if metric.startswith("train on translated"):
+            verdicts.append(f"{label}: {'holds' if verdict == 'helps' else 'does not hold'}")
+    print("\nTranslation helps a classifier of the target domain (train on translated, per-image paired interval): "
+          + "; ".join(verdicts))  # fmt: skip
     runs = [
         (f"W&B run, {what}", ", ".join(wandb_run_dirs(c.trainer)) or "none (no WandbLogger)") for what, c in trained
     ]
@@ -128,8 +149,6 @@ def main(args: list[str] | None = None) -> None:
     print(summary("coadv demo", [
         ("translated test images", f"{grid} (rows: MNIST, G(MNIST), MNIST-M, F(MNIST-M))"),
         ("run directory", run_dir.resolve()),
-        ("checkpoint chosen on validation", best),
-        ("validation grids", run_dir / "grids"),
         *runs,
         *([("upload (offline)", f"wandb sync {' '.join(offline)}")] if offline else []),
         ("wall time", minutes(time.time() - start)),

@@ -116,6 +116,13 @@ def train_on_translated(
     return accuracy(predict(net, test_x), test_y)
 
 
+def probe_correct(train_x: Tensor, train_y: Tensor, test_x: Tensor, test_y: Tensor, recipe: Recipe = Recipe()) -> Tensor:
+    """Per test image, 1.0 where the :func:`train_on_translated` probe is right (its mean is that accuracy): probes
+    trained on different sets and tested on the same images give paired per-image differences."""
+    net = fit_classifier(lambda: LeNet(train_x.shape[1], 10), train_x, train_y, recipe)
+    return (predict(net, test_x).argmax(1) == test_y).float()
+
+
 def judge_informative(source_acc: float, own_acc: float, n_source: int, n_own: int) -> bool:
     """Whether the target judge can reward translation: its accuracy on untranslated source images is below its
     own-domain accuracy by more than 1.96 standard errors of the difference (binomial, independent test sets)."""
@@ -221,5 +228,5 @@ def reference_metrics(source: Split, target: Split, judge: nn.Module, joint: Dig
 
 __all__ = [
     "LeNet", "Split", "direction_metrics", "reference_metrics", "Recipe", "accuracy", "distribution_distances", "fit_classifier", "fit_joint_judge",
-    "joint_labels", "joint_rates", "judge_informative", "predict", "train_on_translated", "translate",
+    "joint_labels", "joint_rates", "judge_informative", "predict", "probe_correct", "train_on_translated", "translate",
 ]  # fmt: skip
