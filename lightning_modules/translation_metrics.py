@@ -116,7 +116,9 @@ def train_on_translated(
     return accuracy(predict(net, test_x), test_y)
 
 
-def probe_correct(train_x: Tensor, train_y: Tensor, test_x: Tensor, test_y: Tensor, recipe: Recipe = Recipe()) -> Tensor:
+def probe_correct(
+    train_x: Tensor, train_y: Tensor, test_x: Tensor, test_y: Tensor, recipe: Recipe = Recipe()
+) -> Tensor:
     """Per test image, 1.0 where the :func:`train_on_translated` probe is right (its mean is that accuracy): probes
     trained on different sets and tested on the same images give paired per-image differences."""
     net = fit_classifier(lambda: LeNet(train_x.shape[1], 10), train_x, train_y, recipe)

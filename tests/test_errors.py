@@ -44,11 +44,15 @@ MISTAKES = [
     ([*ACCR, "--ckpt_path={plain}"], "checkpoint '{plain}' is not a Lightning checkpoint (no 'state_dict'"),
     ([*ACCR, "--ckpt_path={classifier}"], "checkpoint '{classifier}' does not fit lightning_modules.ACCR"),
     # data missing at setup, inside `fit`: one line naming the folder and the setting
-    ([*ACCR, "--data.init_args.domain_b=svhn", "--data.init_args.data_root={missing}"],
-     "MNIST data not found under '{missing}'. Set data.download=true"),  # fmt: skip
+    (
+        [*ACCR, "--data.init_args.domain_b=svhn", "--data.init_args.data_root={missing}"],
+        "MNIST data not found under '{missing}'. Set data.download=true",
+    ),  # fmt: skip
     ([*ACCR, "--data.init_args.domain_b=svhn"], "SVHN has no embedded copy: set data.data_root"),
-    ([*ACCR, "--data.init_args.domain_b=usps", "--data.init_args.usps_root={missing}"],
-     "USPS data not found under '{missing}'. Set data.init_args.usps_root"),  # fmt: skip
+    (
+        [*ACCR, "--data.init_args.domain_b=usps", "--data.init_args.usps_root={missing}"],
+        "USPS data not found under '{missing}'. Set data.init_args.usps_root",
+    ),  # fmt: skip
     (["trian"], "coadv: unknown command 'trian'; valid commands: fit, validate, test, predict, study"),
     # a victim file named by an attack config is opened in setup, inside `test`: still one line
     ([*ATTACK, "--model.init_args.checkpoint={missing}"], "victim checkpoint {missing} does not exist"),
