@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from coadv import results
 from coadv.cli import cli_main
-from coadv.constants import CONFIGS, DIRECTIONS, METHODS, QUIET
+from coadv.constants import CONFIGS, DIRECTIONS, METHODS, QUIET, config_path
 from coadv.progress import bar, minutes, quiet_lightning, summary
 from lightning_modules.translation_metrics import Recipe, Split, direction_metrics, fit_joint_judge, reference_metrics
 from nets.classifier import DigitNet
@@ -79,11 +79,15 @@ def as_tensors(dataset) -> tuple[torch.Tensor, torch.Tensor]:
     return (x.mean(1, keepdim=True) if dataset.channels == 1 else x), dataset.labels
 
 
-def splits(dm) -> tuple[Split, Split]:
-    """Domain A and B of a set-up ``UnpairedDigitsDataModule``: training (validation held out) and test tensors."""
+def splits(dm, evaluate_on: str = "test") -> tuple[Split, Split]:
+    """Domain A and B of a set-up ``UnpairedDigitsDataModule``: training tensors (validation held out) and the
+    evaluation tensors: the test split, or with ``evaluate_on="val"`` the held-out validation images (searches)."""
+    if evaluate_on not in ("test", "val"):
+        raise ValueError(f"evaluate_on={evaluate_on!r} is not 'test' or 'val'")
     out = []
-    for train, test in ((dm.train_a, dm.test_a), (dm.train_b, dm.test_b)):
-        out.append(Split(*as_tensors(train), *as_tensors(test)))
+    for side in "ab":
+        train, held = getattr(dm, f"train_{side}"), getattr(dm, f"{evaluate_on}_{side}")
+        out.append(Split(*as_tensors(train), *as_tensors(held)))
     return out[0], out[1]
 
 
@@ -109,12 +113,12 @@ def joint_judge(dm, a: Split, b: Split, steps: int, folder: str = "checkpoints/c
     return net
 
 
-def pair_metrics(dm, g_ab, g_ba, judges: dict[str, str], preset: dict) -> dict[str, float]:
+def pair_metrics(dm, g_ab, g_ba, judges: dict[str, str], preset: dict, evaluate_on: str = "test") -> dict[str, float]:
     """Every metric of both directions of a trained pair (``g_ab`` / ``g_ba``; ``None``: the reference rows instead),
-    keys ``<metric>_a2b`` / ``<metric>_b2a``."""
+    keys ``<metric>_a2b`` / ``<metric>_b2a``, on the test split (or the validation split: ``evaluate_on="val"``)."""
     from nets.classifier import load_digit_net
 
-    a, b = splits(dm)
+    a, b = splits(dm, evaluate_on)
     joint = joint_judge(dm, a, b, preset.get("joint_steps", 1500), preset.get("judges_dir", "checkpoints/classifiers"))
     recipe = Recipe(steps=preset.get("probe_steps", 500))
     out = {}
@@ -159,7 +163,9 @@ def cell_name(method: str, pair: str, seed: int, variant: Path | None) -> str:
     return f"{variant.stem if variant else 'base'}/{method}_{pair}/seed{seed}"
 
 
-def run_cell(method: str, pair: str, seed: int, variant: Path | None, preset: dict, out: Path) -> dict:
+def run_cell(
+    method: str, pair: str, seed: int, variant: Path | None, preset: dict, out: Path, evaluate_on: str = "test"
+) -> dict:
     cell = out / "cells" / cell_name(method, pair, seed, variant)
     done = cell / "metrics.json"
     if done.is_file():
@@ -174,7 +180,8 @@ def run_cell(method: str, pair: str, seed: int, variant: Path | None, preset: di
     record = {"variant": variant.stem if variant else "base", "method": method, "pair": pair, "seed": seed,
               "steps": int(cli.trainer.global_step) // 2,  # two optimizer steps per batch
               "train_s": round(time.time() - start, 1)}  # fmt: skip
-    record.update(pair_metrics(dm, model.g_ab, model.g_ba, model.evaluator.paths, preset))
+    record.update(pair_metrics(dm, model.g_ab, model.g_ba, model.evaluator.paths, preset, evaluate_on))
+    record["evaluated_on"] = evaluate_on
     record["wall_s"] = round(time.time() - start, 1)
     done.write_text(json.dumps(record, indent=1))
     return record
@@ -219,8 +226,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--variants", nargs="+", type=Path, help="ablation config fragments, each run as its own variant")
     p.add_argument("--out", type=Path, help="output folder (default: runs/study_<preset>)")
     p.add_argument("--tables-only", action="store_true", help="rebuild the tables from the finished cells only")
+    p.add_argument("--search", action="store_true", help="the preset's hyperparameter search instead: each method's "
+                   "`search` fragments at its `search_seeds`, scored on validation images (never test)")  # fmt: skip
     args = p.parse_args(argv)
     preset = load_preset(args.preset)
+    if args.search:
+        return search(preset, args)
     methods = args.methods or preset["methods"]
     pairs = args.pairs or preset["pairs"]
     seeds = args.seeds if args.seeds is not None else preset["seeds"]
@@ -257,7 +268,45 @@ def main(argv: list[str] | None = None) -> list[dict]:
     return records
 
 
-def run_cells(cells: list[tuple], preset: dict, out: Path) -> tuple[list[dict], int]:
+def search(preset: dict, args) -> list[dict]:
+    """Every method's small search (preset ``search``: method -> config fragments; ``search_seeds``), each cell at
+    the preset's budget and scored on the **validation** images by the train-on-translated probe, averaged over both
+    directions and the seeds; ``<out>/search/search.md`` names the chosen fragment per method and pair."""
+    grid = preset.get("search") or {}
+    methods = [m for m in (args.methods or grid) if m in grid]
+    pairs = args.pairs or preset["pairs"]
+    _check("method", methods, METHODS)
+    _check("pair", pairs, DIRECTIONS)
+    for method in methods:
+        for fragment in grid[method]:
+            if not config_path(fragment).is_file():
+                raise SystemExit(f"search fragment {fragment!r} of {method} does not exist")
+    out = (args.out or Path("runs") / f"study_{Path(args.preset).stem}") / "search"
+    cells = [(m, pair, seed, config_path(f)) for m in methods for f in grid[m] for pair in pairs
+             for seed in preset.get("search_seeds", [100])]  # fmt: skip
+    with quiet_lightning():
+        records, _ = run_cells(cells, preset, out, evaluate_on="val")
+    lines = ["| method | pair | fragment | validation train-on-translated (mean of both directions, seeds) | chosen |",
+             "|---|---|---|---|---|"]  # fmt: skip
+    for method in methods:
+        for pair in pairs:
+            score = {}
+            for fragment in grid[method]:
+                mine = [
+                    r for r in records if (r["method"], r["pair"], r["variant"]) == (method, pair, Path(fragment).stem)
+                ]
+                score[fragment] = sum(r["tot_a2b"] + r["tot_b2a"] for r in mine) / (2 * len(mine))
+            best = max(score, key=score.get)
+            lines += [
+                f"| {METHODS[method]} | {pair} | `{f}` | {v:.3f} | {'yes' if f == best else ''} |"
+                for f, v in score.items()
+            ]
+    (out / "search.md").write_text("\n".join(lines) + "\n")
+    print((out / "search.md").read_text())
+    return records
+
+
+def run_cells(cells: list[tuple], preset: dict, out: Path, evaluate_on: str = "test") -> tuple[list[dict], int]:
     """Every cell's record, in order, under one progress bar (finished cells are reused); and how many were reused."""
     finished = [(out / "cells" / cell_name(*cell) / "metrics.json").is_file() for cell in cells]
     records = []
@@ -265,7 +314,7 @@ def run_cells(cells: list[tuple], preset: dict, out: Path) -> tuple[list[dict], 
         for cell, done in zip(cells, finished):
             if not done:
                 progress.set_postfix_str(cell_name(*cell))
-            records.append(run_cell(*cell, preset, out))
+            records.append(run_cell(*cell, preset, out, evaluate_on))
             if not done:
                 progress.update()
     return records, sum(finished)

@@ -16,6 +16,7 @@ FRAGMENTS = (
     "sweeps",
     "study",
     "ablations",
+    "search",
     "attack",
     "loggers",
     "trainer",

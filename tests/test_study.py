@@ -148,3 +148,26 @@ def test_verdict_table_by_hand():
     text = results.verdict_table(records, None, "m2u", "svhn")
     assert "n = 3: holds" in next(line for line in text.splitlines() if "| train on translated" in line)
     assert "n = 3: does not hold" in next(line for line in text.splitlines() if "| KID" in line)  # lower is better
+
+
+def test_search_scores_each_methods_fragments_on_validation_images(tmp_path, tiny_preset, capsys):
+    preset = json.loads(tiny_preset.read_text())
+    preset.update(search={"accr": ["configs/ablations/lambda/lambda_1.yaml", "configs/ablations/lambda/lambda_10.yaml"]},
+                  search_seeds=[7])  # fmt: skip
+    tiny_preset.write_text(json.dumps(preset))
+    out = tmp_path / "study"
+    records = study.main(["--preset", str(tiny_preset), "--out", str(out), "--search"])
+    assert [(r["variant"], r["seed"], r["evaluated_on"]) for r in records] == [("lambda_1", 7, "val"),
+                                                                               ("lambda_10", 7, "val")]  # fmt: skip
+    table = (out / "search" / "search.md").read_text()
+    scores = {r["variant"]: (r["tot_a2b"] + r["tot_b2a"]) / 2 for r in records}
+    best = max(scores, key=scores.get)
+    assert f"| ACCR | m2mm | `configs/ablations/lambda/{best}.yaml` | {scores[best]:.3f} | yes |" in table
+    config = next((out / "search/cells/lambda_1/accr_m2mm/seed7").rglob("config.yaml")).read_text()
+    assert "lambda_real: 1.0" in config and "seed: 7" in config
+    dm = UnpairedDigitsDataModule("mnist", "mnist_m", batch_size=4, val_size=24, test_limit=16)
+    dm.setup("fit")
+    a, b = study.splits(dm, "val")
+    assert len(a.test_y) == len(b.test_y) == 24 and torch.equal(a.test_y, dm.val_a.labels)
+    with pytest.raises(ValueError, match="evaluate_on='train' is not 'test' or 'val'"):
+        study.splits(dm, "train")
