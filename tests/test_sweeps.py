@@ -45,11 +45,11 @@ def test_one_sweep_trial_runs_offline(tmp_path, tiny_classifiers, capsys):
     preset.write_text(json.dumps({"flags": flags}))
     rows = sweep.main([str(ROOT / "configs/sweeps/accr_lambdas.yaml"), "--trials", "1", "--preset", str(preset),
                        "--out", str(tmp_path / "out")])  # fmt: skip
-    assert len(rows) == 1 and 0 <= rows[0]["val/acc_mean"] <= 1
+    assert len(rows) == 1 and 0 <= rows[0]["val/acc_b2a"] <= 1
     printed = capsys.readouterr()
-    assert re.search(rf"\nbest +trial 0: val/acc_mean = {rows[0]['val/acc_mean']:.4f}\n", printed.out)
+    assert re.search(rf"\nbest +trial 0: val/acc_b2a = {rows[0]['val/acc_b2a']:.4f}\n", printed.out)
     assert "sweep trials: 100%" in printed.err and "1/1" in printed.err
     config = next((tmp_path / "out" / "trial_000").rglob("config.yaml")).read_text()
     assert f"lambda_rec: {rows[0]['model.init_args.lambda_rec']}" in config  # the suggested value reached the run
     logged = list(csv.DictReader(open(next((tmp_path / "out").glob("trial_000/csv/version_*/metrics.csv")))))
-    assert float([r for r in logged if r["val/acc_mean"]][-1]["val/acc_mean"]) == rows[0]["val/acc_mean"]
+    assert float([r for r in logged if r["val/acc_b2a"]][-1]["val/acc_b2a"]) == rows[0]["val/acc_b2a"]
