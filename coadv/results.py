@@ -1,4 +1,4 @@
-"""Study tables: per direction, mean ± std per method next to reference rows; paired differences against CycleGAN
+"""Study tables and a figure: per direction, mean ± std per method next to reference rows; paired differences against CycleGAN
 (and, for ablation variants, against the base configuration) with a 95 % Student-t interval over seeds, and a
 verdict per metric and direction. Every number is measured on test images at the last step of a fixed budget."""
 
@@ -160,6 +160,39 @@ def write_csv(records: list[dict], out: Path) -> None:
         writer.writerows(records)
 
 
+def plot(records: list[dict], refs: dict[str, dict], path: Path, svhn_name: str = "svhn", key: str = "tot") -> None:
+    """One panel per direction: ``key`` per method (bar: mean, dots: seeds), with the no-translation (dashed) and
+    target-oracle (dotted) reference lines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    base = [r for r in records if r["variant"] == "base"]
+    panels = [(pair, side) for pair in _ordered(base, "pair") for side in SIDES]
+    if not panels:
+        return
+    methods = sorted(_ordered(base, "method"), key=lambda m: list(NAMES).index(m) if m in NAMES else len(NAMES))
+    fig, axes = plt.subplots(1, len(panels), figsize=(2.6 * len(panels), 3.0), squeeze=False)
+    for ax, (pair, side) in zip(axes[0], panels):
+        for i, method in enumerate(methods):
+            values = list(by_seed(base, "base", method, pair, f"{key}_{side}").values())
+            if values:
+                ax.bar(i, statistics.fmean(values), color=f"C{i}", alpha=0.6)
+                ax.plot([i] * len(values), values, "k.", ms=4)
+        ref = refs.get(pair, {})
+        for name, style in ((f"{key}_src_{side}", "--"), (f"{key}_oracle_{side}", ":")):
+            if name in ref:
+                ax.axhline(ref[name], color="grey", ls=style, lw=1)
+        ax.set_xticks(range(len(methods)), [NAMES.get(m, m) for m in methods], rotation=30, fontsize=7)
+        ax.set_title(direction_label(pair, side, svhn_name), fontsize=9)
+        ax.set_ylim(0, 1)
+    axes[0][0].set_ylabel("train on translated → real target", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def write(records: list[dict], references: list[dict], out: Path, preset: str = "", svhn_name: str = "svhn") -> None:
     """``results.md`` (tables and verdicts per pair) and ``cells.csv`` from the cells' records."""
     refs = {r["pair"]: r for r in references}
@@ -186,3 +219,4 @@ def write(records: list[dict], references: list[dict], out: Path, preset: str = 
             parts.append("**Paired differences and verdicts**\n\n" + verdict_table(mine, reference, pair, svhn_name))
     (out / "results.md").write_text("\n\n".join(p for p in parts if p) + "\n")
     write_csv(records, out)
+    plot(records, refs, out / "results.png", svhn_name)

@@ -262,7 +262,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     print(summary(f"coadv study --preset {args.preset}", [
         ("cells", f"{len(records)} of {len(cells)} ({len(records) - reused} run now, {reused} reused) in "
                   f"{minutes(time.time() - start)}"),
-        ("tables", f"{out / 'results.md'}, {out / 'cells.csv'}"),
+        ("tables", f"{out / 'results.md'}, {out / 'cells.csv'}, {out / 'results.png'}"),
         ("cell runs", f"{out / 'cells'}/<variant>/<method>_<pair>/seed<n>/ (config.yaml, csv/, checkpoints/)"),
     ]))  # fmt: skip
     return records

@@ -67,7 +67,7 @@ def test_cells_are_evaluated_at_their_last_step_and_tabled_with_paired_differenc
     mean, low, high = results.t_interval([a - c for a, c in zip(*diff)])
     row = next(line for line in text.splitlines() if line.startswith("| ACCR − CycleGAN | train on translated"))
     assert f"{mean:+.4f} [{low:+.4f}, {high:+.4f}], n = 2: {results.verdict(low, high, True)}" in row
-    assert len(list(csv.DictReader(open(out / "cells.csv")))) == 4
+    assert len(list(csv.DictReader(open(out / "cells.csv")))) == 4 and (out / "results.png").stat().st_size > 0
 
     stamps = {p: p.stat().st_mtime_ns for p in out.glob("cells/**/metrics.json")}
     shutil.rmtree(out / "cells" / "base" / "accr_m2mm" / "seed1")  # as if interrupted before this cell
