@@ -3,6 +3,7 @@
 from callbacks.attack_report import AttackReport
 from callbacks.replica_parity import ReplicaParity
 from callbacks.resume import AtomicCheckpointIO, ResumeCheckpoint
+from callbacks.stability import EarlyStability
 from callbacks.translation_grid import TranslationGrid
 from callbacks.verification_plots import ScoreHistogram
 from callbacks.victim_checkpoint import VictimCheckpoint
@@ -10,6 +11,7 @@ from callbacks.victim_checkpoint import VictimCheckpoint
 __all__ = [
     "AtomicCheckpointIO",
     "AttackReport",
+    "EarlyStability",
     "ReplicaParity",
     "ResumeCheckpoint",
     "ScoreHistogram",

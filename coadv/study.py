@@ -30,6 +30,7 @@ import torch
 import yaml
 from tqdm import tqdm
 
+from callbacks.stability import load_joint_judge
 from coadv import results
 from coadv.cli import cli_main
 from coadv.constants import CONFIGS, DIRECTIONS, METHODS, QUIET, config_path
@@ -102,10 +103,7 @@ def joint_judge(dm, a: Split, b: Split, steps: int, folder: str = "checkpoints/c
         / f"joint_{dm.domain_a}_{dm.domain_b}-{hashlib.sha1(key.encode()).hexdigest()[:8]}.pt"
     )
     if path.is_file():
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-        net = DigitNet(**saved["config"])
-        net.load_state_dict(saved["state_dict"])
-        return net.eval().requires_grad_(False)
+        return load_joint_judge(str(path))
     tqdm.write(f"[study] training the joint judge {dm.domain_a} x {dm.domain_b} ({steps} steps) -> {path}")
     net = fit_joint_judge(a.train_x, a.train_y, b.train_x, b.train_y, Recipe(steps=steps))
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -28,6 +28,7 @@ from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
 
 from nets.classifier import ClassifierFeatures, DigitNet
+from nets.corruptions import KINDS, Corruption
 
 
 class LeNet(nn.Module):
@@ -228,7 +229,46 @@ def reference_metrics(source: Split, target: Split, judge: nn.Module, joint: Dig
     return out
 
 
+def robustness_metrics(
+    net: nn.Module, source: Split, joint: DigitNet, target_index: int, kinds: tuple[str, ...] = KINDS, seed: int = 0
+) -> dict[str, float]:
+    """The joint judge's (target domain, right digit) rate of ``net`` on corrupted source test images, per
+    corruption and severity 1-3 (``rob_<kind>_<severity>``), at severity 0 (``rob_clean``) and averaged over every
+    corruption and severity (``rob_mean``, the common-corruption summary). Corruptions draw from ``seed`` only:
+    every net is tested on the same corrupted images."""
+
+    def rate(x: Tensor) -> float:
+        return joint_rates(predict(joint, translate(net, x)), source.test_y, target_index)["joint"]
+
+    out = {"rob_clean": rate(source.test_x)}
+    for kind in kinds:
+        for severity in (1, 2, 3):
+            out[f"rob_{kind}_{severity}"] = rate(Corruption(kind, severity, seed)(source.test_x))
+    out["rob_mean"] = sum(v for k, v in out.items() if k != "rob_clean") / (3 * len(kinds))
+    return out
+
+
+def area_under_curve(steps: list[float], values: list[float]) -> float:
+    """Trapezoidal area under ``values`` over ``steps``, divided by the step range: the curve's mean level."""
+    if len(steps) != len(values) or len(steps) < 2:
+        raise ValueError(f"area_under_curve needs >= 2 points with steps, got {len(steps)} steps, {len(values)} values")
+    area = sum((s1 - s0) * (v0 + v1) / 2 for s0, s1, v0, v1 in zip(steps, steps[1:], values, values[1:]))
+    return area / (steps[-1] - steps[0])
+
+
+def collapsed(values: list[float], baseline: float, margin: float = 0.05) -> bool:
+    """Whether a curve fell back to ``baseline`` (the no-translation value) or below after having risen above
+    ``baseline + margin``."""
+    risen = False
+    for v in values:
+        if v >= baseline + margin:
+            risen = True
+        elif risen and v <= baseline:
+            return True
+    return False
+
+
 __all__ = [
-    "LeNet", "Split", "direction_metrics", "reference_metrics", "Recipe", "accuracy", "distribution_distances", "fit_classifier", "fit_joint_judge",
+    "LeNet", "Split", "area_under_curve", "collapsed", "robustness_metrics", "direction_metrics", "reference_metrics", "Recipe", "accuracy", "distribution_distances", "fit_classifier", "fit_joint_judge",
     "joint_labels", "joint_rates", "judge_informative", "predict", "probe_correct", "train_on_translated", "translate",
 ]  # fmt: skip
