@@ -217,6 +217,183 @@ def write(records: list[dict], references: list[dict], out: Path, preset: str = 
                          + direction_table(mine, reference, pair, side, svhn_name))  # fmt: skip
         if mine:
             parts.append("**Paired differences and verdicts**\n\n" + verdict_table(mine, reference, pair, svhn_name))
+        stability = stability_tables(mine, reference, pair, svhn_name)
+        if stability:
+            parts.append("**Early stability** (figure: `stability.png`)\n\n" + stability)
+        robustness = robustness_tables(mine, reference, pair, svhn_name)
+        if robustness:
+            parts.append("**Robustness to corrupted inputs** (figure: `robustness.png`)\n\n" + robustness)
     (out / "results.md").write_text("\n\n".join(p for p in parts if p) + "\n")
     write_csv(records, out)
     plot(records, refs, out / "results.png", svhn_name)
+    stability_plot(records, out / "stability.png", svhn_name)
+    robustness_plot(records, refs, out / "robustness.png", svhn_name)
+
+
+STABILITY_STEPS = (100, 250, 500, 1000)  # batches at which the seed spread is reported
+
+
+def _curve(record: dict, side: str) -> list[list[float]]:
+    return record.get(f"curve_{side}") or []
+
+
+def value_at(curve: list[list[float]], batch: int) -> float | None:
+    return next((v for b, v in curve if b == batch), None)
+
+
+def stability_tables(records: list[dict], reference: dict | None, pair: str, svhn_name: str) -> str:
+    """Per direction: area under the joint-judge curve (mean ± std), the seed spread at fixed batches, collapses;
+    then the paired AUC differences against CycleGAN (95 % t interval, verdict)."""
+    from lightning_modules.translation_metrics import area_under_curve, collapsed
+
+    base = [r for r in records if r["variant"] == "base" and _curve(r, "a2b")]
+    if not base:
+        return ""
+    parts = []
+    methods = _ordered(base, "method")
+    for side in SIDES:
+        steps = [b for b in STABILITY_STEPS if any(value_at(_curve(r, side), b) is not None for r in base)]
+        floor = (reference or {}).get(f"joint_src_{side}", 0.0)
+        lines = [f"**{direction_label(pair, side, svhn_name)}**: joint judge (target, digit) on validation images "
+                 f"during training; no translation reads {floor:.3f}",
+                 "", "| method | n | area under the curve (mean level) | "
+                 + " | ".join(f"spread (std) at {b}" for b in steps) + " | collapses |",
+                 "|---|---|---|" + "---|" * len(steps) + "---|"]  # fmt: skip
+        auc: dict[str, dict[int, float]] = {}
+        for method in methods:
+            runs = [r for r in base if r["method"] == method]
+            auc[method] = {r["seed"]: area_under_curve(*zip(*_curve(r, side))) for r in runs}
+            spread = []
+            for b in steps:
+                values = [v for r in runs if (v := value_at(_curve(r, side), b)) is not None]
+                spread.append(f"{statistics.stdev(values):.3f}" if len(values) > 1 else "—")
+            falls = sum(collapsed([v for _, v in _curve(r, side)], floor) for r in runs)
+            lines.append(f"| {NAMES.get(method, method)} | {len(runs)} | {mean_std(list(auc[method].values()), 3)} | "
+                         + " | ".join(spread) + f" | {falls} of {len(runs)} |")  # fmt: skip
+        for method in methods:
+            if method == "cyclegan" or "cyclegan" not in auc:
+                continue
+            seeds = sorted(auc[method].keys() & auc["cyclegan"].keys())
+            mean, low, high = t_interval([auc[method][s] - auc["cyclegan"][s] for s in seeds])
+            lines.append(f"\n{NAMES[method]} − CycleGAN, area under the curve: {mean:+.4f} [{low:+.4f}, {high:+.4f}], "
+                         f"n = {len(seeds)}: {verdict(low, high, True)}")  # fmt: skip
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts)
+
+
+def robustness_tables(records: list[dict], reference: dict | None, pair: str, svhn_name: str) -> str:
+    """Per direction: the joint judge's (target, digit) rate on translations of corrupted test images, clean and
+    averaged per corruption and overall (mean ± std over seeds), the no-translation row, and paired differences of
+    the overall mean against CycleGAN."""
+    from nets.corruptions import KINDS
+
+    base = [r for r in records if r["variant"] == "base" and "rob_mean_a2b" in r]
+    if not base:
+        return ""
+    parts = []
+    methods = _ordered(base, "method")
+    for side in SIDES:
+        head = ["clean", *KINDS, "mean over corruptions"]
+        lines = [f"**{direction_label(pair, side, svhn_name)}**: joint judge (target, digit) on G(corrupted source "
+                 "test images), each corruption averaged over severities 1-3", "",
+                 "| method | n | " + " | ".join(head) + " |", "|---|---|" + "---|" * len(head)]  # fmt: skip
+
+        def columns(r: dict, side: str = side) -> list[float]:
+            kinds = [statistics.fmean(r[f"rob_{k}_{s}_{side}"] for s in (1, 2, 3)) for k in KINDS]
+            return [r[f"rob_clean_{side}"], *kinds, r[f"rob_mean_{side}"]]
+
+        for method in methods:
+            runs = [columns(r) for r in base if r["method"] == method]
+            lines.append(f"| {NAMES.get(method, method)} | {len(runs)} | "
+                         + " | ".join(mean_std(list(col), 3) for col in zip(*runs)) + " |")  # fmt: skip
+        if reference and f"rob_mean_{side}" in reference:
+            lines.append("| no translation | — | " + " | ".join(f"{v:.3f}" for v in columns(reference)) + " |")
+        for method in methods:
+            if method == "cyclegan":
+                continue
+            mine = by_seed(base, "base", method, pair, f"rob_mean_{side}")
+            theirs = by_seed(base, "base", "cyclegan", pair, f"rob_mean_{side}")
+            seeds = sorted(mine.keys() & theirs.keys())
+            if seeds:
+                mean, low, high = t_interval([mine[s] - theirs[s] for s in seeds])
+                lines.append(f"\n{NAMES[method]} − CycleGAN, mean over corruptions: {mean:+.4f} [{low:+.4f}, "
+                             f"{high:+.4f}], n = {len(seeds)}: {verdict(low, high, True)}")  # fmt: skip
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts)
+
+
+def stability_plot(records: list[dict], path: Path, svhn_name: str = "svhn") -> None:
+    """Per direction, the joint-judge curve's mean ± std band over seeds per method; per pair, the generator and
+    discriminator losses (mean over seeds)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    base = [r for r in records if r["variant"] == "base" and _curve(r, "a2b")]
+    pairs = _ordered(base, "pair")
+    if not pairs:
+        return
+    fig, axes = plt.subplots(len(pairs), 4, figsize=(13, 2.8 * len(pairs)), squeeze=False)
+    for row, pair in zip(axes, pairs):
+        for i, method in enumerate(_ordered(base, "method")):
+            runs = [r for r in base if (r["pair"], r["method"]) == (pair, method)]
+            for ax, key in zip(row, ("curve_a2b", "curve_b2a", "loss_g", "loss_d")):
+                curves = [dict(map(tuple, r.get(key) or [])) for r in runs]
+                batches = sorted(set.intersection(*(set(c) for c in curves))) if curves else []
+                if not batches:
+                    continue
+                values = np.array([[c[b] for b in batches] for c in curves])
+                mean, std = values.mean(0), values.std(0)
+                ax.plot(batches, mean, color=f"C{i}", lw=1.2, label=NAMES.get(method, method))
+                ax.fill_between(batches, mean - std, mean + std, color=f"C{i}", alpha=0.2)
+        titles = [direction_label(pair, "a2b", svhn_name), direction_label(pair, "b2a", svhn_name), "G loss", "D loss"]
+        for ax, title in zip(row, titles):
+            ax.set_title(title, fontsize=9)
+            ax.set_xlabel("batch", fontsize=8)
+            ax.grid(alpha=0.3)
+        row[0].set_ylabel("joint judge (target, digit)", fontsize=8)
+        row[0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def robustness_plot(records: list[dict], refs: dict[str, dict], path: Path, svhn_name: str = "svhn") -> None:
+    """Per direction, the joint-judge rate against corruption severity (mean over corruptions and seeds)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from nets.corruptions import KINDS
+
+    base = [r for r in records if r["variant"] == "base" and "rob_mean_a2b" in r]
+    panels = [(pair, side) for pair in _ordered(base, "pair") for side in SIDES]
+    if not panels:
+        return
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.0 * len(panels), 3.0), squeeze=False)
+    for ax, (pair, side) in zip(axes[0], panels):
+
+        def level(r: dict, s: int, side: str = side) -> float:
+            if s == 0:
+                return r[f"rob_clean_{side}"]
+            return statistics.fmean(r[f"rob_{k}_{s}_{side}"] for k in KINDS)
+
+        for i, method in enumerate(_ordered(base, "method")):
+            runs = [r for r in base if (r["pair"], r["method"]) == (pair, method)]
+            ax.plot(range(4), [statistics.fmean(level(r, s) for r in runs) for s in range(4)], "o-", color=f"C{i}",
+                    label=NAMES.get(method, method), ms=3)  # fmt: skip
+        ref = refs.get(pair)
+        if ref and f"rob_mean_{side}" in ref:
+            ax.plot(range(4), [level(ref, s) for s in range(4)], "k--", lw=1, label="no translation")
+        ax.set_title(direction_label(pair, side, svhn_name), fontsize=9)
+        ax.set_xlabel("severity", fontsize=8)
+        ax.set_xticks(range(4))
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("joint judge (target, digit)", fontsize=8)
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

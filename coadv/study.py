@@ -21,6 +21,7 @@ checkpoint. Tables are rebuilt from the cells' files every time.
 from __future__ import annotations
 
 import argparse
+import csv
 import hashlib
 import json
 import time
@@ -35,8 +36,17 @@ from coadv import results
 from coadv.cli import cli_main
 from coadv.constants import CONFIGS, DIRECTIONS, METHODS, QUIET, config_path
 from coadv.progress import bar, minutes, quiet_lightning, summary
-from lightning_modules.translation_metrics import Recipe, Split, direction_metrics, fit_joint_judge, reference_metrics
-from nets.classifier import DigitNet
+from lightning_modules import ACCR, CRCycleGAN, CycleGAN
+from lightning_modules.translation_metrics import (
+    Recipe,
+    Split,
+    direction_metrics,
+    fit_joint_judge,
+    reference_metrics,
+    robustness_metrics,
+)
+
+METHOD_CLASSES = {"cyclegan": CycleGAN, "cr_cyclegan": CRCycleGAN, "accr": ACCR}
 
 
 def _check(kind: str, names: list[str], valid) -> None:
@@ -92,23 +102,25 @@ def splits(dm, evaluate_on: str = "test") -> tuple[Split, Split]:
     return out[0], out[1]
 
 
-def joint_judge(dm, a: Split, b: Split, steps: int, folder: str = "checkpoints/classifiers") -> DigitNet:
+def joint_judge_file(dm, a: Split, b: Split, steps: int, folder: str = "checkpoints/classifiers") -> Path:
     """The pair's 20-class joint judge, trained once (``Recipe(steps=steps)``) and cached as
     ``<folder>/joint_<a>_<b>-<digest>.pt``, the digest naming the data and recipe it was made from."""
     key = json.dumps([dm.domain_a, dm.domain_b, dm.mnist_m_recipe, dm.image_size, dm.val_size, len(a.train_y),
                       len(b.train_y), steps, float(a.train_x.sum()), float(b.train_x.sum())])  # fmt: skip
-    path = (
-        Path("checkpoints")
-        / "classifiers"
-        / f"joint_{dm.domain_a}_{dm.domain_b}-{hashlib.sha1(key.encode()).hexdigest()[:8]}.pt"
+    path = Path(folder) / f"joint_{dm.domain_a}_{dm.domain_b}-{hashlib.sha1(key.encode()).hexdigest()[:8]}.pt"
+    if not path.is_file():
+        tqdm.write(f"[study] training the joint judge {dm.domain_a} x {dm.domain_b} ({steps} steps) -> {path}")
+        net = fit_joint_judge(a.train_x, a.train_y, b.train_x, b.train_y, Recipe(steps=steps))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"config": net.config, "state_dict": net.state_dict(), "key": key}, path)
+    return path
+
+
+def joint_judge_of(dm, preset: dict) -> Path:
+    a, b = splits(dm)
+    return joint_judge_file(
+        dm, a, b, preset.get("joint_steps", 1500), preset.get("judges_dir", "checkpoints/classifiers")
     )
-    if path.is_file():
-        return load_joint_judge(str(path))
-    tqdm.write(f"[study] training the joint judge {dm.domain_a} x {dm.domain_b} ({steps} steps) -> {path}")
-    net = fit_joint_judge(a.train_x, a.train_y, b.train_x, b.train_y, Recipe(steps=steps))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"config": net.config, "state_dict": net.state_dict(), "key": key}, path)
-    return net
 
 
 def pair_metrics(dm, g_ab, g_ba, judges: dict[str, str], preset: dict, evaluate_on: str = "test") -> dict[str, float]:
@@ -117,7 +129,7 @@ def pair_metrics(dm, g_ab, g_ba, judges: dict[str, str], preset: dict, evaluate_
     from nets.classifier import load_digit_net
 
     a, b = splits(dm, evaluate_on)
-    joint = joint_judge(dm, a, b, preset.get("joint_steps", 1500), preset.get("judges_dir", "checkpoints/classifiers"))
+    joint = load_joint_judge(str(joint_judge_of(dm, preset)))
     recipe = Recipe(steps=preset.get("probe_steps", 500))
     out = {}
     for key, net, src, tgt, judge, index in (("a2b", g_ab, a, b, judges["b"], 1), ("b2a", g_ba, b, a, judges["a"], 0)):
@@ -152,6 +164,11 @@ def cell_args(method: str, pair: str, seed: int, variant: Path | None, preset: d
             if domain == "svhn":
                 args += [f"--data.init_args.domain_{side}={svhn}",
                          f"--model.init_args.classifier_{side}={ensure_classifier(svhn)}"]  # fmt: skip
+    stability = preset.get("stability")
+    if stability:  # the joint judge's curves on validation images, every n batches (draws no random number)
+        probe = {"class_path": "callbacks.EarlyStability",
+                 "init_args": {"joint_judge": preset["_joint"][pair], **stability}}  # fmt: skip
+        args.append(f"--trainer.callbacks+={json.dumps(probe)}")
     if (cell / "checkpoints" / "last.ckpt").is_file():
         args.append("--ckpt_path=last")  # an interrupted cell continues
     return args
@@ -171,6 +188,10 @@ def run_cell(
         if "tot_a2b" not in record:
             raise SystemExit(f"{done} is a cell of an older study protocol (checkpoint chosen on validation); delete "
                              "that cell folder (or choose another --out) to measure it under the fixed-budget protocol")  # fmt: skip
+        if preset.get("robustness") and "rob_mean_a2b" not in record:  # the same run's last nets, no second training
+            model = METHOD_CLASSES[method].load_from_checkpoint(cell / "checkpoints" / "last.ckpt", map_location="cpu")
+            record.update(pair_robustness(pair_datamodule(pair, preset, out), model, preset))
+            done.write_text(json.dumps(record, indent=1))
         return record
     start = time.time()
     cli = cli_main(cell_args(method, pair, seed, variant, preset, cell))
@@ -180,9 +201,57 @@ def run_cell(
               "train_s": round(time.time() - start, 1)}  # fmt: skip
     record.update(pair_metrics(dm, model.g_ab, model.g_ba, model.evaluator.paths, preset, evaluate_on))
     record["evaluated_on"] = evaluate_on
+    if preset.get("robustness"):
+        record.update(pair_robustness(dm, model, preset))
+    if preset.get("stability"):
+        record.update(read_curves(cell))
     record["wall_s"] = round(time.time() - start, 1)
     done.write_text(json.dumps(record, indent=1))
     return record
+
+
+def pair_robustness(dm, model, preset: dict) -> dict[str, float]:
+    """``robustness_metrics`` of both directions (``rob_<kind>_<severity>_<a2b|b2a>``, ``rob_mean_...``): the
+    joint judge on translations of corrupted test images, the same corrupted images for every cell."""
+    a, b = splits(dm)
+    joint = load_joint_judge(str(joint_judge_of(dm, preset)))
+    out = {}
+    for key, net, src, index in (("a2b", model.g_ab, a, 1), ("b2a", model.g_ba, b, 0)):
+        out.update({f"{k}_{key}": v for k, v in robustness_metrics(net, src, joint, index).items()})
+    return out
+
+
+def read_curves(cell: Path) -> dict[str, list]:
+    """The cell's logged curves over every launch (a resumed cell logs to a new version folder; the later value of
+    a step wins): ``curve_<a2b|b2a>`` ([batch, joint-judge rate] from ``EarlyStability``) and ``loss_g`` /
+    ``loss_d`` ([batch, value] of the generator and discriminator losses)."""
+    series: dict[str, dict[int, float]] = {"curve_a2b": {}, "curve_b2a": {}, "loss_g": {}, "loss_d": {}}
+    logs = sorted(cell.glob("csv/version_*/metrics.csv"), key=lambda p: int(p.parent.name.split("_")[1]))
+    for log in logs:
+        with open(log, newline="") as f:
+            for row in csv.DictReader(f):
+                if row.get("stability/batch"):
+                    batch = int(float(row["stability/batch"]))
+                    for side in ("a2b", "b2a"):
+                        series[f"curve_{side}"][batch] = float(row[f"stability/joint_{side}"])
+                for name, key in (("loss_g", "train/g_loss"), ("loss_d", "train/d_loss")):
+                    if row.get(key) and row.get("step"):
+                        series[name][int(float(row["step"])) + 1] = float(row[key])  # step: 0-based batch
+    return {k: sorted([b, v] for b, v in pts.items()) for k, pts in series.items()}
+
+
+def pair_datamodule(pair: str, preset: dict, out: Path):
+    """The pair's DataModule, set up for fit, as its CycleGAN config + the preset build it (the same data and
+    judges as every cell of the pair); the CLI that built it is ``dm.cli``."""
+    args = cell_args(
+        "cyclegan", pair, 0, None, {**preset, "wandb": False, "stability": None}, out / "references" / pair
+    )
+    args = [a for a in args if not a.startswith(("--trainer.logger=", "--ckpt_path="))]
+    cli = cli_main([*args[1:], "--trainer.logger=false"], run=False)  # args[0] is "fit": no subcommand here
+    dm = cli.datamodule
+    dm.setup("fit")
+    dm.cli = cli
+    return dm
 
 
 def pair_references(pair: str, preset: dict, out: Path) -> dict:
@@ -190,13 +259,18 @@ def pair_references(pair: str, preset: dict, out: Path) -> dict:
     in ``<out>/references/<pair>.json``; built on the data and judges of the pair's CycleGAN config + preset."""
     path = out / "references" / f"{pair}.json"
     if path.is_file():
-        return json.loads(path.read_text())
-    args = cell_args("cyclegan", pair, 0, None, {**preset, "wandb": False}, out / "references" / pair)
-    args = [a for a in args if not a.startswith(("--trainer.logger=", "--ckpt_path="))]
-    cli = cli_main([*args[1:], "--trainer.logger=false"], run=False)  # args[0] is "fit": no subcommand here
-    dm = cli.datamodule
-    dm.setup("fit")
-    record = {"pair": pair, **pair_metrics(dm, None, None, cli.model.evaluator.paths, preset)}
+        record = json.loads(path.read_text())
+        if "joint_judge" in record and (not preset.get("robustness") or "rob_mean_a2b" in record):
+            return record
+    else:
+        record = None
+    dm = pair_datamodule(pair, preset, out)
+    if record is None:
+        record = {"pair": pair, **pair_metrics(dm, None, None, dm.cli.model.evaluator.paths, preset)}
+    record["joint_judge"] = str(joint_judge_of(dm, preset))
+    if preset.get("robustness"):  # no translation: the joint judge on corrupted source images themselves
+        identity = argparse.Namespace(g_ab=None, g_ba=None)
+        record.update(pair_robustness(dm, identity, preset))
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record, indent=1))
     return record
@@ -254,6 +328,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
             for domain in sorted(domains - {"svhn"} | ({svhn} if "svhn" in domains else set())):
                 ensure_classifier(domain)
             references = [pair_references(pair, preset, out) for pair in pairs]
+            preset["_joint"] = {r["pair"]: r["joint_judge"] for r in references}
             records, reused = run_cells(cells, preset, out)
     results.write(records, references, out, preset=args.preset, svhn_name=svhn)
     print((out / "results.md").read_text())
@@ -283,6 +358,9 @@ def search(preset: dict, args) -> list[dict]:
     cells = [(m, pair, seed, config_path(f)) for m in methods for f in grid[m] for pair in pairs
              for seed in preset.get("search_seeds", [100])]  # fmt: skip
     with quiet_lightning():
+        if preset.get("stability"):
+            main_out = out.parent
+            preset["_joint"] = {pair: pair_references(pair, preset, main_out)["joint_judge"] for pair in pairs}
         records, _ = run_cells(cells, preset, out, evaluate_on="val")
     lines = ["| method | pair | fragment | validation train-on-translated (mean of both directions, seeds) | chosen |",
              "|---|---|---|---|---|"]  # fmt: skip

@@ -171,3 +171,32 @@ def test_search_scores_each_methods_fragments_on_validation_images(tmp_path, tin
     assert len(a.test_y) == len(b.test_y) == 24 and torch.equal(a.test_y, dm.val_a.labels)
     with pytest.raises(ValueError, match="evaluate_on='train' is not 'test' or 'val'"):
         study.splits(dm, "train")
+
+
+def test_stability_and_robustness_come_from_the_same_runs(tmp_path, tiny_preset, capsys):
+    preset = json.loads(tiny_preset.read_text())
+    out = tmp_path / "study"
+    records = study.main(["--preset", str(tiny_preset), "--out", str(out), "--seeds", "0"])
+    assert "rob_mean_a2b" not in records[0] and "curve_a2b" not in records[0]
+    # robustness asked for later: computed from each finished cell's last nets, no second training
+    stamps = {p: p.stat().st_mtime_ns for p in out.glob("cells/**/last.ckpt")}
+    tiny_preset.write_text(json.dumps({**preset, "robustness": True}))
+    again = study.main(["--preset", str(tiny_preset), "--out", str(out), "--seeds", "0"])
+    assert stamps == {p: p.stat().st_mtime_ns for p in out.glob("cells/**/last.ckpt")}
+    assert {k: v for k, v in again[0].items() if not k.startswith("rob_")} == records[0]
+    assert 0 <= again[0]["rob_mean_a2b"] <= 1 and "rob_blur_3_b2a" in again[0]
+    text = (out / "results.md").read_text()
+    assert "**Robustness to corrupted inputs**" in text and "| no translation | — |" in text
+    assert (out / "robustness.png").stat().st_size > 0
+    # stability: the curves are logged during the cell's own training, every n batches
+    flags = [*preset["flags"], "--trainer.log_every_n_steps=1"]
+    stability = {"every_n_steps": 2, "until_step": 4}
+    tiny_preset.write_text(json.dumps({**preset, "robustness": True, "stability": stability, "flags": flags}))
+    fresh = study.main(["--preset", str(tiny_preset), "--out", str(tmp_path / "fresh"), "--seeds", "0"])
+    assert [b for b, _ in fresh[0]["curve_a2b"]] == [0, 2, 4] and [b for b, _ in fresh[0]["loss_d"]] == [1, 2, 3, 4]
+    assert {k: v for k, v in fresh[0].items() if k in records[0] and k not in ("train_s", "wall_s")} == {
+        k: v for k, v in records[0].items() if k not in ("train_s", "wall_s")
+    }  # the probe changes no number
+    text = (tmp_path / "fresh" / "results.md").read_text()
+    assert "**Early stability**" in text and "collapses" in text
+    assert (tmp_path / "fresh" / "stability.png").stat().st_size > 0
