@@ -316,8 +316,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     out.mkdir(parents=True, exist_ok=True)
     svhn = preset.get("svhn", "svhn")
     start = time.time()
-    cells = [(method, pair, seed, variant) for variant in (args.variants or [None]) for method in methods
-             for pair in pairs for seed in seeds]  # fmt: skip
+    # seed-major: the cells finished at any moment are whole paired sets (every method of a seed)
+    cells = [(method, pair, seed, variant) for variant in (args.variants or [None]) for pair in pairs
+             for seed in seeds for method in methods]  # fmt: skip
     with quiet_lightning():
         if args.tables_only:
             found = [out / "cells" / cell_name(*cell) / "metrics.json" for cell in cells]
