@@ -77,6 +77,9 @@ def test_cells_are_evaluated_at_their_last_step_and_tabled_with_paired_differenc
     rerun = [p for p in after if stamps.get(p) != after[p]]
     assert [p.parent.name for p in rerun] == ["seed1"] and rerun[0].parent.parent.name == "accr_m2mm"
     assert (out / "results.md").read_text() == text  # the re-run cell reproduces its numbers (seeded)
+    (out / "results.md").unlink()
+    study.main(["--preset", str(tiny_preset), "--out", str(out), "--tables-only"])
+    assert (out / "results.md").read_text() == text  # tables rebuilt from the finished cells alone
 
 
 def test_methods_of_a_seed_see_the_same_batches_and_start_from_the_same_nets(tmp_path, tiny_preset):

@@ -19,6 +19,7 @@ from lightning_modules.translation_metrics import (
     fit_classifier,
     joint_rates,
     judge_informative,
+    probe_correct,
     reference_metrics,
     train_on_translated,
 )
@@ -89,6 +90,7 @@ def test_fit_classifier_is_seeded_and_leaves_the_global_rng_alone():
     a = train_on_translated(x, y, x, y, Recipe(steps=5, batch_size=8))
     assert torch.equal(torch.random.get_rng_state(), state)
     assert train_on_translated(x, y, x, y, Recipe(steps=5, batch_size=8)) == a
+    assert float(probe_correct(x, y, x, y, Recipe(steps=5, batch_size=8)).mean()) == pytest.approx(a)
     with pytest.raises(ValueError, match="3 images and 4 labels"):
         fit_classifier(lambda: nn.Linear(1, 2), torch.zeros(3, 1), torch.zeros(4, dtype=torch.long))
 
