@@ -44,7 +44,8 @@ from torch import Tensor, nn
 from attacks import Attack, VerificationObjective
 from attacks.base import KAPPA
 from lightning_modules.attack_metrics import COLUMNS, announce_perceptual, perceptual_scores, summarize, trial_row
-from lightning_modules.verification import INSTANTIATOR, TrialScoring, save_config
+from lightning_modules.hparams import INSTANTIATOR, save_config
+from lightning_modules.verification import TrialScoring
 from nets.speaker.contract import check_arg
 
 EXPECTED = "expected a speaker-verification checkpoint written by `coadv fit -c configs/speaker/<victim>.yaml`"

@@ -1,4 +1,5 @@
-"""Hyperparameters that rebuild a module: ``Module.load_from_checkpoint(path)`` with no other argument."""
+"""Hyperparameters that rebuild a module: ``Module.load_from_checkpoint(path)`` with no other argument. The one
+rebuild-from-config helper of every LightningModule in the project."""
 
 from __future__ import annotations
 
@@ -8,7 +9,11 @@ from typing import Any
 
 import lightning as L
 from lightning.pytorch.core.mixins import HyperparametersMixin
+from lightning.pytorch.utilities import rank_zero_warn
 from lightning.pytorch.utilities.parsing import collect_init_args
+from torch import nn
+
+from nets.speaker.contract import RecordsInitArgs, config
 
 PLAIN = (type(None), bool, int, float, str)
 
@@ -22,23 +27,59 @@ def is_plain(value: Any) -> bool:
     return isinstance(value, PLAIN)
 
 
-def save_config(module: L.LightningModule, frame: types.FrameType | None = None) -> None:
-    """``save_hyperparameters`` for modules whose arguments include nets and optimizer factories.
+INSTANTIATOR = "lightning.pytorch.cli.instantiate_module"  # Lightning's trusted rebuild of a CLI-built module
 
-    Built by LightningCLI, the hyperparameters are the module's config (nets, augmentations and optimizers as
-    ``class_path`` + ``init_args``, plus Lightning's ``_class_path`` / ``_instantiator``), so
-    ``Module.load_from_checkpoint(path)`` rebuilds the module, nets included, alone. Built in Python, arguments
-    holding live objects (an ``nn.Module``, a function) are left out: they do not survive ``weights_only`` loading
-    and the weights are in the state dict anyway; pass the same nets to ``load_from_checkpoint(path, g_ab=...)``.
-    Call it from the base class ``__init__``: arguments of subclass constructors up the call stack are collected too.
+
+def named(name: str, value: Any) -> Any:
+    """``value`` as plain data that names it: plain values as they are, objects recording their ``init_args`` (the
+    speaker nets, attacks) as ``class_path`` + ``init_args``, functions by import path (jsonargparse resolves them).
+    ``TypeError`` for what cannot be named (a lambda, a net that records no arguments)."""
+    if callable(value) and not isinstance(value, (nn.Module, RecordsInitArgs)):
+        path = f"{getattr(value, '__module__', '')}.{getattr(value, '__qualname__', '<?>')}"
+        if "<" in path or path.startswith("."):
+            raise TypeError(f"{name}: {value!r} has no import path")
+        return path
+    return config(value)
+
+
+def save_config(module: L.LightningModule, frame: types.FrameType | None = None) -> None:
+    """``save_hyperparameters`` as plain data (``torch.load(weights_only=True)`` reads it back), for every module of
+    the project. Call it from the base class ``__init__``: arguments of subclass constructors up the call stack are
+    collected too.
+
+    - Built by LightningCLI: the CLI's own config (nets, augmentations, optimizers as ``class_path`` +
+      ``init_args``, with Lightning's ``_instantiator``): ``Module.load_from_checkpoint(path)`` rebuilds it alone.
+    - Built in Python, every net nameable (:func:`named`): the arguments named the same way and Lightning's
+      instantiator recorded, so it rebuilds alone too; a callable that cannot be named (a lambda) is left out with
+      a warning and the rebuilt module uses its default.
+    - Built in Python with a net that records no arguments (the translation and classifier nets): only the plain
+      values are kept; pass the same nets to ``load_from_checkpoint(path, g_ab=...)`` (``check_nets_match`` says
+      which when they are missing).
     """
     frame = frame or inspect.currentframe().f_back
     values: dict[str, Any] = {}
     for args in collect_init_args(frame, [], classes=(HyperparametersMixin,)):
         values.update(args)
+    # under LightningCLI, save_hyperparameters takes the CLI's config (with `_instantiator`) from its context
     module.save_hyperparameters(ignore=[k for k, v in values.items() if not is_plain(v)], frame=frame)
     if "_instantiator" in module.hparams:  # the CLI gave its config: plain data throughout, keep every argument
         module.save_hyperparameters(frame=frame)
+        return
+    module.hparams.clear()
+    names, unnamed = {}, []
+    for key, value in values.items():
+        try:
+            names[key] = named(key, value)
+        except TypeError as error:
+            unnamed.append((key, value, error))
+    if any(isinstance(value, nn.Module) for _, value, _ in unnamed):
+        module.save_hyperparameters({k: v for k, v in values.items() if is_plain(v)}, frame=frame)
+        return
+    cls = type(module)
+    for key, _, error in unnamed:
+        rank_zero_warn(f"{cls.__name__}.{key} is left out of the checkpoint's hyperparameters: {error}")
+    module.save_hyperparameters({"_class_path": f"{cls.__module__}.{cls.__qualname__}", **names,
+                                 "_instantiator": INSTANTIATOR}, frame=frame)  # fmt: skip
 
 
 def restore_config(module: L.LightningModule, checkpoint: dict[str, Any]) -> None:

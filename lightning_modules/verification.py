@@ -8,57 +8,21 @@ threshold, which the attacks read.
 
 from __future__ import annotations
 
-import inspect
-import warnings
 from collections.abc import Iterator
 from typing import Any
 
-import lightning as L
 import torch
 from lightning.pytorch.cli import OptimizerCallable
-from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from lightning_modules.acceleration import check_compiler
+from lightning_modules.hparams import save_config
 from lightning_modules.trial_scoring import TrialData, TrialScoring, verification_metrics
 from nets.speaker import AAMSoftmax, IVector, SEResNet34
-from nets.speaker.contract import RecordsInitArgs, check_arg, config
+from nets.speaker.contract import check_arg
 
 __all__ = ["IVectorSystem", "SpeakerEmbedding", "TrialData", "TrialScoring", "save_config", "verification_metrics"]
-INSTANTIATOR = "lightning.pytorch.cli.instantiate_module"  # Lightning's trusted rebuild of a CLI-built module
-
-
-def _plain(name: str, value: Any) -> Any:
-    if callable(value) and not isinstance(value, (nn.Module, RecordsInitArgs)):
-        path = f"{getattr(value, '__module__', '')}.{getattr(value, '__qualname__', '<?>')}"
-        if "<" in path or path.startswith("."):
-            raise TypeError(f"{name}: {value!r} has no import path")
-        return path  # jsonargparse resolves a callable from its import path
-    return config(value)
-
-
-def save_config(module: L.LightningModule) -> None:
-    """``module.save_hyperparameters()`` as plain data, so ``load_from_checkpoint(path)`` (``weights_only=True``)
-    rebuilds the module with its nets. Under LightningCLI that is the CLI's own config dump; in plain Python the
-    arguments are named the same way (nets and attacks by ``class_path`` + ``init_args``, functions by import path)
-    and Lightning's CLI instantiator is recorded to rebuild them. Arguments that cannot be named (a lambda) are
-    left out with a warning: the rebuilt module uses their default."""
-    frame = inspect.currentframe().f_back
-    with warnings.catch_warnings():  # nets are converted below: Lightning's advice to ignore them does not apply
-        warnings.filterwarnings("ignore", message=".*is an instance of `nn.Module`")
-        module.save_hyperparameters(frame=frame)
-    if "_instantiator" in module.hparams:
-        return
-    cls = type(module)
-    plain: dict[str, Any] = {"_class_path": f"{cls.__module__}.{cls.__qualname__}"}
-    for name, value in module.hparams.items():
-        try:
-            plain[name] = _plain(name, value)
-        except TypeError as error:
-            rank_zero_warn(f"{cls.__name__}.{name} is left out of the checkpoint's hyperparameters: {error}")
-    module.hparams.clear()
-    module.save_hyperparameters({**plain, "_instantiator": INSTANTIATOR}, frame=frame)
 
 
 def _adam(params) -> torch.optim.Optimizer:
