@@ -4,6 +4,7 @@ from attacks.base import Attack, AttackResult, VerificationObjective
 from attacks.boundary_search import BoundarySearch
 from attacks.carlini_wagner import CarliniWagnerL2
 from attacks.ddn import DDN
+from attacks.feature_domain import FeatureDomain
 from attacks.fgsm import FGSM
 from attacks.fmn import FMN
 from attacks.gauss_newton import GaussNewton
@@ -16,6 +17,7 @@ __all__ = [
     "DDN",
     "FGSM",
     "FMN",
+    "FeatureDomain",
     "PGD",
     "Attack",
     "AttackResult",

@@ -14,8 +14,10 @@ from nets.speaker.contract import check_arg
 
 def distance_unit(r: Tensor, g: Tensor, worst: Tensor) -> Tensor:
     """``d0 = |r| / |g|`` per trial, the first-order distance to the boundary, kept within ``[1e-8, 1] x worst``
-    (``worst``: the box's largest norm; ``r = 0`` and ``g = 0`` would give 0, NaN or inf)."""
-    return torch.maximum((r.abs() / g.norm(dim=1)).nan_to_num(0.0), 1e-8 * worst).minimum(worst)
+    (``worst``: the box's largest norm, inf for an unbounded domain, where the floor is 1e-30; ``r = 0`` and
+    ``g = 0`` would give 0, NaN or inf)."""
+    floor = torch.where(torch.isfinite(worst), 1e-8 * worst, torch.full_like(worst, 1e-30))
+    return torch.maximum((r.abs() / g.norm(dim=1)).nan_to_num(0.0), floor).minimum(worst)
 
 
 class DDN(Attack):

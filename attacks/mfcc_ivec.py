@@ -7,7 +7,8 @@ import torch
 from torch import Tensor
 
 from attacks.base import Attack, AttackResult, VerificationObjective, check_precision
-from nets.speaker.contract import FeatureDomainVictim, check_arg
+from attacks.feature_domain import require_feature_victim, voiced_frames
+from nets.speaker.contract import check_arg
 
 
 class MFCCIvec(Attack):
@@ -38,18 +39,12 @@ class MFCCIvec(Attack):
         self.epsilon, self.voiced_quantile = epsilon, voiced_quantile
 
     def perturb(self, x: Tensor, objective: VerificationObjective) -> AttackResult:
-        victim = objective.victim
-        if not isinstance(victim, FeatureDomainVictim):
-            raise TypeError(
-                f"MFCC-ivec attacks i-vector victims (a FeatureDomainVictim: frames / embed_frames); "
-                f"{type(victim).__name__} has no MFCC i-vector front-end"
-            )
+        victim = require_feature_victim(objective.victim, "MFCC-ivec")
         check_precision("the attacked input", x.dtype)
         start = objective.grad_evals.clone()
         with torch.no_grad():
             frames = victim.frames(x)
-        c0 = frames[..., 0]
-        voiced = c0 >= torch.quantile(c0, self.voiced_quantile, dim=1, keepdim=True)
+        voiced = voiced_frames(frames, self.voiced_quantile)
         _, g = objective.residual_and_grad(frames, embed=victim.embed_frames)
         adv = frames - self.epsilon * g.sign() * voiced.unsqueeze(-1)
         with torch.no_grad():  # each trial re-scored alone: the final decision carries no batch noise

@@ -1,0 +1,95 @@
+"""Searches in a victim's feature domain (#20): on a victim whose score is linear in its features, every
+feature-domain search reaches the exact minimal feature perturbation of the voiced frames; the feature-domain rho
+of a waveform perturbation is the hand-computed feature difference."""
+
+import pytest
+import torch
+from conftest import LinearVictim
+
+from attacks import (
+    DDN,
+    FMN,
+    PGD,
+    BoundarySearch,
+    FeatureDomain,
+    GaussNewton,
+    QuasiNewton,
+    StepSizeRegularized,
+    VerificationObjective,
+)
+from attacks.feature_domain import voiced_frames
+
+
+class LinearFrameVictim(LinearVictim):
+    """Frames: the waveform cut in 8-sample rows, plus a constant 0.5 (so features differ from the waveform);
+    the score is linear in the frames: s = w^T (frames - 0.5).flatten()."""
+
+    def frames(self, wave):
+        return wave.reshape(len(wave), -1, 8) + 0.5
+
+    def embed_frames(self, frames):
+        return (frames - 0.5).flatten(1)
+
+    def embed(self, wave):
+        return self.embed_frames(self.frames(wave))
+
+
+def case(seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    w = torch.randn(64, generator=gen, dtype=torch.float64)
+    x = torch.randn(4, 64, generator=gen, dtype=torch.float64) * 0.1
+    labels = torch.tensor([1, 0, 1, 0])
+    x = x + ((labels * 2 - 1) * 0.05 - x @ w)[:, None] * w / w.dot(w)  # decided right, by a margin
+    victim = LinearFrameVictim(w)
+    objective = VerificationObjective(victim, torch.zeros(4, 64, dtype=torch.float64), labels, 0.0)
+    voiced = voiced_frames(victim.frames(x), 0.3)
+    w_voiced = (w.view(1, -1, 8) * voiced.unsqueeze(-1)).flatten(1)  # only voiced features may move
+    minimal = (x @ w).abs() / w_voiced.norm(dim=1)
+    return x, objective, minimal, voiced
+
+
+SEARCHES = {
+    "gauss_newton": lambda: GaussNewton(steps=5, overshoot=1e-4),
+    "qn_lbfgs": lambda: QuasiNewton(eta=1e-3, c=10.0),
+    "ssr": lambda: StepSizeRegularized(rho0=None, eta=1e-5),
+    "ddn": lambda: DDN(steps=200),
+    "fmn": lambda: FMN(steps=200, overshoot=1e-3),
+}
+
+
+@pytest.mark.parametrize("name", SEARCHES)
+def test_feature_domain_searches_reach_the_exact_minimal_feature_perturbation(name):
+    x, objective, minimal, voiced = case()
+    result = FeatureDomain(SEARCHES[name]()).perturb(x, objective)
+    frames = objective.victim.frames(x)
+    delta = result.extra["features"] - frames
+    assert torch.equal(result.adversarial, x)  # the waveform is not touched
+    assert torch.equal(delta[~voiced], torch.zeros_like(delta[~voiced]))  # unvoiced frames stay clean
+    assert result.success.all()
+    norms = delta.flatten(1).norm(dim=1)
+    assert (norms >= minimal * (1 - 1e-6)).all() and (norms <= minimal * 1.01).all(), norms / minimal
+    scores = (result.extra["features"] - 0.5).flatten(1) @ objective.victim.w
+    assert torch.equal(scores >= 0, objective.labels == 0)  # the decision truly flipped
+    assert (result.grad_evals >= 1).all() and torch.equal(objective.grad_evals, result.grad_evals)
+
+
+def test_iterated_mfcc_ivec_with_a_boundary_search_is_minimal_on_a_linear_victim():
+    """BIM in the feature domain (MFCC-ivec iterated), then a boundary search toward the clean features."""
+    x, objective, minimal, voiced = case()
+    bim = BoundarySearch(PGD(epsilon=1.0, step_size=0.05, steps=40, norm="linf"), steps=30)
+    result = FeatureDomain(bim).perturb(x, objective)
+    delta = (result.extra["features"] - objective.victim.frames(x)).flatten(1)
+    assert result.success.all()
+    linf_minimal = (x @ objective.victim.w).abs() / (objective.victim.w.view(1, -1, 8) * voiced.unsqueeze(-1)).flatten(
+        1).abs().sum(1)  # fmt: skip
+    assert torch.allclose(delta.abs().max(1).values, linf_minimal, rtol=1e-3)  # BIM is L-inf: its exact minimum
+
+
+def test_feature_domain_refuses_feature_attacks_and_neural_victims():
+    from attacks import MFCCIvec
+
+    with pytest.raises(ValueError, match="attack=.*expected a waveform Attack"):
+        FeatureDomain(MFCCIvec())
+    x, objective, _ = __import__("conftest").linear_case()
+    with pytest.raises(TypeError, match="GaussNewton in the feature domain attacks i-vector victims"):
+        FeatureDomain(GaussNewton()).perturb(x, objective)
