@@ -129,17 +129,54 @@ def overrides(row: Variant, budget: int | None) -> dict:
     return {**row.fixed, **(budget_overrides(row.base, budget) if budget is not None else {})}
 
 
-def flags(row: Variant, budget: int | None) -> list[str]:
-    """CLI flags that make a ``coadv test`` of ``row`` spend ``budget`` (None: the config's own settings)."""
-    prefix = PREFIX + (INNER if row.boundary_search else "")
+def flags(row: Variant, budget: int | None, feature: bool = False) -> list[str]:
+    """CLI flags that make a ``coadv test`` of ``row`` spend ``budget`` (None: the config's own settings); with
+    ``feature`` the attack sits inside ``attacks.FeatureDomain`` (one level deeper)."""
+    feature = feature and row.base != "mfcc_ivec"
+    prefix = PREFIX + INNER * (int(row.boundary_search) + int(feature))
     return [f"{prefix}{key}={json.dumps(value)}" for key, value in overrides(row, budget).items()]
+
+
+FEATURE_ROWS = (
+    "gauss_newton",
+    "qn_lbfgs",
+    "qn_bfgs",
+    "ssr",
+    "ssr_lin",
+    "ddn",
+    "fmn",
+    "bim",
+    "pgd_linf",
+    "pgd_l2",
+    "mfcc_ivec",
+)  # rows that run in the feature domain (`--domain feature`); FGSM there is MFCC-ivec
+FEATURE_UNITS = CONFIGS / "attack" / "feature"  # per-attack overrides of waveform-unit arguments (e.g. BIM's ε)
+
+
+def wrapped_fragment(config: Path, boundary_search: bool, feature: bool) -> str | None:
+    """A config fragment, passed after ``config``, that wraps its attack in ``attacks.BoundarySearch`` and / or runs
+    it in the victim's feature domain (``attacks.FeatureDomain``, with the attack's feature-unit overrides from
+    ``configs/attack/feature/<attack>.yaml`` when that file exists); None when neither applies."""
+    block = attack_block(config)
+    base = config.stem.rsplit("_", 1)[0]
+    if feature and attack_class(block["class_path"]).domain == "waveform":
+        units = FEATURE_UNITS / f"{base}.yaml"
+        if units.is_file():
+            block = {**block, "init_args": {**(block.get("init_args") or {}), **yaml.safe_load(units.read_text())}}
+    else:
+        feature = False  # MFCC-ivec already works on the features
+    if boundary_search:
+        block = {"class_path": "attacks.BoundarySearch", "init_args": {"attack": block, "steps": BOUNDARY_STEPS}}
+    if feature:
+        block = {"class_path": "attacks.FeatureDomain", "init_args": {"attack": block}}
+    if not (boundary_search or feature):
+        return None
+    return yaml.safe_dump({"model": {"init_args": {"attack": block}}}, sort_keys=False)
 
 
 def boundary_fragment(config: Path) -> str:
     """A config fragment that wraps the attack of ``config`` in ``attacks.BoundarySearch`` (passed after it)."""
-    wrapped = {"class_path": "attacks.BoundarySearch",
-               "init_args": {"attack": attack_block(config), "steps": BOUNDARY_STEPS}}  # fmt: skip
-    return yaml.safe_dump({"model": {"init_args": {"attack": wrapped}}}, sort_keys=False)
+    return wrapped_fragment(config, boundary_search=True, feature=False)
 
 
 def effective_args(config: Path, row: Variant, budget: int | None) -> tuple[type, dict]:

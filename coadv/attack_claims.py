@@ -42,9 +42,9 @@ SCOPES = (
 
 def compare(claimed: Run, other: Run, resamples: int, seed: int) -> Comparison:
     p = paired(claimed.trials, other.trials, resamples, seed)
-    waveform = all(r.summary.get("domain", "waveform") == "waveform" for r in (claimed, other))
+    same_domain = claimed.summary.get("domain", "waveform") == other.summary.get("domain", "waveform")
     return Comparison(
-        claimed.victim, claimed.setting, claimed.row.name, other.row.name, waveform,
+        claimed.victim, claimed.setting, claimed.row.name, other.row.name, same_domain,
         equal_budget=claimed.setting != DEFAULT and claimed.budget == other.budget,
         equal_stop=claimed.minimises == other.minimises, stops=(claimed.stop, other.stop),
         evals=(claimed.get("grad_evals_mean"), other.get("grad_evals_mean")), **p,

@@ -10,7 +10,9 @@ Its interval is the exact distribution-free order-statistic interval of the sign
 
 Decision rule for one comparison (``decide``), in order:
 
-1. the other attack perturbs another domain (MFCC-ivec: ρ in feature units) -> "not comparable" (success only);
+1. the other attack perturbs another domain (MFCC-ivec's ρ is in feature units, a waveform search's in waveform
+   units) -> "not comparable" (success only); ``compare-attacks --domain feature`` runs the searches on the
+   features too, where the two are comparable;
 2. the claimed method flips fewer trials than the other -> "does not hold" (a smaller ρ bought with fewer
    successes is no win), whatever the number of trials;
 3. fewer than ``MIN_PAIRS`` trials attacked by both -> "too few trials";
@@ -116,7 +118,7 @@ class Comparison:
     setting: str
     claimed: str
     other: str
-    comparable: bool  # both perturb the waveform
+    comparable: bool  # both perturb the same domain (the waveform, or the MFCC features)
     equal_budget: bool
     equal_stop: bool  # both keep minimising after the first flip, or neither does
     stops: tuple[str, str]

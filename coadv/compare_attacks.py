@@ -5,6 +5,8 @@
     coadv compare-attacks --victim ivector --trials 40 --attacks fgsm fgsm+bs ssr qn_lbfgs --budgets 10 100
     coadv compare-attacks --victim ivector seresnet34 ecapa --budgets default 10 30 100 300   # + overall claims.md
     coadv compare-attacks --victim ecapa -- --trainer.devices=2 --trainer.strategy=ddp        # flags for every run
+    coadv compare-attacks --victim ivector --domain feature --budgets default 10 30 100  # searches on the MFCC
+                                                 # frames, where MFCC-ivec works: ρ comparable with it
     coadv compare-attacks --victim ivector ecapa --checkpoint 'checkpoints/victims/{victim}_libri.ckpt' --out
         runs/attack_libri -- --data=datamodules.LibriSpeechDataModule --data.init_args.root=null
         --data.init_args.synthesize=false          # (one line) the LibriSpeech victims on the embedded trials
@@ -67,15 +69,15 @@ class Job:
     """
 
     def __init__(self, victim: str, row: budgets.Variant, setting: str, out: Path, trials: int | None,
-                 extra: list[str]) -> None:  # fmt: skip
+                 extra: list[str], feature: bool = False) -> None:  # fmt: skip
         self.victim, self.row, self.setting = victim, row, setting
         self.config = budgets.config_of(row.base, victim)
         self.folder = out / row.name if setting == DEFAULT else out / f"budget_{setting}" / row.name
         self.budget = None if setting == DEFAULT else int(setting)
-        self.fragment = budgets.boundary_fragment(self.config) if row.boundary_search else None
-        configs = ["-c", str(self.config)] + (["-c", str(self.folder / "boundary_search.yaml")] * bool(self.fragment))
+        self.fragment = budgets.wrapped_fragment(self.config, row.boundary_search, feature)
+        configs = ["-c", str(self.config)] + (["-c", str(self.folder / "wrapper.yaml")] * bool(self.fragment))
         self.args = ["test", *configs, f"--trainer.default_root_dir={self.folder}", *CHILD_FLAGS,
-                     *budgets.flags(row, self.budget), *extra]  # fmt: skip
+                     *budgets.flags(row, self.budget, feature), *extra]  # fmt: skip
         if trials is not None:
             self.args.append(f"--data.init_args.max_trials={trials}")
         self.summary_path, self.record_path = self.folder / "attack" / "summary.json", self.folder / "compare_args.json"
@@ -111,7 +113,7 @@ class Job:
         self.record_path.unlink(missing_ok=True)
         if self.fragment:
             self.folder.mkdir(parents=True, exist_ok=True)
-            (self.folder / "boundary_search.yaml").write_text(self.fragment)
+            (self.folder / "wrapper.yaml").write_text(self.fragment)
         start = time.time()
         if in_process:
             from coadv.cli import cli_main
@@ -189,13 +191,16 @@ def settings_of(values: list[str] | None) -> list[str]:
     return list(dict.fromkeys(v if v == DEFAULT else str(int(v)) for v in values))
 
 
-def plan(victim: str, names: list[str] | None, settings: list[str], out: Path, trials, extra) -> list[Job]:
+def plan(victim: str, names: list[str] | None, settings: list[str], out: Path, trials, extra,
+         feature: bool = False) -> list[Job]:  # fmt: skip
     """The runs of one victim: every row at every setting; fixed-cost rows (FGSM, MFCC-ivec) once. Rows without a
     config for this victim (MFCC-ivec beside a neural victim) are left out; ``check_rows`` refuses names that no
-    victim has."""
+    victim has. ``feature``: the rows of ``budgets.FEATURE_ROWS``, each run in the victim's feature domain."""
     rows = [budgets.variant(n) for n in (names or budgets.variant_names())]
     rows = [r for r in rows if budgets.config_of(r.base, victim).is_file()]
-    return [Job(victim, row, setting, out, trials, extra) for row in rows
+    if feature:
+        rows = [r for r in rows if r.base in budgets.FEATURE_ROWS]
+    return [Job(victim, row, setting, out, trials, extra, feature) for row in rows
             for setting in ([DEFAULT] if row.fixed_cost else settings)]  # fmt: skip
 
 
@@ -271,6 +276,7 @@ def command_line(ns: argparse.Namespace, victims: list[str]) -> str:
     words += ["--reference", ns.reference] if ns.reference != "qn_lbfgs" else []
     words += ["--resamples", str(ns.resamples)] if ns.resamples != RESAMPLES else []
     words += ["--seed", str(ns.seed)] if ns.seed else []
+    words += ["--domain", ns.domain] if ns.domain != "waveform" else []
     return " ".join(words + (["--", *ns.extra] if ns.extra else []))
 
 
@@ -294,8 +300,13 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--keep-going", action="store_true", help="skip failed runs instead of stopping")
     parser.add_argument("--in-process", action="store_true",
                         help="run every attack in this process (saves the start-up of a child process per run)")  # fmt: skip
+    parser.add_argument("--domain", choices=("waveform", "feature"), default="waveform",
+                        help="feature: every search runs on the i-vector victim's voiced MFCC frames (attacks."
+                             "FeatureDomain), where MFCC-ivec works, so ρ is comparable with it")  # fmt: skip
     parser.add_argument("extra", nargs="*", help="flags passed to every coadv test run (after --)")
     ns = parser.parse_args(argv)
+    if ns.domain == "feature" and set(ns.victim) - {"ivector"}:
+        raise SystemExit(f"--domain feature needs a victim with an MFCC front-end (ivector), got {' '.join(ns.victim)}")
     ns.settings = settings_of(ns.budgets)
     ns.victim = list(dict.fromkeys(ns.victim))
     return ns
@@ -304,11 +315,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> str:
     ns, start = parse(argv), time.time()
     several = len(ns.victim) > 1
-    root = ns.out or Path("runs") / "attack"
+    root = ns.out or Path("runs") / ("attack" if ns.domain == "waveform" else "attack_feature")
     outs = {v: root / v if several or ns.out is None else root for v in ns.victim}
     check_rows(ns.attacks, ns.victim)
-    jobs = {v: plan(v, ns.attacks, ns.settings, outs[v], ns.trials, checkpoint_flag(ns.checkpoint, v) + ns.extra)
-            for v in ns.victim}  # fmt: skip
+    feature = ns.domain == "feature"
+    jobs = {v: plan(v, ns.attacks, ns.settings, outs[v], ns.trials, checkpoint_flag(ns.checkpoint, v) + ns.extra,
+                    feature) for v in ns.victim}  # fmt: skip
     reused, failed = run_jobs([j for v in ns.victim for j in jobs[v]], ns.force, ns.keep_going, ns.in_process)
     texts, found = [], {}
     for victim in ns.victim:

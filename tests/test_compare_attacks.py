@@ -342,7 +342,7 @@ def test_comparison_over_budgets_end_to_end(tmp_path, corpus, victim_checkpoints
         for budget in (10, 30):
             rows = compare_attacks.read_trials_csv(tmp_path / f"budget_{budget}" / name / "attack" / "trials.csv")
             assert len(rows["index"]) == 2 and rows["grad_evals"].max() <= budget  # the cap held
-    assert (tmp_path / "budget_10" / "pgd_l2+bs" / "boundary_search.yaml").is_file()
+    assert (tmp_path / "budget_10" / "pgd_l2+bs" / "wrapper.yaml").is_file()
     assert (tmp_path / "comparison.csv").read_text().count("\n") == 5 and (tmp_path / "rho_budget.png").is_file()
     claims = (tmp_path / "claims.md").read_text()
     assert "ssr vs pgd_l2+bs" in claims and "too few trials" in claims  # 2 trials: nothing is decided
@@ -482,3 +482,37 @@ def test_tuning_runs_on_the_offset_split_end_to_end(tmp_path, corpus, victim_che
         and "--model.init_args.attack.init_args.steps=4" in record["args"]
     )
     assert (tmp_path / "tuning.md").read_text() == text
+
+
+def test_feature_domain_rows_wrap_the_attack_and_cap_it_one_level_deeper(tmp_path):
+    """``--domain feature``: each search inside attacks.FeatureDomain, with its feature-unit overrides; MFCC-ivec as
+    it is; the budget flags reach the wrapped attack."""
+    job = compare_attacks.Job("ivector", budgets.variant("bim+bs"), "30", tmp_path, None, [], feature=True)
+    fragment = yaml.safe_load(job.fragment)["model"]["init_args"]["attack"]
+    assert fragment["class_path"] == "attacks.FeatureDomain"
+    inner = fragment["init_args"]["attack"]
+    assert inner["class_path"] == "attacks.BoundarySearch"
+    assert inner["init_args"]["attack"]["init_args"]["epsilon"] == 0.5  # configs/attack/feature/bim.yaml
+    assert "--model.init_args.attack.init_args.attack.init_args.attack.init_args.steps=30" in job.args
+    assert str(tmp_path / "budget_30" / "bim+bs" / "wrapper.yaml") in job.args
+    plain = compare_attacks.Job("ivector", budgets.variant("mfcc_ivec"), "default", tmp_path, None, [], feature=True)
+    assert plain.fragment is None
+    rows = [j.row.name for j in compare_attacks.plan("ivector", None, ["10"], tmp_path, None, [], feature=True)]
+    assert "mfcc_ivec" in rows and "qn_lbfgs" in rows and "fgsm" not in rows and "cw" not in rows
+    with pytest.raises(SystemExit, match="--domain feature needs a victim with an MFCC front-end"):
+        compare_attacks.parse(["--victim", "ecapa", "--domain", "feature"])
+
+
+@pytest.mark.slow  # several i-vector attack runs in this process
+def test_feature_domain_comparison_end_to_end(tmp_path, corpus, victim_checkpoints):
+    argv = ["--victim", "ivector", "--domain", "feature", "--trials", "2", "--attacks", "qn_lbfgs", "mfcc_ivec",
+            "--budgets", "default", "--in-process", "--resamples", "100", "--out", str(tmp_path), "--",
+            f"--model.init_args.checkpoint={victim_checkpoints['ivector_synth']}", f"--data.init_args.root={corpus}",
+            "--trainer.logger=false"]  # fmt: skip
+    text = compare_attacks.main(argv)
+    summary = json.loads((tmp_path / "qn_lbfgs" / "attack" / "summary.json").read_text())
+    assert summary["domain"] == "mfcc"
+    claims = (tmp_path / "claims.md").read_text()
+    line = next(row for row in claims.splitlines() if "qn_lbfgs vs mfcc_ivec" in row)
+    assert "not comparable" not in line and "n/a" not in line  # the same domain: a verdict, not "n/c"
+    assert "qn_lbfgs [mfcc]" in text
