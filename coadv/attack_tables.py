@@ -54,7 +54,7 @@ def shift(run: Run, key: str) -> str:
     return f"{fmt(run.get('clean_' + key))} → {fmt(run.get(key))}"
 
 
-CSV_KEYS = ["success_rate", "rho_median", "rho_median_successes", "rho_mean", "snr_db_mean", "linf_mean", "pesq_mean", "stoi_mean",
+CSV_KEYS = ["success_rate", "rho_median", "rho_median_successes", "rho_feat_median", "rho_mean", "snr_db_mean", "linf_mean", "pesq_mean", "stoi_mean",
             "grad_evals_mean", "wall_s_mean", "clean_far", "far", "clean_frr", "frr"]  # fmt: skip
 
 

@@ -43,10 +43,17 @@ from torch import Tensor, nn
 
 from attacks import Attack, VerificationObjective
 from attacks.base import KAPPA
-from lightning_modules.attack_metrics import COLUMNS, announce_perceptual, perceptual_scores, summarize, trial_row
+from lightning_modules.attack_metrics import (
+    COLUMNS,
+    announce_perceptual,
+    feature_rho,
+    perceptual_scores,
+    summarize,
+    trial_row,
+)
 from lightning_modules.hparams import INSTANTIATOR, save_config
 from lightning_modules.verification import TrialScoring
-from nets.speaker.contract import check_arg
+from nets.speaker.contract import FeatureDomainVictim, check_arg
 
 EXPECTED = "expected a speaker-verification checkpoint written by `coadv fit -c configs/speaker/<victim>.yaml`"
 
@@ -267,8 +274,18 @@ class AdversarialAttack(L.LightningModule):
             bookkeeping = (float(result.iterations[j]), float(result.grad_evals[j]), wall)
             rows.append(trial_row(int(index[j]), int(labels[j]), float(before[j]), float(after[j]),
                                   bool(success[j]), clean[j], adversarial[j], self.threshold, perceptual,
-                                  bookkeeping))  # fmt: skip
+                                  bookkeeping, self.feature_rho(clean[j], adversarial[j])))  # fmt: skip
         return rows, [a.detach().cpu() for a in adversarial]
+
+    @torch.no_grad()
+    def feature_rho(self, clean: Tensor, adversarial: Tensor) -> float:
+        """The trial's ρ in the victim's MFCC domain (a waveform attack's induced feature change, or a
+        feature-domain attack's own ρ); NaN for victims without a feature front-end."""
+        if not isinstance(self.victim, FeatureDomainVictim):
+            return math.nan
+        if self.domain == "waveform":
+            clean, adversarial = self.victim.frames(clean[None])[0], self.victim.frames(adversarial[None])[0]
+        return feature_rho(clean, adversarial)
 
     @torch.no_grad()
     def score_alone(self, enrol_alone: Tensor, test: Tensor, embed=None) -> Tensor:

@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 
 COLUMNS = (
     "index", "label", "clean_correct", "success", "rho", "snr_db", "linf", "pesq", "stoi", "iterations",
-    "grad_evals", "wall_s", "score_before", "score_after",
+    "grad_evals", "wall_s", "score_before", "score_after", "rho_feat",
 )  # fmt: skip
 
 PERCEPTUAL_PACKAGES = {"pesq": "pesq", "stoi": "pystoi"}  # column -> the package its torchmetrics function needs
@@ -72,6 +72,13 @@ def perceptual_scores(adversarial: Tensor, clean: Tensor, which: dict[str, bool]
     return [pesq, stoi]
 
 
+def feature_rho(frames_clean: Tensor, frames_adversarial: Tensor) -> float:
+    """``|F(x + delta) - F(x)| / |F(x)|`` over a trial's feature frames ``[N, D]``: the perturbation a waveform
+    attack induces in an i-vector victim's MFCC domain (for a feature-domain attack, its own rho)."""
+    delta = (frames_adversarial - frames_clean).double()
+    return float(delta.norm() / frames_clean.double().norm().clamp(min=1e-12))
+
+
 def summarize(rows: Tensor, threshold: float) -> dict[str, float]:
     """Aggregates of a per-trial table ``[N, len(COLUMNS)]`` at the clean threshold (accept <=> score >= θ).
 
@@ -79,7 +86,8 @@ def summarize(rows: Tensor, threshold: float) -> dict[str, float]:
     ‖δ‖∞, PESQ and STOI over the successful ones; NaN values of PESQ / STOI are left out of their means).
     ``rho_median`` is over every attacked trial with a failure counted as ρ = ∞ (the lower median, as every
     comparison uses it: ∞ when more than half fail), so a method cannot lower it by failing on hard trials;
-    ``rho_median_successes`` is the lower median over the successful ones only.
+    ``rho_median_successes`` is the lower median over the successful ones only. ``rho_feat_median``: the same
+    all-trials median of the MFCC-domain ρ (NaN when the victim has no feature front-end).
     ``far`` is the fraction of non-target trials accepted after the attack, ``frr`` the fraction of target trials
     rejected after it (every trial of the class), ``clean_far`` / ``clean_frr`` the same before. No EER after the
     attack: an attack that pushes both classes across the threshold makes it ≈ 1 by construction.
@@ -103,6 +111,7 @@ def summarize(rows: Tensor, threshold: float) -> dict[str, float]:
         "rho_mean": mean(col["rho"][won]),
         "rho_median": float(torch.where(won, col["rho"], math.inf)[attacked].median()) if attacked.any() else math.nan,
         "rho_median_successes": float(col["rho"][won].median()) if won.any() else float("nan"),
+        "rho_feat_median": lower_median(torch.where(won, col["rho_feat"], math.inf)[attacked]),
         "snr_db_mean": mean(col["snr_db"][won]),
         "linf_mean": mean(col["linf"][won]),
         "pesq_mean": mean(col["pesq"][won]),
@@ -117,14 +126,22 @@ def summarize(rows: Tensor, threshold: float) -> dict[str, float]:
     }
 
 
+def lower_median(values: Tensor) -> float:
+    """The lower median, NaN when empty or when any value is NaN (no feature front-end)."""
+    if not len(values) or values.isnan().any():
+        return math.nan
+    return float(values.median())
+
+
 def trial_row(
     index: int, label: int, before: float, after: float, success: bool, clean: Tensor, adversarial: Tensor,
-    threshold: float, perceptual: list[float], bookkeeping: tuple[float, float, float],
+    threshold: float, perceptual: list[float], bookkeeping: tuple[float, float, float], rho_feat: float = math.nan,
 ) -> Tensor:  # fmt: skip
-    """One row of ``COLUMNS`` (float64); ``bookkeeping`` = (iterations, grad_evals, wall_s)."""
+    """One row of ``COLUMNS`` (float64); ``bookkeeping`` = (iterations, grad_evals, wall_s); ``rho_feat``: the
+    feature-domain ρ (:func:`feature_rho`; NaN without a feature front-end)."""
     delta = (adversarial - clean).flatten().double()
     rho = float(delta.norm() / clean.double().norm().clamp(min=1e-12))
     correct = (before >= threshold) == (label == 1)  # accept <=> score >= threshold
     row = [index, label, float(correct), float(success), rho, -20 * math.log10(rho) if rho > 0 else math.inf,
-           float(delta.abs().max()), *perceptual, *bookkeeping, before, after]  # fmt: skip
+           float(delta.abs().max()), *perceptual, *bookkeeping, before, after, rho_feat]  # fmt: skip
     return torch.tensor(row, dtype=torch.float64)

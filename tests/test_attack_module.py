@@ -93,6 +93,10 @@ def test_attack_config_runs_and_reports(config, tmp_path, corpus, victim_checkpo
     report = tmp_path / "attack"
     rows = read_rows(report / "trials.csv")
     assert [int(r["index"]) for r in rows] == [0, 1] and list(rows[0]) == list(COLUMNS)
+    has_features = config.stem.endswith("ivector")  # the MFCC-domain rho: i-vector victims only
+    assert all(math.isfinite(float(r["rho_feat"])) == has_features for r in rows)
+    if config.stem.startswith("mfcc_ivec"):  # a feature-domain attack: its rho is the feature rho
+        assert all(float(r["rho_feat"]) == pytest.approx(float(r["rho"])) for r in rows)
     summary = json.loads((report / "summary.json").read_text())
     theta = summary["threshold"]
     stored = torch.load(checkpoint_for(config, victim_checkpoints), weights_only=True)["verification"]["threshold"]
@@ -252,17 +256,20 @@ def test_inference_mode_is_refused_with_the_fix(tmp_path, corpus, victim_checkpo
 
 def test_summary_over_correct_clean_trials():
     nan = float("nan")
-    # index, label, clean_correct, success, rho, snr, linf, pesq, stoi, iters, evals, wall, before, after
+    # index, label, clean_correct, success, rho, snr, linf, pesq, stoi, iters, evals, wall, before, after, rho_feat
     rows = torch.tensor([
-        [0, 1, 1, 1, 0.01, 40, 0.1, 4.0, 0.9, 3, 4, 0.1, 0.9, 0.4],
-        [1, 0, 1, 1, 0.03, 30, 0.1, nan, 0.7, 3, 4, 0.1, 0.2, 0.7],  # PESQ undefined: left out of its mean
-        [2, 1, 1, 0, 0.05, 26, 0.1, 2.0, 0.5, 9, 10, 0.3, 0.9, 0.8],  # failed: not in the perturbation means
-        [3, 0, 0, 1, 0.00, float("inf"), 0.0, 4.6, 1.0, 0, 1, 0.0, 0.6, 0.6],  # wrongly accepted already
-        [4, 0, 1, 0, 0.02, 34, 0.1, 3.0, 0.8, 9, 10, 0.3, 0.1, 0.3],  # non-target still rejected
-        [5, 1, 0, 1, 0.00, float("inf"), 0.0, 4.6, 1.0, 0, 1, 0.0, 0.5 - 1e-9, 0.5 - 1e-9],  # wrongly rejected
+        [0, 1, 1, 1, 0.01, 40, 0.1, 4.0, 0.9, 3, 4, 0.1, 0.9, 0.4, 0.2],
+        [1, 0, 1, 1, 0.03, 30, 0.1, nan, 0.7, 3, 4, 0.1, 0.2, 0.7, 0.1],  # PESQ undefined: left out of its mean
+        [2, 1, 1, 0, 0.05, 26, 0.1, 2.0, 0.5, 9, 10, 0.3, 0.9, 0.8, 0.3],  # failed: not in the perturbation means
+        [3, 0, 0, 1, 0.00, float("inf"), 0.0, 4.6, 1.0, 0, 1, 0.0, 0.6, 0.6, 0.0],  # wrongly accepted already
+        [4, 0, 1, 0, 0.02, 34, 0.1, 3.0, 0.8, 9, 10, 0.3, 0.1, 0.3, 0.4],  # non-target still rejected
+        [5, 1, 0, 1, 0.00, float("inf"), 0.0, 4.6, 1.0, 0, 1, 0.0, 0.5 - 1e-9, 0.5 - 1e-9, 0.0],  # wrongly rejected
     ], dtype=torch.float64)  # fmt: skip
     s = summarize(rows, threshold=0.5)
     assert s["trials"] == 6 and s["attacked"] == 4 and s["success_rate"] == pytest.approx(2 / 4)
+    assert s["rho_feat_median"] == 0.2  # lower median of 0.2, 0.1, inf, inf (two failures count as inf)
+    rows[:, -1] = nan  # no feature front-end
+    assert math.isnan(summarize(rows, threshold=0.5)["rho_feat_median"])
     assert s["rho_mean"] == pytest.approx(0.02) and s["rho_median_successes"] == pytest.approx(0.01)
     # every attacked trial, a failure as ρ = ∞: [0.01, 0.03, ∞, ∞] -> the lower median 0.03
     assert s["rho_median"] == pytest.approx(0.03)

@@ -93,3 +93,15 @@ def test_feature_domain_refuses_feature_attacks_and_neural_victims():
     x, objective, _ = __import__("conftest").linear_case()
     with pytest.raises(TypeError, match="GaussNewton in the feature domain attacks i-vector victims"):
         FeatureDomain(GaussNewton()).perturb(x, objective)
+
+
+def test_feature_rho_of_a_waveform_perturbation_is_the_hand_computed_feature_difference():
+    from lightning_modules.attack_metrics import feature_rho
+
+    x, objective, _, _ = case()
+    victim = objective.victim
+    delta = torch.zeros_like(x[0])
+    delta[3], delta[17] = 0.01, -0.02
+    clean, adversarial = victim.frames(x[:1])[0], victim.frames((x[0] + delta)[None])[0]
+    by_hand = (0.01**2 + 0.02**2) ** 0.5 / ((x[0] + 0.5) ** 2).sum().sqrt()  # frames = wave rows + 0.5
+    assert feature_rho(clean, adversarial) == pytest.approx(float(by_hand), rel=1e-9)
