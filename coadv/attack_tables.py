@@ -67,13 +67,17 @@ def csv_rows(runs: list[Run]) -> list[list]:
 
 
 def default_table(runs: list[Run]) -> str:
-    """Each attack at its config's settings: success, ρ (median, mean), SNR, PESQ / STOI (when computed),
+    """Each attack at its config's settings: success, ρ (median, mean), the MFCC-domain ρ_feat median (i-vector
+    victims: what a waveform attack changes in the features, comparable with MFCC-ivec), SNR, PESQ / STOI (when computed),
     gradient evaluations, wall time, FAR / FRR clean → after, and the stopping rule. Budgets differ: see grad
     evals."""
     perceptual = [k for k in ("pesq_mean", "stoi_mean") if any(not math.isnan(r.get(k)) for r in runs)]
-    header = ["attack", "success", "ρ median", "ρ mean", "SNR dB", *(k[:4].upper() for k in perceptual),
-              "grad evals", "wall s", "FAR clean → after", "FRR clean → after", "stops"]  # fmt: skip
+    feature = ["rho_feat_median"] * any(not math.isnan(r.get("rho_feat_median")) for r in runs)
+    header = ["attack", "success", "ρ median", "ρ mean", *(["ρ_feat median (MFCC)"] * len(feature)), "SNR dB",
+              *(k[:4].upper() for k in perceptual), "grad evals", "wall s", "FAR clean → after",
+              "FRR clean → after", "stops"]  # fmt: skip
     rows = [[r.label, fmt(r.get("success_rate")), fmt(r.get("rho_median")), fmt(r.get("rho_mean")),
+             *(fmt(r.get(k)) for k in feature),
              fmt(r.get("snr_db_mean")), *(fmt(r.get(k)) for k in perceptual), fmt(r.get("grad_evals_mean")),
              fmt(r.get("wall_s_mean")), shift(r, "far"), shift(r, "frr"),
              ("keeps minimising: " if r.minimises else "") + r.stop] for r in runs]  # fmt: skip

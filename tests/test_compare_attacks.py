@@ -371,7 +371,7 @@ def fake_finished_run(job: compare_attacks.Job, rho: list[float], threshold: flo
     from lightning_modules.attack_metrics import COLUMNS, summarize
 
     rows = torch.tensor([[i, i % 2, 1, 1, r, -20 * math.log10(r), r, nan, nan, 3, 10, 0.1,
-                          0.9 if i % 2 else 0.1, 0.1 if i % 2 else 0.9] for i, r in enumerate(rho)],
+                          0.9 if i % 2 else 0.1, 0.1 if i % 2 else 0.9, nan] for i, r in enumerate(rho)],
                         dtype=torch.float64)  # fmt: skip
     folder = job.folder / "attack"
     folder.mkdir(parents=True)
