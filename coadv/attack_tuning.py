@@ -40,9 +40,22 @@ GRID: dict[str, dict[str, list]] = {
 }
 
 
-def points(row: str) -> list[dict]:
+# `--domain feature`: the same effort on the i-vector victim's MFCC frames; absolute knobs in feature units
+FEATURE_GRID: dict[str, dict[str, list]] = {
+    "mfcc_ivec": {"epsilon": [0.1, 0.3, 1.0]},
+    "bim+bs": {"epsilon": [0.25, 0.5, 1.0]},
+    "pgd_l2": {"step_size": [0.5, 2.0, 8.0]},
+    "ddn": GRID["ddn"],
+    "fmn": GRID["fmn"],
+    "gauss_newton+min": GRID["gauss_newton+min"],
+    "qn_lbfgs": {"c": [1.0, 10.0, 100.0, 1000.0]},
+    "ssr": {"eta": [0.0001, 0.001], "rho0": [None, 1.0]},
+}
+
+
+def points(row: str, grid: dict[str, dict[str, list]] = GRID) -> list[dict]:
     """Every combination of ``row``'s grid."""
-    grid = GRID[row]
+    grid = grid[row]
     return [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
 
 
@@ -50,8 +63,11 @@ def tag(point: dict) -> str:
     return "_".join(f"{k}={'null' if v is None else v}" for k, v in point.items())
 
 
-def flags(point: dict) -> list[str]:
-    return [f"{PREFIX}{k}={'null' if v is None else v}" for k, v in point.items()]
+def flags(point: dict, row: str = "", feature: bool = False) -> list[str]:
+    """The point's values on the tuned attack: inside a boundary search ("+bs") and / or ``attacks.FeatureDomain``
+    (``feature``, except MFCC-ivec, which works on the features itself), one level deeper each."""
+    depth = row.endswith("+bs") + (feature and not row.startswith("mfcc_ivec"))
+    return [f"{PREFIX}{budgets.INNER * depth}{k}={'null' if v is None else v}" for k, v in point.items()]
 
 
 def score(summary: dict) -> tuple[float, float]:
@@ -64,7 +80,14 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="coadv tune-attacks", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     parser.add_argument("--victim", required=True, choices=VICTIMS)
-    parser.add_argument("--attacks", nargs="+", default=list(GRID), choices=list(GRID))
+    parser.add_argument("--attacks", nargs="+", default=None, choices=sorted({*GRID, *FEATURE_GRID}),
+                        help="rows to tune (default: every row of the domain's grid)")  # fmt: skip
+    parser.add_argument(
+        "--domain",
+        choices=("waveform", "feature"),
+        default="waveform",
+        help="feature: tune the searches on the i-vector victim's MFCC frames (FEATURE_GRID)",
+    )
     parser.add_argument("--budget", type=int, default=30, help="gradient evaluations per trial (30)")
     parser.add_argument("--trials", type=int, default=12, help="trials of the tuning split (12)")
     parser.add_argument("--offset", type=int, default=1000, help="list position of the tuning split (1000)")
@@ -74,19 +97,28 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ns = parser.parse_args(argv)
     if ns.budget < 1 or ns.trials < 1 or ns.offset < 0:
         raise SystemExit("--budget and --trials must be >= 1, --offset >= 0")
+    ns.grid = FEATURE_GRID if ns.domain == "feature" else GRID
+    ns.attacks = ns.attacks or list(ns.grid)
+    unknown = [a for a in ns.attacks if a not in ns.grid]
+    if unknown:
+        raise SystemExit(f"no {ns.domain}-domain grid for {', '.join(unknown)}; valid: {', '.join(ns.grid)}")
+    if ns.domain == "feature" and ns.victim != "ivector":
+        raise SystemExit(f"--domain feature needs a victim with an MFCC front-end (ivector), got {ns.victim}")
     return ns
 
 
 def main(argv: list[str] | None = None) -> str:
     ns, start = parse(argv), time.time()
-    out = ns.out or Path("runs") / "tune" / ns.victim
+    feature = ns.domain == "feature"
+    out = ns.out or Path("runs") / "tune" / (ns.victim + ("_feature" if feature else ""))
     extra = [f"--data.init_args.trial_offset={ns.offset}", *ns.extra]
     jobs = {(row, tag(p)): Job(ns.victim, budgets.variant(row), str(ns.budget), out / row / tag(p), ns.trials,
-                               [*flags(p), *extra])
-            for row in ns.attacks for p in points(row)}  # fmt: skip
+                               [*flags(p, row, feature), *extra], feature)
+            for row in ns.attacks for p in points(row, ns.grid)}  # fmt: skip
     _, failed = run_jobs(list(jobs.values()), force=False, keep_going=True, in_process=ns.in_process)
-    command = " ".join(["coadv tune-attacks --victim", ns.victim, "--budget", str(ns.budget), "--trials",
-                        str(ns.trials), "--offset", str(ns.offset), *(["--", *ns.extra] if ns.extra else [])])  # fmt: skip
+    command = " ".join(["coadv tune-attacks --victim", ns.victim, *(["--domain", "feature"] if feature else []),
+                        "--budget", str(ns.budget), "--trials", str(ns.trials), "--offset", str(ns.offset),
+                        *(["--", *ns.extra] if ns.extra else [])])  # fmt: skip
     lines = ["# Attack tuning", "", f"`{command}`", "",
              f"Tuning split: trials {ns.offset}-{ns.offset + ns.trials - 1} of the list, B = {ns.budget}; chosen: "
              "smallest lower-median ρ over every attacked trial (failure = ∞), then highest success.", "",
@@ -94,7 +126,7 @@ def main(argv: list[str] | None = None) -> str:
     chosen = {}
     for row in ns.attacks:
         results = {}
-        for p in points(row):
+        for p in points(row, ns.grid):
             job = jobs[(row, tag(p))]
             if job in failed or not job.summary_path.is_file():
                 continue

@@ -516,3 +516,25 @@ def test_feature_domain_comparison_end_to_end(tmp_path, corpus, victim_checkpoin
     line = next(row for row in claims.splitlines() if "qn_lbfgs vs mfcc_ivec" in row)
     assert "not comparable" not in line and "n/a" not in line  # the same domain: a verdict, not "n/c"
     assert "qn_lbfgs [mfcc]" in text
+
+
+def test_feature_domain_tuning_grid_reaches_the_wrapped_attack():
+    from coadv import attack_tuning as tuning
+
+    assert set(tuning.FEATURE_GRID) <= set(budgets.variant_names())
+    for row in tuning.FEATURE_GRID:  # every knob is an argument of its attack, <= 6 points: the same effort
+        cls, _ = budgets.effective_args(
+            budgets.config_of(budgets.variant(row).base, "ivector"), budgets.variant(row), 30
+        )
+        assert set(tuning.FEATURE_GRID[row]) <= set(inspect.signature(cls).parameters)
+        assert len(tuning.points(row, tuning.FEATURE_GRID)) <= 6
+    deep = "--model.init_args.attack.init_args.attack.init_args."
+    assert tuning.flags({"c": 10.0}, "qn_lbfgs", feature=True) == [f"{deep}c=10.0"]
+    assert tuning.flags({"epsilon": 0.5}, "bim+bs", feature=True) == [f"{deep}attack.init_args.epsilon=0.5"]
+    assert tuning.flags({"epsilon": 0.3}, "mfcc_ivec", feature=True) == [
+        "--model.init_args.attack.init_args.epsilon=0.3"
+    ]
+    with pytest.raises(SystemExit, match="--domain feature needs a victim with an MFCC front-end"):
+        tuning.parse(["--victim", "ecapa", "--domain", "feature"])
+    with pytest.raises(SystemExit, match="no feature-domain grid for cw"):
+        tuning.parse(["--victim", "ivector", "--domain", "feature", "--attacks", "cw"])
