@@ -155,21 +155,21 @@ FEATURE_UNITS = CONFIGS / "attack" / "feature"  # per-attack overrides of wavefo
 
 def wrapped_fragment(config: Path, boundary_search: bool, feature: bool) -> str | None:
     """A config fragment, passed after ``config``, that wraps its attack in ``attacks.BoundarySearch`` and / or runs
-    it in the victim's feature domain (``attacks.FeatureDomain``, with the attack's feature-unit overrides from
-    ``configs/attack/feature/<attack>.yaml`` when that file exists); None when neither applies."""
+    it in the victim's feature domain: ``attacks.FeatureDomain`` around a waveform attack (MFCC-ivec works on the
+    features itself), with the attack's feature-unit values from ``configs/attack/feature/<attack>.yaml`` when that
+    file exists; None when nothing changes."""
     block = attack_block(config)
     base = config.stem.rsplit("_", 1)[0]
-    if feature and attack_class(block["class_path"]).domain == "waveform":
-        units = FEATURE_UNITS / f"{base}.yaml"
-        if units.is_file():
-            block = {**block, "init_args": {**(block.get("init_args") or {}), **yaml.safe_load(units.read_text())}}
-    else:
-        feature = False  # MFCC-ivec already works on the features
+    units = FEATURE_UNITS / f"{base}.yaml"
+    tuned = feature and units.is_file()
+    if tuned:
+        block = {**block, "init_args": {**(block.get("init_args") or {}), **yaml.safe_load(units.read_text())}}
+    wrap = feature and attack_class(block["class_path"]).domain == "waveform"
     if boundary_search:
         block = {"class_path": "attacks.BoundarySearch", "init_args": {"attack": block, "steps": BOUNDARY_STEPS}}
-    if feature:
+    if wrap:
         block = {"class_path": "attacks.FeatureDomain", "init_args": {"attack": block}}
-    if not (boundary_search or feature):
+    if not (boundary_search or wrap or tuned):
         return None
     return yaml.safe_dump({"model": {"init_args": {"attack": block}}}, sort_keys=False)
 

@@ -49,7 +49,7 @@ FEATURE_GRID: dict[str, dict[str, list]] = {
     "fmn": GRID["fmn"],
     "gauss_newton+min": GRID["gauss_newton+min"],
     "qn_lbfgs": {"c": [1.0, 10.0, 100.0, 1000.0]},
-    "ssr": {"eta": [0.0001, 0.001], "rho0": [None, 1.0]},
+    "ssr": {"eta": [0.0001, 0.001], "rho0": [0.3, 1.0, 3.0]},  # feature units (jsonargparse refuses a null rho0 here)
 }
 
 

@@ -492,11 +492,14 @@ def test_feature_domain_rows_wrap_the_attack_and_cap_it_one_level_deeper(tmp_pat
     assert fragment["class_path"] == "attacks.FeatureDomain"
     inner = fragment["init_args"]["attack"]
     assert inner["class_path"] == "attacks.BoundarySearch"
-    assert inner["init_args"]["attack"]["init_args"]["epsilon"] == 0.5  # configs/attack/feature/bim.yaml
+    tuned = yaml.safe_load((budgets.FEATURE_UNITS / "bim.yaml").read_text())["epsilon"]
+    assert inner["init_args"]["attack"]["init_args"]["epsilon"] == tuned  # configs/attack/feature/bim.yaml
     assert "--model.init_args.attack.init_args.attack.init_args.attack.init_args.steps=30" in job.args
     assert str(tmp_path / "budget_30" / "bim+bs" / "wrapper.yaml") in job.args
     plain = compare_attacks.Job("ivector", budgets.variant("mfcc_ivec"), "default", tmp_path, None, [], feature=True)
-    assert plain.fragment is None
+    block = yaml.safe_load(plain.fragment)["model"]["init_args"]["attack"]  # its tuned values, not wrapped
+    assert block["class_path"] == "attacks.MFCCIvec" and "epsilon" in block["init_args"]
+    assert compare_attacks.Job("ivector", budgets.variant("mfcc_ivec"), "default", tmp_path, None, []).fragment is None
     rows = [j.row.name for j in compare_attacks.plan("ivector", None, ["10"], tmp_path, None, [], feature=True)]
     assert "mfcc_ivec" in rows and "qn_lbfgs" in rows and "fgsm" not in rows and "cw" not in rows
     with pytest.raises(SystemExit, match="--domain feature needs a victim with an MFCC front-end"):
