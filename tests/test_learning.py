@@ -30,8 +30,10 @@ def test_classifier_learns_mnist_m(tmp_path, cache_dir):
 
 
 def test_short_accr_run_lifts_translated_accuracy(tmp_path, cache_dir):
-    """A CI-sized ACCR run M -> MM (240 steps of batch 32): translated accuracy rises far from the untrained
-    generator's and well above chance (0.1). Measured when written: A->B 0.10 -> 0.77, B->A 0.10 -> 0.38."""
+    """A CI-sized ACCR run M -> MM (240 steps of batch 32): the judges read translated digits far better than the
+    untrained generator's and well above chance (0.1). Measured with the Ganin-style MNIST-M and the calibrated CR
+    terms: A->B 0.09 -> 0.48, B->A 0.08 -> 0.50 (the earlier MNIST-M gave 0.77 / 0.38). Whether translation helps
+    is the study's question (informative metrics); this only checks that the generators learn to keep the digit."""
     paths = {d: tmp_path / f"{d}.ckpt" for d in ("mnist", "mnist_m")}
     for domain, path in paths.items():
         train_classifier(domain, path, cache_dir)
@@ -50,6 +52,6 @@ def test_short_accr_run_lifts_translated_accuracy(tmp_path, cache_dir):
     trainer.fit(model, dm)
     after = {k: float(v) for k, v in trainer.callback_metrics.items()}
     print({k: (round(before[f"val/{k}"], 3), round(after[f"val/{k}"], 3)) for k in ("acc_a2b", "acc_b2a")})
-    assert after["val/acc_a2b"] > 0.5 and after["val/acc_a2b"] > before["val/acc_a2b"] + 0.2
-    assert after["val/acc_b2a"] > 0.25 and after["val/acc_b2a"] > before["val/acc_b2a"] + 0.1
+    assert after["val/acc_a2b"] > 0.35 and after["val/acc_a2b"] > before["val/acc_a2b"] + 0.2
+    assert after["val/acc_b2a"] > 0.35 and after["val/acc_b2a"] > before["val/acc_b2a"] + 0.2
     assert torch.isfinite(torch.tensor(after["val/fid_b"]))
