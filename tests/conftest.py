@@ -103,6 +103,9 @@ def victim_checkpoints(tmp_path_factory, corpus) -> dict[str, Path]:
             continue  # its attack configs skip (``checkpoint_for``)
         cli = cli_main(["-c", str(ROOT / "configs" / "speaker" / f"{name}.yaml"), f"--data.init_args.root={corpus}",
                         f"--trainer.default_root_dir={out}", *QUIET], run=False)  # fmt: skip
+        for callback in cli.trainer.callbacks:  # a config's victim file (checkpoints/victims/...) is not ours to write
+            if type(callback).__name__ == "VictimCheckpoint":
+                callback.path = str(out / f"{name}_validated.ckpt")
         cli.trainer.validate(cli.model, datamodule=cli.datamodule)
         paths[name] = out / f"{name}.ckpt"
         cli.trainer.save_checkpoint(paths[name])
