@@ -117,6 +117,7 @@ def test_records_of_an_older_study_are_refused(tmp_path, tiny_preset):
                     "--methods", "accr"])  # fmt: skip
 
 
+@pytest.mark.slow  # several tiny study runs
 def test_variants_run_as_their_own_rows_differenced_against_the_base(tmp_path, tiny_preset):
     out = tmp_path / "study"
     variant = ROOT / "configs/ablations/terms/rec_only.yaml"
@@ -153,6 +154,7 @@ def test_verdict_table_by_hand():
     assert "n = 3: does not hold" in next(line for line in text.splitlines() if "| KID" in line)  # lower is better
 
 
+@pytest.mark.slow  # several tiny study runs
 def test_search_scores_each_methods_fragments_on_validation_images(tmp_path, tiny_preset, capsys):
     preset = json.loads(tiny_preset.read_text())
     preset.update(search={"accr": ["configs/ablations/lambda/lambda_1.yaml", "configs/ablations/lambda/lambda_10.yaml"]},
@@ -176,6 +178,7 @@ def test_search_scores_each_methods_fragments_on_validation_images(tmp_path, tin
         study.splits(dm, "train")
 
 
+@pytest.mark.slow  # several tiny study runs
 def test_stability_and_robustness_come_from_the_same_runs(tmp_path, tiny_preset, capsys):
     preset = json.loads(tiny_preset.read_text())
     out = tmp_path / "study"
