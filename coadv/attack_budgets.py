@@ -137,19 +137,9 @@ def flags(row: Variant, budget: int | None, feature: bool = False) -> list[str]:
     return [f"{prefix}{key}={json.dumps(value)}" for key, value in overrides(row, budget).items()]
 
 
-FEATURE_ROWS = (
-    "gauss_newton",
-    "qn_lbfgs",
-    "qn_bfgs",
-    "ssr",
-    "ssr_lin",
-    "ddn",
-    "fmn",
-    "bim",
-    "pgd_linf",
-    "pgd_l2",
-    "mfcc_ivec",
-)  # rows that run in the feature domain (`--domain feature`); FGSM there is MFCC-ivec
+# rows that run in the feature domain (`--domain feature`): those tuned there (`attack_tuning.FEATURE_GRID`);
+# FGSM there is MFCC-ivec
+FEATURE_ROWS = ("gauss_newton", "qn_lbfgs", "ssr", "ddn", "fmn", "bim", "pgd_l2", "mfcc_ivec")
 FEATURE_UNITS = CONFIGS / "attack" / "feature"  # per-attack overrides of waveform-unit arguments (e.g. BIM's ε)
 
 

@@ -52,6 +52,15 @@ def compare(claimed: Run, other: Run, resamples: int, seed: int) -> Comparison:
     )  # fmt: skip
 
 
+FEATURE_ONLY = {"a": ("bim+bs",)}  # claim -> others that stand for MFCC-ivec only in the feature domain
+
+
+def applies(claim: Claim, run: Run, other: str) -> bool:
+    """Whether ``other`` belongs to ``claim`` for ``run``: BIM + boundary search is claim (a)'s iterated MFCC-ivec
+    only when run on the features (in the waveform domain it is a waveform BIM, claim (b)'s business)."""
+    return other not in FEATURE_ONLY.get(claim.key, ()) or run.summary.get("domain", "waveform") == "mfcc"
+
+
 def comparisons(runs: list[Run], resamples: int = attack_stats.RESAMPLES, seed: int = 0) -> dict[str, list]:
     """Claim key -> its comparisons among ``runs``: each claimed run against each other run of the same victim
     at the same setting (fixed-cost attacks only at default settings)."""
@@ -61,7 +70,7 @@ def comparisons(runs: list[Run], resamples: int = attack_stats.RESAMPLES, seed: 
         out[claim.key] = correct([
             compare(run, index[(run.victim, other, run.setting)], resamples, seed)
             for run in runs if run.row.name in claim.claimed
-            for other in claim.others if (run.victim, other, run.setting) in index
+            for other in claim.others if (run.victim, other, run.setting) in index and applies(claim, run, other)
         ])  # fmt: skip
     return out
 

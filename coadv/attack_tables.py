@@ -104,14 +104,14 @@ def budget_table(runs: list[Run]) -> str:
 
 
 def reference_table(runs: list[Run], reference: str, resamples: int = RESAMPLES, seed: int = 0) -> str:
-    """Each waveform attack paired with ``reference`` at one setting, over every attacked trial (failure: ρ = ∞):
-    lower-median ``ρ_attack / ρ_reference`` with its sign-test interval, and both success rates."""
+    """Each attack of ``reference``'s domain paired with it at one setting, over every attacked trial (failure:
+    ρ = ∞): lower-median ``ρ_attack / ρ_reference`` with its sign-test interval, and both success rates."""
     ref = next((r for r in runs if r.row.name == reference), None)
     if ref is None:
         return ""
     rows = []
     for run in runs:
-        if run is ref or run.label != run.row.name or ref.label != ref.row.name:
+        if run is ref or run.summary.get("domain", "waveform") != ref.summary.get("domain", "waveform"):
             continue
         p = paired(ref.trials, run.trials, resamples, seed)
         rows.append([run.row.name, p["pairs"], f"{fmt(p['success'][0])} / {fmt(p['success'][1])}",

@@ -219,8 +219,13 @@ def victim_report(victim: str, runs: list[Run], ns: argparse.Namespace, out: Pat
     parts = [f"## {title}\n"]
     if default:
         parts += ["### Default settings (each attack's config; budgets differ)\n", default_table(default)]
-        if any(r.label != r.row.name for r in default):
+        domains = {r.summary.get("domain", "waveform") for r in default}
+        if "mfcc" in domains and len(domains) > 1:
             parts.append("[mfcc]: ρ and SNR in MFCC feature units, not comparable with the waveform rows.\n")
+        elif "mfcc" in domains:
+            parts.append(
+                "[mfcc]: every row in MFCC feature units (`--domain feature`): ρ = ‖Δfeatures‖ / ‖features‖.\n"
+            )
         paired_ref = reference_table(default, ns.reference, ns.resamples, ns.seed)
         if paired_ref:
             parts += [f"Paired with {ns.reference} (default settings; every attacked trial, failure = ∞; 95 % sign-test CI):\n",

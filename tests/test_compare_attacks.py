@@ -501,7 +501,9 @@ def test_feature_domain_rows_wrap_the_attack_and_cap_it_one_level_deeper(tmp_pat
     assert block["class_path"] == "attacks.MFCCIvec" and "epsilon" in block["init_args"]
     assert compare_attacks.Job("ivector", budgets.variant("mfcc_ivec"), "default", tmp_path, None, []).fragment is None
     rows = [j.row.name for j in compare_attacks.plan("ivector", None, ["10"], tmp_path, None, [], feature=True)]
-    assert "mfcc_ivec" in rows and "qn_lbfgs" in rows and "fgsm" not in rows and "cw" not in rows
+    assert (
+        "mfcc_ivec" in rows and "qn_lbfgs" in rows and "fgsm" not in rows and "cw" not in rows and "qn_bfgs" not in rows
+    )
     with pytest.raises(SystemExit, match="--domain feature needs a victim with an MFCC front-end"):
         compare_attacks.parse(["--victim", "ecapa", "--domain", "feature"])
 

@@ -105,3 +105,39 @@ def test_feature_rho_of_a_waveform_perturbation_is_the_hand_computed_feature_dif
     clean, adversarial = victim.frames(x[:1])[0], victim.frames((x[0] + delta)[None])[0]
     by_hand = (0.01**2 + 0.02**2) ** 0.5 / ((x[0] + 0.5) ** 2).sum().sqrt()  # frames = wave rows + 0.5
     assert feature_rho(clean, adversarial) == pytest.approx(float(by_hand), rel=1e-9)
+
+
+class LoudFrameVictim(LinearFrameVictim):
+    """Frames in MFCC-like units: tens, far outside a waveform's [-1, 1] clip."""
+
+    def frames(self, wave):
+        return wave.reshape(len(wave), -1, 8) * 100 + 0.5
+
+    def embed_frames(self, frames):
+        return (frames - 0.5).flatten(1) / 100
+
+
+@pytest.mark.parametrize("name", ["gauss_newton", "ssr", "ddn"])
+def test_features_far_outside_the_waveform_clip_are_not_clipped_and_the_margin_holds(name):
+    from attacks.base import KAPPA
+
+    x, objective, _, _ = case()
+    victim = LoudFrameVictim(objective.victim.w)
+    objective = VerificationObjective(victim, objective.enrol, objective.labels, 0.0, kappa=KAPPA)
+    frames = victim.frames(x)
+    assert frames.abs().max() > 5  # the waveform clip (-1, 1) would destroy these features
+    result = FeatureDomain(SEARCHES[name]()).perturb(x, objective)
+    assert result.success.all()
+    delta = result.extra["features"] - frames
+    assert delta.flatten(1).norm(dim=1).max() < 0.1 * frames.flatten(1).norm(dim=1).min()  # a small change, no clip
+
+
+def test_claim_a_takes_bim_with_a_boundary_search_as_iterated_mfcc_ivec_only_on_features():
+    from types import SimpleNamespace
+
+    from coadv.attack_claims import CLAIMS, applies
+
+    claim_a = next(c for c in CLAIMS if c.key == "a")
+    waveform, feature = SimpleNamespace(summary={"domain": "waveform"}), SimpleNamespace(summary={"domain": "mfcc"})
+    assert applies(claim_a, feature, "bim+bs") and not applies(claim_a, waveform, "bim+bs")
+    assert applies(claim_a, waveform, "gauss_newton+min") and applies(claim_a, waveform, "mfcc_ivec")
