@@ -32,10 +32,8 @@ class CycleGAN(L.LightningModule):
     + l_cyc l_idt (|G(b) - b| + |F(a) - a|)``; discriminators: ``0.5 [(D(real) - 1)^2 + D(pooled fake)^2]``.
     Subclasses add terms through ``generator_regularizer`` and ``discriminator_regularizer``.
 
-    Built by LightningCLI, ``CycleGAN.load_from_checkpoint(path)`` rebuilds the trained module, nets included,
-    from the checkpoint alone; built in Python with nets, pass the same nets again (see ``save_config``).
-    The classifiers (judges) are not stored in translation checkpoints: they are read from ``classifier_a`` /
-    ``classifier_b`` (a reloaded module evaluates when those files exist and fails naming the path otherwise).
+    ``CycleGAN.load_from_checkpoint(path)`` rebuilds a CLI-built module alone (Python-built: pass the same nets,
+    ``hparams.save_config``); the judges are read from ``classifier_a`` / ``classifier_b``, never stored.
 
     Args:
         g_ab: generator A->B (G). Default: ``ResnetGenerator(width=32, n_blocks=6)``; ``g_ba`` (F, B->A) likewise.
@@ -125,7 +123,6 @@ class CycleGAN(L.LightningModule):
                     f"the generator reading them expects {expected} channels; set data.channels or the nets' in_channels"
                 )
 
-    # ---- losses -------------------------------------------------------------------------------------------
     def _cycle(self, x: Tensor, target: Tensor, domain: str) -> Tensor:
         if self.cycle_loss == "feature":
             judge = self.evaluator.judges[domain]  # frozen: gradients reach x only
