@@ -137,9 +137,9 @@ def test_unknown_config_key_is_named(tmp_path, capsys):
 
 def test_unknown_domain_from_cli_is_named():
     with pytest.raises(ValueError) as info:
-        cli_main(["fit", "-c", str(ROOT / "configs/translation/accr_m2mm.yaml"), "--data.init_args.domain_b=usps"])
+        cli_main(["fit", "-c", str(ROOT / "configs/translation/accr_m2mm.yaml"), "--data.init_args.domain_b=kmnist"])
     # Python callers get jsonargparse's exception; its root cause is the DataModule's own message
-    assert str(root_cause(info.value)).startswith("unknown digit domain 'usps'; valid domains: mnist")
+    assert str(root_cause(info.value)).startswith("unknown digit domain 'kmnist'; valid domains: mnist")
 
 
 def quick_fit_args(tmp_path, cache_dir):
