@@ -119,3 +119,30 @@ def test_train_on_translated_identities(cache_dir):
     on_target = direction_metrics(nn.Identity(), target, target, judge, joint, 1, recipe)
     assert on_target["tot"] == ref["tot_oracle"]
     assert ref["tot_oracle"] > ref["tot_src"] + 0.1  # trained on MNIST-M, the probe reads MNIST-M better
+
+
+def test_verdicts_on_tied_empty_and_one_sided_inputs():
+    assert verdict(*t_interval([0.0, 0.0, 0.0])[1:], True) == "inconclusive"  # no difference at all
+    assert verdict(*t_interval([0.02, 0.02])[1:], True) == "holds"  # every seed the same gain: zero spread
+    assert verdict(*t_interval([-0.02, -0.02])[1:], False) == "holds"  # lower is better (KID, FID)
+    mean, low, high = t_interval([])
+    assert math.isnan(mean) and verdict(low, high, True).startswith("inconclusive")
+
+
+def test_robustness_summary_is_the_mean_of_every_corruption_and_severity():
+    from lightning_modules.translation_metrics import robustness_metrics
+    from nets.corruptions import KINDS
+
+    class Joint(nn.Module):  # reads (target B, digit 3) when the image is bright on average, else class 10
+        def forward(self, x):
+            return torch.nn.functional.one_hot((x.mean((1, 2, 3)) > 0).long() * 3 + 10, 20).float()
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(40, 3, 32, 32, generator=gen) * 2 - 1
+    y = torch.full((40,), 3)
+    source = Split(x, y, x, y)
+    out = robustness_metrics(None, source, Joint(), target_index=1)
+    per = [out[f"rob_{k}_{s}"] for k in KINDS for s in (1, 2, 3)]
+    assert len(out) == 2 + 3 * len(KINDS)
+    assert out["rob_mean"] == pytest.approx(sum(per) / len(per))
+    assert out["rob_clean"] == pytest.approx(float((x.mean((1, 2, 3)) > 0).float().mean()))
