@@ -90,12 +90,19 @@ class StepSizeRegularized(Attack):
     walk aims ever closer to the boundary itself (the objective's margin ``kappa`` keeps every accepted
     point a success that survives float noise); ``eta_decay=1`` keeps it fixed.
 
+    Correction (``correct``): a walk step after the first success that loses the flip (the boundary curves away
+    from its linearisation) is not simply rejected: one Gauss-Newton step from the rejected candidate ``c`` back to
+    its own linearised boundary, ``c - (r(c) + eta) g(c) / |g(c)|^2``, is evaluated (one more gradient evaluation,
+    within the budget) and taken in its place when it is a success smaller than the incumbent: the second-order
+    correction of SQP methods. Without it the radius shrinks to ``rho_min`` on curved boundaries and the trial
+    stops with budget left.
+
     Box: the waveform stays in ``clip``. Gradient components that push a sample already at a bound further out are
     masked before the step is solved (the step would be clipped away there), so the linearised model predicts
     what the clipped candidate does.
 
-    Budget: one gradient evaluation at ``x`` and one per outer step, ``steps + 1`` per trial, or
-    ``max_grad_evals`` when smaller; a trial that stops stops counting.
+    Budget: one gradient evaluation at ``x``, one per outer step and one per correction, at most ``steps + 1`` per
+    trial, or ``max_grad_evals`` when smaller; a trial that stops stops counting.
 
     Args:
         rho0: initial trust radius in waveform L2 units, > 0; ``None``: the linearised start (0.01).
@@ -114,6 +121,7 @@ class StepSizeRegularized(Attack):
         tol: relative predicted decrease of ``|delta|`` below which a successful trial stops, >= 0 (1e-6).
         max_grad_evals: gradient evaluations per trial, None (``steps + 1``) or >= 1 (None).
         clip: valid waveform range ``(low, high)`` ((-1, 1)).
+        correct: second-order correction of walk steps that lose the flip (True).
 
     Shapes: ``x [B, T]`` -> ``adversarial [B, T]``; ``iterations``, ``grad_evals`` ``[B]``.
 
@@ -138,6 +146,7 @@ class StepSizeRegularized(Attack):
         tol: float = 1e-6,
         max_grad_evals: int | None = None,
         clip: tuple[float, float] = (-1.0, 1.0),
+        correct: bool = True,
     ) -> None:
         super().__init__(clip)
         check_arg("rho0", rho0, rho0 is None or rho0 > 0, "None or > 0")
@@ -164,7 +173,7 @@ class StepSizeRegularized(Attack):
             max_grad_evals,
         )
         self.accept, self.good, self.bad, self.grow, self.shrink = accept, good, bad, grow, shrink
-        self.eta_decay = eta_decay
+        self.eta_decay, self.correct = eta_decay, correct
 
     def subproblem(self, delta: Tensor, r: Tensor, g: Tensor, rho: Tensor, eta: Tensor) -> Tensor:
         """The step ``d [B, T]`` from ``delta [B, T]`` with residual ``r [B]``, gradient ``g [B, T]``, radius
@@ -195,7 +204,8 @@ class StepSizeRegularized(Attack):
         r, g = objective.residual_and_grad(x)
         g = self.box_mask(x, g)
         eta = self.eta * r.abs()
-        state = {"delta": torch.zeros_like(x), "r": r, "g": g, "won": objective.is_success(r), "eta": eta}
+        state = {"delta": torch.zeros_like(x), "r": r, "g": g, "won": objective.is_success(r), "eta": eta,
+                 "start": start, "cap": cap}
         rho, active = self._radius0(r, g, eta), ~state["won"]  # a trial already flipped needs no perturbation
         iterations = torch.zeros(len(x), dtype=torch.long, device=x.device)
         while True:
@@ -232,6 +242,10 @@ class StepSizeRegularized(Attack):
         r_new, g_new = objective.residual_and_grad(x + candidate, rows)
         g_new = self.box_mask(x + candidate, g_new)
         won_new = objective.is_success(r_new)
+        if self.correct:
+            candidate, r_new, g_new, won_new = self._correct(
+                x, objective, rows & won & ~won_new, candidate, r_new, g_new, won_new, eta, norm, state
+            )
         kept = torch.where(won_new, norm - candidate.norm(dim=1), torch.full_like(norm, -float("inf")))
         ratio = torch.where(won, kept, r - r_new) / predicted.clamp(min=1e-30)
         accept = rows & ((ratio > self.accept) | (won_new & ~won))
@@ -243,3 +257,27 @@ class StepSizeRegularized(Attack):
         state["r"], state["g"] = torch.where(accept, r_new, r), torch.where(accept[:, None], g_new, g)
         state["won"] = torch.where(accept, won_new, won)
         return rows, active & ~stuck, rho
+
+    def _correct(
+        self, x: Tensor, objective: VerificationObjective, lost: Tensor, candidate: Tensor, r_new: Tensor,
+        g_new: Tensor, won_new: Tensor, eta: Tensor, norm: Tensor, state: dict,
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:  # fmt: skip
+        """Second-order correction of walk steps that lost the flip: one Gauss-Newton step from the rejected
+        candidate back to its own linearised boundary, ``c - (r(c) + eta) g(c) / |g(c)|^2`` (one more gradient
+        evaluation, within the budget); kept in place of the candidate when it is a success smaller than the
+        incumbent, so the curvature of the boundary no longer shrinks the radius to its floor."""
+        lost = lost & (objective.grad_evals - state["start"] < state["cap"])
+        if not lost.any():
+            return candidate, r_new, g_new, won_new
+        g_norm2 = (g_new * g_new).sum(1).clamp(min=1e-30)
+        step = -((r_new + eta) / g_norm2).nan_to_num(0.0)[:, None] * g_new
+        corrected = self.clamp(x + candidate + step) - x
+        r_c, g_c = objective.residual_and_grad(x + corrected, lost)
+        better = lost & objective.is_success(r_c) & (corrected.norm(dim=1) < norm)
+        g_c = self.box_mask(x + corrected, g_c)
+        return (
+            torch.where(better[:, None], corrected, candidate),
+            torch.where(better, r_c, r_new),
+            torch.where(better[:, None], g_c, g_new),
+            won_new | better,
+        )
