@@ -1,11 +1,12 @@
-"""`make demo`: train the evaluation classifiers if absent, fine-tune ACCR M <-> MM from the shipped start weights
-on the embedded digits for a fixed budget, and print, for both directions, the informative metric (train on
+"""`make demo`: fine-tune ACCR M <-> MM from the shipped start weights on the embedded digits for a fixed budget, and print, for both directions, the informative metric (train on
 translated, test on real target) and the target judge, translated vs untranslated on the same test images with a
-per-image paired 95 % interval and a verdict; then write a grid of translated test images.
+per-image paired 95 % interval and a verdict; then write a grid of translated test images. The two target judges
+are shipped too (``configs/weights/judge_<domain>.pt``, the study's evaluation classifiers, weights only).
 
     coadv demo                      # the demo (configs/demo.yaml; any `coadv fit` flag may follow)
     coadv demo --no-start           # the same steps from random weights (what the start weights are worth)
     coadv demo --export-start CKPT  # write configs/weights/accr_m2mm.pt from a translation checkpoint
+    coadv demo --export-judges      # write configs/weights/judge_{mnist,mnist_m}.pt (trains the classifiers if absent)
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from nets.classifier import load_digit_net
 
 START = CONFIGS / "weights" / "accr_m2mm.pt"
 START_COMMAND = "coadv study --preset cpu --methods accr --pairs m2mm --seeds 0"
+JUDGES = {d: CONFIGS / "weights" / f"judge_{d}.pt" for d in ("mnist", "mnist_m")}  # the judges demo.yaml names
 PROBE_STEPS = 300
 DOMAIN_NAMES = {"mnist": "MNIST", "mnist_m": "MNIST-M", "usps": "USPS", "svhn": "SVHN", "syn_digits": "syn_digits"}
 
@@ -62,6 +64,15 @@ def export_start(checkpoint: str) -> None:
     size = START.stat().st_size / 2**20
     print(f"[demo] wrote {START} ({size:.1f} MiB): nets of {checkpoint} (epoch {record['epoch']}, "
           f"step {record['global_step']})")  # fmt: skip
+
+
+def export_judges() -> None:
+    from nets.classifier import export_digit_net
+
+    for domain, out in JUDGES.items():
+        checkpoint = ensure_classifier(domain)
+        export_digit_net(checkpoint, out, trained_by=f"coadv fit -c configs/classifier/{domain}.yaml")
+        print(f"[demo] wrote {out} ({out.stat().st_size / 2**20:.1f} MiB): the DigitNet of {checkpoint}")
 
 
 def direction_rows(model, dm, recipe: Recipe) -> list[tuple[str, str, torch.Tensor, torch.Tensor, str]]:
@@ -104,12 +115,15 @@ def main(args: list[str] | None = None) -> None:
         if len(args) != 2:
             raise SystemExit("usage: coadv demo --export-start CHECKPOINT")
         return export_start(args[1])
+    if args[:1] == ["--export-judges"]:
+        return export_judges()
     from_scratch = "--no-start" in args
     args = [a for a in args if a != "--no-start"]
     start = time.time()
     trained: list = []  # (what, LightningCLI) of every training this demo did
-    for domain in ("mnist", "mnist_m"):  # the judges demo.yaml names
-        ensure_classifier(domain, trained=trained)
+    for domain, judge in JUDGES.items():
+        if not judge.is_file():
+            raise SystemExit(f"the demo's {domain} judge {judge} is missing; make it with `coadv demo --export-judges`")
     if from_scratch:
         init = ["--model.init_args.init_from=null"]
         what = "from random weights"

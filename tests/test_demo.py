@@ -2,6 +2,7 @@
 
 import re
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -15,8 +16,8 @@ from lightning_modules.translation_metrics import Recipe
 @pytest.mark.parametrize("start", [False, pytest.param(True, marks=pytest.mark.slow)])  # True: two demo runs
 def test_demo_prints_both_directions_at_the_last_step_with_paired_intervals(start, tmp_path, tiny_classifiers,
                                                                              cache_dir, monkeypatch, capsys):  # fmt: skip
-    paths = {d: shutil.copy(tiny_classifiers[d], tmp_path / f"{d}.ckpt") for d in ("mnist", "mnist_m")}
-    monkeypatch.setattr(demo, "ensure_classifier", lambda domain, trained=None: paths[domain])
+    paths = {d: Path(shutil.copy(tiny_classifiers[d], tmp_path / f"{d}.ckpt")) for d in ("mnist", "mnist_m")}
+    monkeypatch.setattr(demo, "JUDGES", paths)
     monkeypatch.setattr(demo, "PROBE_STEPS", 5)
     run = tmp_path / "demo"
     if start:  # start weights of these tiny nets, exported from a first (from-scratch) demo run's last checkpoint
@@ -65,9 +66,26 @@ def test_paired_difference_by_hand():
 
 def test_demo_without_its_start_weights_says_how_to_make_them(tmp_path, monkeypatch):
     monkeypatch.setattr(demo, "START", tmp_path / "missing.pt")
-    monkeypatch.setattr(demo, "ensure_classifier", lambda domain, trained=None: tmp_path / f"{domain}.ckpt")
     with pytest.raises(SystemExit, match=r"start weights .*missing.pt are missing; make them with `coadv study"):
         demo.main([])
+    monkeypatch.setattr(demo, "JUDGES", {"mnist": tmp_path / "judge.pt"})
+    with pytest.raises(SystemExit, match=r"mnist judge .*judge.pt is missing; make it with `coadv demo --export-judges`"):
+        demo.main([])
+
+
+def test_shipped_judges_are_the_study_judges_weights(tmp_path, tiny_classifiers):
+    """An exported judge predicts exactly as its checkpoint and loads with weights_only=True."""
+    from nets.classifier import export_digit_net, load_digit_net
+
+    out = tmp_path / "judge.pt"
+    export_digit_net(tiny_classifiers["mnist"], out, trained_by="by hand")
+    assert torch.load(out, weights_only=True)["trained_by"] == "by hand"
+    net, full = load_digit_net(out), load_digit_net(tiny_classifiers["mnist"])
+    x = torch.rand(4, 3, 32, 32) * 2 - 1  # the digit nets read RGB
+    assert torch.equal(net(x), full(x))
+    assert out.stat().st_size < Path(tiny_classifiers["mnist"]).stat().st_size / 2  # no optimizer states
+    for domain, judge in demo.JUDGES.items():  # the shipped files name the command that trained them
+        assert torch.load(judge, weights_only=True)["trained_by"] == f"coadv fit -c configs/classifier/{domain}.yaml"
 
 
 def tiny_flags(run, cache_dir, paths) -> list[str]:
