@@ -9,7 +9,7 @@ import math
 import statistics
 from pathlib import Path
 
-from coadv.constants import ARROWS, DIRECTIONS
+from coadv.constants import ARROWS, CONFIGS, DIRECTIONS
 from coadv.constants import METHODS as NAMES
 
 # (key, column title, higher is better)
@@ -23,6 +23,23 @@ METRICS = (
 )
 CLAIMS = (("accr", "cyclegan"), ("cr_cyclegan", "cyclegan"), ("accr", "cr_cyclegan"))
 SIDES = ("a2b", "b2a")
+# ACCR with cross-network terms: these variants join the three methods in the stability and robustness tables
+CROSS = frozenset(p.stem for p in (CONFIGS / "ablations" / "cross").glob("*.yaml"))
+
+
+def arm(record: dict) -> str:
+    """A cell's row in the stability / robustness tables: its method, or ``method [variant]`` for a cross variant."""
+    return record["method"] if record["variant"] == "base" else f"{record['method']} [{record['variant']}]"
+
+
+def arm_name(key: str) -> str:
+    method, _, variant = key.partition(" ")
+    return NAMES.get(method, method) + (f" {variant}" if variant else "")
+
+
+def arms(records: list[dict], needs: str) -> list[dict]:
+    """The base cells and the cross-variant cells that hold ``needs``."""
+    return [r for r in records if (r["variant"] == "base" or r["variant"] in CROSS) and r.get(needs) not in (None, [])]
 
 
 def direction_label(pair: str, side: str, svhn_name: str = "svhn") -> str:
@@ -246,11 +263,11 @@ def stability_tables(records: list[dict], reference: dict | None, pair: str, svh
     then the paired AUC differences against CycleGAN (95 % t interval, verdict)."""
     from lightning_modules.translation_metrics import area_under_curve, collapsed
 
-    base = [r for r in records if r["variant"] == "base" and _curve(r, "a2b")]
+    base = arms(records, "curve_a2b")
     if not base:
         return ""
     parts = []
-    methods = _ordered(base, "method")
+    methods = list(dict.fromkeys(map(arm, base)))
     for side in SIDES:
         steps = [b for b in STABILITY_STEPS if any(value_at(_curve(r, side), b) is not None for r in base)]
         floor = (reference or {}).get(f"joint_src_{side}", 0.0)
@@ -261,21 +278,21 @@ def stability_tables(records: list[dict], reference: dict | None, pair: str, svh
                  "|---|---|---|" + "---|" * len(steps) + "---|"]  # fmt: skip
         auc: dict[str, dict[int, float]] = {}
         for method in methods:
-            runs = [r for r in base if r["method"] == method]
+            runs = [r for r in base if arm(r) == method]
             auc[method] = {r["seed"]: area_under_curve(*zip(*_curve(r, side))) for r in runs}
             spread = []
             for b in steps:
                 values = [v for r in runs if (v := value_at(_curve(r, side), b)) is not None]
                 spread.append(f"{statistics.stdev(values):.3f}" if len(values) > 1 else "—")
             falls = sum(collapsed([v for _, v in _curve(r, side)], floor) for r in runs)
-            lines.append(f"| {NAMES.get(method, method)} | {len(runs)} | {mean_std(list(auc[method].values()), 3)} | "
+            lines.append(f"| {arm_name(method)} | {len(runs)} | {mean_std(list(auc[method].values()), 3)} | "
                          + " | ".join(spread) + f" | {falls} of {len(runs)} |")  # fmt: skip
         for method in methods:
             if method == "cyclegan" or "cyclegan" not in auc:
                 continue
             seeds = sorted(auc[method].keys() & auc["cyclegan"].keys())
             mean, low, high = t_interval([auc[method][s] - auc["cyclegan"][s] for s in seeds])
-            lines.append(f"\n{NAMES[method]} − CycleGAN, area under the curve: {mean:+.4f} [{low:+.4f}, {high:+.4f}], "
+            lines.append(f"\n{arm_name(method)} − CycleGAN, area under the curve: {mean:+.4f} [{low:+.4f}, {high:+.4f}], "
                          f"n = {len(seeds)}: {verdict(low, high, True)}")  # fmt: skip
         parts.append("\n".join(lines))
     return "\n\n".join(parts)
@@ -287,11 +304,11 @@ def robustness_tables(records: list[dict], reference: dict | None, pair: str, sv
     the overall mean against CycleGAN."""
     from nets.corruptions import KINDS
 
-    base = [r for r in records if r["variant"] == "base" and "rob_mean_a2b" in r]
+    base = arms(records, "rob_mean_a2b")
     if not base:
         return ""
     parts = []
-    methods = _ordered(base, "method")
+    methods = list(dict.fromkeys(map(arm, base)))
     for side in SIDES:
         head = ["clean", *KINDS, "mean over corruptions"]
         lines = [f"**{direction_label(pair, side, svhn_name)}**: joint judge (target, digit) on G(corrupted source "
@@ -303,20 +320,20 @@ def robustness_tables(records: list[dict], reference: dict | None, pair: str, sv
             return [r[f"rob_clean_{side}"], *kinds, r[f"rob_mean_{side}"]]
 
         for method in methods:
-            runs = [columns(r) for r in base if r["method"] == method]
-            lines.append(f"| {NAMES.get(method, method)} | {len(runs)} | "
+            runs = [columns(r) for r in base if arm(r) == method]
+            lines.append(f"| {arm_name(method)} | {len(runs)} | "
                          + " | ".join(mean_std(list(col), 3) for col in zip(*runs)) + " |")  # fmt: skip
         if reference and f"rob_mean_{side}" in reference:
             lines.append("| no translation | — | " + " | ".join(f"{v:.3f}" for v in columns(reference)) + " |")
         for method in methods:
             if method == "cyclegan":
                 continue
-            mine = by_seed(base, "base", method, pair, f"rob_mean_{side}")
-            theirs = by_seed(base, "base", "cyclegan", pair, f"rob_mean_{side}")
+            mine = {r["seed"]: r[f"rob_mean_{side}"] for r in base if arm(r) == method}
+            theirs = {r["seed"]: r[f"rob_mean_{side}"] for r in base if arm(r) == "cyclegan"}
             seeds = sorted(mine.keys() & theirs.keys())
             if seeds:
                 mean, low, high = t_interval([mine[s] - theirs[s] for s in seeds])
-                lines.append(f"\n{NAMES[method]} − CycleGAN, mean over corruptions: {mean:+.4f} [{low:+.4f}, "
+                lines.append(f"\n{arm_name(method)} − CycleGAN, mean over corruptions: {mean:+.4f} [{low:+.4f}, "
                              f"{high:+.4f}], n = {len(seeds)}: {verdict(low, high, True)}")  # fmt: skip
         parts.append("\n".join(lines))
     return "\n\n".join(parts)
@@ -331,14 +348,16 @@ def stability_plot(records: list[dict], path: Path, svhn_name: str = "svhn") -> 
     import matplotlib.pyplot as plt
     import numpy as np
 
-    base = [r for r in records if r["variant"] == "base" and _curve(r, "a2b")]
+    base = arms(records, "curve_a2b")
     pairs = _ordered(base, "pair")
     if not pairs:
         return
     fig, axes = plt.subplots(len(pairs), 4, figsize=(13, 2.8 * len(pairs)), squeeze=False)
     for row, pair in zip(axes, pairs):
-        for i, method in enumerate(_ordered(base, "method")):
-            runs = [r for r in base if (r["pair"], r["method"]) == (pair, method)]
+        for i, method in enumerate(dict.fromkeys(map(arm, base))):
+            runs = [r for r in base if (r["pair"], arm(r)) == (pair, method)]
+            if not runs:
+                continue
             for ax, key in zip(row, ("curve_a2b", "curve_b2a", "loss_g", "loss_d")):
                 curves = [dict(map(tuple, r.get(key) or [])) for r in runs]
                 batches = sorted(set.intersection(*(set(c) for c in curves))) if curves else []
@@ -346,7 +365,7 @@ def stability_plot(records: list[dict], path: Path, svhn_name: str = "svhn") -> 
                     continue
                 values = np.array([[c[b] for b in batches] for c in curves])
                 mean, std = values.mean(0), values.std(0)
-                ax.plot(batches, mean, color=f"C{i}", lw=1.2, label=NAMES.get(method, method))
+                ax.plot(batches, mean, color=f"C{i}", lw=1.2, label=arm_name(method))
                 ax.fill_between(batches, mean - std, mean + std, color=f"C{i}", alpha=0.2)
         titles = [direction_label(pair, "a2b", svhn_name), direction_label(pair, "b2a", svhn_name), "G loss", "D loss"]
         for ax, title in zip(row, titles):
@@ -369,7 +388,7 @@ def robustness_plot(records: list[dict], refs: dict[str, dict], path: Path, svhn
 
     from nets.corruptions import KINDS
 
-    base = [r for r in records if r["variant"] == "base" and "rob_mean_a2b" in r]
+    base = arms(records, "rob_mean_a2b")
     panels = [(pair, side) for pair in _ordered(base, "pair") for side in SIDES]
     if not panels:
         return
@@ -381,10 +400,11 @@ def robustness_plot(records: list[dict], refs: dict[str, dict], path: Path, svhn
                 return r[f"rob_clean_{side}"]
             return statistics.fmean(r[f"rob_{k}_{s}_{side}"] for k in KINDS)
 
-        for i, method in enumerate(_ordered(base, "method")):
-            runs = [r for r in base if (r["pair"], r["method"]) == (pair, method)]
-            ax.plot(range(4), [statistics.fmean(level(r, s) for r in runs) for s in range(4)], "o-", color=f"C{i}",
-                    label=NAMES.get(method, method), ms=3)  # fmt: skip
+        for i, method in enumerate(dict.fromkeys(map(arm, base))):
+            runs = [r for r in base if (r["pair"], arm(r)) == (pair, method)]
+            if runs:
+                ax.plot(range(4), [statistics.fmean(level(r, s) for r in runs) for s in range(4)], "o-",
+                        color=f"C{i}", label=arm_name(method), ms=3)  # fmt: skip
         ref = refs.get(pair)
         if ref and f"rob_mean_{side}" in ref:
             ax.plot(range(4), [level(ref, s) for s in range(4)], "k--", lw=1, label="no translation")

@@ -81,3 +81,26 @@ def test_stability_probe_logs_every_n_batches_and_does_not_change_training(tmp_p
     rows = [r for r in csv.DictReader(open(f"{logger.log_dir}/metrics.csv")) if r.get("stability/joint_a2b")]
     assert [int(float(r["stability/batch"])) for r in rows] == [0, 2, 4]
     assert all(0 <= float(r["stability/joint_b2a"]) <= 1 for r in rows)
+
+
+def test_cross_variants_join_the_stability_and_robustness_tables():
+    """ACCR with cross-network terms is its own row, paired with CycleGAN by seed; other ablations are not rows."""
+    from coadv import results
+    from nets.corruptions import KINDS
+
+    def cell(method, variant, seed, level):
+        rob = {f"rob_{k}_{s}_{side}": level for k in KINDS for s in (1, 2, 3) for side in ("a2b", "b2a")}
+        rob.update({f"rob_{x}_{side}": level for x in ("clean", "mean") for side in ("a2b", "b2a")})
+        curve = [[50, level], [100, level]]
+        return {"variant": variant, "method": method, "pair": "m2mm", "seed": seed, "curve_a2b": curve,
+                "curve_b2a": curve, **rob}  # fmt: skip
+
+    records = [cell("cyclegan", "base", s, 0.5) for s in (0, 1)]
+    records += [cell("accr", "cross_all", s, 0.5 + d) for s, d in ((0, 0.1), (1, 0.2))]
+    records += [cell("accr", "idt_0", s, 0.9) for s in (0, 1)]
+    text = results.stability_tables(records, None, "m2mm", "svhn")
+    assert "| ACCR [cross_all] | 2 |" in text and "idt_0" not in text
+    # AUC of a flat curve is its level: differences 0.1 and 0.2, mean 0.15
+    assert "ACCR [cross_all] − CycleGAN, area under the curve: +0.1500" in text
+    robust = results.robustness_tables(records, None, "m2mm", "svhn")
+    assert "ACCR [cross_all] − CycleGAN, mean over corruptions: +0.1500" in robust and "idt_0" not in robust
