@@ -204,8 +204,15 @@ class StepSizeRegularized(Attack):
         r, g = objective.residual_and_grad(x)
         g = self.box_mask(x, g)
         eta = self.eta * r.abs()
-        state = {"delta": torch.zeros_like(x), "r": r, "g": g, "won": objective.is_success(r), "eta": eta,
-                 "start": start, "cap": cap}
+        state = {
+            "delta": torch.zeros_like(x),
+            "r": r,
+            "g": g,
+            "won": objective.is_success(r),
+            "eta": eta,
+            "start": start,
+            "cap": cap,
+        }
         rho, active = self._radius0(r, g, eta), ~state["won"]  # a trial already flipped needs no perturbation
         iterations = torch.zeros(len(x), dtype=torch.long, device=x.device)
         while True:

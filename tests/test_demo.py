@@ -72,7 +72,9 @@ def test_demo_without_its_start_weights_says_how_to_make_them(tmp_path, monkeypa
     with pytest.raises(SystemExit, match=r"start weights .*missing.pt are missing; make them with `coadv study"):
         demo.main([])
     monkeypatch.setattr(demo, "JUDGES", {"mnist": tmp_path / "judge.pt"})
-    with pytest.raises(SystemExit, match=r"mnist judge .*judge.pt is missing; make it with `coadv demo --export-judges`"):
+    with pytest.raises(
+        SystemExit, match=r"mnist judge .*judge.pt is missing; make it with `coadv demo --export-judges`"
+    ):
         demo.main([])
 
 
