@@ -300,8 +300,9 @@ def stability_tables(records: list[dict], reference: dict | None, pair: str, svh
 
 def robustness_tables(records: list[dict], reference: dict | None, pair: str, svhn_name: str) -> str:
     """Per direction: the joint judge's (target, digit) rate on translations of corrupted test images, clean and
-    averaged per corruption and overall (mean ± std over seeds), the no-translation row, and paired differences of
-    the overall mean against CycleGAN."""
+    averaged per corruption and overall (mean ± std over seeds), the drop from clean to that mean (robustness apart
+    from the clean level), the no-translation row, and paired differences of the mean and of the drop against
+    CycleGAN."""
     from nets.corruptions import KINDS
 
     base = arms(records, "rob_mean_a2b")
@@ -310,14 +311,19 @@ def robustness_tables(records: list[dict], reference: dict | None, pair: str, sv
     parts = []
     methods = list(dict.fromkeys(map(arm, base)))
     for side in SIDES:
-        head = ["clean", *KINDS, "mean over corruptions"]
+        head = ["clean", *KINDS, "mean over corruptions", "drop from clean"]
         lines = [f"**{direction_label(pair, side, svhn_name)}**: joint judge (target, digit) on G(corrupted source "
                  "test images), each corruption averaged over severities 1-3", "",
                  "| method | n | " + " | ".join(head) + " |", "|---|---|" + "---|" * len(head)]  # fmt: skip
 
         def columns(r: dict, side: str = side) -> list[float]:
             kinds = [statistics.fmean(r[f"rob_{k}_{s}_{side}"] for s in (1, 2, 3)) for k in KINDS]
-            return [r[f"rob_clean_{side}"], *kinds, r[f"rob_mean_{side}"]]
+            return [
+                r[f"rob_clean_{side}"],
+                *kinds,
+                r[f"rob_mean_{side}"],
+                r[f"rob_clean_{side}"] - r[f"rob_mean_{side}"],
+            ]
 
         for method in methods:
             runs = [columns(r) for r in base if arm(r) == method]
@@ -328,13 +334,14 @@ def robustness_tables(records: list[dict], reference: dict | None, pair: str, sv
         for method in methods:
             if method == "cyclegan":
                 continue
-            mine = {r["seed"]: r[f"rob_mean_{side}"] for r in base if arm(r) == method}
-            theirs = {r["seed"]: r[f"rob_mean_{side}"] for r in base if arm(r) == "cyclegan"}
-            seeds = sorted(mine.keys() & theirs.keys())
-            if seeds:
-                mean, low, high = t_interval([mine[s] - theirs[s] for s in seeds])
-                lines.append(f"\n{arm_name(method)} − CycleGAN, mean over corruptions: {mean:+.4f} [{low:+.4f}, "
-                             f"{high:+.4f}], n = {len(seeds)}: {verdict(low, high, True)}")  # fmt: skip
+            for what, at, higher in (("mean over corruptions", -2, True), ("drop from clean", -1, False)):
+                mine = {r["seed"]: columns(r)[at] for r in base if arm(r) == method}
+                theirs = {r["seed"]: columns(r)[at] for r in base if arm(r) == "cyclegan"}
+                seeds = sorted(mine.keys() & theirs.keys())
+                if seeds:
+                    mean, low, high = t_interval([mine[s] - theirs[s] for s in seeds])
+                    lines.append(f"\n{arm_name(method)} − CycleGAN, {what}: {mean:+.4f} [{low:+.4f}, {high:+.4f}], "
+                                 f"n = {len(seeds)}: {verdict(low, high, higher)}")  # fmt: skip
         parts.append("\n".join(lines))
     return "\n\n".join(parts)
 

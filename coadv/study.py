@@ -331,15 +331,26 @@ def main(argv: list[str] | None = None) -> list[dict]:
             references = [pair_references(pair, preset, out) for pair in pairs]
             preset["_joint"] = {r["pair"]: r["joint_judge"] for r in references}
             records, reused = run_cells(cells, preset, out)
-    results.write(records, references, out, preset=args.preset, svhn_name=svhn)
+    # the tables hold every finished cell of the folder (base and ablation variants alike), not only this call's
+    results.write(finished_records(out), references, out, preset=args.preset, svhn_name=svhn)
     print((out / "results.md").read_text())
     print(summary(f"coadv study --preset {args.preset}", [
-        ("cells", f"{len(records)} of {len(cells)} ({len(records) - reused} run now, {reused} reused) in "
-                  f"{minutes(time.time() - start)}"),
+        ("cells", f"{len(records)} of {len(cells)} ("
+                  + ("finished cells read, none run" if args.tables_only else f"{len(records) - reused} run now, "
+                     f"{reused} reused") + f") in {minutes(time.time() - start)}"),
         ("tables", f"{out / 'results.md'}, {out / 'cells.csv'}, {out / 'results.png'}"),
         ("cell runs", f"{out / 'cells'}/<variant>/<method>_<pair>/seed<n>/ (config.yaml, csv/, checkpoints/)"),
     ]))  # fmt: skip
     return records
+
+
+def finished_records(out: Path) -> list[dict]:
+    """Every finished cell under ``<out>/cells``: base first, then variants by name; pairs, seeds and methods in
+    their usual order."""
+    methods, pairs = list(METHOD_CLASSES), list(DIRECTIONS)
+    records = [json.loads(f.read_text()) for f in (out / "cells").glob("*/*/seed*/metrics.json")]
+    return sorted(records, key=lambda r: (r["variant"] != "base", r["variant"], pairs.index(r["pair"]), r["seed"],
+                                          methods.index(r["method"])))  # fmt: skip
 
 
 def search(preset: dict, args) -> list[dict]:

@@ -104,3 +104,7 @@ def test_cross_variants_join_the_stability_and_robustness_tables():
     assert "ACCR [cross_all] − CycleGAN, area under the curve: +0.1500" in text
     robust = results.robustness_tables(records, None, "m2mm", "svhn")
     assert "ACCR [cross_all] − CycleGAN, mean over corruptions: +0.1500" in robust and "idt_0" not in robust
+    assert "ACCR [cross_all] − CycleGAN, drop from clean: +0.0000" in robust  # corruptions cost nothing here
+    records[2]["rob_mean_a2b"] = 0.5  # clean 0.6, mean 0.5: drops 0.1 more than CycleGAN's 0 on seed 0, 0 on seed 1
+    robust = results.robustness_tables(records, None, "m2mm", "svhn")
+    assert "ACCR [cross_all] − CycleGAN, drop from clean: +0.0500" in robust

@@ -206,3 +206,20 @@ def test_stability_and_robustness_come_from_the_same_runs(tmp_path, tiny_preset,
     text = (tmp_path / "fresh" / "results.md").read_text()
     assert "**Early stability**" in text and "collapses" in text
     assert (tmp_path / "fresh" / "stability.png").stat().st_size > 0
+
+
+def test_tables_hold_every_finished_cell_of_the_folder(tmp_path):
+    """A run of some variants (or the base alone) still tabulates every finished cell: base first, variants by
+    name, then pair, seed and method order; unfinished cells (no metrics.json) are left out."""
+    cells = [("lambda_1", "accr", "m2mm", 0), ("base", "accr", "m2mm", 1), ("base", "cyclegan", "m2mm", 1),
+             ("base", "accr", "m2mm", 0), ("base", "cyclegan", "m2u", 0), ("cross_all", "accr", "m2mm", 0)]  # fmt: skip
+    for variant, method, pair, seed in cells:
+        folder = tmp_path / "cells" / variant / f"{method}_{pair}" / f"seed{seed}"
+        folder.mkdir(parents=True)
+        record = {"variant": variant, "method": method, "pair": pair, "seed": seed}
+        (folder / "metrics.json").write_text(json.dumps(record))
+    (tmp_path / "cells" / "base" / "cr_cyclegan_m2mm" / "seed0").mkdir(parents=True)  # interrupted: no metrics
+    order = [(r["variant"], r["method"], r["pair"], r["seed"]) for r in study.finished_records(tmp_path)]
+    assert order == [("base", "accr", "m2mm", 0), ("base", "cyclegan", "m2mm", 1), ("base", "accr", "m2mm", 1),
+                     ("base", "cyclegan", "m2u", 0), ("cross_all", "accr", "m2mm", 0),
+                     ("lambda_1", "accr", "m2mm", 0)]  # fmt: skip
