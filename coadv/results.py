@@ -38,8 +38,22 @@ def arm_name(key: str) -> str:
 
 
 def arms(records: list[dict], needs: str) -> list[dict]:
-    """The base cells and the cross-variant cells that hold ``needs``."""
-    return [r for r in records if (r["variant"] == "base" or r["variant"] in CROSS) and r.get(needs) not in (None, [])]
+    """The base cells and the cross-variant cells that hold ``needs`` (``"curve"``: both curves with two points or
+    more; ``"rob"``: every corruption, severity and side)."""
+    from nets.corruptions import KINDS
+
+    def complete(r: dict) -> bool:
+        if needs == "curve":
+            return all(len(r.get(f"curve_{side}") or []) >= 2 for side in SIDES)
+        keys = [f"rob_{k}_{s}_{side}" for k in KINDS for s in (1, 2, 3) for side in SIDES]
+        return all(k in r for k in [*keys, *(f"rob_{x}_{side}" for x in ("clean", "mean") for side in SIDES)])
+
+    return [r for r in records if (r["variant"] == "base" or r["variant"] in CROSS) and complete(r)]
+
+
+def baselines(method: str) -> list[str]:
+    """What an arm is paired with: CycleGAN, and for a cross variant also its own method without the terms."""
+    return ["cyclegan"] + ([method.split(" ")[0]] if " " in method else [])
 
 
 def direction_label(pair: str, side: str, svhn_name: str = "svhn") -> str:
@@ -263,7 +277,7 @@ def stability_tables(records: list[dict], reference: dict | None, pair: str, svh
     then the paired AUC differences against CycleGAN (95 % t interval, verdict)."""
     from lightning_modules.translation_metrics import area_under_curve, collapsed
 
-    base = arms(records, "curve_a2b")
+    base = arms(records, "curve")
     if not base:
         return ""
     parts = []
@@ -288,12 +302,13 @@ def stability_tables(records: list[dict], reference: dict | None, pair: str, svh
             lines.append(f"| {arm_name(method)} | {len(runs)} | {mean_std(list(auc[method].values()), 3)} | "
                          + " | ".join(spread) + f" | {falls} of {len(runs)} |")  # fmt: skip
         for method in methods:
-            if method == "cyclegan" or "cyclegan" not in auc:
-                continue
-            seeds = sorted(auc[method].keys() & auc["cyclegan"].keys())
-            mean, low, high = t_interval([auc[method][s] - auc["cyclegan"][s] for s in seeds])
-            lines.append(f"\n{arm_name(method)} − CycleGAN, area under the curve: {mean:+.4f} [{low:+.4f}, {high:+.4f}], "
-                         f"n = {len(seeds)}: {verdict(low, high, True)}")  # fmt: skip
+            for other in baselines(method):
+                if method == other or other not in auc:
+                    continue
+                seeds = sorted(auc[method].keys() & auc[other].keys())
+                mean, low, high = t_interval([auc[method][s] - auc[other][s] for s in seeds])
+                lines.append(f"\n{arm_name(method)} − {arm_name(other)}, area under the curve: {mean:+.4f} "
+                             f"[{low:+.4f}, {high:+.4f}], n = {len(seeds)}: {verdict(low, high, True)}")  # fmt: skip
         parts.append("\n".join(lines))
     return "\n\n".join(parts)
 
@@ -305,7 +320,7 @@ def robustness_tables(records: list[dict], reference: dict | None, pair: str, sv
     CycleGAN."""
     from nets.corruptions import KINDS
 
-    base = arms(records, "rob_mean_a2b")
+    base = arms(records, "rob")
     if not base:
         return ""
     parts = []
@@ -331,17 +346,15 @@ def robustness_tables(records: list[dict], reference: dict | None, pair: str, sv
                          + " | ".join(mean_std(list(col), 3) for col in zip(*runs)) + " |")  # fmt: skip
         if reference and f"rob_mean_{side}" in reference:
             lines.append("| no translation | — | " + " | ".join(f"{v:.3f}" for v in columns(reference)) + " |")
-        for method in methods:
-            if method == "cyclegan":
-                continue
+        for method, other in ((m, o) for m in methods for o in baselines(m) if m != o):
             for what, at, higher in (("mean over corruptions", -2, True), ("drop from clean", -1, False)):
                 mine = {r["seed"]: columns(r)[at] for r in base if arm(r) == method}
-                theirs = {r["seed"]: columns(r)[at] for r in base if arm(r) == "cyclegan"}
+                theirs = {r["seed"]: columns(r)[at] for r in base if arm(r) == other}
                 seeds = sorted(mine.keys() & theirs.keys())
                 if seeds:
                     mean, low, high = t_interval([mine[s] - theirs[s] for s in seeds])
-                    lines.append(f"\n{arm_name(method)} − CycleGAN, {what}: {mean:+.4f} [{low:+.4f}, {high:+.4f}], "
-                                 f"n = {len(seeds)}: {verdict(low, high, higher)}")  # fmt: skip
+                    lines.append(f"\n{arm_name(method)} − {arm_name(other)}, {what}: {mean:+.4f} [{low:+.4f}, "
+                                 f"{high:+.4f}], n = {len(seeds)}: {verdict(low, high, higher)}")  # fmt: skip
         parts.append("\n".join(lines))
     return "\n\n".join(parts)
 
@@ -355,7 +368,7 @@ def stability_plot(records: list[dict], path: Path, svhn_name: str = "svhn") -> 
     import matplotlib.pyplot as plt
     import numpy as np
 
-    base = arms(records, "curve_a2b")
+    base = arms(records, "curve")
     pairs = _ordered(base, "pair")
     if not pairs:
         return
@@ -395,7 +408,7 @@ def robustness_plot(records: list[dict], refs: dict[str, dict], path: Path, svhn
 
     from nets.corruptions import KINDS
 
-    base = arms(records, "rob_mean_a2b")
+    base = arms(records, "rob")
     panels = [(pair, side) for pair in _ordered(base, "pair") for side in SIDES]
     if not panels:
         return

@@ -349,8 +349,13 @@ def finished_records(out: Path) -> list[dict]:
     their usual order."""
     methods, pairs = list(METHOD_CLASSES), list(DIRECTIONS)
     records = [json.loads(f.read_text()) for f in (out / "cells").glob("*/*/seed*/metrics.json")]
-    return sorted(records, key=lambda r: (r["variant"] != "base", r["variant"], pairs.index(r["pair"]), r["seed"],
-                                          methods.index(r["method"])))  # fmt: skip
+    records = [r for r in records if {"variant", "method", "pair", "seed", "tot_a2b"} <= r.keys()]  # this protocol's
+
+    def place(items: list[str], item: str) -> int:
+        return items.index(item) if item in items else len(items)
+
+    return sorted(records, key=lambda r: (r["variant"] != "base", r["variant"], place(pairs, r["pair"]), r["pair"],
+                                          r["seed"], place(methods, r["method"]), r["method"]))  # fmt: skip
 
 
 def search(preset: dict, args) -> list[dict]:

@@ -108,3 +108,9 @@ def test_cross_variants_join_the_stability_and_robustness_tables():
     records[2]["rob_mean_a2b"] = 0.5  # clean 0.6, mean 0.5: drops 0.1 more than CycleGAN's 0 on seed 0, 0 on seed 1
     robust = results.robustness_tables(records, None, "m2mm", "svhn")
     assert "ACCR [cross_all] − CycleGAN, drop from clean: +0.0500" in robust
+    # with ACCR itself present, the cross variant is also paired with it (the ablation question)
+    records += [cell("accr", "base", s, 0.55) for s in (0, 1)]
+    text = results.stability_tables(records, None, "m2mm", "svhn")
+    assert "ACCR [cross_all] − ACCR, area under the curve: +0.1000" in text  # 0.6 - 0.55, 0.7 - 0.55
+    records.append({**cell("accr", "cross_all", 2, 0.5), "curve_b2a": [[50, 0.5]]})  # one point: not a curve
+    assert "| ACCR [cross_all] | 2 |" in results.stability_tables(records, None, "m2mm", "svhn")

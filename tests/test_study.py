@@ -216,9 +216,14 @@ def test_tables_hold_every_finished_cell_of_the_folder(tmp_path):
     for variant, method, pair, seed in cells:
         folder = tmp_path / "cells" / variant / f"{method}_{pair}" / f"seed{seed}"
         folder.mkdir(parents=True)
-        record = {"variant": variant, "method": method, "pair": pair, "seed": seed}
+        record = {"variant": variant, "method": method, "pair": pair, "seed": seed, "tot_a2b": 0.5}
         (folder / "metrics.json").write_text(json.dumps(record))
     (tmp_path / "cells" / "base" / "cr_cyclegan_m2mm" / "seed0").mkdir(parents=True)  # interrupted: no metrics
+    old = tmp_path / "cells" / "base" / "cr_cyclegan_m2u" / "seed0"  # an older protocol's cell: not this table's
+    old.mkdir(parents=True)
+    (old / "metrics.json").write_text(
+        json.dumps({"variant": "base", "method": "cr_cyclegan", "pair": "m2u", "seed": 0})
+    )
     order = [(r["variant"], r["method"], r["pair"], r["seed"]) for r in study.finished_records(tmp_path)]
     assert order == [("base", "accr", "m2mm", 0), ("base", "cyclegan", "m2mm", 1), ("base", "accr", "m2mm", 1),
                      ("base", "cyclegan", "m2u", 0), ("cross_all", "accr", "m2mm", 0),
