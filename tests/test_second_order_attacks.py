@@ -191,3 +191,13 @@ def test_step_size_regularized_corrects_walk_steps_that_lose_the_flip():
         sizes[correct] = (result.adversarial - x).norm(dim=1)
     assert (sizes[True] <= sizes[False] * (1 + 1e-6)).all()
     assert int((sizes[True] < 0.99 * sizes[False]).sum()) >= 2
+
+
+@pytest.mark.parametrize("cap", [8, 12, 16, 20])
+def test_step_size_regularized_correction_stays_within_a_tight_budget(cap):
+    """The correction's extra evaluation is taken only with budget left: trials run into the cap (so a lost step at
+    the last evaluation happens) and none exceeds it."""
+    x, objective = mlp_case(16)
+    objective.kappa = 1e-5
+    result = StepSizeRegularized(eta=0.01, max_grad_evals=cap).perturb(x, objective)
+    assert (result.grad_evals <= cap).all() and int((result.grad_evals == cap).sum()) >= 8
