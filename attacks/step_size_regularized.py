@@ -80,8 +80,8 @@ class StepSizeRegularized(Attack):
     candidate loses the flip). ``ratio = actual / predicted`` accepts the step above ``accept`` (a first success is
     always accepted), grows rho (x ``grow``) above ``good`` when the step reached the radius, shrinks it
     (x ``shrink``) below ``bad``; rho stays in [``rho_min``, ``rho_max``]. A successful trial stops when the model
-    predicts a relative decrease of ``|delta|`` below ``tol``; any trial stops when a step is rejected at
-    ``rho_min``. Accepted steps after the first success keep it and shorten delta, so the final iterate is the
+    predicts a relative decrease of ``|delta|`` below ``tol``, or when a step is rejected at ``rho_min``
+    (before the first success see Restart). Accepted steps after the first success keep it and shorten delta, so the final iterate is the
     smallest success. ``rho0=None`` (this project's variant) starts at ``rho0_fraction`` times the linearised
     distance to the boundary ``r_0 / |g_0|``.
 
@@ -95,7 +95,13 @@ class StepSizeRegularized(Attack):
     its own linearised boundary, ``c - (r(c) + eta) g(c) / |g(c)|^2``, is evaluated (one more gradient evaluation,
     within the budget) and taken in its place when it is a success smaller than the incumbent: the second-order
     correction of SQP methods. Without it the radius shrinks to ``rho_min`` on curved boundaries and the trial
-    stops with budget left.
+    stops with budget left. A corrected point is taken whenever it is a smaller success (whatever ``accept``) and
+    leaves the radius unchanged: the step's predicted decrease does not describe it. A candidate with a zero
+    gradient gets no correction.
+
+    Restart (``restart``): a trial rejected at ``rho_min`` before its first success (it sits a hair on the clean side
+    of a boundary its linearisation keeps missing) does not stop while budget is left: its overshoot is multiplied
+    by ``restart`` and its radius reset to the linearised distance to that deeper target.
 
     Box: the waveform stays in ``clip``. Gradient components that push a sample already at a bound further out are
     masked before the step is solved (the step would be clipped away there), so the linearised model predicts
@@ -122,6 +128,8 @@ class StepSizeRegularized(Attack):
         max_grad_evals: gradient evaluations per trial, None (``steps + 1``) or >= 1 (None).
         clip: valid waveform range ``(low, high)`` ((-1, 1)).
         correct: second-order correction of walk steps that lose the flip (True).
+        restart: factor on the overshoot when a trial is stuck at ``rho_min`` before its first success, >= 1; 1 stops
+            the trial there instead (10.0).
 
     Shapes: ``x [B, T]`` -> ``adversarial [B, T]``; ``iterations``, ``grad_evals`` ``[B]``.
 
@@ -147,6 +155,7 @@ class StepSizeRegularized(Attack):
         max_grad_evals: int | None = None,
         clip: tuple[float, float] = (-1.0, 1.0),
         correct: bool = True,
+        restart: float = 10.0,
     ) -> None:
         super().__init__(clip)
         check_arg("rho0", rho0, rho0 is None or rho0 > 0, "None or > 0")
@@ -163,6 +172,7 @@ class StepSizeRegularized(Attack):
         check_arg("grow", grow, grow > 1, "> 1")
         check_arg("shrink", shrink, 0 < shrink < 1, "in (0, 1)")
         check_arg("tol", tol, tol >= 0, ">= 0")
+        check_arg("restart", restart, restart >= 1, ">= 1")
         check_budget(max_grad_evals)
         self.rho0, self.rho0_fraction, self.rho_min, self.rho_max = rho0, rho0_fraction, rho_min, rho_max
         self.steps, self.inner_steps, self.eta, self.tol, self.max_grad_evals = (
@@ -173,7 +183,7 @@ class StepSizeRegularized(Attack):
             max_grad_evals,
         )
         self.accept, self.good, self.bad, self.grow, self.shrink = accept, good, bad, grow, shrink
-        self.eta_decay, self.correct = eta_decay, correct
+        self.eta_decay, self.correct, self.restart = eta_decay, correct, restart
 
     def subproblem(self, delta: Tensor, r: Tensor, g: Tensor, rho: Tensor, eta: Tensor) -> Tensor:
         """The step ``d [B, T]`` from ``delta [B, T]`` with residual ``r [B]``, gradient ``g [B, T]``, radius
@@ -192,8 +202,8 @@ class StepSizeRegularized(Attack):
         plane = torch.where(reachable[:, None], plane, torch.stack([-rho, torch.zeros_like(rho)], 1))
         return plane[:, :1] * e0 + plane[:, 1:] * e1
 
-    def _radius0(self, r: Tensor, g: Tensor, eta: Tensor) -> Tensor:
-        if self.rho0 is None:  # the linearised distance to the boundary
+    def _radius0(self, r: Tensor, g: Tensor, eta: Tensor, linearised: bool = False) -> Tensor:
+        if self.rho0 is None or linearised:  # the linearised distance to the boundary
             distance = (r + eta).clamp(min=0) / g.norm(dim=1).clamp(min=1e-30)
             return (self.rho0_fraction * distance).clamp(self.rho_min, self.rho_max)
         return torch.full_like(r, self.rho0)
@@ -249,35 +259,42 @@ class StepSizeRegularized(Attack):
         r_new, g_new = objective.residual_and_grad(x + candidate, rows)
         g_new = self.box_mask(x + candidate, g_new)
         won_new = objective.is_success(r_new)
+        corrected = torch.zeros_like(rows)
         if self.correct:
-            candidate, r_new, g_new, won_new = self._correct(
+            candidate, r_new, g_new, won_new, corrected = self._correct(
                 x, objective, rows & won & ~won_new, candidate, r_new, g_new, won_new, eta, norm, state
             )
         kept = torch.where(won_new, norm - candidate.norm(dim=1), torch.full_like(norm, -float("inf")))
         ratio = torch.where(won, kept, r - r_new) / predicted.clamp(min=1e-30)
-        accept = rows & ((ratio > self.accept) | (won_new & ~won))
+        # a corrected point is the step the model did not predict: taken when smaller, radius left as it was
+        accept = rows & ((ratio > self.accept) | (won_new & ~won) | corrected)
+        judged = rows & ~corrected
         binding = d.norm(dim=1) >= 0.99 * rho
         stuck = rows & ~accept & (rho <= self.rho_min)
-        rho = torch.where(rows & (ratio >= self.good) & binding, rho * self.grow, rho)
-        rho = torch.where(rows & (ratio < self.bad), rho * self.shrink, rho).clamp(self.rho_min, self.rho_max)
+        rho = torch.where(judged & (ratio >= self.good) & binding, rho * self.grow, rho)
+        rho = torch.where(judged & (ratio < self.bad), rho * self.shrink, rho).clamp(self.rho_min, self.rho_max)
+        restart = stuck & ~won if self.restart > 1 else torch.zeros_like(stuck)
+        if restart.any():  # stuck short of the boundary: aim deeper past it, from the linearised distance again
+            state["eta"] = torch.where(restart, eta * self.restart, eta)
+            rho = torch.where(restart, self._radius0(r, g, state["eta"], linearised=True), rho)
         state["delta"] = torch.where(accept[:, None], candidate, delta)
         state["r"], state["g"] = torch.where(accept, r_new, r), torch.where(accept[:, None], g_new, g)
         state["won"] = torch.where(accept, won_new, won)
-        return rows, active & ~stuck, rho
+        return rows, active & ~(stuck & ~restart), rho
 
     def _correct(
         self, x: Tensor, objective: VerificationObjective, lost: Tensor, candidate: Tensor, r_new: Tensor,
         g_new: Tensor, won_new: Tensor, eta: Tensor, norm: Tensor, state: dict,
-    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:  # fmt: skip
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:  # fmt: skip
         """Second-order correction of walk steps that lost the flip: one Gauss-Newton step from the rejected
         candidate back to its own linearised boundary, ``c - (r(c) + eta) g(c) / |g(c)|^2`` (one more gradient
         evaluation, within the budget); kept in place of the candidate when it is a success smaller than the
         incumbent, so the curvature of the boundary no longer shrinks the radius to its floor."""
-        lost = lost & (objective.grad_evals - state["start"] < state["cap"])
+        g_norm2 = (g_new * g_new).sum(1)
+        lost = lost & (objective.grad_evals - state["start"] < state["cap"]) & (g_norm2 > 1e-30)
         if not lost.any():
-            return candidate, r_new, g_new, won_new
-        g_norm2 = (g_new * g_new).sum(1).clamp(min=1e-30)
-        step = -((r_new + eta) / g_norm2).nan_to_num(0.0)[:, None] * g_new
+            return candidate, r_new, g_new, won_new, lost
+        step = -((r_new + eta) / g_norm2.clamp(min=1e-30)).nan_to_num(0.0, 0.0, 0.0)[:, None] * g_new
         corrected = self.clamp(x + candidate + step) - x
         r_c, g_c = objective.residual_and_grad(x + corrected, lost)
         better = lost & objective.is_success(r_c) & (corrected.norm(dim=1) < norm)
@@ -287,4 +304,5 @@ class StepSizeRegularized(Attack):
             torch.where(better, r_c, r_new),
             torch.where(better[:, None], g_c, g_new),
             won_new | better,
+            better,
         )

@@ -51,7 +51,7 @@ def test_demo_prints_both_directions_at_the_last_step_with_paired_intervals(star
     assert "MNIST -> MNIST-M | train on translated, test on real MNIST-M (oracle" in out
     assert "MNIST-M -> MNIST | MNIST judge (own domain" in out
     assert re.search(r"Translation helps \(per-image paired interval, informative metrics only\): ", out)
-    for label, metric, translated, untranslated, state in demo.direction_rows(model.eval(), dm, Recipe(steps=5)):
+    for _label, metric, translated, untranslated, state in demo.direction_rows(model.eval(), dm, Recipe(steps=5)):
         verdict = demo.paired_difference(translated, untranslated)[2]
         claim = f"{metric.split(' (')[0]} {'holds' if verdict == 'helps' else 'does not hold'}"
         assert (claim in out.split("informative metrics only): ")[1]) == (state == "informative"), (claim, out)

@@ -178,19 +178,79 @@ def test_step_size_regularized_walks_along_a_curved_boundary_to_its_nearest_poin
     assert (result.adversarial[:, 2:] == x[:, 2:]).all()  # coordinates the score ignores are never touched
 
 
-def test_step_size_regularized_corrects_walk_steps_that_lose_the_flip():
+@pytest.mark.parametrize("accept", [0.0, 0.25])
+@pytest.mark.parametrize("box", [False, True])
+def test_step_size_regularized_corrects_walk_steps_that_lose_the_flip(accept, box):
     """On the MLP victim's curved boundary some walk steps lose the flip; the Gauss-Newton correction from the
     rejected candidate keeps the walk going: at the same budget no trial ends larger, two end >= 1 % smaller (and
-    at FMN's figure or below, checked by hand: 0.4615 / 0.4070 vs FMN 0.4616 / 0.4071)."""
+    at FMN's figure or below, checked by hand: 0.4615 / 0.4070 vs FMN 0.4616 / 0.4071). It holds with a positive
+    ``accept`` (a smaller corrected point is taken whatever its ratio) and with the box binding (3/4 of the samples
+    at the clip edges)."""
     sizes = {}
     for correct in (False, True):
         x, objective = mlp_case(16)
+        if box:
+            x = (x * 9).clamp(-1, 1)
+            with torch.no_grad():
+                s = objective.victim.score(objective.enrol, x)
+            objective = VerificationObjective(objective.victim, objective.enrol, (s >= s.median()).long(), float(s.median()))
         objective.kappa = 1e-5
-        result = StepSizeRegularized(eta=0.01, correct=correct, max_grad_evals=40).perturb(x, objective)
+        attack = StepSizeRegularized(eta=0.01, correct=correct, accept=accept, max_grad_evals=40)
+        result = attack.perturb(x, objective)
         assert result.success.all() and (result.grad_evals <= 40).all()
+        assert result.adversarial.min() >= -1 and result.adversarial.max() <= 1
         sizes[correct] = (result.adversarial - x).norm(dim=1)
     assert (sizes[True] <= sizes[False] * (1 + 1e-6)).all()
     assert int((sizes[True] < 0.99 * sizes[False]).sum()) >= 2
+
+
+def test_step_size_regularized_gives_no_correction_along_a_zero_gradient():
+    """A lost candidate whose gradient is zero has no linearised boundary to return to: no evaluation is spent and
+    nothing is replaced (the old rule repeated the loser)."""
+    x, objective = mlp_case(4)
+    attack = StepSizeRegularized()
+    state = {"start": objective.grad_evals.clone(), "cap": 10}
+    lost = torch.ones(4, dtype=torch.bool)
+    r, zero = torch.full((4,), 0.1), torch.zeros_like(x)
+    out = attack._correct(x, objective, lost, zero, r, zero, torch.zeros(4, dtype=torch.bool), r * 0, r, state)
+    assert not out[-1].any() and (objective.grad_evals == state["start"]).all()
+
+
+class QuantizedVictim:
+    """A linear scorer whose scores are rounded to ``q`` (straight-through gradient): near the threshold a step
+    aimed a hair past it leaves the score unchanged, as float resolution does on real victims."""
+
+    q = 1e-3
+
+    def __init__(self, w: torch.Tensor) -> None:
+        self.w, self.embedding_dim = w, len(w)
+
+    def embed(self, wave: torch.Tensor) -> torch.Tensor:
+        return wave
+
+    def compare(self, enrol_embedding: torch.Tensor, test_embedding: torch.Tensor) -> torch.Tensor:
+        s = test_embedding @ self.w
+        return s + (torch.round(s / self.q) * self.q - s).detach()
+
+    def score(self, enrol: torch.Tensor, test: torch.Tensor) -> torch.Tensor:
+        return self.compare(self.embed(enrol), self.embed(test))
+
+
+def test_step_size_regularized_restarts_a_trial_stuck_short_of_the_boundary():
+    """With a tiny overshoot one trial stalls at rho_min on the clean side of a quantised boundary; without the
+    restart it stops with budget left, with it the overshoot grows and the trial flips within 0.5 % of the exact
+    minimum (the others are unchanged)."""
+    results = {}
+    for restart in (1.0, 10.0):
+        x, objective, minimal = linear_case(victim=QuantizedVictim)
+        objective.kappa = 1e-5
+        results[restart] = StepSizeRegularized(eta=1e-5, restart=restart, max_grad_evals=60).perturb(x, objective)
+    assert not results[1.0].success.all() and (results[1.0].grad_evals < 60).all()
+    assert results[10.0].success.all() and (results[10.0].grad_evals <= 60).all()
+    sizes = (results[10.0].adversarial - x).norm(dim=1)
+    assert (sizes <= 1.005 * minimal).all()
+    same = results[1.0].success
+    assert torch.equal(results[1.0].adversarial[same], results[10.0].adversarial[same])
 
 
 @pytest.mark.parametrize("cap", [8, 12, 16, 20])
