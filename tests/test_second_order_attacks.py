@@ -193,7 +193,9 @@ def test_step_size_regularized_corrects_walk_steps_that_lose_the_flip(accept, bo
             x = (x * 9).clamp(-1, 1)
             with torch.no_grad():
                 s = objective.victim.score(objective.enrol, x)
-            objective = VerificationObjective(objective.victim, objective.enrol, (s >= s.median()).long(), float(s.median()))
+            objective = VerificationObjective(
+                objective.victim, objective.enrol, (s >= s.median()).long(), float(s.median())
+            )
         objective.kappa = 1e-5
         attack = StepSizeRegularized(eta=0.01, correct=correct, accept=accept, max_grad_evals=40)
         result = attack.perturb(x, objective)
