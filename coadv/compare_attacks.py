@@ -30,6 +30,7 @@ import argparse
 import csv
 import hashlib
 import json
+import re
 import subprocess
 import sys
 import time
@@ -87,7 +88,7 @@ class Job:
         """What a finished run must match to be reused: arguments, config text, fragment, and hashes of the attack
         code and of the victim checkpoint (a code change or a retrained victim reruns it)."""
         return {"args": self.args, "config": self.config.read_text(), "fragment": self.fragment,
-                "code": code_hash(), "victim": file_hash(self.victim_checkpoint())}  # fmt: skip
+                "code": code_hash(self.config.read_text() + (self.fragment or "")), "victim": file_hash(self.victim_checkpoint())}  # fmt: skip
 
     def victim_checkpoint(self) -> Path:
         """The victim file the run reads: the last ``--model.init_args.checkpoint=`` flag, else the config's."""
@@ -134,14 +135,35 @@ class Job:
                    read_trials_csv(self.folder / "attack" / "trials.csv"), minimises, stop, self.folder)  # fmt: skip
 
 
-ATTACK_CODE = ("attacks", "lightning_modules/attack.py", "lightning_modules/attack_metrics.py", "nets/speaker",
-               "datamodules", "callbacks/attack_report.py", "lightning_modules/trial_scoring.py")  # fmt: skip
+ATTACK_CODE = ("attacks/__init__.py", "attacks/base.py", "lightning_modules/attack.py",
+               "lightning_modules/attack_metrics.py", "nets/speaker", "datamodules/__init__.py", "datamodules/audio.py",
+               "datamodules/librispeech.py", "datamodules/sampling.py", "datamodules/synth_speech.py",
+               "datamodules/voxceleb.py", "callbacks/attack_report.py", "lightning_modules/trial_scoring.py")  # fmt: skip
 
 
-def code_hash() -> str:
-    """SHA-256 over the sources that decide an attack run's numbers (attacks, the attack module, the victims)."""
+def attack_sources(config_text: str) -> list[str]:
+    """The ``attacks/`` modules a run's attack is made of: the modules of every ``attacks.<Class>`` its config
+    text names (wrappers and the attack they wrap), and the ``attacks`` modules those import, recursively."""
+    import attacks
+
+    root = Path(__file__).resolve().parents[1]
+    todo = {getattr(attacks, name).__module__ for name in re.findall(r"\battacks\.(\w+)", config_text)
+            if isinstance(getattr(attacks, name, None), type)}  # fmt: skip
+    seen: set[str] = set()
+    while todo:
+        module = todo.pop()
+        seen.add(module)
+        text = (root / (module.replace(".", "/") + ".py")).read_text()
+        todo |= {f"attacks.{m}" for m in re.findall(r"^from attacks\.(\w+) import", text, re.M)} - seen
+    return sorted(m.replace(".", "/") + ".py" for m in seen)
+
+
+def code_hash(config_text: str = "") -> str:
+    """SHA-256 over the sources that decide an attack run's numbers: the shared attack machinery, the attack
+    module, the victims and the speech data (``ATTACK_CODE``), and the modules of the attack the config names
+    (``attack_sources``): a change to one attack reruns that attack only."""
     root, digest = Path(__file__).resolve().parents[1], hashlib.sha256()
-    for name in ATTACK_CODE:
+    for name in (*ATTACK_CODE, *attack_sources(config_text)):
         path = root / name
         for file in sorted(path.rglob("*.py")) if path.is_dir() else [path]:
             digest.update(file.relative_to(root).as_posix().encode() + b"\0" + file.read_bytes())

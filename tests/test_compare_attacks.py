@@ -444,7 +444,7 @@ def test_reuse_key_follows_the_attack_code_and_the_victim_file(tmp_path, monkeyp
     assert not job.done()
     victim.write_bytes(b"one")
     assert job.done()
-    monkeypatch.setattr(compare_attacks, "code_hash", lambda: "an attack's source changed")
+    monkeypatch.setattr(compare_attacks, "code_hash", lambda text="": "an attack's source changed")
     assert not job.done()
     default = compare_attacks.Job("ecapa", budgets.variant("fmn"), "10", tmp_path, 2, [])
     assert default.victim_checkpoint() == Path("checkpoints/victims/ecapa_synth.ckpt")  # the config's own
@@ -543,3 +543,24 @@ def test_feature_domain_tuning_grid_reaches_the_wrapped_attack():
         tuning.parse(["--victim", "ecapa", "--domain", "feature"])
     with pytest.raises(SystemExit, match="no feature-domain grid for cw"):
         tuning.parse(["--victim", "ivector", "--domain", "feature", "--attacks", "cw"])
+
+
+def test_the_reuse_hash_covers_the_attack_a_run_names_and_what_it_imports():
+    """A change to one attack's module reruns the runs that use it only: the hash reads the modules the config
+    text names (a wrapper and the attack inside it) and their ``attacks`` imports (QN's Gauss-Newton warm start)."""
+    qn = (ROOT / "configs/attack/qn_lbfgs_ivector.yaml").read_text()
+    assert compare_attacks.attack_sources(qn) == [
+        "attacks/base.py",
+        "attacks/gauss_newton.py",
+        "attacks/quasi_newton.py",
+    ]
+    wrapped = "class_path: attacks.BoundarySearch\n  init_args:\n    attack:\n      class_path: attacks.PGD\n"
+    assert compare_attacks.attack_sources(wrapped) == [
+        "attacks/base.py",
+        "attacks/boundary_search.py",
+        "attacks/pgd.py",
+    ]
+    ssr = (ROOT / "configs/attack/ssr_ivector.yaml").read_text()
+    assert "attacks/step_size_regularized.py" in compare_attacks.attack_sources(ssr)
+    assert compare_attacks.code_hash(qn) != compare_attacks.code_hash(ssr)
+    assert compare_attacks.code_hash(qn) == compare_attacks.code_hash(qn.replace("ivector", "ecapa"))
