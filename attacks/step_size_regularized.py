@@ -86,9 +86,10 @@ class StepSizeRegularized(Attack):
     distance to the boundary ``r_0 / |g_0|``.
 
     Overshoot: ``eta`` is relative to each trial's clean residual (no absolute floor: a trial near theta gets a
-    proportionally small one) and, after the first success, is multiplied by ``eta_decay`` at every step, so the
-    walk aims ever closer to the boundary itself (the objective's margin ``kappa`` keeps every accepted
-    point a success that survives float noise); ``eta_decay=1`` keeps it fixed.
+    proportionally small one). ``eta_decay < 1`` multiplies it by that factor at every step after the first success,
+    so the walk aims ever closer to the boundary itself (exact on a linear victim); the default keeps it fixed: on
+    curved real boundaries an annealed walk loses the flip on about half its steps and stops at ``rho_min`` with
+    budget left (docs/attacks/ssr_overshoot.md); fixed, it ends on the boundary shifted by ``eta`` (relative).
 
     Correction (``correct``): a walk step after the first success that loses the flip (the boundary curves away
     from its linearisation) is not simply rejected: one Gauss-Newton step from the rejected candidate ``c`` back to
@@ -118,7 +119,7 @@ class StepSizeRegularized(Attack):
         steps: outer iterations (gradient evaluations after the first), >= 1 (50).
         inner_steps: dual projected-gradient steps per subproblem, >= 1 (100).
         eta: overshoot past the linearised boundary, relative to the clean residual, >= 0 (0.01).
-        eta_decay: factor applied to the overshoot at each step after the first success, in (0, 1] (0.5).
+        eta_decay: factor applied to the overshoot at each step after the first success, in (0, 1] (1.0: fixed).
         accept: smallest agreement ratio at which a step is taken, in [0, ``bad``] (0.0).
         good: agreement ratio above which rho grows, > ``bad`` (0.75).
         bad: agreement ratio below which rho shrinks, >= 0 (0.25).
@@ -145,7 +146,7 @@ class StepSizeRegularized(Attack):
         steps: int = 50,
         inner_steps: int = 100,
         eta: float = 0.01,
-        eta_decay: float = 0.5,
+        eta_decay: float = 1.0,
         accept: float = 0.0,
         good: float = 0.75,
         bad: float = 0.25,

@@ -65,7 +65,7 @@ def boxed_case(blocked: int = 32):
 
 @pytest.mark.parametrize(
     "attack",
-    [StepSizeRegularized(), StepSizeRegularized(eta=1e-5), QuasiNewton(warm_start=GaussNewton(steps=10))],
+    [StepSizeRegularized(eta_decay=0.5), StepSizeRegularized(eta=1e-5), QuasiNewton(warm_start=GaussNewton(steps=10))],
     ids=["ssr", "ssr_small_eta", "qn"],
 )
 def test_searches_find_the_exact_minimum_with_the_box_binding(attack):
@@ -75,13 +75,18 @@ def test_searches_find_the_exact_minimum_with_the_box_binding(attack):
     assert torch.allclose((result.adversarial - x).norm(dim=1), minimal, rtol=1e-4)  # unmasked SSR: 1.5e-4 off
 
 
-def test_ssr_at_its_configured_overshoot_anneals_to_the_exact_minimum():
+def test_ssr_overshoot_fixed_by_default_and_annealed_on_request():
+    """The default keeps the overshoot fixed: the result sits on the shifted boundary, at most ``eta`` (relative)
+    past the exact minimum (the configured 0.001: within 0.15 %; 0.01: more than 0.5 % out); annealing reaches the
+    exact minimum on a linear victim (it measured worse on curved real victims: docs/attacks/ssr_overshoot.md)."""
     x, objective, minimal = linear_case()
-    fixed = StepSizeRegularized(eta=0.01, eta_decay=1.0).perturb(x, objective)  # the old rule: stays 1 % out
-    annealed = StepSizeRegularized(eta=0.01).perturb(x, objective)
-    rho_fixed, rho = ((r.adversarial - x).norm(dim=1) for r in (fixed, annealed))
-    assert fixed.success.all() and annealed.success.all()
-    assert (rho_fixed > 1.005 * minimal).all()
+    configured = StepSizeRegularized(eta=0.001).perturb(x, objective)
+    loose = StepSizeRegularized(eta=0.01).perturb(x, objective)
+    annealed = StepSizeRegularized(eta=0.01, eta_decay=0.5).perturb(x, objective)
+    rho_configured, rho_loose, rho = ((r.adversarial - x).norm(dim=1) for r in (configured, loose, annealed))
+    assert configured.success.all() and loose.success.all() and annealed.success.all()
+    assert (rho_configured >= minimal * (1 - 1e-5)).all() and (rho_configured <= 1.0015 * minimal).all()
+    assert (rho_loose > 1.005 * minimal).all()
     assert torch.allclose(rho, minimal, rtol=1e-3)
 
 
