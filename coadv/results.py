@@ -25,6 +25,8 @@ CLAIMS = (("accr", "cyclegan"), ("cr_cyclegan", "cyclegan"), ("accr", "cr_cycleg
 SIDES = ("a2b", "b2a")
 # ACCR with cross-network terms: these variants join the three methods in the stability and robustness tables
 CROSS = frozenset(p.stem for p in (CONFIGS / "ablations" / "cross").glob("*.yaml"))
+# each method at the weights its validation search chose (``coadv study --search``): a variant of copied cells
+SEARCHED = "λ searched"
 
 
 def arm(record: dict) -> str:
@@ -48,7 +50,10 @@ def arms(records: list[dict], needs: str) -> list[dict]:
         keys = [f"rob_{k}_{s}_{side}" for k in KINDS for s in (1, 2, 3) for side in SIDES]
         return all(k in r for k in [*keys, *(f"rob_{x}_{side}" for x in ("clean", "mean") for side in SIDES)])
 
-    return [r for r in records if (r["variant"] == "base" or r["variant"] in CROSS) and complete(r)]
+    def joins(r: dict) -> bool:  # CycleGAN's searched copies are its base cells
+        return r["variant"] in ("base", *CROSS) or (r["variant"] == SEARCHED and r["method"] != "cyclegan")
+
+    return [r for r in records if joins(r) and complete(r)]
 
 
 def baselines(method: str) -> list[str]:
@@ -137,7 +142,9 @@ def comparisons(records: list[dict]) -> list[tuple[str, str, str, str]]:
         out += [(variant, m, variant, v) for m, v in CLAIMS if {(variant, m), (variant, v)} <= present]
         if variant != "base":
             out += [
-                (variant, m, "base", m) for m in _ordered(records, "method") if {(variant, m), ("base", m)} <= present
+                (variant, m, "base", m)
+                for m in _ordered(records, "method")
+                if {(variant, m), ("base", m)} <= present and not (variant == SEARCHED and m == "cyclegan")
             ]
     return out
 

@@ -332,7 +332,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
             preset["_joint"] = {r["pair"]: r["joint_judge"] for r in references}
             records, reused = run_cells(cells, preset, out)
     # the tables hold every finished cell of the folder (base and ablation variants alike), not only this call's
-    results.write(finished_records(out), references, out, preset=args.preset, svhn_name=svhn)
+    finished = finished_records(out)
+    results.write(finished + searched_records(finished, out), references, out, preset=args.preset, svhn_name=svhn)
     print((out / "results.md").read_text())
     print(summary(f"coadv study --preset {args.preset}", [
         ("cells", f"{len(records)} of {len(cells)} ("
@@ -342,6 +343,27 @@ def main(argv: list[str] | None = None) -> list[dict]:
         ("cell runs", f"{out / 'cells'}/<variant>/<method>_<pair>/seed<n>/ (config.yaml, csv/, checkpoints/)"),
     ]))  # fmt: skip
     return records
+
+
+def searched_records(records: list[dict], out: Path) -> list[dict]:
+    """The comparison at each method's searched weights: copies (variant ``SEARCHED``) of the cells of the fragment
+    ``<out>/search/search.json`` chose for a method and pair, with CycleGAN's base cells (nothing to search). A pair
+    the search did not cover takes the method's choice when the searched pairs agree on one."""
+    path = out / "search" / "search.json"
+    if not path.is_file():
+        return []
+    chosen, copies = json.loads(path.read_text()), []
+    for pair in dict.fromkeys(r["pair"] for r in records):
+        mine = []
+        for method, per_pair in chosen.items():
+            variant = per_pair.get(pair) or (
+                next(iter(set(per_pair.values()))) if len(set(per_pair.values())) == 1 else None
+            )
+            mine += [r for r in records if (r["method"], r["pair"], r["variant"]) == (method, pair, variant)]
+        if mine:
+            mine += [r for r in records if (r["method"], r["pair"], r["variant"]) == ("cyclegan", pair, "base")]
+        copies += [{**r, "variant": results.SEARCHED} for r in mine]
+    return copies
 
 
 def finished_records(out: Path) -> list[dict]:
@@ -379,6 +401,7 @@ def search(preset: dict, args) -> list[dict]:
             main_out = out.parent
             preset["_joint"] = {pair: pair_references(pair, preset, main_out)["joint_judge"] for pair in pairs}
         records, _ = run_cells(cells, preset, out, evaluate_on="val")
+    chosen: dict[str, dict[str, str]] = {}
     lines = ["| method | pair | fragment | validation train-on-translated (mean of both directions, seeds) | chosen |",
              "|---|---|---|---|---|"]  # fmt: skip
     for method in methods:
@@ -390,11 +413,13 @@ def search(preset: dict, args) -> list[dict]:
                 ]
                 score[fragment] = sum(r["tot_a2b"] + r["tot_b2a"] for r in mine) / (2 * len(mine))
             best = max(score, key=score.get)
+            chosen.setdefault(method, {})[pair] = Path(best).stem
             lines += [
                 f"| {METHODS[method]} | {pair} | `{f}` | {v:.3f} | {'yes' if f == best else ''} |"
                 for f, v in score.items()
             ]
     (out / "search.md").write_text("\n".join(lines) + "\n")
+    (out / "search.json").write_text(json.dumps(chosen, indent=1) + "\n")
     print((out / "search.md").read_text())
     return records
 

@@ -168,6 +168,7 @@ def test_search_scores_each_methods_fragments_on_validation_images(tmp_path, tin
     scores = {r["variant"]: (r["tot_a2b"] + r["tot_b2a"]) / 2 for r in records}
     best = max(scores, key=scores.get)
     assert f"| ACCR | m2mm | `configs/ablations/lambda/{best}.yaml` | {scores[best]:.3f} | yes |" in table
+    assert json.loads((out / "search" / "search.json").read_text()) == {"accr": {"m2mm": best}}
     config = next((out / "search/cells/lambda_1/accr_m2mm/seed7").rglob("config.yaml")).read_text()
     assert "lambda_real: 1.0" in config and "seed: 7" in config
     dm = UnpairedDigitsDataModule("mnist", "mnist_m", batch_size=4, val_size=24, test_limit=16)
@@ -228,3 +229,35 @@ def test_tables_hold_every_finished_cell_of_the_folder(tmp_path):
     assert order == [("base", "accr", "m2mm", 0), ("base", "cyclegan", "m2mm", 1), ("base", "accr", "m2mm", 1),
                      ("base", "cyclegan", "m2u", 0), ("cross_all", "accr", "m2mm", 0),
                      ("lambda_1", "accr", "m2mm", 0)]  # fmt: skip
+
+
+def test_each_method_is_compared_at_the_weights_its_search_chose(tmp_path):
+    """The searched comparison copies the chosen fragment's cells per method (a pair the search did not cover takes
+    the method's one choice) beside CycleGAN's base cells, and the claims are differenced within it; a method whose
+    chosen cells are not there yet is left out, and CycleGAN is not differenced against its own copy."""
+
+    def rec(variant, method, pair, seed, tot):
+        return {"variant": variant, "method": method, "pair": pair, "seed": seed, "tot_a2b": tot}
+
+    records = [rec("base", m, "m2mm", s, 0.5) for m in ("cyclegan", "cr_cyclegan", "accr") for s in range(3)]
+    records += [rec("cr_lambda_1", "cr_cyclegan", "m2mm", s, 0.6 + 0.01 * s) for s in range(3)]
+    records += [rec("lambda_1", "accr", "m2mm", s, 0.7) for s in range(3)]
+    records += [rec("base", "cyclegan", "m2u", 0, 0.4), rec("cr_lambda_1", "cr_cyclegan", "m2u", 0, 0.45)]
+    (tmp_path / "search").mkdir()
+    (tmp_path / "search" / "search.json").write_text(
+        json.dumps({"cr_cyclegan": {"m2mm": "cr_lambda_1"}, "accr": {"m2mm": "lambda_1"}})
+    )
+    copies = study.searched_records(records, tmp_path)
+    got = sorted((r["pair"], r["method"], r["seed"], r["tot_a2b"]) for r in copies)
+    assert {r["variant"] for r in copies} == {results.SEARCHED}
+    assert got == sorted([("m2mm", "cyclegan", s, 0.5) for s in range(3)] + [("m2mm", "accr", s, 0.7) for s in range(3)]
+                         + [("m2mm", "cr_cyclegan", s, 0.6 + 0.01 * s) for s in range(3)]
+                         + [("m2u", "cyclegan", 0, 0.4), ("m2u", "cr_cyclegan", 0, 0.45)])  # fmt: skip
+    comparisons = results.comparisons(records + copies)
+    assert (results.SEARCHED, "accr", results.SEARCHED, "cyclegan") in comparisons
+    assert (results.SEARCHED, "accr", "base", "accr") in comparisons
+    assert (results.SEARCHED, "cyclegan", "base", "cyclegan") not in comparisons
+    text = results.verdict_table([r for r in records + copies if r["pair"] == "m2mm"], None, "m2mm", "svhn")
+    line = next(x for x in text.splitlines() if "ACCR [λ searched] − CycleGAN [λ searched] | train on" in x)
+    assert "+0.2000 [+0.2000, +0.2000], n = 3: holds" in line
+    assert study.searched_records(records, tmp_path / "nowhere") == []
