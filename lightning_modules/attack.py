@@ -8,7 +8,7 @@ aggregate (``summarize``, in ``attack_metrics``).
 Batching: in each step the enrolment sides are embedded once (equal lengths share a forward pass, every utterance
 at its true length), then the trials whose test utterances have exactly the same length are attacked together, one
 ``perturb`` call per group; padding never enters the victim, so a trial's scores do not depend on its batch
-(``tests/test_attack_batching.py``). The per-trial ``wall_s`` of a group is the group's wall time divided by its
+(``tests/attacks/test_attack_batching.py``). The per-trial ``wall_s`` of a group is the group's wall time divided by its
 size. ``data.init_args.sort_trials_by_length: true`` makes groups larger. Under DDP each rank attacks its shard and
 the rows are gathered once, deduplicated and ordered by trial index. With ``batch_trials: false`` the table does not
 depend on the number of processes, bit for bit; batched, a trial's group follows the shard, so deterministic attacks

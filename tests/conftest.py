@@ -9,13 +9,10 @@ from pathlib import Path
 
 import lightning as L
 import pytest
-import torch
-import yaml
 
 os.environ["WANDB_MODE"] = "disabled"
-ROOT = Path(__file__).resolve().parents[1]
-ATTACK_CONFIGS = sorted((ROOT / "configs" / "attack").glob("*.yaml"))
-QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false", "--trainer.logger=false"]
+
+from helpers import ATTACK_CONFIGS, OPTIONAL_VICTIMS, QUIET, ROOT, usps_root, victim_name  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -56,24 +53,6 @@ def tiny_classifiers(tmp_path_factory, cache_dir) -> dict[str, str]:
     return paths
 
 
-def quiet_trainer(**kwargs) -> L.Trainer:
-    defaults = dict(logger=False, enable_progress_bar=False, enable_model_summary=False, accelerator="cpu", devices=1)
-    return L.Trainer(**{**defaults, **kwargs})
-
-
-def tiny(cls, **kwargs):
-    """A translation module (``CycleGAN`` family) with the smallest nets, for step-level tests."""
-    from nets import PatchDiscriminator, ResnetGenerator
-
-    nets = dict(
-        g_ab=ResnetGenerator(width=8, n_blocks=1),
-        g_ba=ResnetGenerator(width=8, n_blocks=1),
-        d_a=PatchDiscriminator(width=8),
-        d_b=PatchDiscriminator(width=8),
-    )
-    return cls(**nets, **kwargs)
-
-
 @pytest.fixture(scope="session")
 def corpus(tmp_path_factory) -> Path:
     from datamodules.synth_speech import write_corpus
@@ -81,14 +60,6 @@ def corpus(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("attack_vox")
     write_corpus(root, n_speakers=8, videos=1, utts_per_video=2, seconds=(0.5, 0.8), n_trials=8, seed=3)
     return root
-
-
-OPTIONAL_VICTIMS = {"ge2e": "resemblyzer"}  # victim -> the optional package it needs (make test-all installs it)
-
-
-def victim_name(config: Path) -> str:
-    """The victim an attack config names: its checkpoint's stem, also the name of its configs/speaker file."""
-    return Path(yaml.safe_load(config.read_text())["model"]["init_args"]["checkpoint"]).stem
 
 
 @pytest.fixture(scope="session")
@@ -110,59 +81,6 @@ def victim_checkpoints(tmp_path_factory, corpus) -> dict[str, Path]:
         paths[name] = out / f"{name}.ckpt"
         cli.trainer.save_checkpoint(paths[name])
     return paths
-
-
-class LinearVictim:
-    """A linear scorer for exactness tests: s(enrol, x) = w^T x (the enrolment is ignored): a ``SpeakerVictim`` whose embedding is the waveform."""
-
-    def __init__(self, w: torch.Tensor) -> None:
-        self.w, self.embedding_dim = w, len(w)
-
-    def embed(self, wave: torch.Tensor) -> torch.Tensor:
-        assert wave.device == self.w.device, f"input on {wave.device}, victim on {self.w.device}"
-        return wave
-
-    def compare(self, enrol_embedding: torch.Tensor, test_embedding: torch.Tensor) -> torch.Tensor:
-        return test_embedding @ self.w
-
-    def score(self, enrol: torch.Tensor, test: torch.Tensor) -> torch.Tensor:
-        return self.compare(self.embed(enrol), self.embed(test))
-
-
-class BatchNoisyVictim(LinearVictim):
-    """A linear scorer whose batched scores move by ``noise`` per companion in the batch, as float noise does; a
-    trial scored alone gets exactly ``w^T x``."""
-
-    noise = 1e-6
-
-    def compare(self, enrol_embedding: torch.Tensor, test_embedding: torch.Tensor) -> torch.Tensor:
-        return test_embedding @ self.w + self.noise * (len(test_embedding) - 1)
-
-
-def linear_case(n=4, t=64, seed=0, victim=None):
-    """Trials decided correctly at threshold 0 on a linear scorer; returns (x, objective, exact minimum-norm distances)."""
-    from attacks import VerificationObjective
-
-    gen = torch.Generator().manual_seed(seed)
-    w = torch.randn(t, generator=gen)
-    x = (torch.rand(n, t, generator=gen) - 0.5) * 0.2
-    labels = torch.tensor([1, 0, 1, 0])[:n]
-    s = x @ w
-    x = x + ((0.5 + torch.rand(n, generator=gen)) * (labels * 2 - 1) - s)[:, None] * w / w.dot(w)  # decision right
-    enrol = torch.arange(n, dtype=torch.float32)[:, None]
-    objective = VerificationObjective(victim(w) if victim else LinearVictim(w), enrol, labels, 0.0)
-    return x, objective, (x @ w).abs() / w.norm()
-
-
-def usps_root() -> str | None:
-    """The team's USPS folder (``../shared/data/usps`` beside the repository, or $COADV_USPS_ROOT), or None."""
-    import os
-
-    for candidate in (os.environ.get("COADV_USPS_ROOT"), ROOT.parent / "shared" / "data" / "usps",
-                      Path.cwd().parent / "shared" / "data" / "usps"):  # fmt: skip
-        if candidate and (Path(candidate) / "zip.train.gz").is_file():
-            return str(candidate)
-    return None
 
 
 @pytest.fixture()

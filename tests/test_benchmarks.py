@@ -5,7 +5,7 @@ the math (gradients equal to float rounding); the vectorized image pool keeps th
 import lightning as L
 import pytest
 import torch
-from conftest import quiet_trainer
+from helpers import quiet_trainer
 from torch.utils.data import DataLoader
 
 from benchmarks.plain_cyclegan import PlainCycleGAN

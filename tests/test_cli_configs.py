@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import usps_root
+from helpers import usps_root
 
 from coadv.cli import cli_main
 from coadv.errors import root_cause

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import QUIET
 
 from datamodules.audio import read_wave
 from datamodules.librispeech import EMBEDDED
@@ -17,7 +18,6 @@ from nets.speaker.ge2e import partial_slices
 
 HAVE_RESEMBLYZER = importlib.util.find_spec("resemblyzer") is not None
 needs_extra = pytest.mark.skipif(not HAVE_RESEMBLYZER, reason="needs pip install 'coadv[resemblyzer]' (make test-all)")
-QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false", "--trainer.logger=false"]
 
 
 def test_partial_windows_by_hand():

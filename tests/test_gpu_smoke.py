@@ -4,7 +4,7 @@ victim train with bf16 + compile. Losses finite, every player's weights moved, l
 
 import pytest
 import torch
-from conftest import QUIET
+from helpers import QUIET
 
 from coadv.cli import cli_main
 from lightning_modules import ACCR, CRCycleGAN, CycleGAN

@@ -3,7 +3,7 @@
 import lightning as L
 import pytest
 import torch
-from conftest import quiet_trainer
+from helpers import quiet_trainer
 
 from datamodules import DigitsDataModule, UnpairedDigitsDataModule
 from lightning_modules import ACCR, DigitClassifier

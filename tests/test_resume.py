@@ -13,7 +13,7 @@ import lightning as L
 import pytest
 import torch
 import yaml
-from conftest import quiet_trainer, tiny
+from helpers import quiet_trainer, tiny
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from datamodules import UnpairedDigitsDataModule

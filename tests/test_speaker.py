@@ -4,7 +4,7 @@ Metrics: test_verification_metrics.py; checkpoints that rebuild their module: te
 import lightning as L
 import pytest
 import torch
-from conftest import quiet_trainer
+from helpers import quiet_trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from datamodules import VoxCelebDataModule

@@ -6,7 +6,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from conftest import quiet_trainer
+from helpers import QUIET, quiet_trainer
 
 from coadv.cli import cli_main
 from datamodules import VoxCelebDataModule
@@ -15,7 +15,6 @@ from lightning_modules import SpeakerEmbedding
 from nets.speaker import ECAPATDNN
 
 ROOT = Path(__file__).resolve().parents[1]
-QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false", "--trainer.logger=false"]
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,7 @@ SLURM detected by Lightning), channels_last and compile are wired in, and compil
 
 import pytest
 import torch
-from conftest import QUIET, tiny
+from helpers import QUIET, tiny
 from test_benchmarks import assert_same_gradients
 
 from coadv.cli import cli_main

@@ -5,7 +5,7 @@ import math
 
 import pytest
 import torch
-from conftest import quiet_trainer
+from helpers import quiet_trainer
 
 from datamodules import VoxCelebDataModule
 from datamodules.synth_speech import write_corpus

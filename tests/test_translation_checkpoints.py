@@ -4,7 +4,7 @@ import shutil
 
 import pytest
 import torch
-from conftest import ROOT, quiet_trainer
+from helpers import ROOT, quiet_trainer
 
 from coadv.cli import cli_main
 from datamodules import UnpairedDigitsDataModule
@@ -162,7 +162,7 @@ NETS = ("g_ab", "g_ba", "d_a", "d_b")
 
 @pytest.mark.slow  # five tiny fits: ~25 s on 2 cores
 def test_init_from_starts_a_fit_and_a_resume_keeps_its_own_weights(tmp_path, cache_dir):
-    from conftest import tiny
+    from helpers import tiny
 
     from lightning_modules.translation_io import export_nets
 

@@ -5,7 +5,7 @@ import re
 import lightning as L
 import pytest
 import torch
-from conftest import quiet_trainer, tiny
+from helpers import quiet_trainer, tiny
 from torch import nn
 
 from datamodules import UnpairedDigitsDataModule

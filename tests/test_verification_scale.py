@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from conftest import quiet_trainer
+from helpers import QUIET, quiet_trainer
 
 from coadv.cli import cli_main
 from datamodules import VoxCelebDataModule
@@ -24,7 +24,6 @@ from nets.speaker import ECAPATDNN, IVector, SEResNet34
 
 ROOT = Path(__file__).resolve().parents[1]
 ECAPA = str(ROOT / "configs" / "speaker" / "ecapa_synth.yaml")
-QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false", "--trainer.logger=false"]
 # samples per utterance: three share 5,600 and two share 8,000 (batched), the others stand alone
 LENGTHS = {"id10001/v0/00001.wav": 5600, "id10001/v0/00002.wav": 8000, "id10001/v1/00003.wav": 4321,
            "id10002/v0/00001.wav": 5600, "id10002/v0/00002.wav": 6400, "id10002/v1/00003.wav": 8000,

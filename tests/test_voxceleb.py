@@ -9,7 +9,7 @@ import pytest
 import soundfile as sf
 import torch
 import yaml
-from conftest import quiet_trainer
+from helpers import quiet_trainer
 
 from datamodules.audio import read_crop
 from datamodules.synth_speech import write_corpus

@@ -8,13 +8,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import LinearVictim
+from helpers import QUIET, ROOT, LinearVictim
 
 from attacks import DDN, FGSM, FMN, PGD, BoundarySearch, MFCCIvec, VerificationObjective
 from nets.speaker.contract import config
-
-ROOT = Path(__file__).resolve().parents[1]
-QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false", "--trainer.logger=false"]
 
 
 def linear_case(rho=(0.002, 0.006), t=256, seed=0, dtype=torch.float32):

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from helpers import ROOT
 
 from coadv import attack_budgets as budgets
 from coadv import compare_attacks
@@ -33,7 +34,6 @@ from coadv.attack_tables import Run, budget_table, default_table
 from coadv.cli import cli_main
 from coadv.constants import ATTACKS, VICTIMS
 
-ROOT = Path(__file__).resolve().parents[1]
 nan = float("nan")
 
 

@@ -20,15 +20,14 @@ import pytest
 import soundfile
 import torch
 import yaml
+from helpers import QUIET, ROOT
 
 from attacks import PGD
 from coadv.cli import cli_main
 from datamodules.voxceleb import read_wave
 from lightning_modules.attack import COLUMNS, summarize
 
-ROOT = Path(__file__).resolve().parents[1]
 ATTACK_CONFIGS = sorted((ROOT / "configs" / "attack").glob("*.yaml"))
-QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false", "--trainer.logger=false"]
 
 
 def victim_name(config: Path) -> str:

@@ -4,7 +4,7 @@ of a waveform perturbation is the hand-computed feature difference."""
 
 import pytest
 import torch
-from conftest import LinearVictim
+from helpers import LinearVictim, linear_case
 
 from attacks import (
     DDN,
@@ -90,7 +90,7 @@ def test_feature_domain_refuses_feature_attacks_and_neural_victims():
 
     with pytest.raises(ValueError, match="attack=.*expected a waveform Attack"):
         FeatureDomain(MFCCIvec())
-    x, objective, _ = __import__("conftest").linear_case()
+    x, objective, _ = linear_case()
     with pytest.raises(TypeError, match="GaussNewton in the feature domain attacks i-vector victims"):
         FeatureDomain(GaussNewton()).perturb(x, objective)
 

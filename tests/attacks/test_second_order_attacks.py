@@ -3,7 +3,7 @@ linear scorer, |s - theta| / |w|; a parabola), the quasi-Newton incumbent, genui
 
 import pytest
 import torch
-from conftest import linear_case
+from helpers import linear_case
 
 from attacks import PGD, GaussNewton, QuasiNewton, StepSizeRegularized, VerificationObjective
 from attacks.quasi_newton import two_loop

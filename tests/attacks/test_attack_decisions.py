@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import BatchNoisyVictim, LinearVictim, linear_case
+from helpers import BatchNoisyVictim, LinearVictim, linear_case
 
 from attacks import DDN, FMN, Attack, AttackResult, BoundarySearch, GaussNewton, QuasiNewton, StepSizeRegularized
 from attacks import VerificationObjective as Objective

@@ -3,7 +3,7 @@ handling, argument checks; the minimum-norm searches' exactness is in test_secon
 
 import pytest
 import torch
-from conftest import BatchNoisyVictim, LinearVictim, linear_case
+from helpers import BatchNoisyVictim, LinearVictim, linear_case
 
 import attacks
 from attacks import (
