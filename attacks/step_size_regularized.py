@@ -102,7 +102,9 @@ class StepSizeRegularized(Attack):
 
     Restart (``restart``): a trial rejected at ``rho_min`` before its first success (it sits a hair on the clean side
     of a boundary its linearisation keeps missing) does not stop while budget is left: its overshoot is multiplied
-    by ``restart`` and its radius reset to the linearised distance to that deeper target.
+    by ``restart`` (up to the clean residual ``|r_0|``; a trial whose overshoot cannot grow, e.g. ``eta = 0``, stops)
+    and its radius reset to the linearised distance to that deeper target. The first success puts the overshoot back
+    to its set value, so the walk still ends on the boundary shifted by ``eta``.
 
     Box: the waveform stays in ``clip``. Gradient components that push a sample already at a bound further out are
     masked before the step is solved (the step would be clipped away there), so the linearised model predicts
@@ -221,6 +223,8 @@ class StepSizeRegularized(Attack):
             "g": g,
             "won": objective.is_success(r),
             "eta": eta,
+            "eta0": eta,
+            "r0": r.abs(),
             "start": start,
             "cap": cap,
         }
@@ -274,10 +278,13 @@ class StepSizeRegularized(Attack):
         stuck = rows & ~accept & (rho <= self.rho_min)
         rho = torch.where(judged & (ratio >= self.good) & binding, rho * self.grow, rho)
         rho = torch.where(judged & (ratio < self.bad), rho * self.shrink, rho).clamp(self.rho_min, self.rho_max)
-        restart = stuck & ~won if self.restart > 1 else torch.zeros_like(stuck)
-        if restart.any():  # stuck short of the boundary: aim deeper past it, from the linearised distance again
-            state["eta"] = torch.where(restart, eta * self.restart, eta)
-            rho = torch.where(restart, self._radius0(r, g, state["eta"], linearised=True), rho)
+        # stuck short of the boundary: aim deeper past it (at most the clean residual), from the linearised distance
+        deeper = (eta * self.restart).minimum(state["r0"])
+        restart = stuck & ~won & (deeper > eta) if self.restart > 1 else torch.zeros_like(stuck)
+        if restart.any():
+            eta = torch.where(restart, deeper, eta)
+            rho = torch.where(restart, self._radius0(r, g, eta, linearised=True), rho)
+        state["eta"] = torch.where(accept & won_new & ~won, state["eta0"], eta)  # flipped: back to the set overshoot
         state["delta"] = torch.where(accept[:, None], candidate, delta)
         state["r"], state["g"] = torch.where(accept, r_new, r), torch.where(accept[:, None], g_new, g)
         state["won"] = torch.where(accept, won_new, won)

@@ -263,3 +263,16 @@ def test_step_size_regularized_correction_stays_within_a_tight_budget(cap):
     objective.kappa = 1e-5
     result = StepSizeRegularized(eta=0.01, eta_decay=0.5, max_grad_evals=cap).perturb(x, objective)
     assert (result.grad_evals <= cap).all() and int((result.grad_evals == cap).sum()) >= 8
+
+
+def test_step_size_regularized_restart_cannot_grow_a_zero_overshoot_and_stops():
+    """With ``eta = 0`` a restart cannot aim deeper: the stuck trial stops as without restarts instead of burning the
+    rest of its budget (the same result, the same evaluations)."""
+    results = {}
+    for restart in (1.0, 10.0):
+        x, objective, _ = linear_case(victim=QuantizedVictim)
+        objective.kappa = 1e-5
+        results[restart] = StepSizeRegularized(eta=0.0, restart=restart, max_grad_evals=60).perturb(x, objective)
+    assert not results[1.0].success.all()
+    assert torch.equal(results[1.0].grad_evals, results[10.0].grad_evals)
+    assert torch.equal(results[1.0].adversarial, results[10.0].adversarial)
