@@ -190,6 +190,7 @@ def informativeness(reference: dict, pair: str, svhn_name: str) -> str:
 
 
 def write_csv(records: list[dict], out: Path) -> None:
+    records = [r for r in records if r["variant"] != SEARCHED]  # copies of cells listed already
     keys = ["variant", "method", "pair", "seed", "steps", "train_s", "wall_s"]
     keys += [f"{k}_{s}" for s in SIDES for k, _, _ in METRICS]
     with open(out / "cells.csv", "w", newline="") as f:
@@ -253,6 +254,10 @@ def write(records: list[dict], references: list[dict], out: Path, preset: str = 
         for side in SIDES:
             parts.append(f"**{direction_label(pair, side, svhn_name)}** (mean ± std over seeds)\n\n"
                          + direction_table(mine, reference, pair, side, svhn_name))  # fmt: skip
+        sources = sorted({(r["method"], r["searched_from"]) for r in mine if r["variant"] == SEARCHED})
+        if sources:
+            parts.append(f"*{SEARCHED}* rows: each method at the weights its validation search chose: "
+                         + ", ".join(f"{NAMES.get(m, m)} from `{v}`" for m, v in sources) + ".")  # fmt: skip
         if mine:
             parts.append("**Paired differences and verdicts**\n\n" + verdict_table(mine, reference, pair, svhn_name))
         stability = stability_tables(mine, reference, pair, svhn_name)

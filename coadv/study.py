@@ -24,6 +24,7 @@ import argparse
 import csv
 import hashlib
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -345,24 +346,44 @@ def main(argv: list[str] | None = None) -> list[dict]:
     return records
 
 
+def leaves_base(fragment: str, method: str, pair: str) -> bool:
+    """Whether a config fragment only restates values the method's config for the pair already has (the search
+    point equal to the base cells, e.g. lambda 10)."""
+
+    def flat(tree: dict, prefix: str = "") -> dict:
+        out = {}
+        for key, value in tree.items():
+            out.update(flat(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value})
+        return out
+
+    mine = flat(yaml.safe_load(config_path(fragment).read_text()) or {})
+    base = flat(yaml.safe_load(config_path(f"configs/translation/{method}_{pair}.yaml").read_text()) or {})
+    return all(key in base and base[key] == value for key, value in mine.items())
+
+
 def searched_records(records: list[dict], out: Path) -> list[dict]:
-    """The comparison at each method's searched weights: copies (variant ``SEARCHED``) of the cells of the fragment
-    ``<out>/search/search.json`` chose for a method and pair, with CycleGAN's base cells (nothing to search). A pair
-    the search did not cover takes the method's choice when the searched pairs agree on one."""
+    """The comparison at each method's searched weights: copies (variant ``SEARCHED``, ``searched_from`` naming the
+    source) of the cells of the variant ``<out>/search/search.json`` chose for a method and pair (``base`` when the
+    chosen fragment restates the base config), with CycleGAN's base cells (nothing to search). A pair the search did
+    not cover takes the method's choice when the searched pairs agree on one; a choice without finished cells is
+    left out with a message."""
     path = out / "search" / "search.json"
     if not path.is_file():
         return []
     chosen, copies = json.loads(path.read_text()), []
+    chosen.pop("cyclegan", None)
     for pair in dict.fromkeys(r["pair"] for r in records):
         mine = []
         for method, per_pair in chosen.items():
-            variant = per_pair.get(pair) or (
-                next(iter(set(per_pair.values()))) if len(set(per_pair.values())) == 1 else None
-            )
-            mine += [r for r in records if (r["method"], r["pair"], r["variant"]) == (method, pair, variant)]
+            choices = set(per_pair.values())
+            variant = per_pair.get(pair) or (next(iter(choices)) if len(choices) == 1 else None)
+            found = [r for r in records if (r["method"], r["pair"], r["variant"]) == (method, pair, variant)]
+            if not found:
+                print(f"λ searched: {method} {pair} at {variant}: no finished cells yet, left out", file=sys.stderr)
+            mine += found
         if mine:
             mine += [r for r in records if (r["method"], r["pair"], r["variant"]) == ("cyclegan", pair, "base")]
-        copies += [{**r, "variant": results.SEARCHED} for r in mine]
+        copies += [{**r, "variant": results.SEARCHED, "searched_from": r["variant"]} for r in mine]
     return copies
 
 

@@ -168,7 +168,8 @@ def test_search_scores_each_methods_fragments_on_validation_images(tmp_path, tin
     scores = {r["variant"]: (r["tot_a2b"] + r["tot_b2a"]) / 2 for r in records}
     best = max(scores, key=scores.get)
     assert f"| ACCR | m2mm | `configs/ablations/lambda/{best}.yaml` | {scores[best]:.3f} | yes |" in table
-    assert json.loads((out / "search" / "search.json").read_text()) == {"accr": {"m2mm": best}}
+    expected = "base" if best == "lambda_10" else best  # lambda 10 restates the configs: the base cells
+    assert json.loads((out / "search" / "search.json").read_text()) == {"accr": {"m2mm": expected}}
     config = next((out / "search/cells/lambda_1/accr_m2mm/seed7").rglob("config.yaml")).read_text()
     assert "lambda_real: 1.0" in config and "seed: 7" in config
     dm = UnpairedDigitsDataModule("mnist", "mnist_m", batch_size=4, val_size=24, test_limit=16)
@@ -261,3 +262,23 @@ def test_each_method_is_compared_at_the_weights_its_search_chose(tmp_path):
     line = next(x for x in text.splitlines() if "ACCR [λ searched] − CycleGAN [λ searched] | train on" in x)
     assert "+0.2000 [+0.2000, +0.2000], n = 3: holds" in line
     assert study.searched_records(records, tmp_path / "nowhere") == []
+    assert {r["searched_from"] for r in copies if r["method"] == "accr"} == {"lambda_1"}
+    results.write_csv(records + copies, tmp_path)
+    assert len((tmp_path / "cells.csv").read_text().splitlines()) == 1 + len(records)  # copies not listed twice
+
+
+def test_a_search_point_equal_to_the_base_config_is_the_base_cells(tmp_path, capsys):
+    """λ = 10 restates every config's value: choosing it means the base cells; a choice with no cells is reported."""
+    assert study.leaves_base("configs/ablations/lambda/lambda_10.yaml", "accr", "m2mm")
+    assert study.leaves_base("configs/search/cr_lambda_10.yaml", "cr_cyclegan", "m2u")
+    assert not study.leaves_base("configs/ablations/lambda/lambda_1.yaml", "accr", "m2mm")
+    records = [
+        {"variant": "base", "method": m, "pair": "m2mm", "seed": 0, "tot_a2b": 0.5} for m in ("cyclegan", "accr")
+    ]
+    (tmp_path / "search").mkdir()
+    (tmp_path / "search" / "search.json").write_text(
+        json.dumps({"accr": {"m2mm": "base"}, "cr_cyclegan": {"m2mm": "x"}})
+    )
+    copies = study.searched_records(records, tmp_path)
+    assert sorted(r["method"] for r in copies) == ["accr", "cyclegan"]
+    assert "cr_cyclegan m2mm at x: no finished cells yet" in capsys.readouterr().err
