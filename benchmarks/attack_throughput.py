@@ -56,15 +56,22 @@ def make_trials(victim: ECAPATDNN, trials: int, seconds: float, folder: Path) ->
     enrol, enrol_len = pad_waves(tuple(tone(int(n * (0.8 + 0.4 * i / max(trials - 1, 1))), i) for i in range(trials)))
     test, test_len = pad_waves(tuple(tone(n, 1000 + i) for i in range(trials)))
     with torch.no_grad():
-        scores = torch.stack([victim.score(enrol[i : i + 1, : int(enrol_len[i])], test[i : i + 1])[0]
-                              for i in range(trials)])  # fmt: skip
+        scores = torch.stack(
+            [victim.score(enrol[i : i + 1, : int(enrol_len[i])], test[i : i + 1])[0] for i in range(trials)]
+        )
     threshold = float(scores.median())
     labels = (scores >= threshold).long()  # accepted <=> target: correct when clean
     path = folder / "ecapa_random.ckpt"
     state = {f"victim.{k}": v for k, v in victim.state_dict().items()}
     torch.save({"state_dict": state, "verification": {"threshold": threshold}}, path)
-    batch = {"enrol": enrol, "enrol_len": enrol_len, "test": test, "test_len": test_len, "label": labels,
-             "index": torch.arange(trials)}  # fmt: skip
+    batch = {
+        "enrol": enrol,
+        "enrol_len": enrol_len,
+        "test": test,
+        "test_len": test_len,
+        "label": labels,
+        "index": torch.arange(trials),
+    }
     return batch, path
 
 
@@ -94,8 +101,10 @@ def main(argv: list[str] | None = None) -> None:
     device = torch.device(args.device)
     torch.manual_seed(0)
     victim = ECAPATDNN(channels=args.channels).eval()
-    print(f"torch {torch.__version__}, {args.device}, {torch.get_num_threads()} threads, ECAPA-TDNN C={args.channels} "
-          f"(random weights), {args.trials} trials x {args.seconds:g} s")  # fmt: skip
+    print(
+        f"torch {torch.__version__}, {args.device}, {torch.get_num_threads()} threads, ECAPA-TDNN C={args.channels} "
+        f"(random weights), {args.trials} trials x {args.seconds:g} s"
+    )
     print("| attack | grad evals / trial | success | batch 1: trials/s | batched: trials/s | speed-up | max Δ score |")
     print("|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as folder:
@@ -103,8 +112,14 @@ def main(argv: list[str] | None = None) -> None:
         for name in args.attacks:
             attack, result = config_attack(name), {}
             for batched in (False, True):
-                model = AdversarialAttack(str(path), attack, victim=ECAPATDNN(channels=args.channels),
-                                          batch_trials=batched, perceptual=False, kappa=args.kappa)  # fmt: skip
+                model = AdversarialAttack(
+                    str(path),
+                    attack,
+                    victim=ECAPATDNN(channels=args.channels),
+                    batch_trials=batched,
+                    perceptual=False,
+                    kappa=args.kappa,
+                )
                 model.setup("test")
                 model.to(device)
                 timed(model, {k: v[:1] for k, v in batch.items()}, device)  # warm-up (allocator, kernels)
@@ -114,8 +129,11 @@ def main(argv: list[str] | None = None) -> None:
             evals = float(rows1[:, col["grad_evals"]].mean())
             success = float(rows1[:, col["success"]].mean())
             diff = float((rows1[:, col["score_after"]] - rowsb[:, col["score_after"]]).abs().max())
-            print(f"| {name} | {evals:.1f} | {success:.2f} | {args.trials / t1:.2f} | {args.trials / tb:.2f} | "
-                  f"{t1 / tb:.2f}x | {diff:.1e} |", flush=True)  # fmt: skip
+            print(
+                f"| {name} | {evals:.1f} | {success:.2f} | {args.trials / t1:.2f} | {args.trials / tb:.2f} | "
+                f"{t1 / tb:.2f}x | {diff:.1e} |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -47,16 +47,27 @@ class StepTimer(L.Callback):
 def run(strategy, args, out: str, devices: int = 2) -> list[float]:
     L.seed_everything(0)
     model = ACCR(
-        g_ab=ResnetGenerator(width=args.width, n_blocks=args.blocks), g_ba=ResnetGenerator(width=args.width, n_blocks=args.blocks),
-        d_a=PatchDiscriminator(width=2 * args.width), d_b=PatchDiscriminator(width=2 * args.width),
-    )  # fmt: skip
+        g_ab=ResnetGenerator(width=args.width, n_blocks=args.blocks),
+        g_ba=ResnetGenerator(width=args.width, n_blocks=args.blocks),
+        d_a=PatchDiscriminator(width=2 * args.width),
+        d_b=PatchDiscriminator(width=2 * args.width),
+    )
     steps = args.steps + args.warmup  # batches_per_epoch counts the batches of all processes
     dm = UnpairedDigitsDataModule(
         "mnist", "mnist_m", batch_size=args.batch * 2 // devices, batches_per_epoch=steps * devices
     )
-    trainer = L.Trainer(accelerator="cpu", devices=devices, strategy=strategy, max_epochs=1, limit_val_batches=0, logger=False,
-                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                        callbacks=[StepTimer(out, args.warmup)])  # fmt: skip
+    trainer = L.Trainer(
+        accelerator="cpu",
+        devices=devices,
+        strategy=strategy,
+        max_epochs=1,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[StepTimer(out, args.warmup)],
+    )
     trainer.fit(model, dm)
     return json.loads(Path(out).read_text())
 
@@ -86,8 +97,10 @@ def main() -> None:
             for name, make in strategies.items():
                 times[name] += run(make(), args, f"{tmp}/{r}.json", devices=1 if name.startswith("1 ") else 2)
     base = statistics.median(times["ddp_find_unused_parameters_true"])
-    print(f"ACCR, 2 CPU processes (gloo), batch {args.batch}/process, G width {args.width} blocks {args.blocks}, "
-          f"{args.rounds} x {args.steps} timed steps per strategy")  # fmt: skip
+    print(
+        f"ACCR, 2 CPU processes (gloo), batch {args.batch}/process, G width {args.width} blocks {args.blocks}, "
+        f"{args.rounds} x {args.steps} timed steps per strategy"
+    )
     print("| strategy | median step (s) | vs find_unused |\n|---|---|---|")
     for name, t in times.items():
         print(f"| {name} | {statistics.median(t):.4f} | {statistics.median(t) / base:.3f}x |")

@@ -105,8 +105,9 @@ class PlainCycleGAN:
         self.loss_G_B = _lsgan(self.netD_B(self.fake_A), True)
         self.loss_cycle_A = F.l1_loss(self.rec_A, self.real_A) * lam
         self.loss_cycle_B = F.l1_loss(self.rec_B, self.real_B) * lam
-        self.loss_G = (self.loss_G_A + self.loss_G_B + self.loss_cycle_A + self.loss_cycle_B
-                       + self.loss_idt_A + self.loss_idt_B)  # fmt: skip
+        self.loss_G = (
+            self.loss_G_A + self.loss_G_B + self.loss_cycle_A + self.loss_cycle_B + self.loss_idt_A + self.loss_idt_B
+        )
         self.loss_G.backward()
 
     @staticmethod

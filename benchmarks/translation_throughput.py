@@ -45,7 +45,7 @@ PRESETS = {  # gpu: bf16 autocast, every lever, 256 pairs (32 px images leave a 
         steps=30,
         warmup=8,
         harness="both",
-    ),  # fmt: skip
+    ),
     "cpu": dict(device="cpu", precision="32", levers="", batch=32, width=16, blocks=3, d_width=32, steps=8, warmup=2),
 }
 
@@ -90,8 +90,12 @@ def fused_adam(params, lr: float = 2e-4):
 
 def build(cls, nets: dict, levers: set[str]):
     """``cls`` on copies of ``nets`` (their initial weights kept: ``init_std=None``) with ``levers`` switched on."""
-    kwargs = dict(init_std=None, batched_passes="batched" in levers, channels_last="channels_last" in levers,
-                  compile="compile" in levers)  # fmt: skip
+    kwargs = dict(
+        init_std=None,
+        batched_passes="batched" in levers,
+        channels_last="channels_last" in levers,
+        compile="compile" in levers,
+    )
     if "fused" in levers:
         kwargs.update(generator_optimizer=fused_adam, discriminator_optimizer=fused_adam)
     return cls(**copy.deepcopy(nets), **kwargs)
@@ -101,9 +105,12 @@ def make_nets(args) -> dict:
     from nets import PatchDiscriminator, ResnetGenerator, init_weights
 
     torch.manual_seed(0)
-    nets = dict(g_ab=ResnetGenerator(width=args.width, n_blocks=args.blocks),
-                g_ba=ResnetGenerator(width=args.width, n_blocks=args.blocks),
-                d_a=PatchDiscriminator(width=args.d_width), d_b=PatchDiscriminator(width=args.d_width))  # fmt: skip
+    nets = dict(
+        g_ab=ResnetGenerator(width=args.width, n_blocks=args.blocks),
+        g_ba=ResnetGenerator(width=args.width, n_blocks=args.blocks),
+        d_a=PatchDiscriminator(width=args.d_width),
+        d_b=PatchDiscriminator(width=args.d_width),
+    )
     return {k: init_weights(v) for k, v in nets.items()}
 
 
@@ -181,9 +188,19 @@ def trainer_rows(args, nets: dict, methods: dict, levers: set[str], batch: dict)
         fits.insert(0, ("CycleGAN", CycleGAN, set(), "32"))
     for name, cls, row_levers, precision in fits:
         callback = Alternate()
-        trainer = L.Trainer(accelerator=args.device, devices=1, precision=precision, max_epochs=1,
-                            limit_val_batches=0, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                            enable_model_summary=False, callbacks=[callback], log_every_n_steps=10)  # fmt: skip
+        trainer = L.Trainer(
+            accelerator=args.device,
+            devices=1,
+            precision=precision,
+            max_epochs=1,
+            limit_val_batches=0,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            callbacks=[callback],
+            log_every_n_steps=10,
+        )
         loader = DataLoader([batch] * n, batch_size=None, collate_fn=lambda b: b)  # the same batch n times
         trainer.fit(build(cls, nets, row_levers), train_dataloaders=loader)
         # one iteration = from one batch start to the next, minus the plain step run in between
@@ -242,16 +259,19 @@ def main(argv: list[str] | None = None) -> None:
     batch = {k: ((torch.rand(shape) * 2 - 1).to(args.device), None) for k in ("a", "b")}
     threads = torch.get_num_threads()
     device = torch.cuda.get_device_name() if args.device == "cuda" else f"CPU, {threads} threads"
-    print(f"torch {torch.__version__}, {device}; batch {args.batch} of {args.size}x{args.size}; G width {args.width}, "
-          f"{args.blocks} blocks; D width {args.d_width}; {args.steps} steps after {args.warmup} warm-up")  # fmt: skip
+    print(
+        f"torch {torch.__version__}, {device}; batch {args.batch} of {args.size}x{args.size}; G width {args.width}, "
+        f"{args.blocks} blocks; D width {args.d_width}; {args.steps} steps after {args.warmup} warm-up"
+    )
     if args.harness in ("trainerless", "both"):
         times = trainerless_rows(args, nets, methods, args.levers, batch)
         print_table("Without a Trainer (rows interleaved per step):", times, args.batch, {})
     if args.harness in ("trainer", "both"):
         times = trainer_rows(args, nets, methods, args.levers, batch)
         pairs = {name: name if name.startswith("plain") else f"plain loop, in the fit of {name}" for name in times}
-        print_table("Through the Trainer (each fit alternates its steps with plain-loop steps):", times, args.batch,
-                    pairs)  # fmt: skip
+        print_table(
+            "Through the Trainer (each fit alternates its steps with plain-loop steps):", times, args.batch, pairs
+        )
 
 
 if __name__ == "__main__":

@@ -164,10 +164,20 @@ def child_eval(job: dict) -> dict:
         victim.fit(Batches(*training_files(100)), ubm_iterations=3, tv_iterations=2)
     old = job["loop"] == "old"
     model = OneAtATime(victim) if old else (SpeakerEmbedding if job["victim"] == "ecapa" else IVectorSystem)(victim)
-    dm = VoxCelebDataModule(root=str(CORPUS), eval_batch_size=32, eval_max_seconds=job["eval_max"],
-                            max_trials=job["trials"] if old else None)  # fmt: skip
-    trainer = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False, accelerator="cpu",
-                        devices=1, enable_checkpointing=False)  # fmt: skip
+    dm = VoxCelebDataModule(
+        root=str(CORPUS),
+        eval_batch_size=32,
+        eval_max_seconds=job["eval_max"],
+        max_trials=job["trials"] if old else None,
+    )
+    trainer = L.Trainer(
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+        devices=1,
+        enable_checkpointing=False,
+    )
     result = measured(lambda: trainer.validate(model, dm, verbose=False))
     return {**result, "trials": len(model.last_scores[0])}
 
@@ -182,8 +192,9 @@ def child_train(job: dict) -> dict:
 
 def run(job: dict) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled"}
-    done = subprocess.run([sys.executable, __file__, "--child", json.dumps(job)], capture_output=True, text=True,
-                          env=env, check=False)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, __file__, "--child", json.dumps(job)], capture_output=True, text=True, env=env, check=False
+    )
     if done.returncode != 0:
         raise RuntimeError(f"{job} failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -191,18 +202,26 @@ def run(job: dict) -> dict:
 
 def evaluation_table(old_trials: int) -> None:
     print(f"\nEvaluation, {TRIALS:,} trials (old loop: first {old_trials:,} trials, time for all extrapolated)")
-    print("| victim | utterances | loop | trials scored | trials/s | time for all trials (s) | peak RSS (MB) | "
-          "growth (MB) |\n|---|---|---|---|---|---|---|---|")  # fmt: skip
-    for victim, eval_max, label in (("ecapa", None, "ECAPA C=128"), ("ecapa", 1.0, "ECAPA C=128"),
-                                    ("ivector", None, "i-vector 32 x 50")):  # fmt: skip
+    print(
+        "| victim | utterances | loop | trials scored | trials/s | time for all trials (s) | peak RSS (MB) | "
+        "growth (MB) |\n|---|---|---|---|---|---|---|---|"
+    )
+    for victim, eval_max, label in (
+        ("ecapa", None, "ECAPA C=128"),
+        ("ecapa", 1.0, "ECAPA C=128"),
+        ("ivector", None, "i-vector 32 x 50"),
+    ):
         length = "whole (1-2 s)" if eval_max is None else f"cut to {eval_max:g} s (equal: batched)"
         rates = {}
         for loop in ("old", "new"):
             r = run({"kind": "eval", "victim": victim, "loop": loop, "eval_max": eval_max, "trials": old_trials})
             rates[loop] = r["trials"] / r["seconds"]
             note = " (extrapolated)" if r["trials"] < TRIALS else ""
-            print(f"| {label} | {length} | {loop} | {r['trials']:,} | {rates[loop]:.1f} | "
-                  f"{TRIALS / rates[loop]:.0f}{note} | {r['peak']:.0f} | {r['growth']:.0f} |", flush=True)  # fmt: skip
+            print(
+                f"| {label} | {length} | {loop} | {r['trials']:,} | {rates[loop]:.1f} | "
+                f"{TRIALS / rates[loop]:.0f}{note} | {r['peak']:.0f} | {r['growth']:.0f} |",
+                flush=True,
+            )
         print(f"| {label} | {length} | new / old | | {rates['new'] / rates['old']:.1f}x | | | |", flush=True)
 
 
@@ -212,8 +231,11 @@ def training_table(sizes: list[int]) -> None:
     for n in sizes:
         for mode in ("old", "stream"):
             r = run({"kind": "train", "mode": mode, "n": n})
-            print(f"| {n} | {'full batch' if mode == 'old' else 'streaming'} | {r['seconds']:.1f} | "
-                  f"{r['peak']:.0f} | {r['growth']:.0f} |", flush=True)  # fmt: skip
+            print(
+                f"| {n} | {'full batch' if mode == 'old' else 'streaming'} | {r['seconds']:.1f} | "
+                f"{r['peak']:.0f} | {r['growth']:.0f} |",
+                flush=True,
+            )
 
 
 def main() -> None:
@@ -228,8 +250,10 @@ def main() -> None:
         return
     start = time.perf_counter()
     write_corpus()
-    print(f"corpus {CORPUS} ready in {time.perf_counter() - start:.0f} s; torch {torch.__version__}, 1 thread per "
-          "process; memory = peak resident memory (VmHWM) of the measured work in its own process")  # fmt: skip
+    print(
+        f"corpus {CORPUS} ready in {time.perf_counter() - start:.0f} s; torch {torch.__version__}, 1 thread per "
+        "process; memory = peak resident memory (VmHWM) of the measured work in its own process"
+    )
     evaluation_table(args.old_trials)
     training_table(args.train_sizes)
 

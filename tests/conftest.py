@@ -45,8 +45,14 @@ def tiny_classifiers(tmp_path_factory, cache_dir) -> dict[str, str]:
         L.seed_everything(0)
         model = DigitClassifier(net=DigitNet(width=8, feature_dim=16))
         dm = DigitsDataModule(domain=domain, cache_dir=cache_dir, batch_size=64, test_limit=64, usps_root=usps_root())
-        trainer = L.Trainer(max_steps=5, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                            enable_model_summary=False, limit_val_batches=0)  # fmt: skip
+        trainer = L.Trainer(
+            max_steps=5,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            limit_val_batches=0,
+        )
         trainer.fit(model, dm)
         paths[domain] = str(out / f"{domain}.ckpt")
         trainer.save_checkpoint(paths[domain])
@@ -72,8 +78,16 @@ def victim_checkpoints(tmp_path_factory, corpus) -> dict[str, Path]:
     for name in sorted({victim_name(c) for c in ATTACK_CONFIGS}):
         if name in OPTIONAL_VICTIMS and importlib.util.find_spec(OPTIONAL_VICTIMS[name]) is None:
             continue  # its attack configs skip (``checkpoint_for``)
-        cli = cli_main(["-c", str(ROOT / "configs" / "speaker" / f"{name}.yaml"), f"--data.init_args.root={corpus}",
-                        f"--trainer.default_root_dir={out}", *QUIET], run=False)  # fmt: skip
+        cli = cli_main(
+            [
+                "-c",
+                str(ROOT / "configs" / "speaker" / f"{name}.yaml"),
+                f"--data.init_args.root={corpus}",
+                f"--trainer.default_root_dir={out}",
+                *QUIET,
+            ],
+            run=False,
+        )
         for callback in cli.trainer.callbacks:  # a config's victim file (checkpoints/victims/...) is not ours to write
             if type(callback).__name__ == "VictimCheckpoint":
                 callback.path = str(out / f"{name}_validated.ckpt")

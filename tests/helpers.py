@@ -86,8 +86,11 @@ def usps_root() -> str | None:
     """The team's USPS folder (``../shared/data/usps`` beside the repository, or $COADV_USPS_ROOT), or None."""
     import os
 
-    for candidate in (os.environ.get("COADV_USPS_ROOT"), ROOT.parent / "shared" / "data" / "usps",
-                      Path.cwd().parent / "shared" / "data" / "usps"):  # fmt: skip
+    for candidate in (
+        os.environ.get("COADV_USPS_ROOT"),
+        ROOT.parent / "shared" / "data" / "usps",
+        Path.cwd().parent / "shared" / "data" / "usps",
+    ):
         if candidate and (Path(candidate) / "zip.train.gz").is_file():
             return str(candidate)
     return None

@@ -90,8 +90,16 @@ class _Probe(L.LightningModule):
 def grad_sync(mode: str, out: str) -> None:
     model = _Probe(manual=mode == "manual")
     model.out = out
-    trainer = L.Trainer(accelerator="cpu", devices=2, strategy="ddp_grad_sync", max_steps=1, logger=False,
-                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)  # fmt: skip
+    trainer = L.Trainer(
+        accelerator="cpu",
+        devices=2,
+        strategy="ddp_grad_sync",
+        max_steps=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
     trainer.fit(model)
 
 

@@ -18,8 +18,12 @@ ORIGINAL_NAMES = {"g_ab": "netG_A", "g_ba": "netG_B", "d_a": "netD_B", "d_b": "n
 
 def tiny_nets(norm="instance"):
     torch.manual_seed(0)
-    nets = dict(g_ab=ResnetGenerator(width=8, n_blocks=1, norm=norm), g_ba=ResnetGenerator(width=8, n_blocks=1, norm=norm),
-                d_a=PatchDiscriminator(width=8, norm=norm), d_b=PatchDiscriminator(width=8, norm=norm))  # fmt: skip
+    nets = dict(
+        g_ab=ResnetGenerator(width=8, n_blocks=1, norm=norm),
+        g_ba=ResnetGenerator(width=8, n_blocks=1, norm=norm),
+        d_a=PatchDiscriminator(width=8, norm=norm),
+        d_b=PatchDiscriminator(width=8, norm=norm),
+    )
     return {k: init_weights(v) for k, v in nets.items()}
 
 
@@ -93,8 +97,9 @@ def test_levers_keep_the_gradients(levers):
     # in exact arithmetic, so Adam turns their rounding noise into full-size random steps
     nets, batch = tiny_nets(), batches(1)[0]
     plain, harness = plain_loop(nets, "cpu"), Trainerless(build(CycleGAN, nets, levers))
-    theirs = gradients_of_one_step(lambda: plain.optimize_parameters(batch["a"][0], batch["b"][0]),
-                                   [plain.optimizer_G, plain.optimizer_D])  # fmt: skip
+    theirs = gradients_of_one_step(
+        lambda: plain.optimize_parameters(batch["a"][0], batch["b"][0]), [plain.optimizer_G, plain.optimizer_D]
+    )
     ours = gradients_of_one_step(lambda: harness.step(batch), harness.opts)
     d_order = [*range(len(list(nets["d_b"].parameters())), len(theirs[1])), *range(len(list(nets["d_b"].parameters())))]
     theirs[1] = [theirs[1][i] for i in d_order]  # the original chains D_A (= d_b) first
@@ -144,8 +149,28 @@ def test_vectorized_pool_follows_the_per_image_loop(size, queries):
 
 
 def test_benchmark_prints_both_tables(capsys):
-    main(["--batch", "2", "--width", "4", "--blocks", "1", "--d-width", "4", "--steps", "1", "--warmup", "0",
-          "--levers", "batched", "--methods", "CycleGAN,ACCR", "--harness", "both"])  # fmt: skip
+    main(
+        [
+            "--batch",
+            "2",
+            "--width",
+            "4",
+            "--blocks",
+            "1",
+            "--d-width",
+            "4",
+            "--steps",
+            "1",
+            "--warmup",
+            "0",
+            "--levers",
+            "batched",
+            "--methods",
+            "CycleGAN,ACCR",
+            "--harness",
+            "both",
+        ]
+    )
     out = capsys.readouterr().out
     assert "| plain loop (original optimize_parameters), fp32 |" in out and "| ACCR, batched, 32 |" in out
     assert "| CycleGAN through the Trainer, batched, 32 |" in out and "| CycleGAN, no levers, 32 |" in out

@@ -17,10 +17,18 @@ def refuse_broadcast(*args, **kwargs):
 
 @pytest.mark.parametrize("kind", ["csv", "none", "wandb"])
 def test_run_dir_reads_the_logger_without_a_collective(kind, tmp_path, monkeypatch):
-    logger = {"csv": lambda: CSVLogger(tmp_path, name="csv"), "none": lambda: False,
-              "wandb": lambda: WandbLogger(save_dir=str(tmp_path), offline=True)}[kind]()  # fmt: skip
-    trainer = L.Trainer(logger=logger, default_root_dir=tmp_path / "root", accelerator="cpu",
-                        enable_progress_bar=False, enable_model_summary=False)  # fmt: skip
+    logger = {
+        "csv": lambda: CSVLogger(tmp_path, name="csv"),
+        "none": lambda: False,
+        "wandb": lambda: WandbLogger(save_dir=str(tmp_path), offline=True),
+    }[kind]()
+    trainer = L.Trainer(
+        logger=logger,
+        default_root_dir=tmp_path / "root",
+        accelerator="cpu",
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
     monkeypatch.setattr(trainer.strategy, "broadcast", refuse_broadcast)
     expected = Path(logger.log_dir) if kind == "csv" else tmp_path / "root"
     assert run_dir(trainer) == expected

@@ -48,16 +48,29 @@ def overrides(config: Path, tmp_path: Path, classifiers: dict[str, str], cache_d
     if cfg["data"]["class_path"].endswith("LibriSpeechDataModule"):  # the embedded real speech, as shipped
         args = [f"--trainer.default_root_dir={tmp_path}", "--data.init_args.batch_size=4"]
     elif cfg["data"]["class_path"].endswith("VoxCelebDataModule"):  # a small synthetic corpus stands in, explicitly
-        args = [f"--trainer.default_root_dir={tmp_path}", f"--data.init_args.root={tmp_path}/vox",
-                "--data.init_args.synthesize=true", "--data.init_args.synth_speakers=8", "--data.init_args.batch_size=4"]  # fmt: skip
+        args = [
+            f"--trainer.default_root_dir={tmp_path}",
+            f"--data.init_args.root={tmp_path}/vox",
+            "--data.init_args.synthesize=true",
+            "--data.init_args.synth_speakers=8",
+            "--data.init_args.batch_size=4",
+        ]
     if cfg["data"]["class_path"].endswith(("LibriSpeechDataModule", "VoxCelebDataModule")):
         if cfg["model"]["class_path"].endswith("IVectorSystem"):
-            args += ["--model.init_args.ubm_iterations=1", "--model.init_args.tv_iterations=1",
-                     "--model.init_args.victim.init_args.n_components=4", "--model.init_args.victim.init_args.rank=4",
-                     "--model.init_args.victim.init_args.lda_dim=3"]  # fmt: skip
+            args += [
+                "--model.init_args.ubm_iterations=1",
+                "--model.init_args.tv_iterations=1",
+                "--model.init_args.victim.init_args.n_components=4",
+                "--model.init_args.victim.init_args.rank=4",
+                "--model.init_args.victim.init_args.lda_dim=3",
+            ]
         return args
-    args = [f"--trainer.default_root_dir={tmp_path}", f"--data.init_args.cache_dir={cache_dir}",
-            "--data.init_args.batch_size=4", "--data.init_args.test_limit=8"]  # fmt: skip
+    args = [
+        f"--trainer.default_root_dir={tmp_path}",
+        f"--data.init_args.cache_dir={cache_dir}",
+        "--data.init_args.batch_size=4",
+        "--data.init_args.test_limit=8",
+    ]
     if data.get("data_root"):
         args.append("--data.init_args.data_root=null")  # real MNIST/SVHN folders are absent: embedded MNIST
     for key in ("domain", "domain_a", "domain_b"):
@@ -73,8 +86,15 @@ def overrides(config: Path, tmp_path: Path, classifiers: dict[str, str], cache_d
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda p: str(p.relative_to(ROOT / "configs")))
 def test_config_fast_dev_run(config, tmp_path, tiny_classifiers, cache_dir):
-    cli = cli_main(["fit", "-c", str(config), "--trainer.fast_dev_run=true",
-                    *overrides(config, tmp_path, tiny_classifiers, cache_dir)])  # fmt: skip
+    cli = cli_main(
+        [
+            "fit",
+            "-c",
+            str(config),
+            "--trainer.fast_dev_run=true",
+            *overrides(config, tmp_path, tiny_classifiers, cache_dir),
+        ]
+    )
     assert cli.trainer.state.finished
     if cli.model.automatic_optimization or isinstance(cli.model, CycleGAN):
         assert cli.trainer.global_step >= 1
@@ -96,8 +116,17 @@ ABLATION_PARAMS = [
 @pytest.mark.parametrize("fragment", ABLATION_PARAMS)
 def test_ablation_fragment_applies_and_runs(fragment, tmp_path, tiny_classifiers, cache_dir):
     base = ROOT / "configs/translation/accr_m2mm.yaml"
-    cli = cli_main(["fit", "-c", str(base), "-c", str(fragment), "--trainer.fast_dev_run=true",
-                    *overrides(base, tmp_path, tiny_classifiers, cache_dir)])  # fmt: skip
+    cli = cli_main(
+        [
+            "fit",
+            "-c",
+            str(base),
+            "-c",
+            str(fragment),
+            "--trainer.fast_dev_run=true",
+            *overrides(base, tmp_path, tiny_classifiers, cache_dir),
+        ]
+    )
     assert cli.trainer.state.finished
     wanted = yaml.safe_load(fragment.read_text())["model"]["init_args"]
     for key, value in wanted.items():
@@ -143,10 +172,19 @@ def test_unknown_domain_from_cli_is_named():
 
 
 def quick_fit_args(tmp_path, cache_dir):
-    return ["fit", "-c", str(ROOT / "configs/demo.yaml"), f"--trainer.default_root_dir={tmp_path}",
-            "--trainer.max_steps=2", "--trainer.limit_val_batches=0", "--trainer.enable_progress_bar=false",
-            f"--data.init_args.cache_dir={cache_dir}", "--data.init_args.batch_size=4",
-            "--model.init_args.classifier_a=null", "--model.init_args.classifier_b=null"]  # fmt: skip
+    return [
+        "fit",
+        "-c",
+        str(ROOT / "configs/demo.yaml"),
+        f"--trainer.default_root_dir={tmp_path}",
+        "--trainer.max_steps=2",
+        "--trainer.limit_val_batches=0",
+        "--trainer.enable_progress_bar=false",
+        f"--data.init_args.cache_dir={cache_dir}",
+        "--data.init_args.batch_size=4",
+        "--model.init_args.classifier_a=null",
+        "--model.init_args.classifier_b=null",
+    ]
 
 
 def test_wrong_channel_count_from_config_is_named(tmp_path, cache_dir):

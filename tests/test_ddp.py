@@ -22,14 +22,27 @@ def ddp_fit(
     tmp_path: Path, config: str, strategy: str, cache_dir: str, extra=(), devices=2, max_steps=6
 ) -> subprocess.CompletedProcess:
     args = [
-        sys.executable, "-m", "coadv", "fit", "-c", config,
-        "--trainer.accelerator=cpu", f"--trainer.devices={devices}", f"--trainer.strategy={strategy}",
-        f"--trainer.max_steps={max_steps}", "--trainer.limit_val_batches=0", "--trainer.enable_progress_bar=false",
-        f"--trainer.default_root_dir={tmp_path}", "--trainer.callbacks+=callbacks.ReplicaParity",
-        f"--data.init_args.cache_dir={cache_dir}", "--data.init_args.batch_size=4",
-        "--data.init_args.batches_per_epoch=4", "--model.init_args.classifier_a=null", "--model.init_args.classifier_b=null",
+        sys.executable,
+        "-m",
+        "coadv",
+        "fit",
+        "-c",
+        config,
+        "--trainer.accelerator=cpu",
+        f"--trainer.devices={devices}",
+        f"--trainer.strategy={strategy}",
+        f"--trainer.max_steps={max_steps}",
+        "--trainer.limit_val_batches=0",
+        "--trainer.enable_progress_bar=false",
+        f"--trainer.default_root_dir={tmp_path}",
+        "--trainer.callbacks+=callbacks.ReplicaParity",
+        f"--data.init_args.cache_dir={cache_dir}",
+        "--data.init_args.batch_size=4",
+        "--data.init_args.batches_per_epoch=4",
+        "--model.init_args.classifier_a=null",
+        "--model.init_args.classifier_b=null",
         *extra,
-    ]  # fmt: skip
+    ]
     return subprocess.run(args, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
 
 
@@ -78,8 +91,12 @@ def test_unpaired_streams_under_two_processes_are_the_single_process_epoch(tmp_p
     dm.setup("fit")
     keys = {d: {image_key(ds[i][0]): i for i in range(len(ds))} for d, ds in (("a", dm.train_a), ("b", dm.train_b))}
     assert len(keys["a"]) == len(dm.train_a) and len(keys["b"]) == len(dm.train_b)  # content identifies the index
-    flags = [*SMALL_NETS, "--trainer.callbacks+=probes.BatchRecorder", "--data.init_args.batches_per_epoch=6",
-             "--trainer.max_epochs=2"]  # fmt: skip
+    flags = [
+        *SMALL_NETS,
+        "--trainer.callbacks+=probes.BatchRecorder",
+        "--data.init_args.batches_per_epoch=6",
+        "--trainer.max_epochs=2",
+    ]
     runs = {}
     for devices in (1, 2):
         out = tmp_path / f"devices{devices}"

@@ -14,8 +14,9 @@ from lightning_modules.translation_metrics import Recipe
 
 
 @pytest.mark.parametrize("start", [False, pytest.param(True, marks=pytest.mark.slow)])  # True: two demo runs
-def test_demo_prints_both_directions_at_the_last_step_with_paired_intervals(start, tmp_path, tiny_classifiers,
-                                                                             cache_dir, monkeypatch, capsys):  # fmt: skip
+def test_demo_prints_both_directions_at_the_last_step_with_paired_intervals(
+    start, tmp_path, tiny_classifiers, cache_dir, monkeypatch, capsys
+):
     paths = {d: Path(shutil.copy(tiny_classifiers[d], tmp_path / f"{d}.ckpt")) for d in ("mnist", "mnist_m")}
     monkeypatch.setattr(demo, "JUDGES", paths)
     monkeypatch.setattr(demo, "PROBE_STEPS", 5)
@@ -38,15 +39,21 @@ def test_demo_prints_both_directions_at_the_last_step_with_paired_intervals(star
         "from random weights" in out
     ) != start
     # the printed rows are the metrics of the last step's nets, recomputed from the run's last checkpoint
-    model = ACCR.load_from_checkpoint(run / "checkpoints" / "last.ckpt", map_location="cpu",
-                                      classifier_a=str(paths["mnist"]), classifier_b=str(paths["mnist_m"]))  # fmt: skip
+    model = ACCR.load_from_checkpoint(
+        run / "checkpoints" / "last.ckpt",
+        map_location="cpu",
+        classifier_a=str(paths["mnist"]),
+        classifier_b=str(paths["mnist_m"]),
+    )
     model.evaluator.setup()
     dm = UnpairedDigitsDataModule("mnist", "mnist_m", cache_dir=cache_dir, batch_size=4, val_size=24, test_limit=16)
     dm.setup("fit")
     for label, metric, translated, untranslated, _ in demo.direction_rows(model.eval(), dm, Recipe(steps=5)):
         mean, half, verdict = demo.paired_difference(translated, untranslated)
-        row = (f"| {label} | {metric} | {float(translated.mean()):.3f} | {float(untranslated.mean()):.3f} | "
-               f"{mean:+.3f} [{mean - half:+.3f}, {mean + half:+.3f}] | {verdict}")  # fmt: skip
+        row = (
+            f"| {label} | {metric} | {float(translated.mean()):.3f} | {float(untranslated.mean()):.3f} | "
+            f"{mean:+.3f} [{mean - half:+.3f}, {mean + half:+.3f}] | {verdict}"
+        )
         assert row in out, (row, out)
     assert "MNIST -> MNIST-M | train on translated, test on real MNIST-M (oracle" in out
     assert "MNIST-M -> MNIST | MNIST judge (own domain" in out
@@ -94,11 +101,19 @@ def test_shipped_judges_are_the_study_judges_weights(tmp_path, tiny_classifiers)
 
 
 def tiny_flags(run, cache_dir, paths) -> list[str]:
-    return [f"--trainer.default_root_dir={run}", "--trainer.max_epochs=2",
-               "--trainer.logger=false",  # drops the default W&B logger's init_args before the switch to CSV
-               f"--trainer.logger={{'class_path': 'lightning.pytorch.loggers.CSVLogger', 'init_args': {{'save_dir': '{run}'}}}}",
-               f"--data.init_args.cache_dir={cache_dir}", "--data.init_args.batch_size=4",
-               "--data.init_args.batches_per_epoch=2", "--data.init_args.val_size=24", "--data.init_args.test_limit=16",
-               "--model.init_args.lr_constant_epochs=1", "--model.init_args.lr_decay_epochs=1",
-               f"--model.init_args.classifier_a={paths['mnist']}", f"--model.init_args.classifier_b={paths['mnist_m']}",
-               *[f"--model.init_args.{n}.init_args.width=8" for n in ("g_ab", "g_ba", "d_a", "d_b")]]  # fmt: skip
+    return [
+        f"--trainer.default_root_dir={run}",
+        "--trainer.max_epochs=2",
+        "--trainer.logger=false",  # drops the default W&B logger's init_args before the switch to CSV
+        f"--trainer.logger={{'class_path': 'lightning.pytorch.loggers.CSVLogger', 'init_args': {{'save_dir': '{run}'}}}}",
+        f"--data.init_args.cache_dir={cache_dir}",
+        "--data.init_args.batch_size=4",
+        "--data.init_args.batches_per_epoch=2",
+        "--data.init_args.val_size=24",
+        "--data.init_args.test_limit=16",
+        "--model.init_args.lr_constant_epochs=1",
+        "--model.init_args.lr_decay_epochs=1",
+        f"--model.init_args.classifier_a={paths['mnist']}",
+        f"--model.init_args.classifier_b={paths['mnist_m']}",
+        *[f"--model.init_args.{n}.init_args.width=8" for n in ("g_ab", "g_ba", "d_a", "d_b")],
+    ]

@@ -28,7 +28,7 @@ def files(tmp_path, tiny_classifiers) -> dict[str, str]:
         "judges": [
             f"--model.init_args.classifier_a={tiny_classifiers['mnist']}",
             f"--model.init_args.classifier_b={tiny_classifiers['mnist_m']}",
-        ],  # fmt: skip
+        ],
     }
 
 
@@ -47,12 +47,12 @@ MISTAKES = [
     (
         [*ACCR, "--data.init_args.domain_b=svhn", "--data.init_args.data_root={missing}"],
         "MNIST data not found under '{missing}'. Set data.download=true",
-    ),  # fmt: skip
+    ),
     ([*ACCR, "--data.init_args.domain_b=svhn"], "SVHN has no embedded copy: set data.data_root"),
     (
         [*ACCR, "--data.init_args.domain_b=usps", "--data.init_args.usps_root={missing}"],
         "USPS data not found under '{missing}'. Set data.init_args.usps_root",
-    ),  # fmt: skip
+    ),
     (["trian"], "coadv: unknown command 'trian'; valid commands: fit, validate, test, predict, study"),
     # a victim file named by an attack config is opened in setup, inside `test`: still one line
     ([*ATTACK, "--model.init_args.checkpoint={missing}"], "victim checkpoint {missing} does not exist"),

@@ -13,10 +13,16 @@ from lightning_modules.acceleration import is_compiled
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 
 TINY = [f"--model.init_args.{n}.init_args.width=16" for n in ("g_ab", "g_ba", "d_a", "d_b")] + [
-    "--model.init_args.g_ab.init_args.n_blocks=2", "--model.init_args.g_ba.init_args.n_blocks=2",
-    "--data.init_args.batch_size=16", "--data.init_args.batches_per_epoch=4", "--trainer.max_epochs=1",
-    "--trainer.limit_val_batches=2", "--trainer.accelerator=gpu", "--trainer.devices=1", "--trainer.log_every_n_steps=1",
-]  # fmt: skip
+    "--model.init_args.g_ab.init_args.n_blocks=2",
+    "--model.init_args.g_ba.init_args.n_blocks=2",
+    "--data.init_args.batch_size=16",
+    "--data.init_args.batches_per_epoch=4",
+    "--trainer.max_epochs=1",
+    "--trainer.limit_val_batches=2",
+    "--trainer.accelerator=gpu",
+    "--trainer.devices=1",
+    "--trainer.log_every_n_steps=1",
+]
 
 
 def float_weights(module):
@@ -25,10 +31,18 @@ def float_weights(module):
 
 @pytest.mark.parametrize(("method", "cls"), [("cyclegan", CycleGAN), ("cr_cyclegan", CRCycleGAN), ("accr", ACCR)])
 def test_translation_trains_with_every_lever(method, cls, tmp_path, cache_dir, tiny_classifiers):
-    args = ["-c", f"configs/translation/{method}_m2mm.yaml", "-c", "configs/trainer/fast_translation.yaml", *QUIET,
-            *TINY, f"--trainer.default_root_dir={tmp_path}", f"--data.init_args.cache_dir={cache_dir}",
-            f"--model.init_args.classifier_a={tiny_classifiers['mnist']}",
-            f"--model.init_args.classifier_b={tiny_classifiers['mnist_m']}"]  # fmt: skip
+    args = [
+        "-c",
+        f"configs/translation/{method}_m2mm.yaml",
+        "-c",
+        "configs/trainer/fast_translation.yaml",
+        *QUIET,
+        *TINY,
+        f"--trainer.default_root_dir={tmp_path}",
+        f"--data.init_args.cache_dir={cache_dir}",
+        f"--model.init_args.classifier_a={tiny_classifiers['mnist']}",
+        f"--model.init_args.classifier_b={tiny_classifiers['mnist_m']}",
+    ]
     before = float_weights(cli_main(args, run=False).model)
     cli = cli_main(["fit", *args])
     model, trainer = cli.model, cli.trainer
@@ -75,6 +89,6 @@ def test_classifier_and_speaker_victim_train_with_bf16_and_compile(config, flags
             "--trainer.devices=1",
             "--trainer.fast_dev_run=3",
         ]
-    )  # fmt: skip  (no checkpoint written into the repo)
+    )  # no checkpoint written into the repo
     assert cli.trainer.global_step == 3 and cli.model.device.type == "cuda"
     assert torch.isfinite(cli.trainer.callback_metrics["train/loss"])

@@ -20,11 +20,39 @@ PACKAGES = ("coadv", "attacks", "callbacks", "configs", "datamodules", "lightnin
 def wheel(tmp_path_factory) -> Path:
     """Built from a copy of the source tree, so no build/ folder is left in (or reused from) the checkout."""
     source, out = tmp_path_factory.mktemp("source") / "coadv", tmp_path_factory.mktemp("wheel")
-    junk = shutil.ignore_patterns(".git", ".venv", "build", "runs", ".cache", "checkpoints", "wandb", "*.egg-info",
-                                  "__pycache__", ".pytest_cache", ".ruff_cache")  # fmt: skip
+    junk = shutil.ignore_patterns(
+        ".git",
+        ".venv",
+        "build",
+        "runs",
+        ".cache",
+        "checkpoints",
+        "wandb",
+        "*.egg-info",
+        "__pycache__",
+        ".pytest_cache",
+        ".ruff_cache",
+    )
     shutil.copytree(ROOT, source, ignore=junk)
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-q",
-                    "-w", str(out), str(source)], check=True, capture_output=True, text=True, timeout=300)  # fmt: skip
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "-q",
+            "-w",
+            str(out),
+            str(source),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     (path,) = out.glob("coadv-*.whl")
     return path
 
@@ -34,8 +62,24 @@ def installed(wheel, tmp_path_factory) -> Path:
     """A fresh venv holding only the wheel; the pinned dependencies come from this interpreter's site-packages."""
     env = tmp_path_factory.mktemp("venv")
     venv.create(env, with_pip=False)
-    subprocess.run([sys.executable, "-m", "pip", "--python", str(env / "bin" / "python"), "install", "--no-deps",
-                    "--no-index", "-q", str(wheel)], check=True, capture_output=True, text=True, timeout=300)  # fmt: skip
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "--python",
+            str(env / "bin" / "python"),
+            "install",
+            "--no-deps",
+            "--no-index",
+            "-q",
+            str(wheel),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     site = next((env / "lib").glob("python3*/site-packages"))
     # a plain path line: the editable install's own .pth finder in the dev venv is not processed from here
     (site / "zz_deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
@@ -56,8 +100,14 @@ def test_wheel_holds_every_package_and_the_configs(wheel):
 
 
 def run(installed: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([str(installed / "bin" / "coadv"), *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=300, env={"PATH": "/usr/bin:/bin", "WANDB_MODE": "disabled", "HOME": str(cwd)})  # fmt: skip
+    return subprocess.run(
+        [str(installed / "bin" / "coadv"), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={"PATH": "/usr/bin:/bin", "WANDB_MODE": "disabled", "HOME": str(cwd)},
+    )
 
 
 def test_installed_command_runs_from_another_folder(installed, tmp_path):
@@ -65,16 +115,32 @@ def test_installed_command_runs_from_another_folder(installed, tmp_path):
     assert help_text.returncode == 0, help_text.stderr
     for command in ("fit", "test", "study", "sweep", "compare-attacks", "tune-attacks", "demo", "corpus"):
         assert f"  {command}" in help_text.stdout
-    where = subprocess.run([str(installed / "bin" / "python"), "-c", "import coadv, configs; print(coadv.__file__);"
-                            "print(configs.__file__)"], cwd=tmp_path, capture_output=True, text=True)  # fmt: skip
+    where = subprocess.run(
+        [
+            str(installed / "bin" / "python"),
+            "-c",
+            "import coadv, configs; print(coadv.__file__);print(configs.__file__)",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
     assert str(installed) in where.stdout and str(ROOT) not in where.stdout  # the wheel, not the checkout
     printed = run(installed, tmp_path, "fit", "--print_config", "-c", "configs/translation/accr_m2mm.yaml")
     assert printed.returncode == 0, printed.stderr
     assert "class_path: lightning_modules.ACCR" in printed.stdout
     assert "class_path: nets.ResnetGenerator" in printed.stdout
     # a real run from the installed package: embedded digits found as package data, files written here
-    fit = run(installed, tmp_path, "fit", "-c", "configs/classifier/mnist.yaml", "--trainer.fast_dev_run=true",
-              "--trainer.logger=false", "--trainer.enable_progress_bar=false")  # fmt: skip
+    fit = run(
+        installed,
+        tmp_path,
+        "fit",
+        "-c",
+        "configs/classifier/mnist.yaml",
+        "--trainer.fast_dev_run=true",
+        "--trainer.logger=false",
+        "--trainer.enable_progress_bar=false",
+    )
     assert fit.returncode == 0, fit.stderr[-3000:]
     assert "`fast_dev_run` mode" in fit.stdout + fit.stderr
 

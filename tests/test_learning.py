@@ -39,10 +39,15 @@ def test_short_accr_run_lifts_translated_accuracy(tmp_path, cache_dir):
         train_classifier(domain, path, cache_dir)
     L.seed_everything(0)
     model = ACCR(
-        g_ab=ResnetGenerator(width=16, n_blocks=3), g_ba=ResnetGenerator(width=16, n_blocks=3),
-        d_a=PatchDiscriminator(width=32), d_b=PatchDiscriminator(width=32),
-        lr_constant_epochs=2, lr_decay_epochs=1, classifier_a=str(paths["mnist"]), classifier_b=str(paths["mnist_m"]),
-    )  # fmt: skip
+        g_ab=ResnetGenerator(width=16, n_blocks=3),
+        g_ba=ResnetGenerator(width=16, n_blocks=3),
+        d_a=PatchDiscriminator(width=32),
+        d_b=PatchDiscriminator(width=32),
+        lr_constant_epochs=2,
+        lr_decay_epochs=1,
+        classifier_a=str(paths["mnist"]),
+        classifier_b=str(paths["mnist_m"]),
+    )
     dm = UnpairedDigitsDataModule(
         "mnist", "mnist_m", cache_dir=cache_dir, batch_size=32, batches_per_epoch=80, test_limit=500
     )

@@ -133,8 +133,14 @@ def test_fit_and_test_commands_of_the_libri_config(tmp_path):
     steps, 24 trials (4 target), checkpoint in a temporary folder."""
     cfg = yaml.safe_load((CONFIGS / "ecapa_libri.yaml").read_text())
     cfg["trainer"]["callbacks"][1]["init_args"]["dirpath"] = str(tmp_path)
-    cfg["trainer"].update(default_root_dir=str(tmp_path), max_epochs=1, check_val_every_n_epoch=1,
-                          limit_train_batches=2, limit_val_batches=3, limit_test_batches=3)  # fmt: skip
+    cfg["trainer"].update(
+        default_root_dir=str(tmp_path),
+        max_epochs=1,
+        check_val_every_n_epoch=1,
+        limit_train_batches=2,
+        limit_val_batches=3,
+        limit_test_batches=3,
+    )
     cfg["model"]["init_args"]["victim"]["init_args"].update(channels=16, n_mels=20, embedding_dim=8)
     cfg["data"]["init_args"].update(batch_size=4, crop_seconds=0.5)
     config = tmp_path / "ecapa_libri.yaml"

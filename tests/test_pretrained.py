@@ -242,10 +242,20 @@ def test_validate_config_scores_trials(sb_folder, tmp_path):
     from datamodules.voxceleb import read_wave
 
     config = ROOT / "configs" / "speaker" / "speechbrain_ecapa.yaml"
-    cli = cli_main(["validate", "-c", str(config), f"--model.init_args.victim.init_args.source={sb_folder}",
-                    f"--trainer.default_root_dir={tmp_path}", f"--data.init_args.root={tmp_path}/vox",
-                    "--data.init_args.trial_list=veri_test.txt", "--data.init_args.synthesize=true",
-                    "--data.init_args.synth_speakers=6", "--data.init_args.max_trials=6"])  # fmt: skip
+    cli = cli_main(
+        [
+            "validate",
+            "-c",
+            str(config),
+            f"--model.init_args.victim.init_args.source={sb_folder}",
+            f"--trainer.default_root_dir={tmp_path}",
+            f"--data.init_args.root={tmp_path}/vox",
+            "--data.init_args.trial_list=veri_test.txt",
+            "--data.init_args.synthesize=true",
+            "--data.init_args.synth_speakers=6",
+            "--data.init_args.max_trials=6",
+        ]
+    )
     assert isinstance(cli.model.victim, SpeechBrainECAPA)
     assert cli.model.victim.embedding_dim == 12
     metrics = cli.trainer.callback_metrics

@@ -37,8 +37,9 @@ class StateAtEpochStart(L.Callback):
 def run(tmp_path, max_epochs, ckpt_path=None):
     L.seed_everything(0)
     model = tiny(ACCR, pool_size=4, lr_constant_epochs=1, lr_decay_epochs=3)
-    dm = UnpairedDigitsDataModule("mnist", "mnist_m", cache_dir=str(tmp_path.parent / "cache"), batch_size=4,
-                                  batches_per_epoch=3)  # fmt: skip
+    dm = UnpairedDigitsDataModule(
+        "mnist", "mnist_m", cache_dir=str(tmp_path.parent / "cache"), batch_size=4, batches_per_epoch=3
+    )
     watcher = StateAtEpochStart()
     checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)
     trainer = quiet_trainer(max_epochs=max_epochs, callbacks=[watcher, checkpoint], limit_val_batches=0)
@@ -65,10 +66,20 @@ def test_resume_continues_schedule_pool_and_optimizer(tmp_path):
 def test_cli_resumes_from_last_checkpoint(tmp_path, cache_dir):
     from coadv.cli import cli_main
 
-    args = ["fit", "-c", "configs/demo.yaml", f"--trainer.default_root_dir={tmp_path}", "--trainer.logger=false",
-            "--trainer.limit_val_batches=0", "--trainer.enable_progress_bar=false", f"--data.init_args.cache_dir={cache_dir}",
-            "--data.init_args.batch_size=4", "--data.init_args.batches_per_epoch=2",
-            "--model.init_args.classifier_a=null", "--model.init_args.classifier_b=null"]  # fmt: skip
+    args = [
+        "fit",
+        "-c",
+        "configs/demo.yaml",
+        f"--trainer.default_root_dir={tmp_path}",
+        "--trainer.logger=false",
+        "--trainer.limit_val_batches=0",
+        "--trainer.enable_progress_bar=false",
+        f"--data.init_args.cache_dir={cache_dir}",
+        "--data.init_args.batch_size=4",
+        "--data.init_args.batches_per_epoch=2",
+        "--model.init_args.classifier_a=null",
+        "--model.init_args.classifier_b=null",
+    ]
     first = cli_main([*args, "--trainer.max_epochs=1"])
     assert first.trainer.global_step == 4 and (tmp_path / "checkpoints" / "last.ckpt").is_file()
     resumed = cli_main([*args, "--trainer.max_epochs=2", "--ckpt_path=last"])
@@ -77,8 +88,14 @@ def test_cli_resumes_from_last_checkpoint(tmp_path, cache_dir):
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1", "PYTHONPATH": f"{ROOT}:{ROOT / 'tests'}"}
-COMMON = ["--trainer.accelerator=cpu", "--trainer.devices=1", "--trainer.deterministic=true", "--trainer.logger=false",
-          "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]  # fmt: skip
+COMMON = [
+    "--trainer.accelerator=cpu",
+    "--trainer.devices=1",
+    "--trainer.deterministic=true",
+    "--trainer.logger=false",
+    "--trainer.enable_progress_bar=false",
+    "--trainer.enable_model_summary=false",
+]
 
 
 def fit(root: Path, config: str, flags: list[str], kill_at: int | None = None, resume: bool = False):
@@ -93,8 +110,19 @@ def fit(root: Path, config: str, flags: list[str], kill_at: int | None = None, r
             args["every_n_train_steps"] = 4 if "translation" in config else 2
     if kill_at is not None:
         callbacks.append({"class_path": "probes.KillAt", "init_args": {"batch": kill_at}})
-    args = [sys.executable, "-m", "coadv", "fit", "-c", config, *COMMON, *flags, f"--trainer.default_root_dir={root}",
-            f"--trainer.callbacks={json.dumps(callbacks)}", *(["--ckpt_path=last"] if resume else [])]  # fmt: skip
+    args = [
+        sys.executable,
+        "-m",
+        "coadv",
+        "fit",
+        "-c",
+        config,
+        *COMMON,
+        *flags,
+        f"--trainer.default_root_dir={root}",
+        f"--trainer.callbacks={json.dumps(callbacks)}",
+        *(["--ckpt_path=last"] if resume else []),
+    ]
     return subprocess.run(args, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
 
 
@@ -123,8 +151,11 @@ def test_training_configs_keep_a_resumable_last_checkpoint():
     ResumeCheckpoint under its run folder."""
     plugins = yaml.safe_load((ROOT / "configs" / "defaults.yaml").read_text())["trainer"]["plugins"]
     assert {"class_path": "callbacks.AtomicCheckpointIO"} in plugins
-    configs = [*(ROOT / "configs").glob("translation/*.yaml"), *(ROOT / "configs").glob("classifier/*.yaml"),
-               *(ROOT / "configs").glob("speaker/*_*.yaml")]  # fmt: skip
+    configs = [
+        *(ROOT / "configs").glob("translation/*.yaml"),
+        *(ROOT / "configs").glob("classifier/*.yaml"),
+        *(ROOT / "configs").glob("speaker/*_*.yaml"),
+    ]
     trained = [c for c in configs if "IVectorSystem" not in c.read_text() and "pretrained/" not in c.read_text()]
     assert len(trained) == 29  # 18 translation, 5 classifiers, 6 speaker victims
     for config in trained:
@@ -157,13 +188,22 @@ def assert_same_training_state(a: dict, b: dict) -> None:
 @pytest.mark.parametrize("devices", [1, 2])
 def test_translation_killed_mid_epoch_resumes_to_the_same_weights(devices, tmp_path, cache_dir, tiny_classifiers):
     nets = [f"--model.init_args.{n}.init_args.width=8" for n in ("g_ab", "g_ba", "d_a", "d_b")]
-    flags = [*nets, "--model.init_args.g_ab.init_args.n_blocks=1", "--model.init_args.g_ba.init_args.n_blocks=1",
-             "--model.init_args.pool_size=4", "--model.init_args.lr_constant_epochs=1",
-             "--model.init_args.lr_decay_epochs=2", "--trainer.max_epochs=3", "--trainer.limit_val_batches=1",
-             f"--model.init_args.classifier_a={tiny_classifiers['mnist']}",
-             f"--model.init_args.classifier_b={tiny_classifiers['mnist_m']}",
-             f"--data.init_args.cache_dir={cache_dir}", "--data.init_args.batch_size=4",
-             f"--data.init_args.batches_per_epoch={5 * devices}", "--data.init_args.val_size=8"]  # fmt: skip
+    flags = [
+        *nets,
+        "--model.init_args.g_ab.init_args.n_blocks=1",
+        "--model.init_args.g_ba.init_args.n_blocks=1",
+        "--model.init_args.pool_size=4",
+        "--model.init_args.lr_constant_epochs=1",
+        "--model.init_args.lr_decay_epochs=2",
+        "--trainer.max_epochs=3",
+        "--trainer.limit_val_batches=1",
+        f"--model.init_args.classifier_a={tiny_classifiers['mnist']}",
+        f"--model.init_args.classifier_b={tiny_classifiers['mnist_m']}",
+        f"--data.init_args.cache_dir={cache_dir}",
+        "--data.init_args.batch_size=4",
+        f"--data.init_args.batches_per_epoch={5 * devices}",
+        "--data.init_args.val_size=8",
+    ]
     if devices > 1:  # each rank's RNG states, pools and 5 of the 10 batches per epoch
         flags += [f"--trainer.devices={devices}", "--trainer.strategy=ddp_grad_sync"]
     config = "configs/translation/accr_m2mm.yaml"
@@ -181,10 +221,16 @@ def test_translation_killed_mid_epoch_resumes_to_the_same_weights(devices, tmp_p
 
 @pytest.mark.slow
 def test_speaker_victim_killed_mid_epoch_resumes_to_the_same_weights(tmp_path, corpus):
-    flags = [f"--data.init_args.root={corpus}", "--data.init_args.crop_seconds=0.3", "--data.init_args.batch_size=2",
-             "--model.init_args.victim.init_args.channels=16", "--model.init_args.victim.init_args.n_mels=24",
-             "--model.init_args.victim.init_args.embedding_dim=16", "--trainer.max_epochs=2",
-             "--trainer.limit_val_batches=0"]  # fmt: skip
+    flags = [
+        f"--data.init_args.root={corpus}",
+        "--data.init_args.crop_seconds=0.3",
+        "--data.init_args.batch_size=2",
+        "--model.init_args.victim.init_args.channels=16",
+        "--model.init_args.victim.init_args.n_mels=24",
+        "--model.init_args.victim.init_args.embedding_dim=16",
+        "--trainer.max_epochs=2",
+        "--trainer.limit_val_batches=0",
+    ]
     resumed, full = killed_resumed_and_uninterrupted(
         tmp_path, "configs/speaker/ecapa_synth.yaml", flags, "speaker", 2, 6
     )

@@ -63,13 +63,25 @@ def test_stability_probe_logs_every_n_batches_and_does_not_change_training(tmp_p
 
     def run(callbacks):
         L.seed_everything(0)
-        model = ACCR(g_ab=ResnetGenerator(width=4, n_blocks=1), g_ba=ResnetGenerator(width=4, n_blocks=1),
-                     d_a=PatchDiscriminator(width=4), d_b=PatchDiscriminator(width=4), lr_constant_epochs=1,
-                     lr_decay_epochs=0)  # fmt: skip
+        model = ACCR(
+            g_ab=ResnetGenerator(width=4, n_blocks=1),
+            g_ba=ResnetGenerator(width=4, n_blocks=1),
+            d_a=PatchDiscriminator(width=4),
+            d_b=PatchDiscriminator(width=4),
+            lr_constant_epochs=1,
+            lr_decay_epochs=0,
+        )
         dm = UnpairedDigitsDataModule(cache_dir=cache_dir, batch_size=4, batches_per_epoch=6, val_size=24)
         logger = L.pytorch.loggers.CSVLogger(tmp_path, name=str(len(callbacks)))
-        trainer = L.Trainer(max_epochs=1, logger=logger, callbacks=callbacks, limit_val_batches=0,
-                            enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)  # fmt: skip
+        trainer = L.Trainer(
+            max_epochs=1,
+            logger=logger,
+            callbacks=callbacks,
+            limit_val_batches=0,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+        )
         trainer.fit(model, dm)
         return model, logger
 
@@ -92,8 +104,15 @@ def test_cross_variants_join_the_stability_and_robustness_tables():
         rob = {f"rob_{k}_{s}_{side}": level for k in KINDS for s in (1, 2, 3) for side in ("a2b", "b2a")}
         rob.update({f"rob_{x}_{side}": level for x in ("clean", "mean") for side in ("a2b", "b2a")})
         curve = [[50, level], [100, level]]
-        return {"variant": variant, "method": method, "pair": "m2mm", "seed": seed, "curve_a2b": curve,
-                "curve_b2a": curve, **rob}  # fmt: skip
+        return {
+            "variant": variant,
+            "method": method,
+            "pair": "m2mm",
+            "seed": seed,
+            "curve_a2b": curve,
+            "curve_b2a": curve,
+            **rob,
+        }
 
     records = [cell("cyclegan", "base", s, 0.5) for s in (0, 1)]
     records += [cell("accr", "cross_all", s, 0.5 + d) for s, d in ((0, 0.1), (1, 0.2))]

@@ -14,8 +14,14 @@ from nets.speaker import ECAPATDNN, AAMSoftmax, FeatureDomainVictim, IVector, SE
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
-    dm = VoxCelebDataModule(root=str(tmp_path_factory.mktemp("vox")), synthesize=True, synth_speakers=20,
-                            crop_seconds=1.0, batch_size=8, eval_batch_size=8)  # fmt: skip
+    dm = VoxCelebDataModule(
+        root=str(tmp_path_factory.mktemp("vox")),
+        synthesize=True,
+        synth_speakers=20,
+        crop_seconds=1.0,
+        batch_size=8,
+        eval_batch_size=8,
+    )
     dm.prepare_data()
     dm.setup("fit")
     return dm
@@ -102,12 +108,18 @@ def test_neural_victim_learns_on_synthetic_corpus(corpus, name):
         (lambda: IVector(n_mfcc=41), r"n_mfcc=41: expected 1 to n_mels=40"),
         (lambda: AAMSoftmax(8, 1), r"n_classes=1: expected >= 2 speakers"),
         (lambda: AAMSoftmax(8, 5, margin=2.0), r"margin=2.0: expected in \[0, pi/2\)"),
-        (lambda: SpeakerEmbedding(ECAPATDNN(channels=16, scale=2), p_target=1.0), r"p_target=1.0: expected in \(0, 1\)"),
+        (
+            lambda: SpeakerEmbedding(ECAPATDNN(channels=16, scale=2), p_target=1.0),
+            r"p_target=1.0: expected in \(0, 1\)",
+        ),
         (lambda: SpeakerEmbedding(ECAPATDNN(channels=16, scale=2), scale=0.0), r"scale=0.0: expected > 0"),
-        (lambda: SpeakerEmbedding(ECAPATDNN(channels=16, scale=2), num_speakers=1), r"num_speakers=1: expected None or >= 2"),
+        (
+            lambda: SpeakerEmbedding(ECAPATDNN(channels=16, scale=2), num_speakers=1),
+            r"num_speakers=1: expected None or >= 2",
+        ),
         (lambda: IVectorSystem(IVector(n_components=4, rank=3), ubm_iterations=0), r"ubm_iterations=0: expected >= 1"),
     ],
-)  # fmt: skip
+)
 def test_out_of_range_arguments_are_named(build, message):
     with pytest.raises(ValueError, match=message):
         build()

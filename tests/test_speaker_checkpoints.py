@@ -42,15 +42,32 @@ def assert_same_module(rebuilt: L.LightningModule, original: L.LightningModule) 
     "config, extra",
     [
         ("ecapa_synth", ["--model.init_args.victim.init_args.channels=16"]),
-        ("ivector_synth", ["--model.init_args.ubm_iterations=1", "--model.init_args.tv_iterations=1",
-                           "--model.init_args.victim.init_args.n_components=4",
-                           "--model.init_args.victim.init_args.rank=4", "--model.init_args.victim.init_args.lda_dim=3"]),
+        (
+            "ivector_synth",
+            [
+                "--model.init_args.ubm_iterations=1",
+                "--model.init_args.tv_iterations=1",
+                "--model.init_args.victim.init_args.n_components=4",
+                "--model.init_args.victim.init_args.rank=4",
+                "--model.init_args.victim.init_args.lda_dim=3",
+            ],
+        ),
     ],
-)  # fmt: skip
+)
 def test_cli_built_module_rebuilds_from_its_checkpoint(config, extra, corpus, tmp_path):
-    cli = cli_main(["fit", "-c", str(ROOT / "configs" / "speaker" / f"{config}.yaml"), "--trainer.fast_dev_run=true",
-                    f"--data.init_args.root={corpus}", "--data.init_args.batch_size=4",
-                    f"--trainer.default_root_dir={tmp_path}", *QUIET, *extra])  # fmt: skip
+    cli = cli_main(
+        [
+            "fit",
+            "-c",
+            str(ROOT / "configs" / "speaker" / f"{config}.yaml"),
+            "--trainer.fast_dev_run=true",
+            f"--data.init_args.root={corpus}",
+            "--data.init_args.batch_size=4",
+            f"--trainer.default_root_dir={tmp_path}",
+            *QUIET,
+            *extra,
+        ]
+    )
     path = tmp_path / "victim.ckpt"
     cli.trainer.save_checkpoint(path)
     cls = type(cli.model)

@@ -13,14 +13,24 @@ from lightning_modules.acceleration import is_compiled
 from lightning_modules.ddp import GradSyncDDPStrategy
 
 TINY_TRANSLATION = [f"--model.init_args.{n}.init_args.width=8" for n in ("g_ab", "g_ba", "d_a", "d_b")] + [
-    "--model.init_args.g_ab.init_args.n_blocks=1", "--model.init_args.g_ba.init_args.n_blocks=1",
-    "--model.init_args.classifier_a=null", "--model.init_args.classifier_b=null", "--data.init_args.batch_size=4",
-]  # fmt: skip
-TINY_CLASSIFIER = ["--model.init_args.net.init_args.width=8", "--model.init_args.net.init_args.feature_dim=16",
-                   "--data.init_args.batch_size=8"]  # fmt: skip
-TINY_SPEAKER = ["--model.init_args.victim.init_args.channels=16", "--model.init_args.victim.init_args.n_mels=24",
-                "--model.init_args.victim.init_args.embedding_dim=16", "--data.init_args.batch_size=2",
-                "--data.init_args.crop_seconds=0.3"]  # fmt: skip
+    "--model.init_args.g_ab.init_args.n_blocks=1",
+    "--model.init_args.g_ba.init_args.n_blocks=1",
+    "--model.init_args.classifier_a=null",
+    "--model.init_args.classifier_b=null",
+    "--data.init_args.batch_size=4",
+]
+TINY_CLASSIFIER = [
+    "--model.init_args.net.init_args.width=8",
+    "--model.init_args.net.init_args.feature_dim=16",
+    "--data.init_args.batch_size=8",
+]
+TINY_SPEAKER = [
+    "--model.init_args.victim.init_args.channels=16",
+    "--model.init_args.victim.init_args.n_mels=24",
+    "--model.init_args.victim.init_args.embedding_dim=16",
+    "--data.init_args.batch_size=2",
+    "--data.init_args.crop_seconds=0.3",
+]
 
 
 def fit(config, fragments, tmp_path, flags, run=True):
@@ -41,10 +51,16 @@ def speaker_flags(corpus):
 @pytest.mark.parametrize("family", ["translation", "classifier", "speaker"])
 def test_bf16_fragment_trains_every_module_family(family, tmp_path, cache_dir, request):
     config, flags = {
-        "translation": ("configs/translation/accr_m2mm.yaml", [*TINY_TRANSLATION, f"--data.init_args.cache_dir={cache_dir}"]),
-        "classifier": ("configs/classifier/mnist_m.yaml", [*TINY_CLASSIFIER, f"--data.init_args.cache_dir={cache_dir}"]),
+        "translation": (
+            "configs/translation/accr_m2mm.yaml",
+            [*TINY_TRANSLATION, f"--data.init_args.cache_dir={cache_dir}"],
+        ),
+        "classifier": (
+            "configs/classifier/mnist_m.yaml",
+            [*TINY_CLASSIFIER, f"--data.init_args.cache_dir={cache_dir}"],
+        ),
         "speaker": ("configs/speaker/ecapa_synth.yaml", request.getfixturevalue("speaker_flags")),
-    }[family]  # fmt: skip
+    }[family]
     before = weights(fit(config, ["bf16"], tmp_path, flags, run=False).model)
     cli = fit(config, ["bf16"], tmp_path, flags)
     assert cli.trainer.precision == "bf16-mixed" and cli.trainer.global_step >= 1
@@ -90,8 +106,12 @@ def test_compile_refuses_without_a_c_compiler(monkeypatch):
 
 
 def test_gpus_fragment_uses_grad_sync_ddp(tmp_path, cache_dir):
-    flags = [*TINY_TRANSLATION, f"--data.init_args.cache_dir={cache_dir}", "--trainer.accelerator=cpu",
-             "--trainer.devices=1"]  # fmt: skip
+    flags = [
+        *TINY_TRANSLATION,
+        f"--data.init_args.cache_dir={cache_dir}",
+        "--trainer.accelerator=cpu",
+        "--trainer.devices=1",
+    ]
     cli = fit("configs/translation/cyclegan_m2mm.yaml", ["gpus"], tmp_path, flags, run=False)
     assert isinstance(cli.trainer.strategy, GradSyncDDPStrategy)
 
@@ -108,12 +128,24 @@ def test_slurm_fragment_lets_lightning_detect_slurm(tmp_path, cache_dir, monkeyp
     for key in ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE", "GLOBAL_RANK"):
         monkeypatch.delenv(key, raising=False)  # Lightning derives these from SLURM; conftest restores os.environ
 
-    slurm = {"SLURM_NTASKS": "2", "SLURM_NTASKS_PER_NODE": "1", "SLURM_PROCID": "1", "SLURM_LOCALID": "0",
-             "SLURM_NODEID": "1", "SLURM_NODELIST": "node[3-4]", "SLURM_JOB_ID": "77", "SLURM_JOB_NAME": "coadv"}  # fmt: skip
+    slurm = {
+        "SLURM_NTASKS": "2",
+        "SLURM_NTASKS_PER_NODE": "1",
+        "SLURM_PROCID": "1",
+        "SLURM_LOCALID": "0",
+        "SLURM_NODEID": "1",
+        "SLURM_NODELIST": "node[3-4]",
+        "SLURM_JOB_ID": "77",
+        "SLURM_JOB_NAME": "coadv",
+    }
     for key, value in slurm.items():
         monkeypatch.setenv(key, value)
-    flags = [*TINY_TRANSLATION, f"--data.init_args.cache_dir={cache_dir}", "--trainer.accelerator=cpu",
-             "--trainer.devices=1"]  # fmt: skip
+    flags = [
+        *TINY_TRANSLATION,
+        f"--data.init_args.cache_dir={cache_dir}",
+        "--trainer.accelerator=cpu",
+        "--trainer.devices=1",
+    ]
     trainer = fit("configs/translation/cyclegan_m2mm.yaml", ["slurm"], tmp_path, flags, run=False).trainer
     env = trainer.strategy.cluster_environment
     assert isinstance(env, SLURMEnvironment) and not env.auto_requeue
@@ -151,7 +183,7 @@ def test_compile_fragment_trains_the_classifier_and_the_speaker_victims(family, 
     config, flags = {
         "classifier": ("configs/classifier/mnist.yaml", [*TINY_CLASSIFIER, f"--data.init_args.cache_dir={cache_dir}"]),
         "speaker": ("configs/speaker/ecapa_synth.yaml", request.getfixturevalue("speaker_flags")),
-    }[family]  # fmt: skip
+    }[family]
     cli = fit(config, ["compile"], tmp_path, [*flags, "--trainer.limit_val_batches=0"])
     assert cli.trainer.global_step == 1
     compiled = is_compiled(cli.model.net) if family == "classifier" else cli.model._train_embed is not None

@@ -27,15 +27,34 @@ def tiny_preset(tmp_path, tiny_classifiers, monkeypatch) -> Path:
     for domain, path in tiny_classifiers.items():
         shutil.copy(path, folder / f"{domain}.ckpt")
     monkeypatch.setattr(study, "ensure_classifier", lambda domain, extra=(): folder / f"{domain}.ckpt")
-    flags = ["--trainer.max_epochs=2", "--data.init_args.batch_size=4", "--data.init_args.batches_per_epoch=2",
-             "--data.init_args.val_size=24", "--data.init_args.test_limit=16", "--trainer.limit_val_batches=0",
-             "--model.init_args.lr_constant_epochs=1", "--model.init_args.lr_decay_epochs=1",
-             *[f"--model.init_args.{n}.init_args.width=8" for n in ("g_ab", "g_ba", "d_a", "d_b")]]  # fmt: skip
+    flags = [
+        "--trainer.max_epochs=2",
+        "--data.init_args.batch_size=4",
+        "--data.init_args.batches_per_epoch=2",
+        "--data.init_args.val_size=24",
+        "--data.init_args.test_limit=16",
+        "--trainer.limit_val_batches=0",
+        "--model.init_args.lr_constant_epochs=1",
+        "--model.init_args.lr_decay_epochs=1",
+        *[f"--model.init_args.{n}.init_args.width=8" for n in ("g_ab", "g_ba", "d_a", "d_b")],
+    ]
     flags += [f"--model.init_args.classifier_{s}={folder}/{d}.ckpt" for s, d in (("a", "mnist"), ("b", "mnist_m"))]
     preset = tmp_path / "tiny.yaml"
-    preset.write_text(json.dumps({"methods": ["cyclegan", "accr"], "pairs": ["m2mm"], "seeds": [0, 1],
-                                  "svhn": "syn_digits", "wandb": False, "probe_steps": 3, "joint_steps": 3,
-                                  "judges_dir": str(folder), "flags": flags}))  # fmt: skip
+    preset.write_text(
+        json.dumps(
+            {
+                "methods": ["cyclegan", "accr"],
+                "pairs": ["m2mm"],
+                "seeds": [0, 1],
+                "svhn": "syn_digits",
+                "wandb": False,
+                "probe_steps": 3,
+                "joint_steps": 3,
+                "judges_dir": str(folder),
+                "flags": flags,
+            }
+        )
+    )
     return preset
 
 
@@ -46,7 +65,11 @@ def test_cells_are_evaluated_at_their_last_step_and_tabled_with_paired_differenc
     assert re.search(r"\ncells +4 of 4 \(4 run now, 0 reused\)", printed.out)
     assert "study cells: 100%" in printed.err and "4/4" in printed.err  # the bar reached the end
     assert [(r["method"], r["seed"], r["steps"]) for r in records] == [
-        ("cyclegan", 0, 4), ("accr", 0, 4), ("cyclegan", 1, 4), ("accr", 1, 4)]  # fmt: skip
+        ("cyclegan", 0, 4),
+        ("accr", 0, 4),
+        ("cyclegan", 1, 4),
+        ("accr", 1, 4),
+    ]
     # the record is the metrics of the last step's nets: recomputed from the cell's last checkpoint
     cell = out / "cells/base/accr_m2mm/seed1"
     last = next((cell / "checkpoints").glob("epoch=1-*.ckpt"))
@@ -110,19 +133,35 @@ def test_methods_of_a_seed_see_the_same_batches_and_start_from_the_same_nets(tmp
 def test_records_of_an_older_study_are_refused(tmp_path, tiny_preset):
     cell = tmp_path / "study" / "cells" / "base" / "accr_m2mm" / "seed0"
     cell.mkdir(parents=True)
-    (cell / "metrics.json").write_text(json.dumps({"variant": "base", "method": "accr", "direction": "m2mm",
-                                                   "seed": 0, "acc_a2b": 0.5, "selected_epoch": 3}))  # fmt: skip
+    (cell / "metrics.json").write_text(
+        json.dumps(
+            {"variant": "base", "method": "accr", "direction": "m2mm", "seed": 0, "acc_a2b": 0.5, "selected_epoch": 3}
+        )
+    )
     with pytest.raises(SystemExit, match=f"{cell / 'metrics.json'} is a cell of an older study protocol"):
-        study.main(["--preset", str(tiny_preset), "--out", str(tmp_path / "study"), "--seeds", "0",
-                    "--methods", "accr"])  # fmt: skip
+        study.main(
+            ["--preset", str(tiny_preset), "--out", str(tmp_path / "study"), "--seeds", "0", "--methods", "accr"]
+        )
 
 
 @pytest.mark.slow  # several tiny study runs
 def test_variants_run_as_their_own_rows_differenced_against_the_base(tmp_path, tiny_preset):
     out = tmp_path / "study"
     variant = ROOT / "configs/ablations/terms/rec_only.yaml"
-    records = study.main(["--preset", str(tiny_preset), "--out", str(out), "--methods", "accr", "--seeds", "0",
-                          "--variants", str(variant)])  # fmt: skip
+    records = study.main(
+        [
+            "--preset",
+            str(tiny_preset),
+            "--out",
+            str(out),
+            "--methods",
+            "accr",
+            "--seeds",
+            "0",
+            "--variants",
+            str(variant),
+        ]
+    )
     assert [r["variant"] for r in records] == ["rec_only"]
     config = next((out / "cells/rec_only/accr_m2mm/seed0").rglob("config.yaml")).read_text()
     assert "lambda_fake: 0.0" in config and "lambda_rec: 10.0" in config
@@ -130,8 +169,10 @@ def test_variants_run_as_their_own_rows_differenced_against_the_base(tmp_path, t
     assert ("rec_only", "accr", "base", "accr") in results.comparisons(records)
 
 
-@pytest.mark.parametrize(("flag", "value", "listed"), [("--methods", "pix2pix", "cyclegan, cr_cyclegan, accr"),
-                                                       ("--pairs", "m2k", "m2mm, mm2m, m2s, s2m, m2u, u2m")])  # fmt: skip
+@pytest.mark.parametrize(
+    ("flag", "value", "listed"),
+    [("--methods", "pix2pix", "cyclegan, cr_cyclegan, accr"), ("--pairs", "m2k", "m2mm, mm2m, m2s, s2m, m2u, u2m")],
+)
 def test_unknown_names_list_valid_ones(flag, value, listed):
     with pytest.raises(SystemExit, match=f"unknown .*'{value}'.*: {listed}"):
         study.main([flag, value])
@@ -157,13 +198,17 @@ def test_verdict_table_by_hand():
 @pytest.mark.slow  # several tiny study runs
 def test_search_scores_each_methods_fragments_on_validation_images(tmp_path, tiny_preset, capsys):
     preset = json.loads(tiny_preset.read_text())
-    preset.update(search={"accr": ["configs/ablations/lambda/lambda_1.yaml", "configs/ablations/lambda/lambda_10.yaml"]},
-                  search_seeds=[7])  # fmt: skip
+    preset.update(
+        search={"accr": ["configs/ablations/lambda/lambda_1.yaml", "configs/ablations/lambda/lambda_10.yaml"]},
+        search_seeds=[7],
+    )
     tiny_preset.write_text(json.dumps(preset))
     out = tmp_path / "study"
     records = study.main(["--preset", str(tiny_preset), "--out", str(out), "--search"])
-    assert [(r["variant"], r["seed"], r["evaluated_on"]) for r in records] == [("lambda_1", 7, "val"),
-                                                                               ("lambda_10", 7, "val")]  # fmt: skip
+    assert [(r["variant"], r["seed"], r["evaluated_on"]) for r in records] == [
+        ("lambda_1", 7, "val"),
+        ("lambda_10", 7, "val"),
+    ]
     table = (out / "search" / "search.md").read_text()
     scores = {r["variant"]: (r["tot_a2b"] + r["tot_b2a"]) / 2 for r in records}
     best = max(scores, key=scores.get)
@@ -213,8 +258,14 @@ def test_stability_and_robustness_come_from_the_same_runs(tmp_path, tiny_preset,
 def test_tables_hold_every_finished_cell_of_the_folder(tmp_path):
     """A run of some variants (or the base alone) still tabulates every finished cell: base first, variants by
     name, then pair, seed and method order; unfinished cells (no metrics.json) are left out."""
-    cells = [("lambda_1", "accr", "m2mm", 0), ("base", "accr", "m2mm", 1), ("base", "cyclegan", "m2mm", 1),
-             ("base", "accr", "m2mm", 0), ("base", "cyclegan", "m2u", 0), ("cross_all", "accr", "m2mm", 0)]  # fmt: skip
+    cells = [
+        ("lambda_1", "accr", "m2mm", 0),
+        ("base", "accr", "m2mm", 1),
+        ("base", "cyclegan", "m2mm", 1),
+        ("base", "accr", "m2mm", 0),
+        ("base", "cyclegan", "m2u", 0),
+        ("cross_all", "accr", "m2mm", 0),
+    ]
     for variant, method, pair, seed in cells:
         folder = tmp_path / "cells" / variant / f"{method}_{pair}" / f"seed{seed}"
         folder.mkdir(parents=True)
@@ -227,9 +278,14 @@ def test_tables_hold_every_finished_cell_of_the_folder(tmp_path):
         json.dumps({"variant": "base", "method": "cr_cyclegan", "pair": "m2u", "seed": 0})
     )
     order = [(r["variant"], r["method"], r["pair"], r["seed"]) for r in study.finished_records(tmp_path)]
-    assert order == [("base", "accr", "m2mm", 0), ("base", "cyclegan", "m2mm", 1), ("base", "accr", "m2mm", 1),
-                     ("base", "cyclegan", "m2u", 0), ("cross_all", "accr", "m2mm", 0),
-                     ("lambda_1", "accr", "m2mm", 0)]  # fmt: skip
+    assert order == [
+        ("base", "accr", "m2mm", 0),
+        ("base", "cyclegan", "m2mm", 1),
+        ("base", "accr", "m2mm", 1),
+        ("base", "cyclegan", "m2u", 0),
+        ("cross_all", "accr", "m2mm", 0),
+        ("lambda_1", "accr", "m2mm", 0),
+    ]
 
 
 def test_each_method_is_compared_at_the_weights_its_search_chose(tmp_path):
@@ -251,9 +307,12 @@ def test_each_method_is_compared_at_the_weights_its_search_chose(tmp_path):
     copies = study.searched_records(records, tmp_path)
     got = sorted((r["pair"], r["method"], r["seed"], r["tot_a2b"]) for r in copies)
     assert {r["variant"] for r in copies} == {results.SEARCHED}
-    assert got == sorted([("m2mm", "cyclegan", s, 0.5) for s in range(3)] + [("m2mm", "accr", s, 0.7) for s in range(3)]
-                         + [("m2mm", "cr_cyclegan", s, 0.6 + 0.01 * s) for s in range(3)]
-                         + [("m2u", "cyclegan", 0, 0.4), ("m2u", "cr_cyclegan", 0, 0.45)])  # fmt: skip
+    assert got == sorted(
+        [("m2mm", "cyclegan", s, 0.5) for s in range(3)]
+        + [("m2mm", "accr", s, 0.7) for s in range(3)]
+        + [("m2mm", "cr_cyclegan", s, 0.6 + 0.01 * s) for s in range(3)]
+        + [("m2u", "cyclegan", 0, 0.4), ("m2u", "cr_cyclegan", 0, 0.45)]
+    )
     comparisons = results.comparisons(records + copies)
     assert (results.SEARCHED, "accr", results.SEARCHED, "cyclegan") in comparisons
     assert (results.SEARCHED, "accr", "base", "accr") in comparisons

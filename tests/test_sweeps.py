@@ -37,14 +37,28 @@ def test_command_macros_expand_like_the_agent():
 
 
 def test_one_sweep_trial_runs_offline(tmp_path, tiny_classifiers, capsys):
-    flags = ["--trainer.max_epochs=1", "--data.init_args.batch_size=4", "--data.init_args.batches_per_epoch=2",
-             "--data.init_args.test_limit=16", f"--model.init_args.classifier_a={tiny_classifiers['mnist']}",
-             f"--model.init_args.classifier_b={tiny_classifiers['mnist_m']}"]  # fmt: skip
+    flags = [
+        "--trainer.max_epochs=1",
+        "--data.init_args.batch_size=4",
+        "--data.init_args.batches_per_epoch=2",
+        "--data.init_args.test_limit=16",
+        f"--model.init_args.classifier_a={tiny_classifiers['mnist']}",
+        f"--model.init_args.classifier_b={tiny_classifiers['mnist_m']}",
+    ]
     flags += [f"--model.init_args.{n}.init_args.width=8" for n in ("g_ab", "g_ba", "d_a", "d_b")]
     preset = tmp_path / "tiny.yaml"
     preset.write_text(json.dumps({"flags": flags}))
-    rows = sweep.main([str(ROOT / "configs/sweeps/accr_lambdas.yaml"), "--trials", "1", "--preset", str(preset),
-                       "--out", str(tmp_path / "out")])  # fmt: skip
+    rows = sweep.main(
+        [
+            str(ROOT / "configs/sweeps/accr_lambdas.yaml"),
+            "--trials",
+            "1",
+            "--preset",
+            str(preset),
+            "--out",
+            str(tmp_path / "out"),
+        ]
+    )
     assert len(rows) == 1 and 0 <= rows[0]["val/acc_b2a"] <= 1
     printed = capsys.readouterr()
     assert re.search(rf"\nbest +trial 0: val/acc_b2a = {rows[0]['val/acc_b2a']:.4f}\n", printed.out)

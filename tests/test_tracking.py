@@ -55,12 +55,26 @@ def wandb_sandbox(tmp_path, monkeypatch):
 def tiny_fit(root: Path, seed: int, cache_dir: str, *extra: str):
     """A two-step DigitClassifier fit in ``root`` (its checkpoint too: the config's, moved), with the default logger."""
     checkpoint = {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint", "init_args": {"dirpath": f"{root}/ckpt"}}
-    return cli_main(["fit", "-c", str(ROOT / "configs/classifier/mnist.yaml"), f"--trainer.default_root_dir={root}",
-                     f"--data.init_args.cache_dir={cache_dir}", "--data.init_args.batch_size=4",
-                     "--data.init_args.test_limit=8", "--model.init_args.net.init_args.width=8",
-                     "--trainer.max_epochs=1", "--trainer.limit_train_batches=2", "--trainer.limit_val_batches=1", "--trainer.num_sanity_val_steps=0",
-                     "--trainer.enable_progress_bar=false", f"--seed_everything={seed}",
-                     f"--trainer.callbacks=[{json.dumps(checkpoint)}]", *extra])  # fmt: skip
+    return cli_main(
+        [
+            "fit",
+            "-c",
+            str(ROOT / "configs/classifier/mnist.yaml"),
+            f"--trainer.default_root_dir={root}",
+            f"--data.init_args.cache_dir={cache_dir}",
+            "--data.init_args.batch_size=4",
+            "--data.init_args.test_limit=8",
+            "--model.init_args.net.init_args.width=8",
+            "--trainer.max_epochs=1",
+            "--trainer.limit_train_batches=2",
+            "--trainer.limit_val_batches=1",
+            "--trainer.num_sanity_val_steps=0",
+            "--trainer.enable_progress_bar=false",
+            f"--seed_everything={seed}",
+            f"--trainer.callbacks=[{json.dumps(checkpoint)}]",
+            *extra,
+        ]
+    )
 
 
 def records(folder: str | Path) -> list:
@@ -194,8 +208,13 @@ def test_offline_one_run_per_training_with_its_config(wandb_sandbox, cache_dir, 
 
 def test_config_names_win_and_tags_add_up(wandb_sandbox, cache_dir):
     os.environ["WANDB_MODE"] = "disabled"
-    cli = tiny_fit(wandb_sandbox, 5, cache_dir, "--trainer.logger.init_args.name=mine",
-                   "--trainer.logger.init_args.tags=[paper, mnist]")  # fmt: skip
+    cli = tiny_fit(
+        wandb_sandbox,
+        5,
+        cache_dir,
+        "--trainer.logger.init_args.name=mine",
+        "--trainer.logger.init_args.tags=[paper, mnist]",
+    )
     init = cli.config["fit"]["trainer"]["logger"]["init_args"]
     assert init["name"] == "mine" and init["group"] == "DigitClassifier mnist"
     assert init["tags"] == ["paper", "mnist", "fit", "DigitClassifier", "seed=5"]
@@ -212,8 +231,11 @@ def test_csv_fragment_logs_without_wandb(wandb_sandbox, cache_dir):
 def test_run_identity_of_an_attack_and_a_translation():
     attack = yaml.safe_load((ROOT / "configs/attack/cw_ecapa.yaml").read_text()) | {"seed_everything": 7}
     assert run_identity(attack, "test") == {
-        "name": "CarliniWagnerL2 vs ecapa_synth s7", "group": "attacks vs ecapa_synth", "job_type": "test",
-        "tags": ["test", "AdversarialAttack", "CarliniWagnerL2", "ecapa_synth", "seed=7"]}  # fmt: skip
+        "name": "CarliniWagnerL2 vs ecapa_synth s7",
+        "group": "attacks vs ecapa_synth",
+        "job_type": "test",
+        "tags": ["test", "AdversarialAttack", "CarliniWagnerL2", "ecapa_synth", "seed=7"],
+    }
     accr = yaml.safe_load((ROOT / "configs/translation/accr_m2s.yaml").read_text()) | {"seed_everything": True}
     assert run_identity(accr, "fit")["name"] == "ACCR mnist→svhn"  # no fixed seed: none in the name
 
@@ -235,15 +257,23 @@ def test_audio_artifact_holds_this_runs_files_only(wandb_sandbox):
     stale.write_bytes(b"old")
     os.utime(stale, (1e9, 1e9))
     logger = WandbLogger(project="coadv", save_dir=str(wandb_sandbox))
-    trainer = L.Trainer(logger=logger, callbacks=[WandbArtifacts(audio=True)], default_root_dir=wandb_sandbox,
-                        enable_progress_bar=False, enable_model_summary=False)  # fmt: skip
+    trainer = L.Trainer(
+        logger=logger,
+        callbacks=[WandbArtifacts(audio=True)],
+        default_root_dir=wandb_sandbox,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
     trainer.test(WritesAttackFiles(), dataloaders=torch.utils.data.DataLoader(torch.zeros(4, 3), batch_size=2))
     (folder,) = wandb_run_dirs(trainer)
     finish_previous_run()
     (artifact,) = artifacts(folder)
     assert artifact.type == "adversarial-audio" and artifact.name == f"adversarial-{logger.experiment.id}"
-    assert sorted(c.path for c in artifact.manifest.contents) == ["adversarial/00000_1.wav",
-                                                                  "adversarial/00001_1.wav", "trials.csv"]  # fmt: skip
+    assert sorted(c.path for c in artifact.manifest.contents) == [
+        "adversarial/00000_1.wav",
+        "adversarial/00001_1.wav",
+        "trials.csv",
+    ]
 
 
 def test_meter_leaves_reused_items_out_of_the_eta():

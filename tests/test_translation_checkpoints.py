@@ -13,19 +13,35 @@ from lightning_modules.hparams import is_plain
 from nets import DigitNet, PatchDiscriminator, ResnetGenerator, Rotate, load_digit_net
 
 # nets unlike the defaults (and unlike each other), so a module rebuilt with default nets cannot load the weights
-TINY_NETS = ["--model.init_args.g_ab.init_args.width=8", "--model.init_args.g_ab.init_args.n_blocks=1",
-             "--model.init_args.g_ba.init_args.width=4", "--model.init_args.g_ba.init_args.n_blocks=2",
-             "--model.init_args.d_a.init_args.width=8", "--model.init_args.d_b.init_args.width=16",
-             "--model.init_args.d_b.init_args.n_layers=1"]  # fmt: skip
+TINY_NETS = [
+    "--model.init_args.g_ab.init_args.width=8",
+    "--model.init_args.g_ab.init_args.n_blocks=1",
+    "--model.init_args.g_ba.init_args.width=4",
+    "--model.init_args.g_ba.init_args.n_blocks=2",
+    "--model.init_args.d_a.init_args.width=8",
+    "--model.init_args.d_b.init_args.width=16",
+    "--model.init_args.d_b.init_args.n_layers=1",
+]
 TRANSLATION = {CycleGAN: "cyclegan_m2mm", CRCycleGAN: "cr_cyclegan_m2mm", ACCR: "accr_m2mm"}
 
 
 def fit(config: str, tmp_path, cache_dir, *extra: str):
     """One fast_dev_run step through the CLI, then a checkpoint of the trained module."""
-    cli = cli_main(["fit", "-c", str(ROOT / "configs" / config), f"--trainer.default_root_dir={tmp_path}",
-                    "--trainer.fast_dev_run=true", "--trainer.logger=false", "--trainer.enable_progress_bar=false",
-                    f"--data.init_args.cache_dir={cache_dir}", "--data.init_args.batch_size=4",
-                    "--data.init_args.test_limit=8", *extra])  # fmt: skip
+    cli = cli_main(
+        [
+            "fit",
+            "-c",
+            str(ROOT / "configs" / config),
+            f"--trainer.default_root_dir={tmp_path}",
+            "--trainer.fast_dev_run=true",
+            "--trainer.logger=false",
+            "--trainer.enable_progress_bar=false",
+            f"--data.init_args.cache_dir={cache_dir}",
+            "--data.init_args.batch_size=4",
+            "--data.init_args.test_limit=8",
+            *extra,
+        ]
+    )
     assert cli.trainer.global_step >= 1
     path = tmp_path / "trained.ckpt"
     cli.trainer.save_checkpoint(path)
@@ -51,10 +67,19 @@ def judge_copies(tiny_classifiers, tmp_path) -> list[str]:
 
 @pytest.mark.parametrize("cls", list(TRANSLATION), ids=lambda c: c.__name__)
 def test_cli_trained_translation_module_rebuilds_from_checkpoint_alone(cls, tmp_path, tiny_classifiers, cache_dir):
-    extra = ["-c", str(ROOT / "configs/ablations/augment/rotate.yaml"),
-             "-c", str(ROOT / "configs/ablations/cross/gd.yaml")] if cls is ACCR else []  # fmt: skip
-    cli, path = fit(f"translation/{TRANSLATION[cls]}.yaml", tmp_path, cache_dir, *TINY_NETS, *extra,
-                    *judge_copies(tiny_classifiers, tmp_path))  # fmt: skip
+    extra = (
+        ["-c", str(ROOT / "configs/ablations/augment/rotate.yaml"), "-c", str(ROOT / "configs/ablations/cross/gd.yaml")]
+        if cls is ACCR
+        else []
+    )
+    cli, path = fit(
+        f"translation/{TRANSLATION[cls]}.yaml",
+        tmp_path,
+        cache_dir,
+        *TINY_NETS,
+        *extra,
+        *judge_copies(tiny_classifiers, tmp_path),
+    )
     loaded = cls.load_from_checkpoint(path)
     torch.manual_seed(0)
     x = torch.rand(2, 3, 32, 32) * 2 - 1
@@ -75,8 +100,9 @@ def same_weights(x: dict[str, torch.Tensor], y: dict[str, torch.Tensor]) -> bool
 
 
 def test_judges_come_from_the_configured_files_not_the_checkpoint(tmp_path, tiny_classifiers, cache_dir):
-    cli, path = fit("translation/cyclegan_m2mm.yaml", tmp_path, cache_dir, *TINY_NETS,
-                    *judge_copies(tiny_classifiers, tmp_path))  # fmt: skip
+    cli, path = fit(
+        "translation/cyclegan_m2mm.yaml", tmp_path, cache_dir, *TINY_NETS, *judge_copies(tiny_classifiers, tmp_path)
+    )
     saved = torch.load(path, weights_only=True)
     assert not any(k.startswith("evaluator.") for k in saved["state_dict"])  # no judge weights, not even once
     assert saved["judges"]["b"]["path"] == str(tmp_path / "judges" / "mnist_m.ckpt")
@@ -89,8 +115,13 @@ def test_judges_come_from_the_configured_files_not_the_checkpoint(tmp_path, tiny
     # a changed classifier_b is the judge used, even for a checkpoint that still holds other judge weights (as
     # older versions stored them): and the change is reported
     other = tiny_classifiers["syn_digits"]
-    stale = {**saved, "state_dict": {**saved["state_dict"], **{f"evaluator.judges.b.{k}": v
-                                                                  for k, v in judge_weights(cli.model, "b").items()}}}  # fmt: skip
+    stale = {
+        **saved,
+        "state_dict": {
+            **saved["state_dict"],
+            **{f"evaluator.judges.b.{k}": v for k, v in judge_weights(cli.model, "b").items()},
+        },
+    }
     torch.save(stale, tmp_path / "stale.ckpt")
     changed = CycleGAN.load_from_checkpoint(tmp_path / "stale.ckpt", classifier_b=other)
     with pytest.warns(UserWarning, match=f"classifier_b='{other}' holds other weights than the judge this checkpoint"):
@@ -100,8 +131,9 @@ def test_judges_come_from_the_configured_files_not_the_checkpoint(tmp_path, tiny
 
     # resuming a fit: the restored state dict cannot replace the configured judge either
     resumed = CycleGAN.load_from_checkpoint(path, classifier_b=other)
-    train_dm = UnpairedDigitsDataModule("mnist", "mnist_m", cache_dir=cache_dir, batch_size=4, batches_per_epoch=1,
-                                        test_limit=8)  # fmt: skip
+    train_dm = UnpairedDigitsDataModule(
+        "mnist", "mnist_m", cache_dir=cache_dir, batch_size=4, batches_per_epoch=1, test_limit=8
+    )
     trainer = quiet_trainer(max_steps=4, limit_val_batches=1, enable_checkpointing=False)
     with pytest.warns(UserWarning, match="holds other weights than the judge"):
         trainer.fit(resumed, train_dm, ckpt_path=path)
@@ -113,8 +145,13 @@ def test_judges_come_from_the_configured_files_not_the_checkpoint(tmp_path, tiny
 
 
 def test_cli_trained_classifier_rebuilds_from_checkpoint_alone(tmp_path, cache_dir):
-    cli, path = fit("classifier/mnist_m.yaml", tmp_path, cache_dir, "--model.init_args.net.init_args.width=4",
-                    "--model.init_args.net.init_args.feature_dim=8")  # fmt: skip
+    cli, path = fit(
+        "classifier/mnist_m.yaml",
+        tmp_path,
+        cache_dir,
+        "--model.init_args.net.init_args.width=4",
+        "--model.init_args.net.init_args.feature_dim=8",
+    )
     loaded = DigitClassifier.load_from_checkpoint(path, weights_only=True)
     assert loaded.net.config["width"] == 4 and loaded.net.config["feature_dim"] == 8
     torch.manual_seed(0)
@@ -123,8 +160,12 @@ def test_cli_trained_classifier_rebuilds_from_checkpoint_alone(tmp_path, cache_d
 
 def test_python_built_module_names_the_nets_to_pass(tmp_path, cache_dir):
     def nets():
-        return dict(g_ab=ResnetGenerator(width=8, n_blocks=1), g_ba=ResnetGenerator(width=8, n_blocks=1),
-                    d_a=PatchDiscriminator(width=8), d_b=PatchDiscriminator(width=8))  # fmt: skip
+        return dict(
+            g_ab=ResnetGenerator(width=8, n_blocks=1),
+            g_ba=ResnetGenerator(width=8, n_blocks=1),
+            d_a=PatchDiscriminator(width=8),
+            d_b=PatchDiscriminator(width=8),
+        )
 
     # a lambda optimizer cannot be pickled: it must stay out of the hyperparameters
     model = ACCR(**nets(), generator_optimizer=lambda p: torch.optim.SGD(p, lr=0.1), lambda_rec=3.0)
@@ -139,8 +180,9 @@ def test_python_built_module_names_the_nets_to_pass(tmp_path, cache_dir):
     with pytest.raises(ValueError, match=message):
         ACCR.load_from_checkpoint(tmp_path / "python.ckpt")
     loaded = ACCR.load_from_checkpoint(tmp_path / "python.ckpt", **nets())
-    assert loaded.lambda_rec == 3.0 and torch.equal(loaded.state_dict()["g_ab.model.1.weight"],
-                                                    model.state_dict()["g_ab.model.1.weight"])  # fmt: skip
+    assert loaded.lambda_rec == 3.0 and torch.equal(
+        loaded.state_dict()["g_ab.model.1.weight"], model.state_dict()["g_ab.model.1.weight"]
+    )
 
 
 def test_python_built_classifier_names_the_net_to_pass(tiny_classifiers):
@@ -167,8 +209,16 @@ def test_init_from_starts_a_fit_and_a_resume_keeps_its_own_weights(tmp_path, cac
     from lightning_modules.translation_io import export_nets
 
     dm = lambda: UnpairedDigitsDataModule(cache_dir=cache_dir, batch_size=4, batches_per_epoch=2, val_size=24)  # noqa: E731
-    trainer = lambda steps, *cb: quiet_trainer(max_steps=steps, limit_val_batches=0, callbacks=list(cb),  # noqa: E731
-                                               enable_checkpointing=False, default_root_dir=tmp_path)  # fmt: skip
+
+    def trainer(steps, *cb):
+        return quiet_trainer(
+            max_steps=steps,
+            limit_val_batches=0,
+            callbacks=list(cb),
+            enable_checkpointing=False,
+            default_root_dir=tmp_path,
+        )
+
     source = tiny(ACCR)
     first = trainer(2)
     first.fit(source, dm())
@@ -191,8 +241,13 @@ def test_init_from_starts_a_fit_and_a_resume_keeps_its_own_weights(tmp_path, cac
 
     with pytest.raises(FileNotFoundError, match="model.init_from='nowhere.pt': no such file"):
         trainer(1).fit(tiny(ACCR, init_from="nowhere.pt"), dm())
-    wide = ACCR(g_ab=ResnetGenerator(width=16, n_blocks=1), g_ba=ResnetGenerator(width=8, n_blocks=1),
-                d_a=PatchDiscriminator(width=8), d_b=PatchDiscriminator(width=8), init_from=str(tmp_path / "start.pt"))  # fmt: skip
+    wide = ACCR(
+        g_ab=ResnetGenerator(width=16, n_blocks=1),
+        g_ba=ResnetGenerator(width=8, n_blocks=1),
+        d_a=PatchDiscriminator(width=8),
+        d_b=PatchDiscriminator(width=8),
+        init_from=str(tmp_path / "start.pt"),
+    )
     with pytest.raises(ValueError, match=r"start.pt': g_ab differ in architecture"):
         trainer(1).fit(wide, dm())
     (tmp_path / "notes.txt").write_text("not weights")

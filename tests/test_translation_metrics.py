@@ -110,8 +110,12 @@ def test_train_on_translated_identities(cache_dir):
     from nets.classifier import DigitNet
 
     judge = fit_classifier(lambda: DigitNet(3, width=4, feature_dim=8), target.train_x, target.train_y, Recipe(steps=3))
-    joint = fit_classifier(lambda: DigitNet(3, 20, width=4, feature_dim=8), torch.cat([source.train_x, target.train_x]),
-                           torch.cat([source.train_y, target.train_y + 10]), Recipe(steps=3))  # fmt: skip
+    joint = fit_classifier(
+        lambda: DigitNet(3, 20, width=4, feature_dim=8),
+        torch.cat([source.train_x, target.train_x]),
+        torch.cat([source.train_y, target.train_y + 10]),
+        Recipe(steps=3),
+    )
     recipe = Recipe(steps=150, batch_size=32)
     ref = reference_metrics(source, target, judge, joint, 1, recipe)
     identity = direction_metrics(nn.Identity(), source, target, judge, joint, 1, recipe)

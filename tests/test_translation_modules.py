@@ -42,8 +42,12 @@ def test_every_loss_term_finite(cls, fake_source):
 
 def with_norm(cls, norm, **kwargs):
     """A tiny translation module whose discriminators use ``norm``."""
-    nets = dict(g_ab=ResnetGenerator(width=8, n_blocks=1), g_ba=ResnetGenerator(width=8, n_blocks=1),
-                d_a=PatchDiscriminator(width=8, norm=norm), d_b=PatchDiscriminator(width=8, norm=norm))  # fmt: skip
+    nets = dict(
+        g_ab=ResnetGenerator(width=8, n_blocks=1),
+        g_ba=ResnetGenerator(width=8, n_blocks=1),
+        d_a=PatchDiscriminator(width=8, norm=norm),
+        d_b=PatchDiscriminator(width=8, norm=norm),
+    )
     return cls(**nets, **kwargs)
 
 
@@ -97,8 +101,17 @@ def test_cr_reduce_by_hand(cr_reduce, expected):
     a, b = torch.zeros(2, 3, 4, 4), torch.zeros(2, 3, 4, 4)
     a[:, 0, :, 1::2] = 1  # columns 0 1 0 1: rolled, every patch score flips (|diff|^2 = 1 each)
     b[:, 0, :, 0] = 1  # one 1 per row: rolled, 2 of 4 patch scores change (mean 0.5)
-    model = CRCycleGAN(g_ab=Affine(1.0), g_ba=Affine(1.0), d_a=FirstChannel(), d_b=FirstChannel(),
-                       augment=RollColumns(), pool_size=0, init_std=None, lambda_real=1.0, cr_reduce=cr_reduce)  # fmt: skip
+    model = CRCycleGAN(
+        g_ab=Affine(1.0),
+        g_ba=Affine(1.0),
+        d_a=FirstChannel(),
+        d_b=FirstChannel(),
+        augment=RollColumns(),
+        pool_size=0,
+        init_std=None,
+        lambda_real=1.0,
+        cr_reduce=cr_reduce,
+    )
     cr = cr_terms(model, a, b)
     # 0.5 lambda d (the D loss's 0.5); "mean": one score per image, unchanged by the roll
     assert (cr["cr_real_a"].item(), cr["cr_real_b"].item()) == expected
@@ -172,9 +185,20 @@ BY_HAND = {
 @pytest.mark.parametrize("fake_source", ["pool", "current"])
 def test_every_loss_term_equals_its_value_by_hand(fake_source):
     cross = CrossNetworkConsistency(lambda_dd=1.0, lambda_gg=1.0, lambda_gd=1.0)
-    model = ACCR(g_ab=Affine(0.5, 0.25), g_ba=Affine(-1.0), d_a=MeanD(), d_b=MeanD(), augment=Affine(-1.0),
-                 pool_size=0, init_std=None, lambda_real=1.0, lambda_fake=2.0, lambda_rec=3.0,
-                 fake_source=fake_source, cross=cross)  # fmt: skip
+    model = ACCR(
+        g_ab=Affine(0.5, 0.25),
+        g_ba=Affine(-1.0),
+        d_a=MeanD(),
+        d_b=MeanD(),
+        augment=Affine(-1.0),
+        pool_size=0,
+        init_std=None,
+        lambda_real=1.0,
+        lambda_fake=2.0,
+        lambda_rec=3.0,
+        fake_source=fake_source,
+        cross=cross,
+    )
     a, b = torch.full((2, 3, 4, 4), 0.5), torch.full((2, 3, 4, 4), -0.25)
     g_terms, imgs = model.generator_loss(a, b)
     d_terms = model.discriminator_loss(a, b, {k: v.detach() for k, v in imgs.items()})
@@ -260,8 +284,10 @@ def test_run_as_long_as_the_schedule_or_shorter_is_accepted(max_epochs):
 def test_run_longer_than_the_schedule_is_refused_naming_the_three_values(cache_dir):
     model = tiny(CycleGAN, lr_constant_epochs=2, lr_decay_epochs=4)
     dm = UnpairedDigitsDataModule("mnist", "mnist_m", cache_dir=cache_dir, batch_size=4, batches_per_epoch=1)
-    message = (r"^trainer.max_epochs=7 is longer than the LR schedule: model.lr_constant_epochs=2 \+ "
-               r"model.lr_decay_epochs=4 = 6 epochs .*set trainer.max_epochs <= 6")  # fmt: skip
+    message = (
+        r"^trainer.max_epochs=7 is longer than the LR schedule: model.lr_constant_epochs=2 \+ "
+        r"model.lr_decay_epochs=4 = 6 epochs .*set trainer.max_epochs <= 6"
+    )
     with pytest.raises(ValueError, match=message):
         quiet_trainer(max_epochs=7, limit_val_batches=0, enable_checkpointing=False).fit(model, dm)
     assert model.g_ab.model[1].weight.grad is None  # refused before any step
@@ -287,8 +313,11 @@ def test_resume_follows_the_configured_schedule_not_the_checkpoints():
 
     new_opt, new = _sgd_with_schedule(2, 6)
     new_opt.load_state_dict(opt_state)
-    with pytest.warns(UserWarning, match=r"LinearDecay\(constant=1, decay=3\) differs from the configured "
-                                         r"LinearDecay\(constant=2, decay=6\).*applies from epoch 2 on"):  # fmt: skip
+    with pytest.warns(
+        UserWarning,
+        match=r"LinearDecay\(constant=1, decay=3\) differs from the configured "
+        r"LinearDecay\(constant=2, decay=6\).*applies from epoch 2 on",
+    ):
         new.load_state_dict(state)
     assert vars(new.lr_lambdas[0]) == {"constant": 2, "decay": 6} and new.last_epoch == 2
     assert new_opt.param_groups[0]["lr"] == pytest.approx(0.1 * (1 - 1 / 7))  # 1 - (2 + 1 - 2) / 7
@@ -316,9 +345,12 @@ def test_wrong_channel_count_is_named():
 
 def test_cross_terms_off_by_default_and_only_the_weighted_ones_on():
     a, b = images()
-    for kwargs, expected in (({}, set()), ({"lambda_dd": 1.0}, {"cross_dd_ab", "cross_dd_ba"}),
-                             ({"lambda_gg": 1.0}, {"cross_gg_a", "cross_gg_b"}),
-                             ({"lambda_gd": 1.0}, {"cross_gd_ab", "cross_gd_ba"})):  # fmt: skip
+    for kwargs, expected in (
+        ({}, set()),
+        ({"lambda_dd": 1.0}, {"cross_dd_ab", "cross_dd_ba"}),
+        ({"lambda_gg": 1.0}, {"cross_gg_a", "cross_gg_b"}),
+        ({"lambda_gd": 1.0}, {"cross_gd_ab", "cross_gd_ba"}),
+    ):
         model = tiny(ACCR, cross=CrossNetworkConsistency(**kwargs))
         g_terms, imgs = model.generator_loss(a, b)
         d_terms = model.discriminator_loss(a, b, {k: v.detach() for k, v in imgs.items()})

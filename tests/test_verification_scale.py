@@ -25,9 +25,17 @@ from nets.speaker import ECAPATDNN, IVector, SEResNet34
 ROOT = Path(__file__).resolve().parents[1]
 ECAPA = str(ROOT / "configs" / "speaker" / "ecapa_synth.yaml")
 # samples per utterance: three share 5,600 and two share 8,000 (batched), the others stand alone
-LENGTHS = {"id10001/v0/00001.wav": 5600, "id10001/v0/00002.wav": 8000, "id10001/v1/00003.wav": 4321,
-           "id10002/v0/00001.wav": 5600, "id10002/v0/00002.wav": 6400, "id10002/v1/00003.wav": 8000,
-           "id10003/v0/00001.wav": 5600, "id10003/v0/00002.wav": 7123, "id10003/v1/00003.wav": 4800}  # fmt: skip
+LENGTHS = {
+    "id10001/v0/00001.wav": 5600,
+    "id10001/v0/00002.wav": 8000,
+    "id10001/v1/00003.wav": 4321,
+    "id10002/v0/00001.wav": 5600,
+    "id10002/v0/00002.wav": 6400,
+    "id10002/v1/00003.wav": 8000,
+    "id10003/v0/00001.wav": 5600,
+    "id10003/v0/00002.wav": 7123,
+    "id10003/v1/00003.wav": 4800,
+}
 TRIALS = [
     (1, "id10001/v0/00001.wav", "id10001/v0/00002.wav"),
     (0, "id10001/v0/00001.wav", "id10002/v0/00001.wav"),
@@ -40,7 +48,7 @@ TRIALS = [
     (1, "id10001/v1/00003.wav", "id10001/v0/00001.wav"),
     (0, "id10002/v1/00003.wav", "id10003/v0/00001.wav"),
     (1, "id10002/v0/00001.wav", "id10002/v0/00002.wav"),
-]  # fmt: skip  (a reversed pair, a self pair)
+]  # a reversed pair, a self pair
 
 
 def write_tree(root: Path, lengths: dict[str, int] = LENGTHS, trials=TRIALS) -> Path:
@@ -127,10 +135,22 @@ def test_evaluation_needs_the_trial_datamodule(tmp_path):
 
 def run_validate(tmp_path: Path, corpus: Path, devices: int) -> tuple[dict[str, float], str]:
     """``coadv validate`` in a subprocess; the metrics as Lightning prints them (``val/eer  0.26...``)."""
-    args = [sys.executable, "-m", "coadv", "validate", "-c", ECAPA, f"--data.init_args.root={corpus}",
-            "--data.init_args.eval_batch_size=2", "--model.init_args.victim.init_args.channels=16",
-            f"--trainer.default_root_dir={tmp_path}", *QUIET, "--trainer.accelerator=cpu",
-            f"--trainer.devices={devices}", f"--trainer.strategy={'ddp' if devices > 1 else 'auto'}"]  # fmt: skip
+    args = [
+        sys.executable,
+        "-m",
+        "coadv",
+        "validate",
+        "-c",
+        ECAPA,
+        f"--data.init_args.root={corpus}",
+        "--data.init_args.eval_batch_size=2",
+        "--model.init_args.victim.init_args.channels=16",
+        f"--trainer.default_root_dir={tmp_path}",
+        *QUIET,
+        "--trainer.accelerator=cpu",
+        f"--trainer.devices={devices}",
+        f"--trainer.strategy={'ddp' if devices > 1 else 'auto'}",
+    ]
     env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
     done = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -153,8 +173,14 @@ def test_two_processes_score_every_trial_once(tmp_path):
 def test_checkpoint_validates_on_a_corpus_of_trial_utterances_only(tmp_path):
     train = tmp_path / "train"
     write_corpus(train, n_speakers=8, videos=1, utts_per_video=2, seconds=(0.5, 0.6), n_trials=6, seed=3)
-    common = ["-c", ECAPA, "--model.init_args.victim.init_args.channels=16", "--data.init_args.batch_size=4",
-              f"--trainer.default_root_dir={tmp_path}", *QUIET]  # fmt: skip
+    common = [
+        "-c",
+        ECAPA,
+        "--model.init_args.victim.init_args.channels=16",
+        "--data.init_args.batch_size=4",
+        f"--trainer.default_root_dir={tmp_path}",
+        *QUIET,
+    ]
     fit = cli_main(["fit", *common, f"--data.init_args.root={train}", "--trainer.fast_dev_run=true"])
     path = tmp_path / "victim.ckpt"
     fit.trainer.save_checkpoint(path)

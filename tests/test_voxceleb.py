@@ -29,8 +29,9 @@ def tiny_tree(root, rate=16000, channels=1):
             path.parent.mkdir(parents=True, exist_ok=True)
             data = rng.uniform(-0.5, 0.5, (rate // 2, channels)) if channels > 1 else rng.uniform(-0.5, 0.5, rate // 2)
             sf.write(path, data, rate)
-    (root / "veri_test.txt").write_text("1 id10003/vidA/00001.wav id10003/vidA/00002.wav\n"
-                                         "0 id10003/vidA/00001.wav id10002/vidA/00001.wav\n")  # fmt: skip
+    (root / "veri_test.txt").write_text(
+        "1 id10003/vidA/00001.wav id10003/vidA/00002.wav\n0 id10003/vidA/00001.wav id10002/vidA/00001.wav\n"
+    )
     return root
 
 
@@ -86,12 +87,17 @@ def test_trial_offset_gives_a_disjoint_split(tmp_path):
 
 @pytest.mark.parametrize(
     ("content", "error", "message"),
-    [("1 id10003/vidA/00001.wav\n", ValueError, "line 1: expected 'label path1 path2'"),
-     ("1 id10003/vidA/00001.wav id10003/vidA/00002.wav\n\n", ValueError, "line 2: empty trial line"),
-     ("2 id10003/vidA/00001.wav id10003/vidA/00002.wav\n", ValueError, "line 1: expected"),
-     ("1 id10003/vidA/00001.wav id10009/vidA/00001.wav\n", FileNotFoundError,
-      r"line 1: .*id10009/vidA/00001.wav not found")],
-)  # fmt: skip
+    [
+        ("1 id10003/vidA/00001.wav\n", ValueError, "line 1: expected 'label path1 path2'"),
+        ("1 id10003/vidA/00001.wav id10003/vidA/00002.wav\n\n", ValueError, "line 2: empty trial line"),
+        ("2 id10003/vidA/00001.wav id10003/vidA/00002.wav\n", ValueError, "line 1: expected"),
+        (
+            "1 id10003/vidA/00001.wav id10009/vidA/00001.wav\n",
+            FileNotFoundError,
+            r"line 1: .*id10009/vidA/00001.wav not found",
+        ),
+    ],
+)
 def test_bad_trial_lines_name_file_and_line(tmp_path, content, error, message):
     tiny_tree(tmp_path)
     (tmp_path / "veri_test.txt").write_text(content)
@@ -101,8 +107,9 @@ def test_bad_trial_lines_name_file_and_line(tmp_path, content, error, message):
 
 def test_missing_trial_files_skipped_only_when_asked(tmp_path):
     tiny_tree(tmp_path)
-    (tmp_path / "veri_test.txt").write_text("1 id10003/vidA/00001.wav id10003/vidA/00002.wav\n"
-                                             "0 id10003/vidA/00001.wav id10009/vidA/00001.wav\n")  # fmt: skip
+    (tmp_path / "veri_test.txt").write_text(
+        "1 id10003/vidA/00001.wav id10003/vidA/00002.wav\n0 id10003/vidA/00001.wav id10009/vidA/00001.wav\n"
+    )
     assert [t.line for t in read_trials(tmp_path / "veri_test.txt", tmp_path / "wav", skip_missing=True)] == [1]
 
 
@@ -208,8 +215,10 @@ def test_evaluation_stages_need_no_training_files(tmp_path):
     model.eval()
     waves = {u: read_wave(tmp_path / "wav" / u)[None] for u in dm.eval_utterances}
     with torch.no_grad():
-        scores = [float(model.victim.score(waves[dm.eval_utterances[a]], waves[dm.eval_utterances[b]])[0])
-                  for a, b in dm.trial_pairs.tolist()]  # fmt: skip
+        scores = [
+            float(model.victim.score(waves[dm.eval_utterances[a]], waves[dm.eval_utterances[b]])[0])
+            for a, b in dm.trial_pairs.tolist()
+        ]
     target, nontarget = (scores[i] for i in (dm.trial_labels.tolist().index(1), dm.trial_labels.tolist().index(0)))
     expected = 0.0 if target > nontarget else (0.5 if target == nontarget else 1.0)
     assert metrics["test/trials"] == 2 and metrics["test/eer"] == pytest.approx(expected)

@@ -21,10 +21,16 @@ def _config(**model_args) -> dict:
     return {
         "model": "ResNet34",
         "model_args": {"feat_dim": 80, "embed_dim": 256, "pooling_func": "TSTP", "two_emb_layer": False, **model_args},
-        "dataset_args": {"fbank_args": {"num_mel_bins": model_args.get("feat_dim", 80), "frame_shift": 10,
-                                        "frame_length": 25, "dither": 1.0},
-                         "cmvn_args": {"norm_mean": True, "norm_var": False}},
-    }  # fmt: skip
+        "dataset_args": {
+            "fbank_args": {
+                "num_mel_bins": model_args.get("feat_dim", 80),
+                "frame_shift": 10,
+                "frame_length": 25,
+                "dither": 1.0,
+            },
+            "cmvn_args": {"norm_mean": True, "norm_var": False},
+        },
+    }
 
 
 def _randomise(net: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
@@ -70,8 +76,9 @@ def test_embed_is_wespeakers_pipeline(small):
     pcm = _pcm16(2, 12345)
 
     def fbank(row: torch.Tensor, window: str) -> torch.Tensor:  # Speaker.compute_features: PCM16 values, CMN
-        feat = kaldi.fbank(row[None], num_mel_bins=16, frame_length=25, frame_shift=10, sample_frequency=16000,
-                           window_type=window)  # fmt: skip
+        feat = kaldi.fbank(
+            row[None], num_mel_bins=16, frame_length=25, frame_shift=10, sample_frequency=16000, window_type=window
+        )
         return feat - feat.mean(0)
 
     expected = torch.stack([fbank(row, "hamming") for row in pcm])
@@ -129,8 +136,9 @@ def test_equals_wespeaker_package(tmp_path):
     adapter = WeSpeakerResNet34(str(write_folder(tmp_path / "ws", reference, _config())))
     pcm = _pcm16(1, 16000)
     with torch.no_grad():
-        feat = kaldi.fbank(pcm, num_mel_bins=80, frame_length=25, frame_shift=10, sample_frequency=16000,
-                           window_type="hamming")  # fmt: skip
+        feat = kaldi.fbank(
+            pcm, num_mel_bins=80, frame_length=25, frame_shift=10, sample_frequency=16000, window_type="hamming"
+        )
         expected = reference((feat - feat.mean(0))[None])[-1]
         assert (adapter.embed(pcm / 32768) - expected).abs().max() < 1e-5
 
@@ -140,10 +148,20 @@ def test_validate_config_scores_trials(small, tmp_path):
     from coadv.cli import cli_main
 
     config = Path(__file__).resolve().parents[1] / "configs" / "speaker" / "wespeaker_resnet34.yaml"
-    cli = cli_main(["validate", "-c", str(config), f"--model.init_args.victim.init_args.source={small[0]}",
-                    f"--trainer.default_root_dir={tmp_path}", f"--data.init_args.root={tmp_path}/vox",
-                    "--data.init_args.trial_list=veri_test.txt", "--data.init_args.synthesize=true",
-                    "--data.init_args.synth_speakers=6", "--data.init_args.max_trials=6"])  # fmt: skip
+    cli = cli_main(
+        [
+            "validate",
+            "-c",
+            str(config),
+            f"--model.init_args.victim.init_args.source={small[0]}",
+            f"--trainer.default_root_dir={tmp_path}",
+            f"--data.init_args.root={tmp_path}/vox",
+            "--data.init_args.trial_list=veri_test.txt",
+            "--data.init_args.synthesize=true",
+            "--data.init_args.synth_speakers=6",
+            "--data.init_args.max_trials=6",
+        ]
+    )
     assert isinstance(cli.model.victim, WeSpeakerResNet34) and cli.model.victim.embedding_dim == 8
     metrics = cli.trainer.callback_metrics
     assert 0 <= metrics["val/eer"] <= 1 and -1 <= metrics["val/threshold"] <= 1

@@ -43,8 +43,14 @@ def tone(n: int, seed: int) -> torch.Tensor:
 def batch() -> dict[str, torch.Tensor]:
     enrol, enrol_len = pad_waves(tuple(tone(n, i) for i, n in enumerate(ENROL_LENGTHS)))
     test, test_len = pad_waves(tuple(tone(n, 100 + i) for i, n in enumerate(TEST_LENGTHS)))
-    return {"enrol": enrol, "enrol_len": enrol_len, "test": test, "test_len": test_len,
-            "label": torch.tensor([1, 0, 1, 0, 0, 1]), "index": torch.tensor([10, 11, 12, 13, 14, 15])}  # fmt: skip
+    return {
+        "enrol": enrol,
+        "enrol_len": enrol_len,
+        "test": test,
+        "test_len": test_len,
+        "label": torch.tensor([1, 0, 1, 0, 0, 1]),
+        "index": torch.tensor([10, 11, 12, 13, 14, 15]),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -53,10 +59,12 @@ def victim_file(tmp_path_factory, batch) -> tuple[str, float]:
     torch.manual_seed(0)
     victim = ECAPATDNN(channels=32, embedding_dim=16, scale=4).eval()
     with torch.no_grad():
-        scores = torch.stack([
-            victim.score(batch["enrol"][i : i + 1, :e], batch["test"][i : i + 1, :t])[0]
-            for i, (e, t) in enumerate(zip(ENROL_LENGTHS, TEST_LENGTHS))
-        ])  # fmt: skip
+        scores = torch.stack(
+            [
+                victim.score(batch["enrol"][i : i + 1, :e], batch["test"][i : i + 1, :t])[0]
+                for i, (e, t) in enumerate(zip(ENROL_LENGTHS, TEST_LENGTHS))
+            ]
+        )
     threshold = float(scores.sort().values[2:4].mean())  # between two scores: no trial sits on it
     path = tmp_path_factory.mktemp("victim") / "ecapa.ckpt"
     state = {f"victim.{k}": v for k, v in victim.state_dict().items()}
@@ -65,8 +73,13 @@ def victim_file(tmp_path_factory, batch) -> tuple[str, float]:
 
 
 def module(victim_file, attack, batch_trials: bool, perceptual: bool = False) -> AdversarialAttack:
-    model = AdversarialAttack(victim_file[0], attack, victim=ECAPATDNN(channels=32, embedding_dim=16, scale=4),
-                              batch_trials=batch_trials, perceptual=perceptual)  # fmt: skip
+    model = AdversarialAttack(
+        victim_file[0],
+        attack,
+        victim=ECAPATDNN(channels=32, embedding_dim=16, scale=4),
+        batch_trials=batch_trials,
+        perceptual=perceptual,
+    )
     model.setup("test")
     return model
 
@@ -178,8 +191,7 @@ def test_trials_sorted_by_length(tmp_path):
     write_corpus(tmp_path, n_speakers=4, videos=1, utts_per_video=3, seconds=(0.3, 0.9), n_trials=12, seed=1)
     plain = VoxCelebDataModule(root=str(tmp_path), eval_batch_size=4)
     ordered = VoxCelebDataModule(root=str(tmp_path), eval_batch_size=4, sort_trials_by_length=True)
-    capped = VoxCelebDataModule(root=str(tmp_path), eval_batch_size=4, sort_trials_by_length=True,
-                                eval_max_seconds=0.5)  # fmt: skip
+    capped = VoxCelebDataModule(root=str(tmp_path), eval_batch_size=4, sort_trials_by_length=True, eval_max_seconds=0.5)
     for dm in (plain, ordered, capped):
         dm.setup("test")
     lengths = {}
@@ -210,16 +222,27 @@ def test_batched_run_writes_the_table_of_one_at_a_time(tmp_path, victim_file):
     tables = {}
     for batched in (True, False):
         out = tmp_path / f"batched_{batched}"
-        cli_main(["test", "-c", str(CONFIGS / "attack" / "gauss_newton_ecapa.yaml"),
-                  f"--model.init_args.checkpoint={victim_file[0]}", f"--model.init_args.victim={json.dumps(ecapa)}",
-                  f"--model.init_args.threshold={threshold}", f"--model.init_args.batch_trials={batched}",
-                  # the overshoot the config had before tuning: steps land well past theta + kappa, so batch noise
-                  # cannot change a trial's iteration count (a tuned 3e-4 lands within it on this random victim)
-                  "--model.init_args.attack.init_args.overshoot=0.02",
-                  f"--data.init_args.root={tmp_path / 'vox'}", "--data.init_args.eval_max_seconds=0.5",
-                  "--data.init_args.eval_batch_size=6", f"--trainer.default_root_dir={out}",
-                  "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
-                  "--trainer.logger=false"])  # fmt: skip
+        cli_main(
+            [
+                "test",
+                "-c",
+                str(CONFIGS / "attack" / "gauss_newton_ecapa.yaml"),
+                f"--model.init_args.checkpoint={victim_file[0]}",
+                f"--model.init_args.victim={json.dumps(ecapa)}",
+                f"--model.init_args.threshold={threshold}",
+                f"--model.init_args.batch_trials={batched}",
+                # the overshoot the config had before tuning: steps land well past theta + kappa, so batch noise
+                # cannot change a trial's iteration count (a tuned 3e-4 lands within it on this random victim)
+                "--model.init_args.attack.init_args.overshoot=0.02",
+                f"--data.init_args.root={tmp_path / 'vox'}",
+                "--data.init_args.eval_max_seconds=0.5",
+                "--data.init_args.eval_batch_size=6",
+                f"--trainer.default_root_dir={out}",
+                "--trainer.enable_progress_bar=false",
+                "--trainer.enable_model_summary=false",
+                "--trainer.logger=false",
+            ]
+        )
         with open(out / "attack" / "trials.csv") as f:
             tables[batched] = [{k: float(v) for k, v in row.items() if k != "wall_s"} for row in csv.DictReader(f)]
     assert [row["index"] for row in tables[True]] == [0, 1, 2, 3, 4, 5]

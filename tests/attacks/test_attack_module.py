@@ -43,8 +43,15 @@ def checkpoint_for(config: Path, checkpoints: dict[str, Path]) -> Path:
 
 
 def attack_args(config: Path, tmp_path: Path, corpus: Path, checkpoint: Path, trials: int = 2) -> list[str]:
-    return ["-c", str(config), f"--model.init_args.checkpoint={checkpoint}", f"--data.init_args.root={corpus}",
-            f"--data.init_args.max_trials={trials}", f"--trainer.default_root_dir={tmp_path}", *QUIET]  # fmt: skip
+    return [
+        "-c",
+        str(config),
+        f"--model.init_args.checkpoint={checkpoint}",
+        f"--data.init_args.root={corpus}",
+        f"--data.init_args.max_trials={trials}",
+        f"--trainer.default_root_dir={tmp_path}",
+        *QUIET,
+    ]
 
 
 def read_rows(path: Path) -> list[dict]:
@@ -113,8 +120,9 @@ def test_attack_config_runs_and_reports(config, tmp_path, corpus, victim_checkpo
         assert math.isnan(summary["success_rate"])
     if summary["domain"] == "waveform":
         for row in rows:  # the written audio is the adversarial utterance: in range, and it scores as reported
-            wave, rate = soundfile.read(report / "adversarial" / f"{int(row['index']):05d}_{row['label']}.wav",
-                                        dtype="float32")  # fmt: skip
+            wave, rate = soundfile.read(
+                report / "adversarial" / f"{int(row['index']):05d}_{row['label']}.wav", dtype="float32"
+            )
             assert rate == 16000 and abs(wave).max() <= 1
             trial = cli.datamodule.trials[int(row["index"])]
             enrol = read_wave(corpus / "wav" / trial.enrol, preprocess=cli.datamodule.preprocess)[None]
@@ -152,8 +160,9 @@ def rewrite(source: Path, target: Path, change) -> Path:
 
 def test_missing_threshold_is_named(tmp_path, corpus, victim_checkpoints):
     config = ROOT / "configs/attack/fgsm_ecapa.yaml"
-    checkpoint = rewrite(checkpoint_for(config, victim_checkpoints), tmp_path / "no_threshold.ckpt",
-                         lambda c: c.pop("verification"))  # fmt: skip
+    checkpoint = rewrite(
+        checkpoint_for(config, victim_checkpoints), tmp_path / "no_threshold.ckpt", lambda c: c.pop("verification")
+    )
     with pytest.raises(ValueError, match=r"no_threshold.ckpt: no clean threshold"):
         cli_main(["test", *attack_args(config, tmp_path, corpus, checkpoint)])
     cli = cli_main(["test", *attack_args(config, tmp_path, corpus, checkpoint), "--model.init_args.threshold=0.5"])
@@ -256,14 +265,17 @@ def test_inference_mode_is_refused_with_the_fix(tmp_path, corpus, victim_checkpo
 def test_summary_over_correct_clean_trials():
     nan = float("nan")
     # index, label, clean_correct, success, rho, snr, linf, pesq, stoi, iters, evals, wall, before, after, rho_feat
-    rows = torch.tensor([
-        [0, 1, 1, 1, 0.01, 40, 0.1, 4.0, 0.9, 3, 4, 0.1, 0.9, 0.4, 0.2],
-        [1, 0, 1, 1, 0.03, 30, 0.1, nan, 0.7, 3, 4, 0.1, 0.2, 0.7, 0.1],  # PESQ undefined: left out of its mean
-        [2, 1, 1, 0, 0.05, 26, 0.1, 2.0, 0.5, 9, 10, 0.3, 0.9, 0.8, 0.3],  # failed: not in the perturbation means
-        [3, 0, 0, 1, 0.00, float("inf"), 0.0, 4.6, 1.0, 0, 1, 0.0, 0.6, 0.6, 0.0],  # wrongly accepted already
-        [4, 0, 1, 0, 0.02, 34, 0.1, 3.0, 0.8, 9, 10, 0.3, 0.1, 0.3, 0.4],  # non-target still rejected
-        [5, 1, 0, 1, 0.00, float("inf"), 0.0, 4.6, 1.0, 0, 1, 0.0, 0.5 - 1e-9, 0.5 - 1e-9, 0.0],  # wrongly rejected
-    ], dtype=torch.float64)  # fmt: skip
+    rows = torch.tensor(
+        [
+            [0, 1, 1, 1, 0.01, 40, 0.1, 4.0, 0.9, 3, 4, 0.1, 0.9, 0.4, 0.2],
+            [1, 0, 1, 1, 0.03, 30, 0.1, nan, 0.7, 3, 4, 0.1, 0.2, 0.7, 0.1],  # PESQ undefined: left out of its mean
+            [2, 1, 1, 0, 0.05, 26, 0.1, 2.0, 0.5, 9, 10, 0.3, 0.9, 0.8, 0.3],  # failed: not in the perturbation means
+            [3, 0, 0, 1, 0.00, float("inf"), 0.0, 4.6, 1.0, 0, 1, 0.0, 0.6, 0.6, 0.0],  # wrongly accepted already
+            [4, 0, 1, 0, 0.02, 34, 0.1, 3.0, 0.8, 9, 10, 0.3, 0.1, 0.3, 0.4],  # non-target still rejected
+            [5, 1, 0, 1, 0.00, float("inf"), 0.0, 4.6, 1.0, 0, 1, 0.0, 0.5 - 1e-9, 0.5 - 1e-9, 0.0],  # wrongly rejected
+        ],
+        dtype=torch.float64,
+    )
     s = summarize(rows, threshold=0.5)
     assert s["trials"] == 6 and s["attacked"] == 4 and s["success_rate"] == pytest.approx(2 / 4)
     assert s["rho_feat_median"] == 0.2  # lower median of 0.2, 0.1, inf, inf (two failures count as inf)
@@ -288,10 +300,17 @@ def test_summary_over_correct_clean_trials():
 def run_ddp(tmp_path: Path, corpus: Path, checkpoint: Path, devices: int) -> list[dict]:
     config = ROOT / "configs/attack/pgd_linf_ecapa.yaml"  # random start: per-trial seeds must survive sharding
     # one trial at a time: batched, a trial's equal-length group follows the shard (bit-exact only unbatched)
-    args = [sys.executable, "-m", "coadv", "test", *attack_args(config, tmp_path, corpus, checkpoint, trials=5),
-            "--trainer.accelerator=cpu", f"--trainer.devices={devices}",
-            f"--trainer.strategy={'ddp' if devices > 1 else 'auto'}",
-            "--model.init_args.batch_trials=false"]  # fmt: skip
+    args = [
+        sys.executable,
+        "-m",
+        "coadv",
+        "test",
+        *attack_args(config, tmp_path, corpus, checkpoint, trials=5),
+        "--trainer.accelerator=cpu",
+        f"--trainer.devices={devices}",
+        f"--trainer.strategy={'ddp' if devices > 1 else 'auto'}",
+        "--model.init_args.batch_trials=false",
+    ]
     env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
     done = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -312,15 +331,24 @@ def test_two_processes_give_the_table_of_one(tmp_path, corpus, victim_checkpoint
 
 def test_wandb_receives_audio_images_and_tables(tmp_path, corpus, victim_checkpoints):
     config = ROOT / "configs/attack/gauss_newton_ecapa.yaml"
-    args = [a for a in attack_args(config, tmp_path, corpus, checkpoint_for(config, victim_checkpoints))
-            if a != "--trainer.logger=false"]  # the default WandbLogger, offline  # fmt: skip
+    args = [
+        a
+        for a in attack_args(config, tmp_path, corpus, checkpoint_for(config, victim_checkpoints))
+        if a != "--trainer.logger=false"
+    ]  # the default WandbLogger, offline
     env = {**os.environ, "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"}
-    done = subprocess.run([sys.executable, "-m", "coadv", "test", *args], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=600)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "coadv", "test", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     media = [p.relative_to(tmp_path).as_posix() for p in (tmp_path / "wandb").rglob("media/**/*") if p.is_file()]
-    for kind in ("audio/attack/audio_", "images/attack/example_", "images/attack/rho", "table/attack/trials",
-                 "table/attack/summary"):  # fmt: skip
+    for kind in (
+        "audio/attack/audio_",
+        "images/attack/example_",
+        "images/attack/rho",
+        "table/attack/trials",
+        "table/attack/summary",
+    ):
         assert any(kind in m for m in media), (kind, media)
 
 
@@ -329,9 +357,23 @@ def test_comparison_command_prints_the_table_and_reuses_runs(tmp_path, corpus, v
     from coadv import compare_attacks
 
     checkpoint = checkpoint_for(ROOT / "configs/attack/fgsm_ecapa.yaml", victim_checkpoints)
-    argv = ["--victim", "ecapa", "--trials", "2", "--attacks", "fgsm", "gauss_newton", "--reference", "gauss_newton",
-            "--out", str(tmp_path), "--", f"--model.init_args.checkpoint={checkpoint}",
-            f"--data.init_args.root={corpus}", "--trainer.logger=false"]  # fmt: skip
+    argv = [
+        "--victim",
+        "ecapa",
+        "--trials",
+        "2",
+        "--attacks",
+        "fgsm",
+        "gauss_newton",
+        "--reference",
+        "gauss_newton",
+        "--out",
+        str(tmp_path),
+        "--",
+        f"--model.init_args.checkpoint={checkpoint}",
+        f"--data.init_args.root={corpus}",
+        "--trainer.logger=false",
+    ]
     text = compare_attacks.main(argv)
     assert "Attacks against ecapa (2 trials" in text and "| fgsm |" in text and "| gauss_newton |" in text
     assert "Paired with gauss_newton" in text

@@ -196,7 +196,7 @@ def test_success_follows_the_decision_rule_at_the_threshold():
         (lambda: StepSizeRegularized(inner_steps=0), r"inner_steps=0: expected >= 1"),
         (lambda: MFCCIvec(voiced_quantile=1.0), r"voiced_quantile=1.0: expected in \[0, 1\)"),
     ],
-)  # fmt: skip
+)
 def test_out_of_range_arguments_are_named(build, message):
     with pytest.raises(ValueError, match=message):
         build()
@@ -209,9 +209,16 @@ def test_attacks_name_themselves_for_checkpoints():
     assert spec["class_path"] == "attacks.quasi_newton.QuasiNewton" and spec["init_args"]["method"] == "bfgs"
     assert spec["init_args"]["warm_start"] == {
         "class_path": "attacks.gauss_newton.GaussNewton",
-        "init_args": {"steps": 3, "damping": 1.0, "overshoot": 0.02, "update": "root", "early_stop": True,
-                      "max_grad_evals": None, "clip": (-1.0, 1.0)},
-    }  # fmt: skip
+        "init_args": {
+            "steps": 3,
+            "damping": 1.0,
+            "overshoot": 0.02,
+            "update": "root",
+            "early_stop": True,
+            "max_grad_evals": None,
+            "clip": (-1.0, 1.0),
+        },
+    }
 
 
 def test_cached_enrolment_embedding_scores_like_the_victim():
@@ -223,8 +230,9 @@ def test_cached_enrolment_embedding_scores_like_the_victim():
     objective = VerificationObjective(victim, enrol, torch.tensor([1, 0, 1]), 0.5)
     with torch.no_grad():
         assert torch.allclose(objective.score(test), victim.score(enrol, test), atol=1e-6)
-        assert torch.allclose(objective.subset(slice(1, 2)).score(test[1:2]), victim.score(enrol[1:2], test[1:2]),
-                              atol=1e-6)  # fmt: skip
+        assert torch.allclose(
+            objective.subset(slice(1, 2)).score(test[1:2]), victim.score(enrol[1:2], test[1:2]), atol=1e-6
+        )
     r, g = objective.residual_and_grad(test, torch.tensor([False, True, False]))  # one trial evaluated alone
     r_all, g_all = objective.residual_and_grad(test)
     assert r[[0, 2]].isnan().all() and (g[[0, 2]] == 0).all() and objective.grad_evals.tolist() == [1, 2, 1]
@@ -239,10 +247,15 @@ def test_pgd_never_goes_below_the_minimum():
 
 
 @pytest.mark.parametrize(
-    "attack", [FGSM(epsilon=0.05), PGD(epsilon=0.05, step_size=0.01, steps=20), PGD(epsilon=0.3, step_size=0.05, norm="l2"),
-               PGD(epsilon=0.3, step_size=0.05, norm="l2", random_start=True)],
+    "attack",
+    [
+        FGSM(epsilon=0.05),
+        PGD(epsilon=0.05, step_size=0.01, steps=20),
+        PGD(epsilon=0.3, step_size=0.05, norm="l2"),
+        PGD(epsilon=0.3, step_size=0.05, norm="l2", random_start=True),
+    ],
     ids=["fgsm", "pgd_linf", "pgd_l2", "pgd_l2_random_start"],
-)  # fmt: skip
+)
 def test_budget_and_clip_range_respected(attack):
     x, objective, _ = linear_case()
     x = (x * 9).clamp(-1, 1)  # near the clip edges

@@ -32,8 +32,11 @@ FACTORIES = {
     "FMN": lambda: attacks.FMN(steps=5),
     "BoundarySearch": lambda: attacks.BoundarySearch(PGD(epsilon=0.05, step_size=0.01, steps=3, norm="l2"), steps=4),
 }
-EXPORTED = [name for name in attacks.__all__ if isinstance(getattr(attacks, name), type)
-            and issubclass(getattr(attacks, name), Attack) and name != "Attack"]  # fmt: skip
+EXPORTED = [
+    name
+    for name in attacks.__all__
+    if isinstance(getattr(attacks, name), type) and issubclass(getattr(attacks, name), Attack) and name != "Attack"
+]
 
 
 def victim_and_trials(name: str, device: str):

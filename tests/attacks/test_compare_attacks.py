@@ -96,8 +96,10 @@ def test_bootstrap_refuses_bad_arguments():
 
 
 def table(index, clean_correct, success, rho) -> dict[str, np.ndarray]:
-    return {k: np.asarray(v, dtype=float) for k, v in
-            dict(index=index, clean_correct=clean_correct, success=success, rho=rho).items()}  # fmt: skip
+    return {
+        k: np.asarray(v, dtype=float)
+        for k, v in dict(index=index, clean_correct=clean_correct, success=success, rho=rho).items()
+    }
 
 
 def test_paired_matches_trials_by_index_and_counts_failures_as_infinite_rho():
@@ -123,22 +125,46 @@ def test_failures_on_the_hardest_trials_are_not_hidden():
     assert c.ratio[0] == pytest.approx(1.03) and c.pairs == 18  # the old rule: "holds" on the 18 pairs
     assert decide(c) == ("does not hold", "the claimed method flips fewer trials")
     # 2/29 vs 29/29 is a clear loss, not "too few trials"
-    few = comparison_of(table(range(29), [1] * 29, [1, 1] + [0] * 27, [0.001] * 29),
-                        table(range(29), [1] * 29, [1] * 29, [0.002] * 29))  # fmt: skip
+    few = comparison_of(
+        table(range(29), [1] * 29, [1, 1] + [0] * 27, [0.001] * 29), table(range(29), [1] * 29, [1] * 29, [0.002] * 29)
+    )
     assert decide(few) == ("does not hold", "the claimed method flips fewer trials")
 
 
 def comparison_of(claimed: dict, other: dict, **kw) -> Comparison:
     p = paired(claimed, other, resamples=200)
-    base = dict(victim="ecapa", setting="30", claimed="ssr", other="fmn", comparable=True, equal_budget=True,
-                equal_stop=True, stops=("a", "b"), evals=(30.0, 30.0))  # fmt: skip
+    base = dict(
+        victim="ecapa",
+        setting="30",
+        claimed="ssr",
+        other="fmn",
+        comparable=True,
+        equal_budget=True,
+        equal_stop=True,
+        stops=("a", "b"),
+        evals=(30.0, 30.0),
+    )
     return Comparison(**{**base, **p, **kw})
 
 
 def comparison(ratio=(1.5, 1.2, 1.9), success_diff=(0.0, -0.05, 0.05), pairs=40, comparable=True, **kw):
-    base = dict(victim="ecapa", setting="100", claimed="ssr", other="ddn", comparable=comparable,
-                equal_budget=True, equal_stop=True, stops=("a", "b"), evals=(100.0, 100.0), attacked=50,
-                success=(0.9, 0.9), success_diff=success_diff, pairs=pairs, ratio=ratio, p=1e-4)  # fmt: skip
+    base = dict(
+        victim="ecapa",
+        setting="100",
+        claimed="ssr",
+        other="ddn",
+        comparable=comparable,
+        equal_budget=True,
+        equal_stop=True,
+        stops=("a", "b"),
+        evals=(100.0, 100.0),
+        attacked=50,
+        success=(0.9, 0.9),
+        success_diff=success_diff,
+        pairs=pairs,
+        ratio=ratio,
+        p=1e-4,
+    )
     return Comparison(**{**base, **kw})
 
 
@@ -204,7 +230,10 @@ def test_budget_flags_per_attack():
         assert budgets.flags(budgets.variant(name), None) == [], name  # default settings: the config's
     assert budgets.flags(budgets.variant("pgd_l2+bs"), 30) == [prefix + "attack.init_args.steps=30"]
     assert budgets.flags(budgets.variant("gauss_newton+min"), 10) == [
-        prefix + "early_stop=false", prefix + "steps=10", prefix + "max_grad_evals=10"]  # fmt: skip
+        prefix + "early_stop=false",
+        prefix + "steps=10",
+        prefix + "max_grad_evals=10",
+    ]
     assert budgets.flags(budgets.variant("gauss_newton+min"), None) == [prefix + "early_stop=false"]
     for bad in ("qn_lbfgs+bs", "pgd_l2+min", "pgd"):
         with pytest.raises(SystemExit, match=f"unknown attack '{re.escape(bad)}'; valid: fgsm, fgsm\\+bs"):
@@ -224,8 +253,9 @@ def test_budget_arguments_exist_in_the_attack_each_config_names(victim):
 
 
 def test_stopping_rules():
-    rule = lambda name: budgets.stopping_rule(budgets.config_of(budgets.variant(name).base, "ecapa"),  # noqa: E731
-                                              budgets.variant(name), 10)  # fmt: skip
+    def rule(name):
+        return budgets.stopping_rule(budgets.config_of(budgets.variant(name).base, "ecapa"), budgets.variant(name), 10)
+
     assert rule("gauss_newton") == (False, "first success")
     assert rule("gauss_newton+min") == (True, "all steps; smallest success kept")
     assert rule("pgd_l2") == (False, "first success inside the ε ball")
@@ -238,8 +268,9 @@ def test_boundary_search_fragment_and_budget_flags_reach_the_attack(tmp_path, ca
     config = budgets.config_of("cw", "ecapa")
     (tmp_path / "bs.yaml").write_text(budgets.boundary_fragment(config))
     with pytest.raises(SystemExit):
-        cli_main(["test", "-c", str(config), "-c", str(tmp_path / "bs.yaml"), *budgets.flags(row, 12),
-                  "--print_config"])  # fmt: skip
+        cli_main(
+            ["test", "-c", str(config), "-c", str(tmp_path / "bs.yaml"), *budgets.flags(row, 12), "--print_config"]
+        )
     attack = yaml.safe_load(capsys.readouterr().out)["model"]["init_args"]["attack"]
     inner = yaml.safe_load(config.read_text())["model"]["init_args"]["attack"]["init_args"]
     assert attack["class_path"] == "attacks.BoundarySearch" and attack["init_args"]["steps"] == 10
@@ -256,8 +287,12 @@ def test_settings_and_plan(tmp_path):
         with pytest.raises(SystemExit, match="not 'default' or a positive integer"):
             compare_attacks.settings_of(bad)
     jobs = compare_attacks.plan("ivector", ["fgsm", "mfcc_ivec", "ddn"], ["default", "10"], tmp_path, 3, ["--x=1"])
-    assert [(j.row.name, j.setting) for j in jobs] == [("fgsm", "default"), ("mfcc_ivec", "default"),
-                                                       ("ddn", "default"), ("ddn", "10")]  # fmt: skip
+    assert [(j.row.name, j.setting) for j in jobs] == [
+        ("fgsm", "default"),
+        ("mfcc_ivec", "default"),
+        ("ddn", "default"),
+        ("ddn", "10"),
+    ]
     assert jobs[3].folder == tmp_path / "budget_10" / "ddn" and jobs[2].folder == tmp_path / "ddn"
     assert jobs[3].args[-3:] == [
         "--model.init_args.attack.init_args.steps=10",
@@ -265,7 +300,8 @@ def test_settings_and_plan(tmp_path):
         "--data.init_args.max_trials=3",
     ]
     assert compare_attacks.checkpoint_flag("ck/{victim}_libri.ckpt", "ecapa") == [
-        "--model.init_args.checkpoint=ck/ecapa_libri.ckpt"]  # fmt: skip
+        "--model.init_args.checkpoint=ck/ecapa_libri.ckpt"
+    ]
     assert compare_attacks.checkpoint_flag(None, "ecapa") == []
     with pytest.raises(SystemExit, match=r"--checkpoint 'ck/a.ckpt': expected a path with '\{victim\}' in it"):
         compare_attacks.checkpoint_flag("ck/a.ckpt", "ecapa")
@@ -282,9 +318,17 @@ def hand_run(name: str, setting: str, rho: list[float], success: list[int], mini
     n = len(rho)
     trials = table(range(n), [1] * n, success, rho)
     won = np.array(success) > 0
-    summary = {"domain": "waveform", "success_rate": won.mean(), "rho_median": float(np.median(np.array(rho)[won])),
-               "rho_mean": float(np.mean(np.array(rho)[won])), "grad_evals_mean": 10.0, "clean_far": 0.1,
-               "far": 0.9, "clean_frr": 0.2, "frr": 1.0}  # fmt: skip
+    summary = {
+        "domain": "waveform",
+        "success_rate": won.mean(),
+        "rho_median": float(np.median(np.array(rho)[won])),
+        "rho_mean": float(np.mean(np.array(rho)[won])),
+        "grad_evals_mean": 10.0,
+        "clean_far": 0.1,
+        "far": 0.9,
+        "clean_frr": 0.2,
+        "frr": 1.0,
+    }
     return Run("ecapa", budgets.variant(name), setting, summary, trials, minimises, "stop rule", Path("."))
 
 
@@ -303,7 +347,7 @@ def test_claims_on_hand_made_runs():
         ("10", "pgd_l2"),
         ("10", "ddn"),
         ("default", "ddn"),
-    ]  # fmt: skip (in the claim's order)
+    ]  # in the claim's order
     assert [(c.setting, c.other) for c in found["c"]] == [("10", "ddn"), ("default", "ddn")]  # vs FMN / DDN
     pgd10, ddn10, ddn_default = found["b"]
     assert ddn10.ratio == (2.0, 2.0, 2.0) and decide(ddn10)[0] == "holds" and ddn10.equal_budget
@@ -333,9 +377,26 @@ def test_claims_on_hand_made_runs():
 
 @pytest.mark.slow  # four attack runs in subprocesses, twice the tables: ~2.5 min on 2 shared cores
 def test_comparison_over_budgets_end_to_end(tmp_path, corpus, victim_checkpoints, capsys):
-    argv = ["--victim", "ecapa", "--trials", "2", "--attacks", "ssr", "pgd_l2+bs", "--budgets", "10", "30",
-            "--resamples", "200", "--out", str(tmp_path), "--", f"--model.init_args.checkpoint={victim_checkpoints['ecapa_synth']}",
-            f"--data.init_args.root={corpus}", "--trainer.logger=false"]  # fmt: skip
+    argv = [
+        "--victim",
+        "ecapa",
+        "--trials",
+        "2",
+        "--attacks",
+        "ssr",
+        "pgd_l2+bs",
+        "--budgets",
+        "10",
+        "30",
+        "--resamples",
+        "200",
+        "--out",
+        str(tmp_path),
+        "--",
+        f"--model.init_args.checkpoint={victim_checkpoints['ecapa_synth']}",
+        f"--data.init_args.root={corpus}",
+        "--trainer.logger=false",
+    ]
     text = compare_attacks.main(argv)
     assert "Attacks against ecapa (2 trials" in text and "| attack | keeps minimising | B = 10 | B = 30 |" in text
     for name in ("ssr", "pgd_l2+bs"):
@@ -370,9 +431,29 @@ def fake_finished_run(job: compare_attacks.Job, rho: list[float], threshold: flo
 
     from lightning_modules.attack_metrics import COLUMNS, summarize
 
-    rows = torch.tensor([[i, i % 2, 1, 1, r, -20 * math.log10(r), r, nan, nan, 3, 10, 0.1,
-                          0.9 if i % 2 else 0.1, 0.1 if i % 2 else 0.9, nan] for i, r in enumerate(rho)],
-                        dtype=torch.float64)  # fmt: skip
+    rows = torch.tensor(
+        [
+            [
+                i,
+                i % 2,
+                1,
+                1,
+                r,
+                -20 * math.log10(r),
+                r,
+                nan,
+                nan,
+                3,
+                10,
+                0.1,
+                0.9 if i % 2 else 0.1,
+                0.1 if i % 2 else 0.9,
+                nan,
+            ]
+            for i, r in enumerate(rho)
+        ],
+        dtype=torch.float64,
+    )
     folder = job.folder / "attack"
     folder.mkdir(parents=True)
     (folder / "trials.csv").write_text(
@@ -391,8 +472,22 @@ def test_several_victims_reuse_finished_runs_and_decide_the_claim_per_victim(tmp
         ssr_job, ddn_job = compare_attacks.plan(victim, ["ssr", "ddn"], ["10"], tmp_path / victim, 24, [])
         fake_finished_run(ssr_job, ssr)
         fake_finished_run(ddn_job, [factor[victim] * r for r in ssr])
-    argv = ["--victim", "ivector", "ecapa", "--attacks", "ssr", "ddn", "--budgets", "10", "--trials", "24",
-            "--resamples", "500", "--out", str(tmp_path)]  # fmt: skip
+    argv = [
+        "--victim",
+        "ivector",
+        "ecapa",
+        "--attacks",
+        "ssr",
+        "ddn",
+        "--budgets",
+        "10",
+        "--trials",
+        "24",
+        "--resamples",
+        "500",
+        "--out",
+        str(tmp_path),
+    ]
     text = compare_attacks.main(argv)
     assert capsys.readouterr().out.count("reusing") == 4
     assert "## Attacks against ivector (24 trials" in text and "## Attacks against ecapa (24 trials" in text
@@ -453,18 +548,30 @@ def test_reuse_key_follows_the_attack_code_and_the_victim_file(tmp_path, monkeyp
 def test_tuning_grid_points_and_the_choice_rule():
     from coadv import attack_tuning as tuning
 
-    assert tuning.points("ssr") == [{"eta": 0.0001, "rho0": 0.003}, {"eta": 0.0001, "rho0": 0.01},
-                                    {"eta": 0.001, "rho0": 0.003}, {"eta": 0.001, "rho0": 0.01}]  # fmt: skip
+    assert tuning.points("ssr") == [
+        {"eta": 0.0001, "rho0": 0.003},
+        {"eta": 0.0001, "rho0": 0.01},
+        {"eta": 0.001, "rho0": 0.003},
+        {"eta": 0.001, "rho0": 0.01},
+    ]
     assert tuning.flags({"eta": 0.1, "rho0": None}) == [
-        "--model.init_args.attack.init_args.eta=0.1", "--model.init_args.attack.init_args.rho0=null"]  # fmt: skip
+        "--model.init_args.attack.init_args.eta=0.1",
+        "--model.init_args.attack.init_args.rho0=null",
+    ]
     assert set(tuning.GRID) <= set(budgets.variant_names())
     for row in tuning.GRID:  # every knob is an argument of the attack its config names (the same effort: <= 6)
         cls, _ = budgets.effective_args(budgets.config_of(budgets.variant(row).base, "ecapa"), budgets.variant(row), 30)
         assert set(tuning.GRID[row]) <= set(inspect.signature(cls).parameters) and len(tuning.points(row)) <= 6
     # a failure on half the trials (median ∞) loses to any finite median; ties go to the higher success
-    ranked = sorted([{"rho_median": math.inf, "success_rate": 0.5}, {"rho_median": 0.02, "success_rate": 1.0},
-                     {"rho_median": 0.01, "success_rate": 0.6}, {"rho_median": 0.01, "success_rate": 0.9}],
-                    key=tuning.score)  # fmt: skip
+    ranked = sorted(
+        [
+            {"rho_median": math.inf, "success_rate": 0.5},
+            {"rho_median": 0.02, "success_rate": 1.0},
+            {"rho_median": 0.01, "success_rate": 0.6},
+            {"rho_median": 0.01, "success_rate": 0.9},
+        ],
+        key=tuning.score,
+    )
     assert [r["success_rate"] for r in ranked] == [0.9, 0.6, 1.0, 0.5]
 
 
@@ -472,9 +579,25 @@ def test_tuning_runs_on_the_offset_split_end_to_end(tmp_path, corpus, victim_che
     from coadv import attack_tuning as tuning
 
     monkeypatch.setattr(tuning, "GRID", {"fmn": {"alpha_init": [0.3, 1.0]}})
-    text = tuning.main(["--victim", "ecapa", "--budget", "4", "--trials", "2", "--offset", "3", "--out", str(tmp_path),
-                        "--in-process", "--", f"--model.init_args.checkpoint={victim_checkpoints['ecapa_synth']}",
-                        f"--data.init_args.root={corpus}", "--trainer.logger=false"])  # fmt: skip
+    text = tuning.main(
+        [
+            "--victim",
+            "ecapa",
+            "--budget",
+            "4",
+            "--trials",
+            "2",
+            "--offset",
+            "3",
+            "--out",
+            str(tmp_path),
+            "--in-process",
+            "--",
+            f"--model.init_args.checkpoint={victim_checkpoints['ecapa_synth']}",
+            f"--data.init_args.root={corpus}",
+            "--trainer.logger=false",
+        ]
+    )
     assert text.count("| fmn | alpha_init=") == 2 and text.count("**yes**") == 1
     record = json.loads((tmp_path / "fmn" / "alpha_init=0.3" / "budget_4" / "fmn" / "compare_args.json").read_text())
     assert (
@@ -510,10 +633,28 @@ def test_feature_domain_rows_wrap_the_attack_and_cap_it_one_level_deeper(tmp_pat
 
 @pytest.mark.slow  # several i-vector attack runs in this process
 def test_feature_domain_comparison_end_to_end(tmp_path, corpus, victim_checkpoints):
-    argv = ["--victim", "ivector", "--domain", "feature", "--trials", "2", "--attacks", "qn_lbfgs", "mfcc_ivec",
-            "--budgets", "default", "--in-process", "--resamples", "100", "--out", str(tmp_path), "--",
-            f"--model.init_args.checkpoint={victim_checkpoints['ivector_synth']}", f"--data.init_args.root={corpus}",
-            "--trainer.logger=false"]  # fmt: skip
+    argv = [
+        "--victim",
+        "ivector",
+        "--domain",
+        "feature",
+        "--trials",
+        "2",
+        "--attacks",
+        "qn_lbfgs",
+        "mfcc_ivec",
+        "--budgets",
+        "default",
+        "--in-process",
+        "--resamples",
+        "100",
+        "--out",
+        str(tmp_path),
+        "--",
+        f"--model.init_args.checkpoint={victim_checkpoints['ivector_synth']}",
+        f"--data.init_args.root={corpus}",
+        "--trainer.logger=false",
+    ]
     text = compare_attacks.main(argv)
     summary = json.loads((tmp_path / "qn_lbfgs" / "attack" / "summary.json").read_text())
     assert summary["domain"] == "mfcc"

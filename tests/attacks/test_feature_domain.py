@@ -81,7 +81,8 @@ def test_iterated_mfcc_ivec_with_a_boundary_search_is_minimal_on_a_linear_victim
     delta = (result.extra["features"] - objective.victim.frames(x)).flatten(1)
     assert result.success.all()
     linf_minimal = (x @ objective.victim.w).abs() / (objective.victim.w.view(1, -1, 8) * voiced.unsqueeze(-1)).flatten(
-        1).abs().sum(1)  # fmt: skip
+        1
+    ).abs().sum(1)
     assert torch.allclose(delta.abs().max(1).values, linf_minimal, rtol=1e-3)  # BIM is L-inf: its exact minimum
 
 

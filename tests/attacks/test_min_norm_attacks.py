@@ -164,16 +164,25 @@ def test_a_flat_victim_gives_x_back_without_nans(attack):
         (lambda: BoundarySearch(PGD(), steps=0), r"steps=0: expected >= 1"),
         (lambda: BoundarySearch(MFCCIvec()), r"attack='MFCCIvec': expected a waveform-domain attack"),
     ],
-)  # fmt: skip
+)
 def test_out_of_range_arguments_are_named(build, message):
     with pytest.raises(ValueError, match=message):
         build()
 
 
 def test_attacks_name_themselves_for_checkpoints():
-    assert config(DDN(steps=30)) == {"class_path": "attacks.ddn.DDN", "init_args": {
-        "steps": 30, "gamma": 0.05, "init_epsilon": 1.0, "alpha": 1.0, "alpha_final": 0.01, "max_grad_evals": None,
-        "clip": (-1.0, 1.0)}}  # fmt: skip
+    assert config(DDN(steps=30)) == {
+        "class_path": "attacks.ddn.DDN",
+        "init_args": {
+            "steps": 30,
+            "gamma": 0.05,
+            "init_epsilon": 1.0,
+            "alpha": 1.0,
+            "alpha_final": 0.01,
+            "max_grad_evals": None,
+            "clip": (-1.0, 1.0),
+        },
+    }
     spec = config(BoundarySearch(PGD(norm="l2"), steps=5))
     assert spec["class_path"] == "attacks.boundary_search.BoundarySearch" and spec["init_args"]["steps"] == 5
     assert spec["init_args"]["attack"]["class_path"] == "attacks.pgd.PGD"
@@ -187,8 +196,9 @@ def test_boundary_search_brings_pgd_l2_to_the_minimum_within_the_bisection_toler
     inner = pgd.perturb(x, objective)
     result = BoundarySearch(pgd, steps=12).perturb(x, objective)
     assert inner.success.all() and (norms(inner, x) > minimal * 1.04).all()  # PGD alone overshoots by 4-8 %
-    assert torch.equal(result.success, inner.success) and torch.equal(flipped(result.adversarial, objective),
-                                                                       result.success)  # fmt: skip
+    assert torch.equal(result.success, inner.success) and torch.equal(
+        flipped(result.adversarial, objective), result.success
+    )
     tolerance = norms(inner, x) * 2.0**-12 + 1e-6  # PGD's delta here is along w: scaling it reaches the minimum
     assert (norms(result, x) >= minimal * (1 - 1e-5)).all() and (norms(result, x) <= minimal + tolerance).all()
     assert torch.equal(result.grad_evals, inner.grad_evals) and result.extra["forward_evals"].tolist() == [12] * 4
@@ -244,8 +254,16 @@ def ecapa_checkpoint(tmp_path_factory) -> tuple[Path, Path]:
 
     corpus, out = tmp_path_factory.mktemp("mn_vox"), tmp_path_factory.mktemp("mn_victim")
     write_corpus(corpus, n_speakers=8, videos=1, utts_per_video=2, seconds=(0.5, 0.8), n_trials=8, seed=3)
-    cli = cli_main(["-c", str(ROOT / "configs/speaker/ecapa_synth.yaml"), f"--data.init_args.root={corpus}",
-                    f"--trainer.default_root_dir={out}", *QUIET], run=False)  # fmt: skip
+    cli = cli_main(
+        [
+            "-c",
+            str(ROOT / "configs/speaker/ecapa_synth.yaml"),
+            f"--data.init_args.root={corpus}",
+            f"--trainer.default_root_dir={out}",
+            *QUIET,
+        ],
+        run=False,
+    )
     cli.trainer.validate(cli.model, datamodule=cli.datamodule)
     cli.trainer.save_checkpoint(out / "ecapa.ckpt")
     return corpus, out / "ecapa.ckpt"
@@ -265,10 +283,19 @@ def test_boundary_search_is_configurable_from_the_cli(tmp_path, ecapa_checkpoint
             },
         },
     }
-    cli = cli_main(["test", "-c", str(ROOT / "configs/attack/pgd_l2_ecapa.yaml"), f"--model.init_args.checkpoint="
-                    f"{checkpoint}", f"--data.init_args.root={corpus}", "--data.init_args.max_trials=2",
-                    f"--trainer.default_root_dir={tmp_path}", f"--model.init_args.attack={json.dumps(attack)}",
-                    *QUIET])  # fmt: skip
+    cli = cli_main(
+        [
+            "test",
+            "-c",
+            str(ROOT / "configs/attack/pgd_l2_ecapa.yaml"),
+            f"--model.init_args.checkpoint={checkpoint}",
+            f"--data.init_args.root={corpus}",
+            "--data.init_args.max_trials=2",
+            f"--trainer.default_root_dir={tmp_path}",
+            f"--model.init_args.attack={json.dumps(attack)}",
+            *QUIET,
+        ]
+    )
     assert isinstance(cli.model.attack, BoundarySearch) and cli.model.attack.name == "PGD + boundary search"
     assert cli.model.attack.attack.init_args["steps"] == 20 and cli.model.attack.steps == 6
     summary = json.loads((tmp_path / "attack" / "summary.json").read_text())
