@@ -434,13 +434,16 @@ def search(preset: dict, args) -> list[dict]:
                 ]
                 score[fragment] = sum(r["tot_a2b"] + r["tot_b2a"] for r in mine) / (2 * len(mine))
             best = max(score, key=score.get)
-            chosen.setdefault(method, {})[pair] = Path(best).stem
+            chosen.setdefault(method, {})[pair] = "base" if leaves_base(best, method, pair) else Path(best).stem
             lines += [
                 f"| {METHODS[method]} | {pair} | `{f}` | {v:.3f} | {'yes' if f == best else ''} |"
                 for f, v in score.items()
             ]
     (out / "search.md").write_text("\n".join(lines) + "\n")
-    (out / "search.json").write_text(json.dumps(chosen, indent=1) + "\n")
+    earlier = json.loads((out / "search.json").read_text()) if (out / "search.json").is_file() else {}
+    for method, per_pair in chosen.items():  # a search of some methods or pairs keeps the others' choices
+        earlier.setdefault(method, {}).update(per_pair)
+    (out / "search.json").write_text(json.dumps(earlier, indent=1) + "\n")
     print((out / "search.md").read_text())
     return records
 
