@@ -439,6 +439,7 @@ def search(preset: dict, args) -> list[dict]:
                 f"| {METHODS[method]} | {pair} | `{f}` | {v:.3f} | {'yes' if f == best else ''} |"
                 for f, v in score.items()
             ]
+    out.mkdir(parents=True, exist_ok=True)
     (out / "search.md").write_text("\n".join(lines) + "\n")
     earlier = json.loads((out / "search.json").read_text()) if (out / "search.json").is_file() else {}
     for method, per_pair in chosen.items():  # a search of some methods or pairs keeps the others' choices

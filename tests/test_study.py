@@ -342,3 +342,32 @@ def test_a_search_point_equal_to_the_base_config_is_the_base_cells(tmp_path, cap
     copies = study.searched_records(records, tmp_path)
     assert sorted(r["method"] for r in copies) == ["accr", "cyclegan"]
     assert "cr_cyclegan m2mm at x: no finished cells yet" in capsys.readouterr().err
+
+
+def test_search_choices_merge_across_calls(tmp_path, monkeypatch):
+    """A search of one method keeps the other methods' earlier choices; λ = 10 is recorded as the base cells."""
+    import argparse
+
+    scores = {"lambda_1": 0.6, "lambda_10": 0.7, "cr_lambda_1": 0.8, "cr_lambda_10": 0.5}
+
+    def fake_cells(cells, preset, out, evaluate_on="test"):
+        assert evaluate_on == "val"
+        records = [
+            {"method": m, "pair": p, "seed": s, "variant": f.stem, "tot_a2b": scores[f.stem], "tot_b2a": scores[f.stem]}
+            for m, p, s, f in cells
+        ]
+        return records, 0
+
+    monkeypatch.setattr(study, "run_cells", fake_cells)
+    preset = {
+        "pairs": ["m2mm"],
+        "search_seeds": [7],
+        "search": {
+            "accr": ["configs/ablations/lambda/lambda_1.yaml", "configs/ablations/lambda/lambda_10.yaml"],
+            "cr_cyclegan": ["configs/search/cr_lambda_1.yaml", "configs/search/cr_lambda_10.yaml"],
+        },
+    }
+    for methods in (["cr_cyclegan"], ["accr"]):
+        study.search(preset, argparse.Namespace(methods=methods, pairs=None, out=tmp_path))
+    chosen = json.loads((tmp_path / "search" / "search.json").read_text())
+    assert chosen == {"cr_cyclegan": {"m2mm": "cr_lambda_1"}, "accr": {"m2mm": "base"}}
