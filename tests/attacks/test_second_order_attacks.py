@@ -276,3 +276,27 @@ def test_step_size_regularized_restart_cannot_grow_a_zero_overshoot_and_stops():
     assert not results[1.0].success.all()
     assert torch.equal(results[1.0].grad_evals, results[10.0].grad_evals)
     assert torch.equal(results[1.0].adversarial, results[10.0].adversarial)
+
+
+def test_step_size_regularized_first_success_restores_the_set_overshoot():
+    """A trial that flips with an overshoot raised by restarts walks on with its set overshoot again (else it would
+    end on a boundary shifted 10^k times too far)."""
+    x, objective, minimal = linear_case()
+    attack = StepSizeRegularized(eta=1e-3, rho0=10.0)
+    r, g = objective.residual_and_grad(x)
+    eta0 = attack.eta * r.abs()
+    state = {
+        "delta": torch.zeros_like(x),
+        "r": r,
+        "g": g,
+        "won": objective.is_success(r),
+        "eta": 100 * eta0,
+        "eta0": eta0,
+        "r0": r.abs(),
+        "start": objective.grad_evals.clone() - 1,
+        "cap": 10,
+    }
+    rows = torch.ones(len(x), dtype=torch.bool)
+    attack._iterate(x, objective, state, rows, rows.clone(), torch.full_like(r, 10.0))
+    assert state["won"].all()  # one linear step reaches the boundary
+    assert torch.allclose(state["eta"], eta0)
