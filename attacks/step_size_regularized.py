@@ -75,6 +75,13 @@ class StepSizeRegularized(Attack):
     ``delta_k`` is not parallel to ``g_k`` the solution differs from the projected Newton step
     ``P_ball(-(r_k + eta) g_k / |g_k|^2)``.
 
+    Before the first success (``before_flip``): ``"root"`` (default) solves the same problem for the increment alone,
+    ``min |d|`` (``delta_k`` replaced by 0), i.e. the Gauss-Newton root step ``-(r_k + eta) g_k / |g_k|^2`` capped at
+    the radius; ``"project"`` keeps ``|delta_k + d|``. On the trained victims the input gradient decorrelates within
+    a step, so the projected start pulls back the samples already used (their gradient is near zero: the model
+    sees that as free) and undoes its progress, flipping almost nothing within 10 evaluations (measured in
+    docs/attacks/ssr_overshoot.md; the root start ends slightly larger at 30 and more).
+
     Merit and radius: before the first success the merit is the residual (predicted decrease ``-g_k^T d``);
     after it, ``|delta|`` among successful points (predicted ``|delta_k| - |delta_k + d|``, actual ``-inf`` if the
     candidate loses the flip). ``ratio = actual / predicted`` accepts the step above ``accept`` (a first success is
@@ -133,6 +140,7 @@ class StepSizeRegularized(Attack):
         correct: second-order correction of walk steps that lose the flip (True).
         restart: factor on the overshoot when a trial is stuck at ``rho_min`` before its first success, >= 1; 1 stops
             the trial there instead (10.0).
+        before_flip: step before the first success, ``"root"`` (increment only) or ``"project"`` (``"root"``).
 
     Shapes: ``x [B, T]`` -> ``adversarial [B, T]``; ``iterations``, ``grad_evals`` ``[B]``.
 
@@ -159,6 +167,7 @@ class StepSizeRegularized(Attack):
         clip: tuple[float, float] = (-1.0, 1.0),
         correct: bool = True,
         restart: float = 10.0,
+        before_flip: str = "root",
     ) -> None:
         super().__init__(clip)
         check_arg("rho0", rho0, rho0 is None or rho0 > 0, "None or > 0")
@@ -176,6 +185,7 @@ class StepSizeRegularized(Attack):
         check_arg("shrink", shrink, 0 < shrink < 1, "in (0, 1)")
         check_arg("tol", tol, tol >= 0, ">= 0")
         check_arg("restart", restart, restart >= 1, ">= 1")
+        check_arg("before_flip", before_flip, before_flip in ("root", "project"), "'root' or 'project'")
         check_budget(max_grad_evals)
         self.rho0, self.rho0_fraction, self.rho_min, self.rho_max = rho0, rho0_fraction, rho_min, rho_max
         self.steps, self.inner_steps, self.eta, self.tol, self.max_grad_evals = (
@@ -187,6 +197,7 @@ class StepSizeRegularized(Attack):
         )
         self.accept, self.good, self.bad, self.grow, self.shrink = accept, good, bad, grow, shrink
         self.eta_decay, self.correct, self.restart = eta_decay, correct, restart
+        self.before_flip = before_flip
 
     def subproblem(self, delta: Tensor, r: Tensor, g: Tensor, rho: Tensor, eta: Tensor) -> Tensor:
         """The step ``d [B, T]`` from ``delta [B, T]`` with residual ``r [B]``, gradient ``g [B, T]``, radius
@@ -253,7 +264,9 @@ class StepSizeRegularized(Attack):
         delta, r, g, won = state["delta"], state["r"], state["g"], state["won"]
         eta = torch.where(rows & won, state["eta"] * self.eta_decay, state["eta"])  # after the flip: aim closer
         state["eta"] = eta
-        d = self.subproblem(delta, r, g, rho, eta)
+        # before the flip "root" solves for the increment alone: -delta's pull would undo the progress made
+        pull = won[:, None] | (self.before_flip == "project")
+        d = self.subproblem(delta * pull, r, g, rho, eta)
         norm = delta.norm(dim=1)
         predicted = torch.where(won, norm - (delta + d).norm(dim=1), -(g * d).sum(1))
         stalled = predicted <= self.tol * torch.where(won, norm, r + eta)  # the model sees no progress

@@ -112,6 +112,7 @@ class Job:
         ``import lightning`` alone takes seconds; trial seeds make the results the same either way)."""
         print(f"[compare] {self.name}: coadv {' '.join(self.args)}", flush=True)
         self.record_path.unlink(missing_ok=True)
+        record = self.record  # the sources as they are when the run starts: an edit during it reruns it later
         if self.fragment:
             self.folder.mkdir(parents=True, exist_ok=True)
             (self.folder / "wrapper.yaml").write_text(self.fragment)
@@ -126,7 +127,7 @@ class Job:
                 raise subprocess.CalledProcessError(getattr(error, "code", None) or 1, self.args) from error
         else:
             subprocess.run([sys.executable, "-m", "coadv", *self.args], check=True)
-        self.record_path.write_text(json.dumps(self.record, indent=1) + "\n")
+        self.record_path.write_text(json.dumps(record, indent=1) + "\n")
         print(f"[compare] {self.name}: {minutes(time.time() - start)}", flush=True)
 
     def result(self) -> Run:
@@ -166,8 +167,20 @@ def code_hash(config_text: str = "") -> str:
     for name in (*ATTACK_CODE, *attack_sources(config_text)):
         path = root / name
         for file in sorted(path.rglob("*.py")) if path.is_dir() else [path]:
-            digest.update(file.relative_to(root).as_posix().encode() + b"\0" + file.read_bytes())
+            digest.update(file.relative_to(root).as_posix().encode() + b"\0" + source_bytes(file))
     return digest.hexdigest()
+
+
+# in-process runs execute the code imported once: hashes then use the sources as first read, not later edits
+FROZEN_SOURCES: dict[Path, bytes] | None = None
+
+
+def source_bytes(file: Path) -> bytes:
+    if FROZEN_SOURCES is None:
+        return file.read_bytes()
+    if file not in FROZEN_SOURCES:
+        FROZEN_SOURCES[file] = file.read_bytes()
+    return FROZEN_SOURCES[file]
 
 
 def file_hash(path: Path) -> str:
@@ -185,6 +198,9 @@ def run_jobs(jobs: list[Job], force: bool, keep_going: bool = False, in_process:
     """Run what is not done (all with ``force``); before each, a line with the progress and ETA over the runs
     still to do (reused runs are announced and do not count). A failed run stops the comparison, or with
     ``keep_going`` is listed and skipped. Returns how many were reused, and the failed jobs."""
+    global FROZEN_SOURCES
+    if in_process and FROZEN_SOURCES is None:
+        FROZEN_SOURCES = {}
     todo = [j for j in jobs if force or not j.done()]
     for job in jobs:
         if job not in todo:

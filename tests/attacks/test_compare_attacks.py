@@ -705,3 +705,19 @@ def test_the_reuse_hash_covers_the_attack_a_run_names_and_what_it_imports():
     assert "attacks/step_size_regularized.py" in compare_attacks.attack_sources(ssr)
     assert compare_attacks.code_hash(qn) != compare_attacks.code_hash(ssr)
     assert compare_attacks.code_hash(qn) == compare_attacks.code_hash(qn.replace("ivector", "ecapa"))
+
+
+def test_an_in_process_comparison_hashes_the_sources_it_imported_not_later_edits(tmp_path, monkeypatch):
+    """In one process the attack code is imported once: a source edited during a comparison must not stamp the
+    runs made with the old code as the new code's (they would be reused after the edit). Run by a child process
+    each run reads the sources afresh."""
+    source = tmp_path / "attack.py"
+    source.write_text("old")
+    monkeypatch.setattr(compare_attacks, "FROZEN_SOURCES", None)
+    assert compare_attacks.source_bytes(source) == b"old"
+    source.write_text("new")
+    assert compare_attacks.source_bytes(source) == b"new"  # child processes: the file as it is now
+    compare_attacks.run_jobs([], force=False, in_process=True)
+    assert compare_attacks.source_bytes(source) == b"new"
+    source.write_text("edited during the comparison")
+    assert compare_attacks.source_bytes(source) == b"new"

@@ -180,12 +180,14 @@ def test_step_size_regularized_walks_along_a_curved_boundary_to_its_nearest_poin
 
 @pytest.mark.parametrize("accept", [0.0, 0.25])
 @pytest.mark.parametrize("box", [False, True])
-def test_step_size_regularized_corrects_walk_steps_that_lose_the_flip(accept, box):
+@pytest.mark.parametrize("before_flip", ["root", "project"])
+def test_step_size_regularized_corrects_walk_steps_that_lose_the_flip(accept, box, before_flip):
     """On the MLP victim's curved boundary some walk steps lose the flip; the Gauss-Newton correction from the
     rejected candidate keeps the walk going (annealed overshoot, where walk steps lose the flip most): at the same budget no trial ends larger, two end >= 1 % smaller (and
     at FMN's figure or below, checked by hand: 0.4615 / 0.4070 vs FMN 0.4616 / 0.4071). It holds with a positive
     ``accept`` (a smaller corrected point is taken whatever its ratio) and with the box binding (3/4 of the samples
-    at the clip edges)."""
+    at the clip edges). With the "root" start one trial of 16 ends 0.4 % larger (another path after its flip), so the
+    bound is 1 %."""
     sizes = {}
     for correct in (False, True):
         x, objective = mlp_case(16)
@@ -197,12 +199,14 @@ def test_step_size_regularized_corrects_walk_steps_that_lose_the_flip(accept, bo
                 objective.victim, objective.enrol, (s >= s.median()).long(), float(s.median())
             )
         objective.kappa = 1e-5
-        attack = StepSizeRegularized(eta=0.01, eta_decay=0.5, correct=correct, accept=accept, max_grad_evals=40)
+        attack = StepSizeRegularized(
+            eta=0.01, eta_decay=0.5, correct=correct, accept=accept, max_grad_evals=40, before_flip=before_flip
+        )
         result = attack.perturb(x, objective)
         assert result.success.all() and (result.grad_evals <= 40).all()
         assert result.adversarial.min() >= -1 and result.adversarial.max() <= 1
         sizes[correct] = (result.adversarial - x).norm(dim=1)
-    assert (sizes[True] <= sizes[False] * (1 + 1e-6)).all()
+    assert (sizes[True] <= sizes[False] * 1.01).all()
     assert int((sizes[True] < 0.99 * sizes[False]).sum()) >= 2
 
 
@@ -241,7 +245,7 @@ class QuantizedVictim:
 def test_step_size_regularized_restarts_a_trial_stuck_short_of_the_boundary():
     """With a tiny overshoot one trial stalls at rho_min on the clean side of a quantised boundary; without the
     restart it stops with budget left, with it the overshoot grows and the trial flips within 0.5 % of the exact
-    minimum (the others are unchanged)."""
+    minimum, as do the others (which flip either way)."""
     results = {}
     for restart in (1.0, 10.0):
         x, objective, minimal = linear_case(victim=QuantizedVictim)
@@ -252,7 +256,7 @@ def test_step_size_regularized_restarts_a_trial_stuck_short_of_the_boundary():
     sizes = (results[10.0].adversarial - x).norm(dim=1)
     assert (sizes <= 1.005 * minimal).all()
     same = results[1.0].success
-    assert torch.equal(results[1.0].adversarial[same], results[10.0].adversarial[same])
+    assert ((results[1.0].adversarial - x).norm(dim=1)[same] <= 1.005 * minimal[same]).all()
 
 
 @pytest.mark.parametrize("cap", [8, 12, 16, 20])
@@ -300,3 +304,44 @@ def test_step_size_regularized_first_success_restores_the_set_overshoot():
     attack._iterate(x, objective, state, rows, rows.clone(), torch.full_like(r, 10.0))
     assert state["won"].all()  # one linear step reaches the boundary
     assert torch.allclose(state["eta"], eta0)
+
+
+class Saturating:
+    """s(x) = mean_k tanh(x_k / eps): each sample's contribution saturates, so after a step the gradient points to
+    the samples not used yet (it decorrelates within a step, as the trained victims' input gradients do)."""
+
+    embedding_dim = 1
+
+    def __init__(self, eps: float) -> None:
+        self.eps = eps
+
+    def embed(self, wave: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(wave / self.eps).mean(1, keepdim=True)
+
+    def compare(self, enrol_embedding: torch.Tensor, test_embedding: torch.Tensor) -> torch.Tensor:
+        return test_embedding[:, 0]
+
+    def score(self, enrol: torch.Tensor, test: torch.Tensor) -> torch.Tensor:
+        return self.compare(enrol, self.embed(test))
+
+
+def test_step_size_regularized_root_start_flips_where_the_projected_start_stalls():
+    """Before the first flip a step toward the minimum-norm point of the linearised boundary (``project``) also
+    pulls back the samples the score has saturated on (their gradient is near zero, so the model sees that as free)
+    and undoes the progress: at 10 evaluations it flips none of 8 trials. The increment-only step (``root``) flips
+    all 8; with 30 evaluations both flip every trial and end within 1 % of each other."""
+    gen = torch.Generator().manual_seed(0)
+    x = (torch.rand(8, 256, generator=gen) - 0.5) * 0.2
+    victim = Saturating(0.01)
+    with torch.no_grad():
+        theta = float(victim.score(None, x).max()) + 0.05  # non-target trials, all below theta: raise the score
+    results = {}
+    for before_flip in ("root", "project"):
+        for budget in (10, 30):
+            objective = VerificationObjective(victim, torch.zeros(8, 1), torch.zeros(8, dtype=torch.long), theta, 1e-5)
+            attack = StepSizeRegularized(eta=1e-3, rho0=0.003, before_flip=before_flip, max_grad_evals=budget)
+            results[before_flip, budget] = attack.perturb(x, objective)
+    assert results["root", 10].success.all() and not results["project", 10].success.any()
+    assert results["root", 30].success.all() and results["project", 30].success.all()
+    sizes = {k: (results[k, 30].adversarial - x).norm(dim=1) for k in ("root", "project")}
+    assert torch.allclose(sizes["root"], sizes["project"], rtol=0.01)
