@@ -21,6 +21,24 @@ def load_joint_judge(path: str) -> DigitNet:
     return net.eval().requires_grad_(False)
 
 
+@torch.no_grad()
+def validation_rates(judge: DigitNet, g_ab, g_ba, dm, max_images: int, device="cpu") -> dict[str, float]:
+    """The joint judge's (target domain, right digit) rate of ``g_ab(val_a)`` and ``g_ba(val_b)`` on the first
+    ``max_images`` validation images of each domain, ``{"a2b", "b2a"}``; a ``None`` net reads the source images
+    as they are (the no-translation floor of the curves)."""
+    judge, out = judge.to(device), {}
+    for key, net, data, target in (("a2b", g_ab, dm.val_a, 1), ("b2a", g_ba, dm.val_b, 0)):
+        x = torch.stack([data[i][0] for i in range(min(max_images, len(data)))]).to(device)
+        y = data.labels[: len(x)].to(device)
+        translate = torch.nn.Identity() if net is None else net
+        was_training = translate.training
+        translate.eval()
+        pred = torch.cat([judge(translate(chunk)).argmax(1) for chunk in x.split(250)])
+        translate.train(was_training)
+        out[key] = float((pred == y + 10 * target).float().mean())
+    return out
+
+
 class EarlyStability(L.Callback):
     """Every ``every_n_steps`` training batches up to ``until_step`` (and before the first), the joint judge reads
     ``G(val_a)`` and ``F(val_b)``: the rate of (target domain, right digit) is logged per direction. It uses the
@@ -47,22 +65,14 @@ class EarlyStability(L.Callback):
     def batches_done(self, trainer: L.Trainer) -> int:
         return trainer.global_step // max(1, len(trainer.optimizers))  # one optimizer step each per batch
 
-    @torch.no_grad()
     def evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        dm = trainer.datamodule
-        judge = self.judge.to(pl_module.device)
-        values = {}
-        for key, net, data, target in (("a2b", pl_module.g_ab, dm.val_a, 1), ("b2a", pl_module.g_ba, dm.val_b, 0)):
-            x = torch.stack([data[i][0] for i in range(min(self.max_images, len(data)))]).to(pl_module.device)
-            y = data.labels[: len(x)].to(pl_module.device)
-            was_training = net.training
-            net.eval()
-            pred = torch.cat([judge(net(chunk)).argmax(1) for chunk in x.split(250)])
-            net.train(was_training)
-            values[f"stability/joint_{key}"] = (pred == y + 10 * target).float().mean()
-        values["stability/batch"] = torch.tensor(float(self.batches_done(trainer)))
+        rates = validation_rates(
+            self.judge, pl_module.g_ab, pl_module.g_ba, trainer.datamodule, self.max_images, pl_module.device
+        )
+        values = {f"stability/joint_{k}": v for k, v in rates.items()}
+        values["stability/batch"] = float(self.batches_done(trainer))
         for logger in trainer.loggers:
-            logger.log_metrics({k: float(v) for k, v in values.items()}, step=self.batches_done(trainer))
+            logger.log_metrics(values, step=self.batches_done(trainer))
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.batches_done(trainer) == 0:

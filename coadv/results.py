@@ -169,10 +169,97 @@ def verdict_table(records: list[dict], reference: dict | None, pair: str, svhn_n
                     continue
                 d = _digits(key) + (1 if key != "fid" else 0)
                 text = f"{mean:+.{d}f} [{low:+.{d}f}, {high:+.{d}f}], n = {len(seeds)}: {verdict(low, high, higher)}"
-                if key == "judge" and reference and not reference.get(f"informative_{side}", 1.0):
-                    text += " (judge uninformative here)"
+                text += flag(records, reference, pair, key, side)
                 cells.append(text)
             lines.append(f"| {name} | {title} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def flag(records: list[dict], reference: dict | None, pair: str, key: str, side: str) -> str:
+    """A note for a metric that cannot tell the arms apart in this direction: the target judge or the train-on-
+    translated probe uninformative (no translation scores as well, ``informativeness``), or "read as target"
+    saturated (every arm within 0.01 of the target test images' own rate)."""
+    if not reference:
+        return ""
+    if key == "judge" and not reference.get(f"informative_{side}", 1.0):
+        return " (judge uninformative here)"
+    if key == "tot" and not reference.get(f"tot_informative_{side}", 1.0):
+        return " (probe uninformative here)"
+    own = reference.get(f"real_own_{side}")
+    if key == "real" and own is not None:
+        means = [statistics.fmean(v) for v in _arm_values(records, pair, f"real_{side}") if v]
+        if means and min(means) >= own - 0.01:
+            return " (saturated: every arm at the target's own level)"
+    return ""
+
+
+def _arm_values(records: list[dict], pair: str, key: str) -> list[list[float]]:
+    return [list(by_seed(records, v, m, pair, key).values())
+            for v in _ordered(records, "variant") for m in _ordered(records, "method")]  # fmt: skip
+
+
+# metrics on which "better than doing nothing" is a claim: untranslated images read as the source domain, so the
+# joint judge, "read as target", KID and FID of any translation beat them trivially
+AGAINST_NOTHING = ("tot", "judge")
+
+
+def no_translation_table(records: list[dict], reference: dict, pair: str, svhn_name: str) -> str:
+    """Each method (base and searched weights) against no translation: mean over seeds minus the no-translation
+    value, with the Student-t interval over seeds (the no-translation value is taken as fixed: its own sampling
+    noise is not in the interval), per informative metric and direction."""
+    heads = [direction_label(pair, s, svhn_name) for s in SIDES]
+    lines = ["| method − no translation | metric | " + " | ".join(heads) + " |", "|---|---|" + "---|" * len(SIDES)]
+    for variant in [v for v in ("base", SEARCHED) if v in _ordered(records, "variant")]:
+        for method in _ordered(records, "method"):
+            if variant == SEARCHED and method == "cyclegan":
+                continue
+            name = NAMES.get(method, method) + (f" [{variant}]" if variant != "base" else "")
+            for key, title, higher in METRICS:
+                if key not in AGAINST_NOTHING:
+                    continue
+                cells = []
+                for side in SIDES:
+                    mine, nothing = (
+                        by_seed(records, variant, method, pair, f"{key}_{side}"),
+                        reference.get(f"{key}_src_{side}"),
+                    )
+                    if not mine or nothing is None:
+                        cells.append("—")
+                        continue
+                    mean, low, high = t_interval([v - nothing for v in mine.values()])
+                    cells.append(f"{mean:+.4f} [{low:+.4f}, {high:+.4f}], n = {len(mine)}: {verdict(low, high, higher)}"
+                                 + flag(records, reference, pair, key, side))  # fmt: skip
+                if any(c != "—" for c in cells):
+                    lines.append(f"| {name} | {title} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) if len(lines) > 2 else ""
+
+
+ABLATION_METRICS = ("tot", "joint")  # per direction: the probe and the joint judge, informative both ways here
+
+
+def ablation_table(records: list[dict], pair: str, svhn_name: str) -> str:
+    """One row per ablation variant (not the searched weights): the variant − the same method in ``base`` over
+    shared seeds, for the probe and the joint judge of both directions, with the 95 % t interval and verdict."""
+    present = {(r["variant"], r["method"]) for r in records}
+    rows = [(v, m) for v in _ordered(records, "variant") if v not in ("base", SEARCHED)
+            for m in _ordered(records, "method") if {(v, m), ("base", m)} <= present]  # fmt: skip
+    if not rows:
+        return ""
+    keys = [(k, side) for side in SIDES for k in ABLATION_METRICS]
+    titles = {k: t.split(" ↑")[0] for k, t, _ in METRICS}
+    lines = ["| variant | method | " + " | ".join(f"{direction_label(pair, side, svhn_name)} {titles[k]}"
+                                               for k, side in keys) + " |",
+             "|---|---|" + "---|" * len(keys)]  # fmt: skip
+    for variant, method in rows:
+        cells = []
+        for k, side in keys:
+            mine = by_seed(records, variant, method, pair, f"{k}_{side}")
+            base = by_seed(records, "base", method, pair, f"{k}_{side}")
+            seeds = sorted(mine.keys() & base.keys())
+            mean, low, high = t_interval([mine[s] - base[s] for s in seeds])
+            cells.append("—" if not seeds else f"{mean:+.3f} [{low:+.3f}, {high:+.3f}] n={len(seeds)}: "
+                         f"{verdict(low, high, True)}")  # fmt: skip
+        lines.append(f"| {variant} | {NAMES.get(method, method)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -186,7 +273,18 @@ def informativeness(reference: dict, pair: str, svhn_name: str) -> str:
         state = "informative" if reference.get(f"informative_{side}") else "**uninformative**"
         notes.append(f"{label}: the target judge reads untranslated source at {src:.3f} and its own domain at "
                      f"{own:.3f}: {state}")  # fmt: skip
-    return "Target judge: " + "; ".join(notes) + "." if notes else ""
+    probes = []
+    for side in SIDES:
+        src, oracle = reference.get(f"tot_src_{side}"), reference.get(f"tot_oracle_{side}")
+        if src is None or f"tot_informative_{side}" not in reference:
+            continue
+        state = "informative" if reference[f"tot_informative_{side}"] else "**uninformative**"
+        probes.append(f"{direction_label(pair, side, svhn_name)}: source only {src:.3f}, target oracle "
+                      f"{oracle:.3f}: {state}")  # fmt: skip
+    text = "Target judge: " + "; ".join(notes) + "." if notes else ""
+    if probes:
+        text += (" " if text else "") + "Train on translated: " + "; ".join(probes) + "."
+    return text
 
 
 def write_csv(records: list[dict], out: Path) -> None:
@@ -232,6 +330,37 @@ def plot(records: list[dict], refs: dict[str, dict], path: Path, svhn_name: str 
     plt.close(fig)
 
 
+def pair_section(mine: list[dict], reference: dict | None, pair: str, svhn_name: str) -> list[str]:
+    """The parts of ``results.md`` for one pair: references, tables, verdicts, ablations, stability, robustness."""
+    parts = []
+    parts.append(f"### {direction_label(pair, 'a2b', svhn_name).replace('→', ' ↔ ')}")
+    if reference:
+        parts.append(informativeness(reference, pair, svhn_name))
+    for side in SIDES:
+        parts.append(f"**{direction_label(pair, side, svhn_name)}** (mean ± std over seeds)\n\n"
+                     + direction_table(mine, reference, pair, side, svhn_name))  # fmt: skip
+    sources = sorted({(r["method"], r["searched_from"]) for r in mine if r["variant"] == SEARCHED})
+    if sources:
+        parts.append(f"*{SEARCHED}* rows: each method at the weights its validation search chose: "
+                     + ", ".join(f"{NAMES.get(m, m)} from `{v}`" for m, v in sources) + ".")  # fmt: skip
+    if mine:
+        parts.append("**Paired differences and verdicts**\n\n" + verdict_table(mine, reference, pair, svhn_name))
+    nothing = no_translation_table(mine, reference, pair, svhn_name) if mine and reference else ""
+    if nothing:
+        parts.append("**Against no translation** (does translating help at all?)\n\n" + nothing)
+    ablation = ablation_table(mine, pair, svhn_name)
+    if ablation:
+        parts.append("**Ablations** (each variant − the same method at its base configuration, same seeds)\n\n"
+                     + ablation)  # fmt: skip
+    stability = stability_tables(mine, reference, pair, svhn_name)
+    if stability:
+        parts.append("**Early stability** (figure: `stability.png`)\n\n" + stability)
+    robustness = robustness_tables(mine, reference, pair, svhn_name)
+    if robustness:
+        parts.append("**Robustness to corrupted inputs** (figure: `robustness.png`)\n\n" + robustness)
+    return parts
+
+
 def write(records: list[dict], references: list[dict], out: Path, preset: str = "", svhn_name: str = "svhn") -> None:
     """``results.md`` (tables and verdicts per pair) and ``cells.csv`` from the cells' records."""
     refs = {r["pair"]: r for r in references}
@@ -246,26 +375,7 @@ def write(records: list[dict], references: list[dict], out: Path, preset: str = 
     if svhn_name != "svhn" and any("svhn" in DIRECTIONS[r["pair"]] for r in records):
         parts[0] += f" S* = `{svhn_name}` standing in for SVHN (no offline SVHN copy)."
     for pair in dict.fromkeys([*(r["pair"] for r in records), *refs]):
-        mine = [r for r in records if r["pair"] == pair]
-        reference = refs.get(pair)
-        parts.append(f"### {direction_label(pair, 'a2b', svhn_name).replace('→', ' ↔ ')}")
-        if reference:
-            parts.append(informativeness(reference, pair, svhn_name))
-        for side in SIDES:
-            parts.append(f"**{direction_label(pair, side, svhn_name)}** (mean ± std over seeds)\n\n"
-                         + direction_table(mine, reference, pair, side, svhn_name))  # fmt: skip
-        sources = sorted({(r["method"], r["searched_from"]) for r in mine if r["variant"] == SEARCHED})
-        if sources:
-            parts.append(f"*{SEARCHED}* rows: each method at the weights its validation search chose: "
-                         + ", ".join(f"{NAMES.get(m, m)} from `{v}`" for m, v in sources) + ".")  # fmt: skip
-        if mine:
-            parts.append("**Paired differences and verdicts**\n\n" + verdict_table(mine, reference, pair, svhn_name))
-        stability = stability_tables(mine, reference, pair, svhn_name)
-        if stability:
-            parts.append("**Early stability** (figure: `stability.png`)\n\n" + stability)
-        robustness = robustness_tables(mine, reference, pair, svhn_name)
-        if robustness:
-            parts.append("**Robustness to corrupted inputs** (figure: `robustness.png`)\n\n" + robustness)
+        parts += pair_section([r for r in records if r["pair"] == pair], refs.get(pair), pair, svhn_name)
     (out / "results.md").write_text("\n\n".join(p for p in parts if p) + "\n")
     write_csv(records, out)
     plot(records, refs, out / "results.png", svhn_name)
@@ -296,9 +406,10 @@ def stability_tables(records: list[dict], reference: dict | None, pair: str, svh
     methods = list(dict.fromkeys(map(arm, base)))
     for side in SIDES:
         steps = [b for b in STABILITY_STEPS if any(value_at(_curve(r, side), b) is not None for r in base)]
-        floor = (reference or {}).get(f"joint_src_{side}", 0.0)
+        floor = (reference or {}).get(f"joint_src_val_{side}")  # measured on the curves' validation images
+        said = "no floor measured: collapses not counted" if floor is None else f"no translation reads {floor:.3f}"
         lines = [f"**{direction_label(pair, side, svhn_name)}**: joint judge (target, digit) on validation images "
-                 f"during training; no translation reads {floor:.3f}",
+                 f"during training; {said}",
                  "", "| method | n | area under the curve (mean level) | "
                  + " | ".join(f"spread (std) at {b}" for b in steps) + " | collapses |",
                  "|---|---|---|" + "---|" * len(steps) + "---|"]  # fmt: skip
@@ -310,7 +421,7 @@ def stability_tables(records: list[dict], reference: dict | None, pair: str, svh
             for b in steps:
                 values = [v for r in runs if (v := value_at(_curve(r, side), b)) is not None]
                 spread.append(f"{statistics.stdev(values):.3f}" if len(values) > 1 else "—")
-            falls = sum(collapsed([v for _, v in _curve(r, side)], floor) for r in runs)
+            falls = "—" if floor is None else sum(collapsed([v for _, v in _curve(r, side)], floor) for r in runs)
             lines.append(f"| {arm_name(method)} | {len(runs)} | {mean_std(list(auc[method].values()), 3)} | "
                          + " | ".join(spread) + f" | {falls} of {len(runs)} |")  # fmt: skip
         for method in methods:
@@ -327,8 +438,8 @@ def stability_tables(records: list[dict], reference: dict | None, pair: str, svh
 
 def robustness_tables(records: list[dict], reference: dict | None, pair: str, svhn_name: str) -> str:
     """Per direction: the joint judge's (target, digit) rate on translations of corrupted test images, clean and
-    averaged per corruption and overall (mean ± std over seeds), the drop from clean to that mean (robustness apart
-    from the clean level), the no-translation row, and paired differences of the mean and of the drop against
+    averaged per corruption and overall (mean ± std over seeds), the drop from clean to that mean (descriptive: no
+    verdict, doing nothing would win it), the no-translation row, and paired differences of the mean against
     CycleGAN."""
     from nets.corruptions import KINDS
 
@@ -359,7 +470,7 @@ def robustness_tables(records: list[dict], reference: dict | None, pair: str, sv
         if reference and f"rob_mean_{side}" in reference:
             lines.append("| no translation | — | " + " | ".join(f"{v:.3f}" for v in columns(reference)) + " |")
         for method, other in ((m, o) for m in methods for o in baselines(m) if m != o):
-            for what, at, higher in (("mean over corruptions", -2, True), ("drop from clean", -1, False)):
+            for what, at, higher in (("mean over corruptions", -2, True),):
                 mine = {r["seed"]: columns(r)[at] for r in base if arm(r) == method}
                 theirs = {r["seed"]: columns(r)[at] for r in base if arm(r) == other}
                 seeds = sorted(mine.keys() & theirs.keys())
@@ -368,6 +479,9 @@ def robustness_tables(records: list[dict], reference: dict | None, pair: str, sv
                     lines.append(f"\n{arm_name(method)} − {arm_name(other)}, {what}: {mean:+.4f} [{low:+.4f}, "
                                  f"{high:+.4f}], n = {len(seeds)}: {verdict(low, high, higher)}")  # fmt: skip
         parts.append("\n".join(lines))
+    parts.append("The verdicts use the mean over corruptions (as corruption benchmarks do). The drop from clean is "
+                 "descriptive only: an arm with a low clean level has little to lose, so doing nothing (no "
+                 "translation) would win it.")  # fmt: skip
     return "\n\n".join(parts)
 
 

@@ -32,7 +32,7 @@ import torch
 import yaml
 from tqdm import tqdm
 
-from callbacks.stability import load_joint_judge
+from callbacks.stability import load_joint_judge, validation_rates
 from coadv import results
 from coadv.cli import cli_main
 from coadv.constants import CONFIGS, DIRECTIONS, METHODS, QUIET, config_path
@@ -43,6 +43,7 @@ from lightning_modules.translation_metrics import (
     Split,
     direction_metrics,
     fit_joint_judge,
+    probe_informative,
     reference_metrics,
     robustness_metrics,
 )
@@ -257,19 +258,30 @@ def pair_datamodule(pair: str, preset: dict, out: Path):
 
 def pair_references(pair: str, preset: dict, out: Path) -> dict:
     """The reference rows of a pair (no translation, target oracle, target train vs test), computed once and kept
-    in ``<out>/references/<pair>.json``; built on the data and judges of the pair's CycleGAN config + preset."""
+    in ``<out>/references/<pair>.json``; built on the data and judges of the pair's CycleGAN config + preset. A kept
+    record gains what later versions add (the probe's informativeness, the curves' validation floor) without
+    recomputing the rest."""
     path = out / "references" / f"{pair}.json"
-    if path.is_file():
-        record = json.loads(path.read_text())
-        if "joint_judge" in record and (not preset.get("robustness") or "rob_mean_a2b" in record):
-            return record
-    else:
-        record = None
+    record = json.loads(path.read_text()) if path.is_file() else None
+    stability, robustness = preset.get("stability"), preset.get("robustness")
+    wanted = ["joint_judge", "tot_informative_a2b", *(["joint_src_val_a2b"] * bool(stability)),
+              *(["rob_mean_a2b"] * bool(robustness))]  # fmt: skip
+    if record is not None and all(k in record for k in wanted):
+        return record
     dm = pair_datamodule(pair, preset, out)
     if record is None:
         record = {"pair": pair, **pair_metrics(dm, None, None, dm.cli.model.evaluator.paths, preset)}
     record["joint_judge"] = str(joint_judge_of(dm, preset))
-    if preset.get("robustness"):  # no translation: the joint judge on corrupted source images themselves
+    if "tot_informative_a2b" not in record:
+        a, b = splits(dm)
+        for side, target in (("a2b", b), ("b2a", a)):
+            src, oracle = record[f"tot_src_{side}"], record[f"tot_oracle_{side}"]
+            record[f"tot_informative_{side}"] = float(probe_informative(src, oracle, len(target.test_y)))
+    if stability:  # the curves' no-translation floor, on the validation images the curves use
+        joint = load_joint_judge(record["joint_judge"])
+        floor = validation_rates(joint, None, None, dm, stability.get("max_images", 500))
+        record.update({f"joint_src_val_{side}": v for side, v in floor.items()})
+    if robustness and "rob_mean_a2b" not in record:  # no translation: the joint judge on corrupted source images
         identity = argparse.Namespace(g_ab=None, g_ba=None)
         record.update(pair_robustness(dm, identity, preset))
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -332,6 +344,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
             references = [pair_references(pair, preset, out) for pair in pairs]
             preset["_joint"] = {r["pair"]: r["joint_judge"] for r in references}
             records, reused = run_cells(cells, preset, out)
+            # the tables cover every pair in the folder: its references too, not only this call's pairs
+            references = [json.loads(f.read_text()) for f in sorted((out / "references").glob("*.json"))]
     # the tables hold every finished cell of the folder (base and ablation variants alike), not only this call's
     finished = finished_records(out)
     results.write(finished + searched_records(finished, out), references, out, preset=args.preset, svhn_name=svhn)

@@ -133,6 +133,14 @@ def judge_informative(source_acc: float, own_acc: float, n_source: int, n_own: i
     return own_acc - source_acc > 1.96 * se
 
 
+def probe_informative(source_only: float, oracle: float, n_test: int) -> bool:
+    """Whether train-on-translated can reward translation: the classifier trained on untranslated source is below
+    the target oracle by more than 1.96 standard errors (both tested on the same ``n_test`` target images; the
+    independent-sample error is the larger one for positively correlated errors, so this errs toward
+    "uninformative")."""
+    return judge_informative(source_only, oracle, n_test, n_test)
+
+
 def joint_labels(labels: Tensor, domain: int) -> Tensor:
     """Joint-judge classes: ``10 * domain + digit`` (domain 0: A, 1: B)."""
     return labels + 10 * domain
@@ -211,7 +219,8 @@ def reference_metrics(source: Split, target: Split, judge: nn.Module, joint: Dig
                       recipe: Recipe = Recipe()) -> dict[str, float]:  # fmt: skip
     """The reference rows of a direction: ``*_src`` (no translation: ``direction_metrics`` of the identity),
     ``judge_own`` (the judge on its own domain's test images) and ``informative`` (:func:`judge_informative`),
-    ``tot_oracle`` (trained on target train), ``kid_train`` / ``fid_train`` (a target-train sample of the test
+    ``tot_oracle`` (trained on target train) and ``tot_informative`` (:func:`probe_informative`), ``kid_train`` /
+    ``fid_train`` (a target-train sample of the test
     set's size vs target test), ``joint_own`` / ``real_own`` (joint judge on target test)."""
     out = {
         f"{k}_src": v for k, v in direction_metrics(None, source, target, judge, joint, target_index, recipe).items()
@@ -221,6 +230,7 @@ def reference_metrics(source: Split, target: Split, judge: nn.Module, joint: Dig
         judge_informative(out["judge_src"], out["judge_own"], len(source.test_y), len(target.test_y))
     )
     out["tot_oracle"] = train_on_translated(target.train_x, target.train_y, target.test_x, target.test_y, recipe)
+    out["tot_informative"] = float(probe_informative(out["tot_src"], out["tot_oracle"], len(target.test_y)))
     pick = torch.randperm(len(target.train_x), generator=torch.Generator().manual_seed(0))[: len(target.test_x)]
     train = distribution_distances(ClassifierFeatures(joint), target.test_x, target.train_x[pick])
     out.update(kid_train=train["kid"], fid_train=train["fid"])
@@ -270,5 +280,5 @@ def collapsed(values: list[float], baseline: float, margin: float = 0.05) -> boo
 
 __all__ = [
     "LeNet", "Split", "area_under_curve", "collapsed", "robustness_metrics", "direction_metrics", "reference_metrics", "Recipe", "accuracy", "distribution_distances", "fit_classifier", "fit_joint_judge",
-    "joint_labels", "joint_rates", "judge_informative", "predict", "probe_correct", "train_on_translated", "translate",
+    "joint_labels", "joint_rates", "judge_informative", "predict", "probe_informative", "probe_correct", "train_on_translated", "translate",
 ]  # fmt: skip
