@@ -24,6 +24,8 @@ import argparse
 import csv
 import hashlib
 import json
+import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -313,7 +315,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--tables-only", action="store_true", help="rebuild the tables from the finished cells only")
     p.add_argument("--search", action="store_true", help="the preset's hyperparameter search instead: each method's "
                    "`search` fragments at its `search_seeds`, scored on validation images (never test)")  # fmt: skip
-    args = p.parse_args(argv)
+    p.add_argument("--jobs", type=int, default=1, help="cells trained at once, each in its own 1-thread process "
+                   "(2 on 2 cores: the cpu preset's cells are too small to use 2 threads well)")  # fmt: skip
+    p.add_argument("--worker", help=argparse.SUPPRESS)  # "i/N": the i-th of N --jobs processes (no tables)
+    raw = list(sys.argv[2:] if argv is None else argv)
+    args = p.parse_args(raw)
+    if args.jobs < 1:
+        raise SystemExit(f"--jobs {args.jobs}: must be at least 1")
     preset = load_preset(args.preset)
     if args.search:
         return search(preset, args)
@@ -333,6 +341,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
     cells = [(method, pair, seed, variant) for variant in (args.variants or [None]) for pair in pairs
              for seed in seeds for method in methods]  # fmt: skip
     with quiet_lightning():
+        if args.worker:  # the parent built the classifiers and references
+            index, count = map(int, args.worker.split("/"))
+            preset["_joint"] = {pair: json.loads((out / "references" / f"{pair}.json").read_text())["joint_judge"]
+                                for pair in pairs}  # fmt: skip
+            run_cells(cells[index::count], preset, out)
+            return []
         if args.tables_only:
             found = [out / "cells" / cell_name(*cell) / "metrics.json" for cell in cells]
             records, reused = [json.loads(f.read_text()) for f in found if f.is_file()], 0
@@ -343,7 +357,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 ensure_classifier(domain)
             references = [pair_references(pair, preset, out) for pair in pairs]
             preset["_joint"] = {r["pair"]: r["joint_judge"] for r in references}
-            records, reused = run_cells(cells, preset, out)
+            if args.jobs > 1:
+                before = sum((out / "cells" / cell_name(*c) / "metrics.json").is_file() for c in cells)
+                run_workers(raw, args.jobs, out)
+            records, reused = run_cells(cells, preset, out)  # with --jobs: every cell finished, read back
+            reused = before if args.jobs > 1 else reused
             # the tables cover every pair in the folder: its references too, not only this call's pairs
             references = [json.loads(f.read_text()) for f in sorted((out / "references").glob("*.json"))]
     # the tables hold every finished cell of the folder (base and ablation variants alike), not only this call's
@@ -461,6 +479,25 @@ def search(preset: dict, args) -> list[dict]:
     (out / "search.json").write_text(json.dumps(earlier, indent=1) + "\n")
     print((out / "search.md").read_text())
     return records
+
+
+def run_workers(raw: list[str], jobs: int, out: Path) -> None:
+    """Train the cells in ``jobs`` child processes (``coadv study ... --worker i/jobs``, one thread each, every
+    ``jobs``-th cell in the seed-major order), logging to ``<out>/worker_<i>.log``; a failed worker stops the study
+    with its log named (finished cells are kept and reused)."""
+    args = [a for i, a in enumerate(raw) if not (a.startswith("--jobs") or (i and raw[i - 1] == "--jobs"))]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    logs = [out / f"worker_{i}.log" for i in range(jobs)]
+    children = []
+    for i, log in enumerate(logs):
+        with open(log, "w") as f:
+            command = [sys.executable, "-m", "coadv", "study", *args, "--worker", f"{i}/{jobs}"]
+            children.append(subprocess.Popen(command, stdout=f, stderr=subprocess.STDOUT, env=env))
+    print(f"study: {jobs} worker processes, logs {', '.join(map(str, logs))}", flush=True)
+    failed = [log for child, log in zip(children, logs) if child.wait() != 0]
+    if failed:
+        raise SystemExit(f"study: worker failed, see {', '.join(map(str, failed))} (rerun to continue: finished "
+                         "cells are reused)")  # fmt: skip
 
 
 def run_cells(cells: list[tuple], preset: dict, out: Path, evaluate_on: str = "test") -> tuple[list[dict], int]:

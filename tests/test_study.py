@@ -371,3 +371,22 @@ def test_search_choices_merge_across_calls(tmp_path, monkeypatch):
         study.search(preset, argparse.Namespace(methods=methods, pairs=None, out=tmp_path))
     chosen = json.loads((tmp_path / "search" / "search.json").read_text())
     assert chosen == {"cr_cyclegan": {"m2mm": "cr_lambda_1"}, "accr": {"m2mm": "base"}}
+
+
+@pytest.mark.slow
+def test_cells_trained_by_parallel_workers_give_the_sequential_tables(tmp_path, tiny_preset, capsys):
+    """``--jobs 2`` trains the cells in two 1-thread processes; every cell is seeded, so the tables equal those of
+    the sequential run (and the summary counts the cells as run now, not reused)."""
+    sequential, parallel = tmp_path / "sequential", tmp_path / "parallel"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the workers run: float reductions then agree
+    try:
+        study.main(["--preset", str(tiny_preset), "--out", str(sequential)])
+    finally:
+        torch.set_num_threads(threads)
+    capsys.readouterr()
+    study.main(["--preset", str(tiny_preset), "--out", str(parallel), "--jobs", "2"])
+    printed = capsys.readouterr().out
+    assert "study: 2 worker processes" in printed and re.search(r"\ncells +4 of 4 \(4 run now, 0 reused\)", printed)
+    assert all((parallel / f"worker_{i}.log").is_file() for i in (0, 1))
+    assert (parallel / "results.md").read_text() == (sequential / "results.md").read_text()
