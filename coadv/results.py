@@ -257,8 +257,8 @@ def ablation_table(records: list[dict], pair: str, svhn_name: str) -> str:
             base = by_seed(records, "base", method, pair, f"{k}_{side}")
             seeds = sorted(mine.keys() & base.keys())
             mean, low, high = t_interval([mine[s] - base[s] for s in seeds])
-            cells.append("—" if not seeds else f"{mean:+.3f} [{low:+.3f}, {high:+.3f}] n={len(seeds)}: "
-                         f"{verdict(low, high, True)}")  # fmt: skip
+            interval = f" [{low:+.3f}, {high:+.3f}]" if len(seeds) > 1 else ""
+            cells.append("—" if not seeds else f"{mean:+.3f}{interval} n={len(seeds)}: {verdict(low, high, True)}")
         lines.append(f"| {variant} | {NAMES.get(method, method)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
