@@ -5,3 +5,5 @@ and the project's tools (``study``, ``sweep``, ``compare-attacks``, ``demo``, ``
 """
 
 __version__ = "0.2.0"
+
+from coadv import sources as _sources  # noqa: E402,F401  (snapshot of the attack sources before any is imported)

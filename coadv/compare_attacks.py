@@ -46,6 +46,7 @@ from coadv.attack_stats import RESAMPLES, correct
 from coadv.attack_tables import DEFAULT, Run, budget_table, csv_rows, curves_png, default_table, reference_table
 from coadv.constants import VICTIMS
 from coadv.progress import meter, minutes, summary
+from coadv.sources import ATTACK_CODE, ROOT, files, source_bytes
 
 # each run keeps Lightning's test progress bar (trial batches, with ETA); the model summary would only repeat itself
 CHILD_FLAGS = ["--trainer.enable_model_summary=false"]
@@ -82,13 +83,15 @@ class Job:
         if trials is not None:
             self.args.append(f"--data.init_args.max_trials={trials}")
         self.summary_path, self.record_path = self.folder / "attack" / "summary.json", self.folder / "compare_args.json"
+        self.at_start = False  # set by run_jobs for in-process runs
 
     @property
     def record(self) -> dict:
         """What a finished run must match to be reused: arguments, config text, fragment, and hashes of the attack
         code and of the victim checkpoint (a code change or a retrained victim reruns it)."""
         return {"args": self.args, "config": self.config.read_text(), "fragment": self.fragment,
-                "code": code_hash(self.config.read_text() + (self.fragment or "")), "victim": file_hash(self.victim_checkpoint())}  # fmt: skip
+                "code": code_hash(self.config.read_text() + (self.fragment or ""), self.at_start),
+                "victim": file_hash(self.victim_checkpoint())}  # fmt: skip
 
     def victim_checkpoint(self) -> Path:
         """The victim file the run reads: the last ``--model.init_args.checkpoint=`` flag, else the config's."""
@@ -136,51 +139,31 @@ class Job:
                    read_trials_csv(self.folder / "attack" / "trials.csv"), minimises, stop, self.folder)  # fmt: skip
 
 
-ATTACK_CODE = ("attacks/__init__.py", "attacks/base.py", "lightning_modules/attack.py",
-               "lightning_modules/attack_metrics.py", "nets/speaker", "datamodules/__init__.py", "datamodules/audio.py",
-               "datamodules/librispeech.py", "datamodules/sampling.py", "datamodules/synth_speech.py",
-               "datamodules/voxceleb.py", "callbacks/attack_report.py", "lightning_modules/trial_scoring.py")  # fmt: skip
-
-
-def attack_sources(config_text: str) -> list[str]:
+def attack_sources(config_text: str, at_start: bool = False) -> list[str]:
     """The ``attacks/`` modules a run's attack is made of: the modules of every ``attacks.<Class>`` its config
     text names (wrappers and the attack they wrap), and the ``attacks`` modules those import, recursively."""
     import attacks
 
-    root = Path(__file__).resolve().parents[1]
     todo = {getattr(attacks, name).__module__ for name in re.findall(r"\battacks\.(\w+)", config_text)
             if isinstance(getattr(attacks, name, None), type)}  # fmt: skip
     seen: set[str] = set()
     while todo:
         module = todo.pop()
         seen.add(module)
-        text = (root / (module.replace(".", "/") + ".py")).read_text()
+        text = source_bytes(ROOT / (module.replace(".", "/") + ".py"), at_start).decode()
         todo |= {f"attacks.{m}" for m in re.findall(r"^from attacks\.(\w+) import", text, re.M)} - seen
     return sorted(m.replace(".", "/") + ".py" for m in seen)
 
 
-def code_hash(config_text: str = "") -> str:
+def code_hash(config_text: str = "", at_start: bool = False) -> str:
     """SHA-256 over the sources that decide an attack run's numbers: the shared attack machinery, the attack
     module, the victims and the speech data (``ATTACK_CODE``), and the modules of the attack the config names
-    (``attack_sources``): a change to one attack reruns that attack only."""
-    root, digest = Path(__file__).resolve().parents[1], hashlib.sha256()
-    for name in (*ATTACK_CODE, *attack_sources(config_text)):
-        path = root / name
-        for file in sorted(path.rglob("*.py")) if path.is_dir() else [path]:
-            digest.update(file.relative_to(root).as_posix().encode() + b"\0" + source_bytes(file))
+    (``attack_sources``): a change to one attack reruns that attack only. ``at_start``: the sources as this process
+    first read them (``coadv.sources``: what an in-process run executes)."""
+    digest = hashlib.sha256()
+    for file in files([*ATTACK_CODE, *attack_sources(config_text, at_start)]):
+        digest.update(file.relative_to(ROOT).as_posix().encode() + b"\0" + source_bytes(file, at_start))
     return digest.hexdigest()
-
-
-# in-process runs execute the code imported once: hashes then use the sources as first read, not later edits
-FROZEN_SOURCES: dict[Path, bytes] | None = None
-
-
-def source_bytes(file: Path) -> bytes:
-    if FROZEN_SOURCES is None:
-        return file.read_bytes()
-    if file not in FROZEN_SOURCES:
-        FROZEN_SOURCES[file] = file.read_bytes()
-    return FROZEN_SOURCES[file]
 
 
 def file_hash(path: Path) -> str:
@@ -198,9 +181,8 @@ def run_jobs(jobs: list[Job], force: bool, keep_going: bool = False, in_process:
     """Run what is not done (all with ``force``); before each, a line with the progress and ETA over the runs
     still to do (reused runs are announced and do not count). A failed run stops the comparison, or with
     ``keep_going`` is listed and skipped. Returns how many were reused, and the failed jobs."""
-    global FROZEN_SOURCES
-    if in_process and FROZEN_SOURCES is None:
-        FROZEN_SOURCES = {}
+    for job in jobs:
+        job.at_start = in_process  # in-process runs execute the sources imported at start: hash those
     todo = [j for j in jobs if force or not j.done()]
     for job in jobs:
         if job not in todo:

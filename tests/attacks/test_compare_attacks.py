@@ -539,7 +539,7 @@ def test_reuse_key_follows_the_attack_code_and_the_victim_file(tmp_path, monkeyp
     assert not job.done()
     victim.write_bytes(b"one")
     assert job.done()
-    monkeypatch.setattr(compare_attacks, "code_hash", lambda text="": "an attack's source changed")
+    monkeypatch.setattr(compare_attacks, "code_hash", lambda text="", at_start=False: "an attack's source changed")
     assert not job.done()
     default = compare_attacks.Job("ecapa", budgets.variant("fmn"), "10", tmp_path, 2, [])
     assert default.victim_checkpoint() == Path("checkpoints/victims/ecapa_synth.ckpt")  # the config's own
@@ -708,16 +708,23 @@ def test_the_reuse_hash_covers_the_attack_a_run_names_and_what_it_imports():
 
 
 def test_an_in_process_comparison_hashes_the_sources_it_imported_not_later_edits(tmp_path, monkeypatch):
-    """In one process the attack code is imported once: a source edited during a comparison must not stamp the
-    runs made with the old code as the new code's (they would be reused after the edit). Run by a child process
-    each run reads the sources afresh."""
+    """In one process the attack code is imported once, at start: a source edited during a comparison must not
+    stamp the runs made with the old code as the new code's (they would be reused after the edit). Run by child
+    processes, each run reads the sources afresh."""
+    from coadv import sources
+
     source = tmp_path / "attack.py"
-    source.write_text("old")
-    monkeypatch.setattr(compare_attacks, "FROZEN_SOURCES", None)
-    assert compare_attacks.source_bytes(source) == b"old"
-    source.write_text("new")
-    assert compare_attacks.source_bytes(source) == b"new"  # child processes: the file as it is now
-    compare_attacks.run_jobs([], force=False, in_process=True)
-    assert compare_attacks.source_bytes(source) == b"new"
+    source.write_text("as imported")
+    monkeypatch.setitem(sources.AT_START, source, source.read_bytes())
     source.write_text("edited during the comparison")
-    assert compare_attacks.source_bytes(source) == b"new"
+    assert sources.source_bytes(source) == b"edited during the comparison"  # child processes
+    assert sources.source_bytes(source, at_start=True) == b"as imported"  # in-process runs
+    job = compare_attacks.Job("ivector", budgets.variant("ssr"), "30", tmp_path, 4, [])
+    monkeypatch.setattr(compare_attacks.Job, "run", lambda self, in_process=False: None)
+    for in_process in (False, True):
+        compare_attacks.run_jobs([job], force=False, in_process=in_process)
+        assert job.at_start is in_process  # the record then hashes the sources as imported
+    first = sources.files(list(sources.ATTACK_CODE))[0]
+    monkeypatch.setitem(sources.AT_START, first, b"another version")
+    config = (ROOT / "configs/attack/ssr_ivector.yaml").read_text()
+    assert compare_attacks.code_hash(config, at_start=True) != compare_attacks.code_hash(config)

@@ -183,11 +183,11 @@ def test_step_size_regularized_walks_along_a_curved_boundary_to_its_nearest_poin
 @pytest.mark.parametrize("before_flip", ["root", "project"])
 def test_step_size_regularized_corrects_walk_steps_that_lose_the_flip(accept, box, before_flip):
     """On the MLP victim's curved boundary some walk steps lose the flip; the Gauss-Newton correction from the
-    rejected candidate keeps the walk going (annealed overshoot, where walk steps lose the flip most): at the same budget no trial ends larger, two end >= 1 % smaller (and
+    rejected candidate keeps the walk going (annealed overshoot, where walk steps lose the flip most): at the same budget two trials end >= 1 % smaller (and
     at FMN's figure or below, checked by hand: 0.4615 / 0.4070 vs FMN 0.4616 / 0.4071). It holds with a positive
     ``accept`` (a smaller corrected point is taken whatever its ratio) and with the box binding (3/4 of the samples
-    at the clip edges). With the "root" start one trial of 16 ends 0.4 % larger (another path after its flip), so the
-    bound is 1 %."""
+    at the clip edges). With the "root" start (the default) one trial of 16 ends 0.4 % larger with the correction
+    (its walk takes another path after the flip), so there the bound is 1 %; with "project" no trial ends larger."""
     sizes = {}
     for correct in (False, True):
         x, objective = mlp_case(16)
@@ -206,7 +206,7 @@ def test_step_size_regularized_corrects_walk_steps_that_lose_the_flip(accept, bo
         assert result.success.all() and (result.grad_evals <= 40).all()
         assert result.adversarial.min() >= -1 and result.adversarial.max() <= 1
         sizes[correct] = (result.adversarial - x).norm(dim=1)
-    assert (sizes[True] <= sizes[False] * 1.01).all()
+    assert (sizes[True] <= sizes[False] * (1.01 if before_flip == "root" else 1 + 1e-6)).all()
     assert int((sizes[True] < 0.99 * sizes[False]).sum()) >= 2
 
 
@@ -243,9 +243,10 @@ class QuantizedVictim:
 
 
 def test_step_size_regularized_restarts_a_trial_stuck_short_of_the_boundary():
-    """With a tiny overshoot one trial stalls at rho_min on the clean side of a quantised boundary; without the
-    restart it stops with budget left, with it the overshoot grows and the trial flips within 0.5 % of the exact
-    minimum, as do the others (which flip either way)."""
+    """With a tiny overshoot trials stall at rho_min on the clean side of a quantised boundary (some end with the
+    score exactly at theta, r = kappa: not past the margin); without the restart they stop with budget left, with it
+    the overshoot grows and they flip within 0.5 % of the exact minimum. The trials that got past the margin
+    without restarts are unchanged."""
     results = {}
     for restart in (1.0, 10.0):
         x, objective, minimal = linear_case(victim=QuantizedVictim)
@@ -255,8 +256,9 @@ def test_step_size_regularized_restarts_a_trial_stuck_short_of_the_boundary():
     assert results[10.0].success.all() and (results[10.0].grad_evals <= 60).all()
     sizes = (results[10.0].adversarial - x).norm(dim=1)
     assert (sizes <= 1.005 * minimal).all()
-    same = results[1.0].success
-    assert ((results[1.0].adversarial - x).norm(dim=1)[same] <= 1.005 * minimal[same]).all()
+    with torch.no_grad():
+        same = objective.residual(results[1.0].adversarial) <= 0  # past the margin without any restart
+    assert same.any() and torch.equal(results[1.0].adversarial[same], results[10.0].adversarial[same])
 
 
 @pytest.mark.parametrize("cap", [8, 12, 16, 20])

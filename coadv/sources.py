@@ -1,0 +1,33 @@
+"""The attack runs' source files as they were when this process started. An ``--in-process`` comparison runs the
+code imported then, so its reuse hashes read these bytes, not the files as edited since (a run of the old code
+must not be stamped as the new code's). Imported by ``coadv/__init__``: before any attack module is."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+# what decides every attack run's numbers besides the attack's own modules (those are found per config)
+ATTACK_CODE = ("attacks/__init__.py", "attacks/base.py", "lightning_modules/attack.py",
+               "lightning_modules/attack_metrics.py", "nets/speaker", "datamodules/__init__.py", "datamodules/audio.py",
+               "datamodules/librispeech.py", "datamodules/sampling.py", "datamodules/synth_speech.py",
+               "datamodules/voxceleb.py", "callbacks/attack_report.py", "lightning_modules/trial_scoring.py")  # fmt: skip
+
+
+def files(names: tuple[str, ...] | list[str]) -> list[Path]:
+    """The ``.py`` files of ``names`` (files or folders, relative to the project root), sorted per folder."""
+    out = []
+    for name in names:
+        path = ROOT / name
+        out += sorted(path.rglob("*.py")) if path.is_dir() else [path]
+    return out
+
+
+AT_START: dict[Path, bytes] = {f: f.read_bytes() for f in files([*ATTACK_CODE, "attacks"]) if f.is_file()}
+
+
+def source_bytes(file: Path, at_start: bool = False) -> bytes:
+    """The file's bytes now, or with ``at_start`` as this process first read them (a file added since: now)."""
+    if at_start and file in AT_START:
+        return AT_START[file]
+    return file.read_bytes()
