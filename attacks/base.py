@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from nets.speaker.contract import RecordsInitArgs, SpeakerVictim, check_arg
+from nets.checks import check_arg
+from nets.speaker.contract import RecordsInitArgs, SpeakerVictim
 
 HALF = (torch.float16, torch.bfloat16)
 # the common success margin of every attack config: about 10x the largest batch noise of the victims' scores

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from attacks.base import Attack, AttackResult, VerificationObjective
-from nets.speaker.contract import check_arg
+from nets.checks import check_arg
 
 
 def distance_unit(r: Tensor, g: Tensor, worst: Tensor) -> Tensor:

@@ -10,7 +10,8 @@ import torch
 from torch import Tensor
 
 from attacks.base import Attack, AttackResult, VerificationObjective, check_precision
-from nets.speaker.contract import FeatureDomainVictim, check_arg
+from nets.checks import check_arg
+from nets.speaker.contract import FeatureDomainVictim
 
 
 def voiced_frames(frames: Tensor, quantile: float) -> Tensor:

@@ -7,7 +7,7 @@ import torch
 from torch import Tensor
 
 from attacks.base import Attack, AttackResult, VerificationObjective
-from nets.speaker.contract import check_arg
+from nets.checks import check_arg
 
 
 class FGSM(Attack):

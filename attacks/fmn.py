@@ -10,7 +10,7 @@ from torch import Tensor
 
 from attacks.base import Attack, AttackResult, VerificationObjective
 from attacks.ddn import distance_unit
-from nets.speaker.contract import check_arg
+from nets.checks import check_arg
 
 
 class FMN(Attack):

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from attacks.base import Attack, AttackResult, VerificationObjective, check_budget
-from nets.speaker.contract import check_arg
+from nets.checks import check_arg
 
 
 class GaussNewton(Attack):

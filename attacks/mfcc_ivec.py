@@ -8,7 +8,7 @@ from torch import Tensor
 
 from attacks.base import Attack, AttackResult, VerificationObjective, check_precision
 from attacks.feature_domain import require_feature_victim, voiced_frames
-from nets.speaker.contract import check_arg
+from nets.checks import check_arg
 
 
 class MFCCIvec(Attack):

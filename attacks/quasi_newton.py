@@ -13,7 +13,7 @@ from torch import Tensor
 
 from attacks.base import Attack, AttackResult, VerificationObjective, check_budget
 from attacks.gauss_newton import GaussNewton
-from nets.speaker.contract import check_arg
+from nets.checks import check_arg
 
 C1, C2 = 1e-4, 0.9  # strong-Wolfe constants of quasi-Newton methods (Nocedal & Wright, ch. 3)
 

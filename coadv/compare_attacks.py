@@ -46,7 +46,7 @@ from coadv.attack_stats import RESAMPLES, correct
 from coadv.attack_tables import DEFAULT, Run, budget_table, csv_rows, curves_png, default_table, reference_table
 from coadv.constants import VICTIMS
 from coadv.progress import meter, minutes, summary
-from coadv.sources import ATTACK_CODE, ROOT, files, source_bytes
+from coadv.sources import ATTACK_CODE, ROOT, code_of, files, source_bytes
 
 # each run keeps Lightning's test progress bar (trial batches, with ETA); the model summary would only repeat itself
 CHILD_FLAGS = ["--trainer.enable_model_summary=false"]
@@ -162,7 +162,7 @@ def code_hash(config_text: str = "", at_start: bool = False) -> str:
     first read them (``coadv.sources``: what an in-process run executes)."""
     digest = hashlib.sha256()
     for file in files([*ATTACK_CODE, *attack_sources(config_text, at_start)]):
-        digest.update(file.relative_to(ROOT).as_posix().encode() + b"\0" + source_bytes(file, at_start))
+        digest.update(file.relative_to(ROOT).as_posix().encode() + b"\0" + code_of(source_bytes(file, at_start)))
     return digest.hexdigest()
 
 

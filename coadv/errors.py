@@ -9,6 +9,8 @@ from typing import Any
 
 import torch
 
+from lightning_modules import hparams
+
 # ckpt_path values Lightning resolves itself (not files)
 SPECIAL_CKPT = ("last", "best", "hpc")
 
@@ -43,22 +45,19 @@ def describe(error: BaseException) -> str:
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """A Lightning checkpoint file, opened with ``weights_only=True`` (reading never runs code); ``UserError`` when the
-    file is missing, unreadable or not a Lightning checkpoint."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"checkpoint {str(path)!r} does not exist")
+    """A ``--ckpt_path`` file as :func:`lightning_modules.hparams.read_checkpoint` reads it, its refusals as
+    ``UserError`` (one line)."""
     try:
-        checkpoint: Any = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch's own text suggests weights_only=False: never the advice for a bad file
+        return hparams.read_checkpoint(path)
+    except FileNotFoundError:
+        raise UserError(f"checkpoint {str(path)!r} does not exist") from None
+    except hparams.UnreadableCheckpoint as error:
+        if error.reason.startswith("no state_dict"):
+            raise UserError(f"checkpoint {str(path)!r} is not a Lightning checkpoint ({error.reason})") from None
         raise UserError(
             f"checkpoint {str(path)!r} is not a readable PyTorch checkpoint: corrupt, truncated, or another kind of "
-            f"file ({type(error).__name__} while reading it safely, weights_only=True)"
-        ) from error
-    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
-        found = sorted(map(str, checkpoint))[:6] if isinstance(checkpoint, dict) else type(checkpoint).__name__
-        raise UserError(f"checkpoint {str(path)!r} is not a Lightning checkpoint (no 'state_dict'; found {found})")
-    return checkpoint
+            f"file ({error.reason}; read safely, weights_only=True)"
+        ) from None
 
 
 def _short(class_path: str) -> str:

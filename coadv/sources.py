@@ -4,6 +4,7 @@ must not be stamped as the new code's). Imported by ``coadv/__init__``: before a
 
 from __future__ import annotations
 
+import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,3 +32,24 @@ def source_bytes(file: Path, at_start: bool = False) -> bytes:
     if at_start and file in AT_START:
         return AT_START[file]
     return file.read_bytes()
+
+
+def code_of(source: bytes) -> bytes:
+    """What a Python source executes: its syntax tree without docstrings, comments, layout or line numbers (a
+    reformat or a docstring edit keeps a finished run reusable; a code change does not). Text that does not parse
+    is taken as it is."""
+    try:
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError):
+        return source
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if (
+            isinstance(body, list)
+            and body
+            and isinstance(body[0], ast.Expr)
+            and isinstance(body[0].value, ast.Constant)
+        ):
+            if isinstance(body[0].value.value, str):
+                node.body = body[1:] or [ast.Pass()]
+    return ast.dump(tree).encode()

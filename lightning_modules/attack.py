@@ -29,8 +29,6 @@ the trials the victim decides correctly when clean (the others need no attack); 
 from __future__ import annotations
 
 import math
-import pickle
-import re
 import sys
 import time
 from pathlib import Path
@@ -51,9 +49,10 @@ from lightning_modules.attack_metrics import (
     summarize,
     trial_row,
 )
-from lightning_modules.hparams import INSTANTIATOR, save_config
+from lightning_modules.hparams import INSTANTIATOR, UnreadableCheckpoint, read_checkpoint, save_config
 from lightning_modules.verification import TrialScoring
-from nets.speaker.contract import FeatureDomainVictim, check_arg
+from nets.checks import check_arg
+from nets.speaker.contract import FeatureDomainVictim
 
 EXPECTED = "expected a speaker-verification checkpoint written by `coadv fit -c configs/speaker/<victim>.yaml`"
 
@@ -62,26 +61,14 @@ def _not_a_victim(path: Path, reason: str) -> ValueError:
     return ValueError(f"{path}: not a coadv speaker checkpoint: {reason}; {EXPECTED} (SpeakerEmbedding, IVectorSystem)")
 
 
-def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """A victim checkpoint as plain data (``weights_only=True``: pickled code in the file is refused, never run)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"victim checkpoint {path} does not exist; train the victim first "
-            "(coadv fit -c configs/speaker/<victim>_synth.yaml)"
-        )
+def read_victim_checkpoint(path: Path) -> dict[str, Any]:
+    """A victim checkpoint as plain data (:func:`read_checkpoint`), its errors naming what a victim file must be."""
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:  # torch's own text advises weights_only=False: not for a victim file
-        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(error))
-        if found:
-            raise _not_a_victim(path, f"it holds pickled Python objects ({found[1]}), refused unread") from None
-        raise _not_a_victim(path, "unreadable as a torch checkpoint (not a pickle or zip of tensors)") from None
-    except Exception as error:  # zip / EOF errors name no file
-        raise _not_a_victim(path, f"unreadable ({type(error).__name__}: {str(error).splitlines()[0]})") from None
-    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
-        raise _not_a_victim(path, "no state_dict")
-    return checkpoint
+        return read_checkpoint(
+            path, "victim checkpoint", "; train the victim first (coadv fit -c configs/speaker/<victim>_synth.yaml)"
+        )
+    except UnreadableCheckpoint as error:
+        raise _not_a_victim(path, error.reason.split(" (found")[0]) from None
 
 
 def _victim_hparams(checkpoint: dict[str, Any], path: Path) -> dict[str, Any]:
@@ -103,7 +90,7 @@ def load_victim(path: str | Path, victim: nn.Module | None = None) -> tuple[nn.M
     hyperparameters it was rebuilt from. ``victim`` overrides the architecture (its weights still come from the
     checkpoint), for checkpoints that do not name theirs."""
     path = Path(path)
-    checkpoint = read_checkpoint(path)
+    checkpoint = read_victim_checkpoint(path)
     hparams = None
     if victim is None:
         hparams = _victim_hparams(checkpoint, path)

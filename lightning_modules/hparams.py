@@ -4,10 +4,14 @@ rebuild-from-config helper of every LightningModule in the project."""
 from __future__ import annotations
 
 import inspect
+import pickle
+import re
 import types
+from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from lightning.pytorch.core.mixins import HyperparametersMixin
 from lightning.pytorch.utilities import rank_zero_warn
 from lightning.pytorch.utilities.parsing import collect_init_args
@@ -106,3 +110,38 @@ def check_nets_match(module: L.LightningModule, checkpoint: dict[str, Any], nets
             f"was written by a module built {how}; nets built in Python are not hyperparameters): pass the trained "
             f"architecture, {name}.load_from_checkpoint(path, {', '.join(f'{net}=...' for net in differ)})"
         )
+
+
+class UnreadableCheckpoint(ValueError):
+    """A checkpoint file that is not a Lightning checkpoint; ``reason`` says why, ``holds_code`` when it pickles
+    Python objects (refused unread)."""
+
+    def __init__(self, path: Path, reason: str, holds_code: bool = False) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.reason = reason
+        self.holds_code = holds_code
+
+
+def read_checkpoint(path: str | Path, what: str = "checkpoint", missing: str = "") -> dict[str, Any]:
+    """A Lightning checkpoint as plain data, opened with ``weights_only=True`` (pickled code is refused, never run):
+    the one checkpoint reader of the project. ``FileNotFoundError`` naming ``what`` (+ ``missing``) when absent,
+    :class:`UnreadableCheckpoint` when it is not a readable checkpoint with a ``state_dict``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} {path} does not exist{missing}")
+    try:
+        checkpoint: Any = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:  # torch's own text advises weights_only=False: never the advice here
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(error))
+        if found:
+            raise UnreadableCheckpoint(
+                path, f"it holds pickled Python objects ({found[1]}), refused unread", True
+            ) from None
+        raise UnreadableCheckpoint(path, "unreadable as a torch checkpoint (not a pickle or zip of tensors)") from None
+    except Exception as error:  # zip / EOF errors name no file
+        raise UnreadableCheckpoint(path, f"unreadable ({type(error).__name__}: {str(error).splitlines()[0]})") from None
+    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
+        found = sorted(map(str, checkpoint))[:6] if isinstance(checkpoint, dict) else type(checkpoint).__name__
+        raise UnreadableCheckpoint(path, f"no state_dict (found {found})")
+    return checkpoint

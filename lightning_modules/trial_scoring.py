@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 from torchmetrics.classification import BinaryROC
 
-from nets.speaker.contract import check_arg
+from nets.checks import check_arg
 
 
 def verification_metrics(scores: Tensor, labels: Tensor, p_target: float = 0.01) -> dict[str, Tensor]:

@@ -19,8 +19,8 @@ from torch.utils.data import DataLoader
 from lightning_modules.acceleration import check_compiler
 from lightning_modules.hparams import save_config
 from lightning_modules.trial_scoring import TrialData, TrialScoring, verification_metrics
+from nets.checks import check_arg
 from nets.speaker import AAMSoftmax, IVector, SEResNet34
-from nets.speaker.contract import check_arg
 
 __all__ = ["IVectorSystem", "SpeakerEmbedding", "TrialData", "TrialScoring", "save_config", "verification_metrics"]
 

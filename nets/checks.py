@@ -8,6 +8,7 @@ ValueError: lambda_rec must be >= 0, got -5.0
 from __future__ import annotations
 
 from collections.abc import Collection
+from typing import Any
 
 
 def at_least(name: str, value: float, low: float) -> None:
@@ -32,3 +33,9 @@ def one_of(name: str, value: object, choices: Collection[object]) -> None:
     """``value in choices``."""
     if value not in choices:
         raise ValueError(f"{name}={value!r} is not one of {', '.join(map(repr, choices))}")
+
+
+def check_arg(name: str, value: Any, ok: bool, expected: str) -> None:
+    """Raise ``ValueError("name=value: expected ...")`` unless ``ok`` (ranges the helpers above do not express)."""
+    if not ok:
+        raise ValueError(f"{name}={value!r}: expected {expected}")

@@ -41,7 +41,7 @@ MISTAKES = [
     ([*ACCR, "--model.init_args.lambda_recc=3"], "Option 'lambda_recc' is not accepted"),
     ([*ACCR, "--ckpt_path={missing}"], "checkpoint '{missing}' does not exist"),
     ([*ACCR, "--ckpt_path={garbage}"], "checkpoint '{garbage}' is not a readable PyTorch checkpoint: corrupt"),
-    ([*ACCR, "--ckpt_path={plain}"], "checkpoint '{plain}' is not a Lightning checkpoint (no 'state_dict'"),
+    ([*ACCR, "--ckpt_path={plain}"], "checkpoint '{plain}' is not a Lightning checkpoint (no state_dict"),
     ([*ACCR, "--ckpt_path={classifier}"], "checkpoint '{classifier}' does not fit lightning_modules.ACCR"),
     # data missing at setup, inside `fit`: one line naming the folder and the setting
     (

@@ -75,9 +75,3 @@ def config(value: Any) -> Any:
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     raise TypeError(f"{type(value).__name__} records no init_args: it cannot be named in a checkpoint")
-
-
-def check_arg(name: str, value: Any, ok: bool, expected: str) -> None:
-    """Raise ``ValueError("name=value: expected ...")`` unless ``ok`` (constructor argument ranges)."""
-    if not ok:
-        raise ValueError(f"{name}={value!r}: expected {expected}")

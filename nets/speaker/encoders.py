@@ -7,7 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from nets.speaker.contract import RecordsInitArgs, check_arg
+from nets.checks import check_arg
+from nets.speaker.contract import RecordsInitArgs
 from nets.speaker.frontend import Fbank
 from nets.speaker.pooling import AttentiveStatsPool
 

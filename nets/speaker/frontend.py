@@ -6,7 +6,7 @@ import torch
 import torchaudio
 from torch import Tensor, nn
 
-from nets.speaker.contract import check_arg
+from nets.checks import check_arg
 
 
 class _Preemphasis(nn.Module):

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 import torchaudio
 from torch import Tensor, nn
 
-from nets.speaker.contract import check_arg
+from nets.checks import check_arg
 from nets.speaker.encoders import SpeakerEncoder
 from nets.speaker.pretrained import load_weights
 

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from nets.speaker.contract import check_arg
+from nets.checks import check_arg
 from nets.speaker.encoders import SpeakerEncoder
 from nets.speaker.frontend import MFCC
 

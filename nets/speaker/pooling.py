@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from nets.speaker.contract import check_arg
+from nets.checks import check_arg
 
 
 class AttentiveStatsPool(nn.Module):

@@ -728,3 +728,15 @@ def test_an_in_process_comparison_hashes_the_sources_it_imported_not_later_edits
     monkeypatch.setitem(sources.AT_START, first, b"another version")
     config = (ROOT / "configs/attack/ssr_ivector.yaml").read_text()
     assert compare_attacks.code_hash(config, at_start=True) != compare_attacks.code_hash(config)
+
+
+def test_the_reuse_hash_ignores_layout_and_docstrings_not_code():
+    """A reformat or a docstring edit keeps finished runs reusable; a changed constant does not."""
+    from coadv.sources import code_of
+
+    base = b'def f(x):\n    """Doc."""\n    return x + 1  # why\n'
+    assert code_of(base) == code_of(
+        b'def f(x):\n    """Another doc, with a figure: 0.93."""\n\n    return (x\n            + 1)\n'
+    )
+    assert code_of(base) != code_of(b'def f(x):\n    """Doc."""\n    return x + 2\n')
+    assert code_of(b"not python at all") == b"not python at all"
