@@ -1,9 +1,9 @@
-"""Cost of the two fixes for DDP's unused-parameter check in GAN training, measured side by side in one run.
+"""DDP's cost in GAN training, measured side by side in one run.
 
     python benchmarks/ddp_strategies.py [--steps 20] [--batch 16] [--width 16] [--blocks 3]
 
 Trains ACCR (M -> MM, embedded digits) with 2 CPU processes (gloo) under ``ddp_find_unused_parameters_true``
-and under ``ddp_grad_sync`` (lightning_modules/ddp.py), and one process on the same global batch (2 x ``--batch``),
+and one process on the same global batch (2 x ``--batch``),
 alternating over ``--rounds`` rounds, and prints the median training-step time of each and their ratios.
 1 thread per process (on 2 cores the single process leaves one core idle: its row is the DDP overhead bound).
 """
@@ -84,11 +84,8 @@ def main() -> None:
     torch.set_num_threads(1)
     from lightning.pytorch.strategies import DDPStrategy
 
-    from lightning_modules import GradSyncDDPStrategy
-
     strategies = {
         "ddp_find_unused_parameters_true": lambda: DDPStrategy(find_unused_parameters=True, start_method="spawn"),
-        "ddp_grad_sync": lambda: GradSyncDDPStrategy(start_method="spawn"),
         "1 process, batch x2": lambda: "auto",
     }
     times: dict[str, list[float]] = {name: [] for name in strategies}

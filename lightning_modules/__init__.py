@@ -5,7 +5,6 @@ from lightning_modules.attack import AdversarialAttack
 from lightning_modules.classifier import DigitClassifier
 from lightning_modules.cr_cyclegan import CRCycleGAN
 from lightning_modules.cyclegan import CycleGAN
-from lightning_modules.ddp import GradSyncDDPStrategy
 from lightning_modules.verification import IVectorSystem, SpeakerEmbedding
 
 __all__ = [
@@ -15,7 +14,6 @@ __all__ = [
     "CrossNetworkConsistency",
     "CycleGAN",
     "DigitClassifier",
-    "GradSyncDDPStrategy",
     "IVectorSystem",
     "SpeakerEmbedding",
 ]

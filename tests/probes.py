@@ -1,6 +1,6 @@
 """Helpers that subprocess tests run (importable with ``PYTHONPATH=tests``).
 
-``BatchRecorder`` and ``KillAt`` are callbacks for ``coadv fit`` runs; ``python tests/probes.py grad_sync
+``BatchRecorder`` and ``KillAt`` are callbacks for ``coadv fit`` runs; ``python tests/probes.py partial_grads
 <manual|automatic> <out>`` trains two processes one step on hand-made gradients (rank 1 gives one parameter no
 gradient) and writes each rank's parameters.
 """
@@ -87,13 +87,13 @@ class _Probe(L.LightningModule):
         torch.save({k: v.detach() for k, v in self.named_parameters()}, Path(self.out) / f"rank{self.global_rank}.pt")
 
 
-def grad_sync(mode: str, out: str) -> None:
+def partial_grads(mode: str, out: str) -> None:
     model = _Probe(manual=mode == "manual")
     model.out = out
     trainer = L.Trainer(
         accelerator="cpu",
         devices=2,
-        strategy="ddp_grad_sync",
+        strategy="ddp_find_unused_parameters_true",
         max_steps=1,
         logger=False,
         enable_checkpointing=False,
@@ -104,6 +104,4 @@ def grad_sync(mode: str, out: str) -> None:
 
 
 if __name__ == "__main__":
-    import lightning_modules  # noqa: F401  (registers ddp_grad_sync)
-
-    grad_sync(sys.argv[2], sys.argv[3])
+    partial_grads(sys.argv[2], sys.argv[3])

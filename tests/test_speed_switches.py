@@ -1,5 +1,5 @@
 """Scale and speed switches on CPU: the configs/trainer fragments compose with the experiment configs (bf16 mixed
-precision for every module that trains by an optimizer, the translation speed preset, ddp_grad_sync on one machine,
+precision for every module that trains by an optimizer, the translation speed preset, DDP with unused-parameter search on one machine,
 SLURM detected by Lightning), channels_last and compile are wired in, and compiled steps keep the math."""
 
 import pytest
@@ -10,7 +10,6 @@ from test_benchmarks import assert_same_gradients
 from coadv.cli import cli_main
 from lightning_modules import CycleGAN, DigitClassifier, SpeakerEmbedding
 from lightning_modules.acceleration import is_compiled
-from lightning_modules.ddp import GradSyncDDPStrategy
 
 TINY_TRANSLATION = [f"--model.init_args.{n}.init_args.width=8" for n in ("g_ab", "g_ba", "d_a", "d_b")] + [
     "--model.init_args.g_ab.init_args.n_blocks=1",
@@ -105,7 +104,9 @@ def test_compile_refuses_without_a_c_compiler(monkeypatch):
         tiny(CycleGAN, compile=True).configure_model()
 
 
-def test_gpus_fragment_uses_grad_sync_ddp(tmp_path, cache_dir):
+def test_gpus_fragment_uses_ddp_that_finds_unused_parameters(tmp_path, cache_dir):
+    from lightning.pytorch.strategies import DDPStrategy
+
     flags = [
         *TINY_TRANSLATION,
         f"--data.init_args.cache_dir={cache_dir}",
@@ -113,7 +114,8 @@ def test_gpus_fragment_uses_grad_sync_ddp(tmp_path, cache_dir):
         "--trainer.devices=1",
     ]
     cli = fit("configs/translation/cyclegan_m2mm.yaml", ["gpus"], tmp_path, flags, run=False)
-    assert isinstance(cli.trainer.strategy, GradSyncDDPStrategy)
+    strategy = cli.trainer.strategy
+    assert isinstance(strategy, DDPStrategy) and strategy._ddp_kwargs["find_unused_parameters"] is True
 
 
 def test_slurm_fragment_lets_lightning_detect_slurm(tmp_path, cache_dir, monkeypatch):
