@@ -15,10 +15,10 @@ from coadv.constants import CONFIGS, config_path
 
 LIGHTNING = ("fit", "validate", "test", "predict")
 TOOLS = {
-    "study": ("coadv.study", "the translation study: methods x directions x seeds (x ablations) -> tables"),
+    "study": ("coadv.study.main", "the translation study: methods x directions x seeds (x ablations) -> tables"),
     "sweep": ("coadv.sweep", "run a W&B sweep YAML offline (Optuna); the same file works with `wandb sweep`"),
-    "compare-attacks": ("coadv.compare_attacks", "every attack against one victim, side by side"),
-    "tune-attacks": ("coadv.attack_tuning", "tune every attack with the same small grid on a disjoint trial split"),
+    "compare-attacks": ("coadv.compare.main", "every attack against one victim, side by side"),
+    "tune-attacks": ("coadv.compare.tuning", "tune every attack with the same small grid on a disjoint trial split"),
     "demo": (
         "coadv.demo",
         "fine-tune ACCR M <-> MM from the shipped start weights on the embedded digits; print the table",
@@ -62,6 +62,7 @@ def cli_main(args: list[str] | None = None, run: bool = True):
     import callbacks  # noqa: F401  (short class_path names)
     import datamodules  # noqa: F401
     import lightning_modules  # noqa: F401
+    from coadv.errors import mark_setup_error
     from coadv.lightning_cli import CoadvCLI
     from coadv.tracking import wandb_environment
 
@@ -71,16 +72,20 @@ def cli_main(args: list[str] | None = None, run: bool = True):
     wandb_environment()
     args = resolve_configs(sys.argv[1:] if args is None else list(args))
     defaults = [str(CONFIGS / "defaults.yaml")]
-    return CoadvCLI(
-        parser_kwargs={
-            "parser_mode": "omegaconf+",  # ${...} interpolation resolved after all config sources are merged
-            **{sub: {"default_config_files": defaults} for sub in LIGHTNING},
-        },
-        auto_configure_optimizers=False,  # modules take optimizers as injected OptimizerCallable arguments
-        save_config_kwargs={"overwrite": True},  # a second run in the same folder must not abort
-        args=args,
-        run=run,
-    )
+    try:
+        return CoadvCLI(
+            parser_kwargs={
+                "parser_mode": "omegaconf+",  # ${...} interpolation resolved after all config sources are merged
+                **{sub: {"default_config_files": defaults} for sub in LIGHTNING},
+            },
+            auto_configure_optimizers=False,  # modules take optimizers as injected OptimizerCallable arguments
+            save_config_kwargs={"overwrite": True},  # a second run in the same folder must not abort
+            args=args,
+            run=run,
+        )
+    except Exception as error:
+        mark_setup_error(error)
+        raise
 
 
 def main(argv: list[str] | None = None) -> None:

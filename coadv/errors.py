@@ -64,9 +64,9 @@ def _short(class_path: str) -> str:
     return class_path.rsplit(".", 1)[-1]
 
 
-def check_checkpoint(path: str | Path, expected_class_path: str, model: torch.nn.Module | None = None) -> None:
-    """Refuse a ``--ckpt_path`` file that :func:`read_checkpoint` refuses, that another model class saved, or whose
-    weights do not belong to ``model``."""
+def check_checkpoint(path: str | Path, expected_class_path: str, model: torch.nn.Module | None = None) -> dict:
+    """The ``--ckpt_path`` checkpoint; refused when :func:`read_checkpoint` refuses it, when another model class
+    saved it, or when its weights do not belong to ``model``."""
     checkpoint = read_checkpoint(path)
     saved = (checkpoint.get("hyper_parameters") or {}).get("_class_path")
     if saved and _short(saved) != _short(expected_class_path):
@@ -78,6 +78,7 @@ def check_checkpoint(path: str | Path, expected_class_path: str, model: torch.nn
                 f"checkpoint {str(path)!r} does not fit {expected_class_path}: none of its {len(theirs)} weights "
                 f"(e.g. {sorted(theirs)[:2]}) belong to this model (e.g. {sorted(own)[:2]})"
             )
+    return checkpoint
 
 
 def summarize_parse_error(message: str) -> str:
@@ -114,9 +115,10 @@ def is_user_error(error: BaseException) -> bool:
 
 
 class FriendlyErrors:
-    """LightningCLI mixin: marks errors raised while building objects from the config (the console prints their
-    root cause alone) and refuses a bad ``--ckpt_path`` before Lightning's loader would. Python callers still get
-    the original exception."""
+    """LightningCLI mixin (public hooks only): marks errors raised while building objects from the config (the
+    console prints their root cause alone) and refuses a bad ``--ckpt_path`` before Lightning's loader would.
+    Errors of ``setup`` hooks are marked by :func:`mark_setup_error` around the run. Python callers still get the
+    original exception."""
 
     def init_parser(self, **kwargs: Any):
         parser = super().init_parser(**kwargs)  # type: ignore[misc]
@@ -129,6 +131,35 @@ class FriendlyErrors:
         except ArgumentError as error:
             print(f"coadv: error: {summarize_parse_error(str(error))}", file=sys.stderr)
             raise SystemExit(2) from error
+        self.check_ckpt_path(parser)
+
+    def user_ckpt_path(self) -> str | None:
+        """The ``--ckpt_path`` file the user named (``None`` for none and for the values Lightning resolves)."""
+        subcommand = self.config.get("subcommand")  # type: ignore[attr-defined]
+        path = subcommand and self.config[subcommand].get("ckpt_path")  # type: ignore[attr-defined]
+        special = not path or str(path) in SPECIAL_CKPT or str(path).startswith("registry:")
+        return None if special else str(path)
+
+    def check_ckpt_path(self, parser: Any) -> None:
+        """Lightning next reads the file to take the model's hyperparameters from it: the file must be a checkpoint
+        of the configured class whose hyperparameters parse (checked here, with the parser's public API)."""
+        if (path := self.user_ckpt_path()) is None:
+            return
+        subcommand = self.config["subcommand"]  # type: ignore[attr-defined]
+        expected = getattr(self.config[subcommand].get("model"), "class_path", None) or "the configured model"  # type: ignore[attr-defined]
+        hparams = dict(check_checkpoint(path, expected).get("hyper_parameters") or {})
+        hparams.pop("_instantiator", None)
+        if "_class_path" in hparams:
+            hparams = {"class_path": hparams.pop("_class_path"), "dict_kwargs": hparams}
+        if not hparams:
+            return
+        try:
+            parser.parse_object({subcommand: {"model": hparams}}, self.config)  # type: ignore[attr-defined]
+        except ArgumentError as error:
+            summary = summarize_parse_error(str(error))
+            raise UserError(
+                f"checkpoint {path!r} does not fit {expected}: its hyperparameters give {summary}"
+            ) from error
 
     def instantiate_classes(self) -> None:
         try:
@@ -136,39 +167,16 @@ class FriendlyErrors:
         except Exception as error:
             setattr(error, CONFIG_ERROR, True)
             raise
-
-    def _user_ckpt_path(self) -> str | None:
-        subcommand = self.config.get("subcommand")  # type: ignore[attr-defined]
-        path = subcommand and self.config[subcommand].get("ckpt_path")  # type: ignore[attr-defined]
-        special = not path or str(path) in SPECIAL_CKPT or str(path).startswith("registry:")
-        return None if special else str(path)
-
-    def _parse_ckpt_path(self) -> None:
-        # Lightning reads the file here to take the model's hyperparameters from it: check it first
-        if (path := self._user_ckpt_path()) is not None:
-            model = self.config[self.config["subcommand"]].get("model")  # type: ignore[attr-defined]
-            expected = getattr(model, "class_path", None) or "the configured model"
-            check_checkpoint(path, expected)
-            try:
-                super()._parse_ckpt_path()  # type: ignore[misc]
-            except ArgumentError as error:
-                summary = summarize_parse_error(str(error))
-                raise UserError(
-                    f"checkpoint {path!r} does not fit {expected}: its hyperparameters give {summary}"
-                ) from error
-        else:
-            super()._parse_ckpt_path()  # type: ignore[misc]
-
-    def _run_subcommand(self, subcommand: str) -> None:
-        if (path := self._user_ckpt_path()) is not None:
+        if (path := self.user_ckpt_path()) is not None:
             model = self.model  # type: ignore[attr-defined]
             check_checkpoint(path, f"{type(model).__module__}.{type(model).__name__}", model)
-        try:
-            super()._run_subcommand(subcommand)  # type: ignore[misc]
-        except SETUP_ERRORS as error:
-            if raised_in_setup(error):  # data or a victim file missing: what the config points at, not a bug
-                setattr(error, CONFIG_ERROR, True)
-            raise
+
+
+def mark_setup_error(error: BaseException) -> None:
+    """Mark an error of a ``setup`` / ``prepare_data`` hook (data or a victim file missing: what the config points
+    at, not a bug) so that the console prints its root cause alone."""
+    if isinstance(error, SETUP_ERRORS) and raised_in_setup(error):
+        setattr(error, CONFIG_ERROR, True)
 
 
 SETUP_ERRORS = (FileNotFoundError, ValueError, ImportError)
