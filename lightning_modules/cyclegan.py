@@ -21,7 +21,7 @@ from lightning_modules.hparams import check_nets_match, restore_config, save_con
 from lightning_modules.lr_schedule import ConfiguredLambdaLR, LinearDecay, gan_adam
 from lightning_modules.translation_io import NETS, load_nets, load_pools, pools_per_rank
 from nets.checks import at_least, one_of, positive
-from nets.translation import ImagePool, PatchDiscriminator, ResnetGenerator, forward_batches, init_weights, mixes_batch
+from nets.translation import ImagePool, PatchDiscriminator, ResnetGenerator, cycle_passes, forward_batches, init_weights
 
 
 class CycleGAN(L.LightningModule):
@@ -131,16 +131,8 @@ class CycleGAN(L.LightningModule):
 
     def generator_loss(self, real_a: Tensor, real_b: Tensor) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
         """Generator terms and the images they produced (``fake_b = G(a)``, ``rec_a = F(G(a))``, ...)."""
-        batched = self.batched_passes and self.lambda_idt > 0 and not (mixes_batch(self.g_ab) or mixes_batch(self.g_ba))
-        if batched:
-            fake_b, g_b = self.g_ab(torch.cat([real_a, real_b])).split([len(real_a), len(real_b)])  # G(a), G(b)
-            fake_a, f_a = self.g_ba(torch.cat([real_b, real_a])).split([len(real_b), len(real_a)])  # F(b), F(a)
-            rec_a, rec_b = self.g_ba(fake_b), self.g_ab(fake_a)  # F(G(a)), G(F(b))
-        else:  # the original code's order (also that of the gradient sums: same floats)
-            fake_b = self.g_ab(real_a)  # G(a)
-            rec_a = self.g_ba(fake_b)  # F(G(a))
-            fake_a = self.g_ba(real_b)  # F(b)
-            rec_b = self.g_ab(fake_a)  # G(F(b))
+        batched = self.batched_passes and self.lambda_idt > 0
+        fake_b, rec_a, fake_a, rec_b, g_b, f_a = cycle_passes(self.g_ab, self.g_ba, real_a, real_b, batched)
         pred_b, pred_a = self.d_b(fake_b), self.d_a(fake_a)
         terms = {
             "g_adv_ab": F.mse_loss(pred_b, torch.ones_like(pred_b)),  # (D_Y(G(a)) - 1)^2
@@ -150,7 +142,7 @@ class CycleGAN(L.LightningModule):
         }
         if self.lambda_idt > 0:
             w = self.lambda_cyc * self.lambda_idt
-            if not batched:
+            if g_b is None:
                 g_b, f_a = self.g_ab(real_b), self.g_ba(real_a)  # G(b), F(a)
             terms["idt_a"] = w * F.l1_loss(g_b, real_b)  # |G(b) - b|
             terms["idt_b"] = w * F.l1_loss(f_a, real_a)  # |F(a) - a|
