@@ -30,7 +30,10 @@ from nets import PatchDiscriminator, ResnetGenerator  # noqa: E402
 
 class StepTimer(L.Callback):
     def __init__(self, out: str, warmup: int) -> None:
-        self.out, self.warmup, self.times, self.start = out, warmup, [], 0.0
+        self.out = out
+        self.warmup = warmup
+        self.times = []
+        self.start = 0.0
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         self.start = time.perf_counter()

@@ -25,7 +25,8 @@ class OriginalImagePool:
     with a uniformly chosen stored image (which is returned instead)."""
 
     def __init__(self, size: int) -> None:
-        self.size, self.images = size, []
+        self.size = size
+        self.images = []
 
     def query(self, images: Tensor) -> Tensor:
         if self.size == 0:
@@ -75,9 +76,14 @@ class PlainCycleGAN:
         betas: tuple[float, float] = (0.5, 0.999),
         pool: type = OriginalImagePool,
     ) -> None:
-        self.netG_A, self.netG_B, self.netD_A, self.netD_B = g_ab, g_ba, d_b, d_a
-        self.lambda_cyc, self.lambda_idt = lambda_cyc, lambda_idt
-        self.fake_A_pool, self.fake_B_pool = pool(pool_size), pool(pool_size)
+        self.netG_A = g_ab
+        self.netG_B = g_ba
+        self.netD_A = d_b
+        self.netD_B = d_a
+        self.lambda_cyc = lambda_cyc
+        self.lambda_idt = lambda_idt
+        self.fake_A_pool = pool(pool_size)
+        self.fake_B_pool = pool(pool_size)
         self.optimizer_G = torch.optim.Adam(chain(g_ab.parameters(), g_ba.parameters()), lr=lr, betas=betas)
         self.optimizer_D = torch.optim.Adam(chain(d_b.parameters(), d_a.parameters()), lr=lr, betas=betas)
 
@@ -88,7 +94,8 @@ class PlainCycleGAN:
                 p.requires_grad = requires_grad
 
     def forward(self, real_a: Tensor, real_b: Tensor) -> None:
-        self.real_A, self.real_B = real_a, real_b
+        self.real_A = real_a
+        self.real_B = real_b
         self.fake_B = self.netG_A(real_a)  # G(a)
         self.rec_A = self.netG_B(self.fake_B)  # F(G(a))
         self.fake_A = self.netG_B(real_b)  # F(b)

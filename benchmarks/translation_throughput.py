@@ -57,12 +57,14 @@ class Trainerless:
 
     def __init__(self, module, precision: str = "32", device: str = "cpu") -> None:
         module.configure_model()
-        self.module, self.device = module.to(device), device
+        self.module = module.to(device)
+        self.device = device
         self.opts, _ = module.configure_optimizers()
         self.params = [p for opt in self.opts for group in opt.param_groups for p in group["params"]]
         self.saved: dict = {}
         module.optimizers = lambda: self.opts
-        module.toggle_optimizer, module.untoggle_optimizer = self.toggle, self.untoggle
+        module.toggle_optimizer = self.toggle
+        module.untoggle_optimizer = self.untoggle
         module.manual_backward = lambda loss: loss.backward()
         module.log_dict = lambda *args, **kwargs: None
         bf16 = precision == "bf16-mixed"
@@ -125,11 +127,13 @@ def sync(device: str) -> None:
 
 def trainerless_rows(args, nets: dict, methods: dict, levers: set[str], batch: dict) -> dict[str, list[float]]:
     """Interleaved step times of the plain loop and each module, without a Trainer."""
-    real_a, real_b = batch["a"][0], batch["b"][0]
+    real_a = batch["a"][0]
+    real_b = batch["b"][0]
     plain = plain_loop(nets, args.device)
     rows = {"plain loop (original optimize_parameters), fp32": lambda i: plain.optimize_parameters(real_a, real_b)}
     if args.precision != "32":  # the original loop under the same autocast: what the precision alone gives
-        plain_autocast, autocast = plain_loop(nets, args.device), partial(torch.autocast, args.device, torch.bfloat16)
+        plain_autocast = plain_loop(nets, args.device)
+        autocast = partial(torch.autocast, args.device, torch.bfloat16)
 
         def plain_in_autocast(i: int) -> None:
             with autocast():

@@ -38,7 +38,9 @@ from lightning_modules.verification import verification_metrics
 from nets.speaker import ECAPATDNN, IVector
 
 CORPUS = Path(".cache/coadv/vox1o_bench")
-SPEAKERS, UTTERANCES, TRIALS = 40, 122, 37720
+SPEAKERS = 40
+UTTERANCES = 122
+TRIALS = 37720
 
 
 def write_corpus(root: Path = CORPUS, seed: int = 0) -> Path:
@@ -75,7 +77,9 @@ class OneAtATime(L.LightningModule):
 
     def __init__(self, victim) -> None:
         super().__init__()
-        self.victim, self._scores, self._labels = victim, [], []
+        self.victim = victim
+        self._scores = []
+        self._labels = []
 
     @torch.no_grad()
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
@@ -86,7 +90,8 @@ class OneAtATime(L.LightningModule):
         self._labels.append(batch["label"])
 
     def on_validation_epoch_end(self) -> None:
-        scores, labels = torch.stack(self._scores), torch.cat(self._labels)
+        scores = torch.stack(self._scores)
+        labels = torch.cat(self._labels)
         self.last_scores = (scores, labels)
         self.log_dict({f"val/{k}": v for k, v in verification_metrics(scores, labels).items()})
 
@@ -107,11 +112,13 @@ def old_fit(victim: IVector, files: list[Path], speakers: Tensor, ubm_iterations
         victim.means.copy_(means)
         victim.log_weights.copy_((n / n.sum()).log())
     stats = [tuple(s[0] for s in victim.statistics(u[None])) for u in frames]
-    n, f = torch.stack([s[0] for s in stats]), torch.stack([s[1] for s in stats])
+    n = torch.stack([s[0] for s in stats])
+    f = torch.stack([s[1] for s in stats])
     for _ in range(tv_iterations):
         w, precision = victim.ivectors(n, f)
         ww = torch.linalg.inv(precision) + w.unsqueeze(-1) * w.unsqueeze(-2)
-        a, c = torch.einsum("bc,brs->crs", n, ww), torch.einsum("bcd,br->cdr", f, w)
+        a = torch.einsum("bc,brs->crs", n, ww)
+        c = torch.einsum("bcd,br->cdr", f, w)
         victim.T.copy_(torch.linalg.solve(a, c.transpose(1, 2)).transpose(1, 2))
     victim.fit_backend(victim.ivectors(n, f)[0], speakers)
 
@@ -145,7 +152,8 @@ def measured(work) -> dict:
     base = reset_peak()
     start = time.perf_counter()
     work()
-    seconds, peak = time.perf_counter() - start, memory_mb("VmHWM")
+    seconds = time.perf_counter() - start
+    peak = memory_mb("VmHWM")
     return {"seconds": seconds, "peak": peak, "growth": peak - base}
 
 

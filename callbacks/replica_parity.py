@@ -27,8 +27,13 @@ class ReplicaParity(L.Callback):
         digest = hashlib.sha256(b"".join(p.numpy().tobytes() for p in params)).hexdigest()
         folder = run_dir(trainer) / "replica_parity"
         folder.mkdir(parents=True, exist_ok=True)
-        record = {"rank": trainer.global_rank, "world_size": trainer.world_size, "sha256": digest,
-                  "global_step": trainer.global_step, "n_parameters": sum(p.numel() for p in params)}  # fmt: skip
+        record = {
+            "rank": trainer.global_rank,
+            "world_size": trainer.world_size,
+            "sha256": digest,
+            "global_step": trainer.global_step,
+            "n_parameters": sum(p.numel() for p in params),
+        }
         (folder / f"rank{trainer.global_rank}.json").write_text(json.dumps(record))
         flat = torch.cat([p.flatten().double() for p in params])
         probe = torch.randn(flat.numel(), generator=torch.Generator().manual_seed(0), dtype=torch.float64)

@@ -88,8 +88,13 @@ class ResumeCheckpoint(ModelCheckpoint):
     def __init__(self, dirpath: str | None = None, every_n_train_steps: int = 100) -> None:
         if every_n_train_steps < 1:
             raise ValueError(f"every_n_train_steps={every_n_train_steps} must be >= 1")
-        super().__init__(dirpath=dirpath, save_top_k=0, save_last=True, every_n_train_steps=every_n_train_steps,
-                         save_on_train_epoch_end=True)  # fmt: skip
+        super().__init__(
+            dirpath=dirpath,
+            save_top_k=0,
+            save_last=True,
+            every_n_train_steps=every_n_train_steps,
+            save_on_train_epoch_end=True,
+        )
         self._restore: list[dict[str, Any]] | None = None
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
@@ -127,8 +132,10 @@ class ResumeCheckpoint(ModelCheckpoint):
         if states is None:
             return
         if len(states) != trainer.world_size:
-            rank_zero_warn(f"the checkpoint holds the RNG states of {len(states)} processes, this run has "
-                           f"{trainer.world_size}: random draws continue from fresh states")  # fmt: skip
+            rank_zero_warn(
+                f"the checkpoint holds the RNG states of {len(states)} processes, this run has "
+                f"{trainer.world_size}: random draws continue from fresh states"
+            )
             return
         set_rng_state(states[trainer.global_rank])
 

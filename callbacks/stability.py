@@ -55,7 +55,10 @@ class EarlyStability(L.Callback):
     def __init__(
         self, joint_judge: str, every_n_steps: int = 50, until_step: int = 1000, max_images: int = 500
     ) -> None:
-        self.path, self.every, self.until, self.max_images = joint_judge, every_n_steps, until_step, max_images
+        self.path = joint_judge
+        self.every = every_n_steps
+        self.until = until_step
+        self.max_images = max_images
         self.judge: DigitNet | None = None
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:

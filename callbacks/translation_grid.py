@@ -23,7 +23,8 @@ class TranslationGrid(L.Callback):
     """
 
     def __init__(self, n_images: int = 8, every_n_epochs: int = 1) -> None:
-        self.n_images, self.every_n_epochs = n_images, every_n_epochs
+        self.n_images = n_images
+        self.every_n_epochs = every_n_epochs
         self.last_path: Path | None = None
 
     def _samples(self, trainer: L.Trainer, index: int) -> Tensor:
@@ -36,7 +37,8 @@ class TranslationGrid(L.Callback):
             return
         a = self._samples(trainer, 0).to(pl_module.device)
         b = self._samples(trainer, 1).to(pl_module.device)
-        fake_b, fake_a = pl_module.g_ab(a), pl_module.g_ba(b)
+        fake_b = pl_module.g_ab(a)
+        fake_a = pl_module.g_ba(b)
         rows = [a, fake_b, pl_module.g_ba(fake_b), b, fake_a, pl_module.g_ab(fake_a)]
         rows = [r.expand(-1, 3, -1, -1) if r.shape[1] == 1 else r for r in rows]  # grey domains shown as RGB
         grid = make_grid(torch.cat(rows).cpu(), nrow=len(a), normalize=True, value_range=(-1, 1), pad_value=1)

@@ -20,7 +20,8 @@ def _figure(scores: torch.Tensor, labels: torch.Tensor, threshold: float, title:
     from scipy.stats import norm
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.4))
-    target, nontarget = scores[labels == 1].numpy(), scores[labels == 0].numpy()
+    target = scores[labels == 1].numpy()
+    nontarget = scores[labels == 0].numpy()
     ax1.hist(nontarget, bins=40, alpha=0.6, label="non-target", density=True)
     ax1.hist(target, bins=40, alpha=0.6, label="target", density=True)
     ax1.axvline(threshold, color="k", ls="--", lw=1, label=f"EER threshold {threshold:.3f}")

@@ -43,7 +43,8 @@ so `coadv fit -c configs/translation/accr_m2mm.yaml` works from any folder.
 
 def resolve_configs(args: list[str]) -> list[str]:
     """Replace every ``-c``/``--config`` path that does not exist here by the shipped config of the same name."""
-    out, expect = [], False
+    out = []
+    expect = False
     for arg in args:
         if expect:
             arg, expect = str(config_path(arg)), False

@@ -27,9 +27,20 @@ def main(argv: list[str] | None = None) -> None:
     start = time.time()
     path = write_corpus(args.root, args.speakers, args.videos, args.utts, n_trials=args.trials, seed=args.seed)
     test = (args.root / "test_speakers.txt").read_text().split()
-    print(summary(f"coadv corpus {args.root}", [
-        ("speakers", f"{args.speakers} ({args.speakers - len(test)} training, {len(test)} test: test_speakers.txt)"),
-        ("utterances", f"{args.speakers * args.videos * args.utts} under {args.root / 'wav'}/<speaker>/<video>/"),
-        ("trials", f"{args.trials} in {path}"),
-        ("time", minutes(time.time() - start)),
-    ]))  # fmt: skip
+    print(
+        summary(
+            f"coadv corpus {args.root}",
+            [
+                (
+                    "speakers",
+                    f"{args.speakers} ({args.speakers - len(test)} training, {len(test)} test: test_speakers.txt)",
+                ),
+                (
+                    "utterances",
+                    f"{args.speakers * args.videos * args.utts} under {args.root / 'wav'}/<speaker>/<video>/",
+                ),
+                ("trials", f"{args.trials} in {path}"),
+                ("time", minutes(time.time() - start)),
+            ],
+        )
+    )

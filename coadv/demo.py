@@ -21,8 +21,9 @@ from torchvision.utils import make_grid, save_image
 
 from coadv.cli import cli_main
 from coadv.constants import CONFIGS, QUIET
+from coadv.markdown import markdown_table
 from coadv.progress import minutes, summary
-from coadv.study import ensure_classifier, splits
+from coadv.study.evaluation import ensure_classifier, splits
 from coadv.tracking import wandb_run_dirs
 from lightning_modules.translation_metrics import Recipe, judge_informative, predict, probe_correct, translate
 from nets.classifier import load_digit_net
@@ -62,8 +63,10 @@ def export_start(checkpoint: str) -> None:
 
     record = export_nets(checkpoint, str(START), trained_by=START_COMMAND, exported_from=checkpoint)
     size = START.stat().st_size / 2**20
-    print(f"[demo] wrote {START} ({size:.1f} MiB): nets of {checkpoint} (epoch {record['epoch']}, "
-          f"step {record['global_step']})")  # fmt: skip
+    print(
+        f"[demo] wrote {START} ({size:.1f} MiB): nets of {checkpoint} (epoch {record['epoch']}, "
+        f"step {record['global_step']})"
+    )
 
 
 def export_judges() -> None:
@@ -125,45 +128,60 @@ def main(args: list[str] | None = None) -> None:
         what = "from random weights"
     else:
         if not START.is_file():
-            raise SystemExit(f"the demo's start weights {START} are missing; make them with `{START_COMMAND}` and "
-                             "`coadv demo --export-start <its last checkpoint>`, or run `coadv demo --no-start`")  # fmt: skip
+            raise SystemExit(
+                f"the demo's start weights {START} are missing; make them with `{START_COMMAND}` and "
+                "`coadv demo --export-start <its last checkpoint>`, or run `coadv demo --no-start`"
+            )
         init = [f"--model.init_args.init_from={START}"]
         shown = START.relative_to(CONFIGS.parent) if START.is_relative_to(CONFIGS.parent) else START
         what = f"fine-tuning {shown} (trained by `{START_COMMAND}`)"
     print(f"[demo] ACCR mnist <-> mnist_m, {what} (configs/demo.yaml)", flush=True)
     cli = cli_main(["fit", "-c", str(CONFIGS / "demo.yaml"), *QUIET, *init, *args])
     trained.append(("ACCR mnist <-> mnist_m", cli))
-    model, dm = cli.model.cpu().eval(), cli.datamodule
+    model = cli.model.cpu().eval()
+    dm = cli.datamodule
     run_dir = Path(cli.trainer.default_root_dir)
     rows = direction_rows(model, dm, Recipe(steps=PROBE_STEPS))
     grid = test_grid(model, dm, run_dir / "translations_test.png")
     steps = cli.trainer.global_step // 2  # two optimizer steps per batch
-    print(f"\nACCR after {steps} training steps (fixed budget, last step), {len(dm.test_a)} / {len(dm.test_b)} test "
-          f"images; probes: LeNet, {PROBE_STEPS} steps of Adam, seed 0")  # fmt: skip
-    print("\n| direction | metric | translated | no translation | difference [95 % CI] | translation |")
-    print("|---|---|---|---|---|---|")
+    print(
+        f"\nACCR after {steps} training steps (fixed budget, last step), {len(dm.test_a)} / {len(dm.test_b)} test "
+        f"images; probes: LeNet, {PROBE_STEPS} steps of Adam, seed 0"
+    )
+    header = ["direction", "metric", "translated", "no translation", "difference [95 % CI]", "translation"]
+    table = []
     verdicts: dict[str, list[str]] = {}
     for label, metric, translated, untranslated, state in rows:
         mean, half, verdict = paired_difference(translated, untranslated)
         why = "source-only within noise of the oracle" if metric.startswith("train") else "reads the source as well"
         shown = verdict if state == "informative" else f"{verdict} (uninformative: {why})"
-        print(f"| {label} | {metric} | {float(translated.mean()):.3f} | {float(untranslated.mean()):.3f} | "
-              f"{mean:+.3f} [{mean - half:+.3f}, {mean + half:+.3f}] | {shown} |")  # fmt: skip
+        interval = f"{mean:+.3f} [{mean - half:+.3f}, {mean + half:+.3f}]"
+        table.append(
+            [label, metric, f"{float(translated.mean()):.3f}", f"{float(untranslated.mean()):.3f}", interval, shown]
+        )
         if state == "informative":
             verdicts.setdefault(label, []).append(
                 f"{metric.split(' (')[0]} {'holds' if verdict == 'helps' else 'does not hold'}"
             )
-    print("\nTranslation helps (per-image paired interval, informative metrics only): "
-          + "; ".join(f"{label}: {', '.join(v)}" for label, v in verdicts.items()))  # fmt: skip
+    print("\n" + markdown_table(header, table), end="")
+    print(
+        "\nTranslation helps (per-image paired interval, informative metrics only): "
+        + "; ".join(f"{label}: {', '.join(v)}" for label, v in verdicts.items())
+    )
     runs = [
         (f"W&B run, {what}", ", ".join(wandb_run_dirs(c.trainer)) or "none (no WandbLogger)") for what, c in trained
     ]
     offline = [d for _, c in trained for d in wandb_run_dirs(c.trainer) if "offline-run-" in d]
-    print(summary("coadv demo", [
-        ("translated test images", f"{grid} (rows: MNIST, G(MNIST), MNIST-M, F(MNIST-M))"),
-        ("run directory", run_dir.resolve()),
-        *runs,
-        *([("upload (offline)", f"wandb sync {' '.join(offline)}")] if offline else []),
-        ("wall time", minutes(time.time() - start)),
-        ("same run again", shlex.join(["coadv", "demo", *(["--no-start"] if from_scratch else []), *args])),
-    ]))  # fmt: skip
+    print(
+        summary(
+            "coadv demo",
+            [
+                ("translated test images", f"{grid} (rows: MNIST, G(MNIST), MNIST-M, F(MNIST-M))"),
+                ("run directory", run_dir.resolve()),
+                *runs,
+                *([("upload (offline)", f"wandb sync {' '.join(offline)}")] if offline else []),
+                ("wall time", minutes(time.time() - start)),
+                ("same run again", shlex.join(["coadv", "demo", *(["--no-start"] if from_scratch else []), *args])),
+            ],
+        )
+    )

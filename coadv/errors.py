@@ -72,7 +72,8 @@ def check_checkpoint(path: str | Path, expected_class_path: str, model: torch.nn
     if saved and _short(saved) != _short(expected_class_path):
         raise UserError(f"checkpoint {str(path)!r} was saved by {saved}; this run builds {expected_class_path}")
     if model is not None:
-        own, theirs = set(model.state_dict()), set(checkpoint["state_dict"])
+        own = set(model.state_dict())
+        theirs = set(checkpoint["state_dict"])
         if own and not own & theirs:
             raise UserError(
                 f"checkpoint {str(path)!r} does not fit {expected_class_path}: none of its {len(theirs)} weights "

@@ -9,10 +9,21 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 # what decides every attack run's numbers besides the attack's own modules (those are found per config)
-ATTACK_CODE = ("attacks/__init__.py", "attacks/base.py", "lightning_modules/attack.py",
-               "lightning_modules/attack_metrics.py", "nets/speaker", "datamodules/__init__.py", "datamodules/audio.py",
-               "datamodules/librispeech.py", "datamodules/sampling.py", "datamodules/synth_speech.py",
-               "datamodules/voxceleb.py", "callbacks/attack_report.py", "lightning_modules/trial_scoring.py")  # fmt: skip
+ATTACK_CODE = (
+    "attacks/__init__.py",
+    "attacks/base.py",
+    "lightning_modules/attack.py",
+    "lightning_modules/attack_metrics.py",
+    "nets/speaker",
+    "datamodules/__init__.py",
+    "datamodules/audio.py",
+    "datamodules/librispeech.py",
+    "datamodules/sampling.py",
+    "datamodules/synth_speech.py",
+    "datamodules/voxceleb.py",
+    "callbacks/attack_report.py",
+    "lightning_modules/trial_scoring.py",
+)
 
 
 def files(names: tuple[str, ...] | list[str]) -> list[Path]:

@@ -26,8 +26,8 @@ import yaml
 from jsonschema import Draft7Validator
 from tqdm import tqdm
 
-from callbacks.attack_report import markdown_table
 from coadv.constants import CONFIGS, config_path
+from coadv.markdown import markdown_table
 from coadv.progress import bar, minutes, summary
 
 SCHEMA = CONFIGS / "sweeps" / "schema" / "wandb_sweep_schema.json"
@@ -58,8 +58,10 @@ def suggest(trial: optuna.Trial, name: str, spec: dict):
         return trial.suggest_float(name, spec["min"], spec["max"], log=True)
     if dist == "q_uniform":
         return trial.suggest_float(name, spec["min"], spec["max"], step=spec.get("q", 1.0))
-    raise ValueError(f"parameter {name!r}: distribution {dist!r} is not supported offline (use values, uniform, "
-                     "int_uniform, log_uniform_values or q_uniform)")  # fmt: skip
+    raise ValueError(
+        f"parameter {name!r}: distribution {dist!r} is not supported offline (use values, uniform, "
+        "int_uniform, log_uniform_values or q_uniform)"
+    )
 
 
 def sampler(config: dict, seed: int) -> optuna.samplers.BaseSampler:
@@ -74,8 +76,13 @@ def sampler(config: dict, seed: int) -> optuna.samplers.BaseSampler:
 
 def expand(command: list[str], program: str, params: dict) -> list[str]:
     args = [f"--{k}={v}" for k, v in params.items()]
-    macros = {"${env}": [], "${interpreter}": [sys.executable], "${program}": [program], "${args}": args,
-              "${args_no_hyphens}": [f"{k}={v}" for k, v in params.items()]}  # fmt: skip
+    macros = {
+        "${env}": [],
+        "${interpreter}": [sys.executable],
+        "${program}": [program],
+        "${args}": args,
+        "${args_no_hyphens}": [f"{k}={v}" for k, v in params.items()],
+    }
     out = []
     for token in command:
         out += macros.get(token, [sys.executable] if token == "python" else [token])
@@ -95,8 +102,12 @@ def run_trial(config: dict, params: dict, folder: Path, flags: list[str]) -> flo
         {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": str(folder), "name": "csv"}}
     ]
     cmd = expand(config["command"], config.get("program", ""), params)
-    cmd += [*flags, f"--trainer.default_root_dir={folder}", f"--trainer.logger={json.dumps(loggers)}",
-            "--trainer.enable_progress_bar=false"]  # fmt: skip
+    cmd += [
+        *flags,
+        f"--trainer.default_root_dir={folder}",
+        f"--trainer.logger={json.dumps(loggers)}",
+        "--trainer.enable_progress_bar=false",
+    ]
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / "log.txt", "w") as log:
         code = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy()).returncode
@@ -120,7 +131,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     validate(config, str(args.sweep))
     flags = []
     if args.preset:
-        from coadv.study import load_preset
+        from coadv.study.main import load_preset
 
         flags = load_preset(args.preset).get("flags", [])
     out = args.out or Path("runs") / f"sweep_{args.sweep.stem}"
@@ -140,19 +151,26 @@ def main(argv: list[str] | None = None) -> list[dict]:
         writer.writerows(rows)
     short = {k: k.rsplit(".", 1)[-1] for k in rows[0]}  # model.init_args.lambda_rec -> lambda_rec: fits a screen
     print(markdown_table([short[k] for k in rows[0]], [list(r.values()) for r in rows]))
-    print(summary(f"coadv sweep {args.sweep.name}", [
-        ("trials", f"{n} in {minutes(time.time() - start)} ({config['method']}, {goal} {metric})"),
-        ("best", f"trial {study.best_trial.number}: {metric} = {study.best_value:.4f}"),
-        *((f"  {short[k]}", f"{v:.4g}" if isinstance(v, float) else v) for k, v in study.best_params.items()),
-        ("table", out / "trials.csv"),
-        ("trial runs", f"{out}/trial_<n>/ (log.txt, config.yaml, csv/)"),
-    ]), flush=True)  # fmt: skip
+    print(
+        summary(
+            f"coadv sweep {args.sweep.name}",
+            [
+                ("trials", f"{n} in {minutes(time.time() - start)} ({config['method']}, {goal} {metric})"),
+                ("best", f"trial {study.best_trial.number}: {metric} = {study.best_value:.4f}"),
+                *((f"  {short[k]}", f"{v:.4g}" if isinstance(v, float) else v) for k, v in study.best_params.items()),
+                ("table", out / "trials.csv"),
+                ("trial runs", f"{out}/trial_<n>/ (log.txt, config.yaml, csv/)"),
+            ],
+        ),
+        flush=True,
+    )
     return rows
 
 
 def run_trials(study: optuna.Study, config: dict, n: int, out: Path, flags: list[str]) -> list[dict]:
     """``n`` trials asked from ``study`` and told their metric, under one progress bar; one row per trial."""
-    metric, rows = config["metric"]["name"], []
+    metric = config["metric"]["name"]
+    rows = []
     with bar(n, "sweep trials", "trial") as progress:
         for i in range(n):
             trial = study.ask()

@@ -128,11 +128,14 @@ def run_identity(config: dict, subcommand: str | None) -> dict:
     if isinstance(init.get("attack"), dict):
         method = _short(_class_path(init, "attack"))
         victim = Path(str(init["checkpoint"])).stem if init.get("checkpoint") else _short(_class_path(init, "victim"))
-        name, group, parts = " ".join([method, "vs", victim, *seed_part]), f"attacks vs {victim}", [victim]
+        name = " ".join([method, "vs", victim, *seed_part])
+        group = f"attacks vs {victim}"
+        parts = [victim]
     else:
         method = _short(model.get("class_path", "model"))
         parts = _subject(init, data)
-        name, group = " ".join([method, *parts, *seed_part]), " ".join([method, *parts])
+        name = " ".join([method, *parts, *seed_part])
+        group = " ".join([method, *parts])
     tags = [subcommand, _short(model.get("class_path", "")), method, *parts, *(f"seed={seed}" for _ in seed_part)]
     return {
         "name": name,
@@ -198,8 +201,10 @@ class WandbConfigCallback(SaveConfigCallback):
             if isinstance(logger, WandbLogger):
                 settings = logger.experiment.settings
                 if settings.mode in ("offline", "dryrun"):
-                    tqdm.write(f"[coadv] W&B run saved offline in {settings.sync_dir}; "
-                               f"upload it with: wandb sync {settings.sync_dir}")  # fmt: skip
+                    tqdm.write(
+                        f"[coadv] W&B run saved offline in {settings.sync_dir}; "
+                        f"upload it with: wandb sync {settings.sync_dir}"
+                    )
 
 
 class WandbTracking:

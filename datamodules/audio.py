@@ -83,7 +83,10 @@ class CropDataset(Dataset):
     """
 
     def __init__(self, wav_root: Path, files: list[str], labels: list[int], samples: int) -> None:
-        self.wav_root, self.files, self.labels, self.samples = wav_root, files, labels, samples
+        self.wav_root = wav_root
+        self.files = files
+        self.labels = labels
+        self.samples = samples
 
     def __len__(self) -> int:
         return len(self.files)
@@ -123,9 +126,16 @@ def pad_waves(waves: tuple[Tensor, ...]) -> tuple[Tensor, Tensor]:
 def pad_trials(batch: list[tuple[Tensor, Tensor, int, int]]) -> dict[str, Tensor]:
     """Zero-pad variable-length trials; lengths are kept so models can ignore the padding."""
     enrol, test, labels, index = zip(*batch)
-    (e, e_len), (t, t_len) = pad_waves(enrol), pad_waves(test)
-    return {"enrol": e, "enrol_len": e_len, "test": t, "test_len": t_len, "label": torch.tensor(labels),
-            "index": torch.tensor(index)}  # fmt: skip
+    (e, e_len) = pad_waves(enrol)
+    (t, t_len) = pad_waves(test)
+    return {
+        "enrol": e,
+        "enrol_len": e_len,
+        "test": t,
+        "test_len": t_len,
+        "label": torch.tensor(labels),
+        "index": torch.tensor(index),
+    }
 
 
 def pad_utterances(batch: list[tuple[Tensor, int]]) -> dict[str, Tensor]:

@@ -37,7 +37,7 @@ SKIMAGE_PHOTOS = (
     "gravel.png",
     "brick.png",
     "color.png",
-)  # fmt: skip  (recipe "plain"; "ganin" adds ihc.png and keeps the colour ones)
+)  # (recipe "plain"; "ganin" adds ihc.png and keeps the colour ones)
 MNIST_M_RECIPES = ("ganin", "plain")
 COLOUR_MIN = 8.0  # a photo is colour when its mean channel spread (max - min over R, G, B) is >= 8 / 255
 DARK_MAX = 40.0  # "ganin" rejects a crop whose mean value is below 40 / 255 (the digit would be near-black on black)
@@ -80,16 +80,23 @@ def torchvision_mnist(root: str, split: str, download: bool) -> tuple[Tensor, Te
     try:
         ds = MNIST(root, train=split == "train", download=download)
     except RuntimeError:  # our message says what torchvision's does not: which setting, which files
-        raise _missing("MNIST", root, "Set data.download=true on a machine with internet, or put the "
-                       f"official files in {root}/MNIST/raw/.") from None  # fmt: skip
+        raise _missing(
+            "MNIST",
+            root,
+            f"Set data.download=true on a machine with internet, or put the official files in {root}/MNIST/raw/.",
+        ) from None
     return ds.data, ds.targets.long()
 
 
 def torchvision_svhn(root: str | None, split: str, download: bool) -> tuple[Tensor, Tensor]:
     if root is None:
-        raise _missing("SVHN", root, "SVHN has no embedded copy: set data.data_root to a folder holding "
-                       "train_32x32.mat / test_32x32.mat (or data.download=true with internet). For an offline "
-                       "street-number domain use the synthetic domain 'syn_digits' explicitly.")  # fmt: skip
+        raise _missing(
+            "SVHN",
+            root,
+            "SVHN has no embedded copy: set data.data_root to a folder holding "
+            "train_32x32.mat / test_32x32.mat (or data.download=true with internet). For an offline "
+            "street-number domain use the synthetic domain 'syn_digits' explicitly.",
+        )
     from torchvision.datasets import SVHN
 
     try:
@@ -150,7 +157,8 @@ def build_mnist_m(digits: Tensor, photos: list[np.ndarray], seed: int, recipe: s
     for i in range(n):
         for _ in range(100 if recipe == "ganin" else 1):
             photo = photos[rng.integers(len(photos))]
-            y, x = rng.integers(photo.shape[0] - h), rng.integers(photo.shape[1] - w)
+            y = rng.integers(photo.shape[0] - h)
+            x = rng.integers(photo.shape[1] - w)
             crop = photo[y : y + h, x : x + w]
             if recipe == "plain" or acceptable_crop(crop):
                 break
@@ -175,8 +183,10 @@ def read_usps_text(path: Path) -> tuple[Tensor, Tensor]:
 def usps(root: str | None, split: str, download: bool) -> tuple[Tensor, Tensor]:
     """USPS from ``root``: the text files ``zip.train(.gz)`` / ``zip.test(.gz)`` when there, else torchvision's
     ``USPS`` files (``usps.bz2`` / ``usps.t.bz2``, downloaded when ``download``)."""
-    how = ("Set data.init_args.usps_root to a folder holding zip.train.gz / zip.test.gz (label + 256 values per "
-           "line) or torchvision's usps.bz2 / usps.t.bz2 (data.download=true fetches those, with internet).")  # fmt: skip
+    how = (
+        "Set data.init_args.usps_root to a folder holding zip.train.gz / zip.test.gz (label + 256 values per "
+        "line) or torchvision's usps.bz2 / usps.t.bz2 (data.download=true fetches those, with internet)."
+    )
     if root is None:
         raise _missing("USPS", root, "USPS has no embedded copy (its distributors state no licence). " + how)
     for name in USPS_FILES[split]:

@@ -95,7 +95,8 @@ def convert_librispeech(
     staging = dest / "wav.partial"  # renamed to wav/ at the end: an interrupted conversion is never read
     if staging.exists():
         shutil.rmtree(staging)
-    rows, test = [], []
+    rows = []
+    test = []
     for subset in (*train_subsets, test_subset):
         is_test = subset == test_subset
         for files in find_utterances(source / subset).values():
@@ -165,13 +166,16 @@ class LibriSpeechDataModule(VoxCelebDataModule):
         if test_utterances_per_speaker is not None and test_utterances_per_speaker < 2:
             raise ValueError(f"test_utterances_per_speaker={test_utterances_per_speaker}: target trials need >= 2")
         super().__init__(root=str(EMBEDDED if root is None else root), trial_list="veri_test.txt", **kwargs)
-        self.source, self.train_subsets, self.test_subset = source, tuple(train_subsets), test_subset
+        self.source = source
+        self.train_subsets = tuple(train_subsets)
+        self.test_subset = test_subset
         self.test_per_speaker = test_utterances_per_speaker
 
     def prepare_data(self) -> None:
         if self.source is not None and not (self.root / "wav").is_dir():
-            convert_librispeech(self.source, self.root, self.train_subsets, self.test_subset,
-                                test_per_speaker=self.test_per_speaker)  # fmt: skip
+            convert_librispeech(
+                self.source, self.root, self.train_subsets, self.test_subset, test_per_speaker=self.test_per_speaker
+            )
 
     def missing_data_message(self) -> str:
         return (

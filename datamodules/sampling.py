@@ -93,7 +93,10 @@ class ShardedRandomSampler(DistributedSampler):
         if seed < 0 or stream < 0:
             raise ValueError(f"seed={seed} and stream={stream} must be >= 0")
         super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed, drop_last=True)
-        self.num_batches, self.batch_size, self.stream, self.with_seeds = num_batches, batch_size, stream, with_seeds
+        self.num_batches = num_batches
+        self.batch_size = batch_size
+        self.stream = stream
+        self.with_seeds = with_seeds
         self.resume_batch = 0  # batches of this rank to skip on the next pass (mid-epoch resume), then reset
 
     @property
@@ -103,7 +106,8 @@ class ShardedRandomSampler(DistributedSampler):
     def global_draw(self, epoch: int) -> tuple[Tensor, Tensor]:
         """``(indices, seeds)``, each ``[num_batches, batch_size]``: every process's batches of ``epoch`` in order."""
         gen = torch.Generator().manual_seed(derive_seed(self.seed, self.stream, epoch))
-        n, total = len(self.dataset), self.num_batches * self.batch_size
+        n = len(self.dataset)
+        total = self.num_batches * self.batch_size
         order = torch.cat([torch.randperm(n, generator=gen) for _ in range(math.ceil(total / n))])[:total]
         seeds = (
             torch.randint(2**62, (total,), generator=gen) if self.with_seeds else torch.zeros(total, dtype=torch.long)
@@ -133,12 +137,14 @@ class ResumableLoader(DataLoader):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self._epoch, self._batches = 0, 0
+        self._epoch = 0
+        self._batches = 0
 
     def __iter__(self) -> Iterator:
         # a generator: the sampler's epoch and resume point are read at the first batch, after Lightning's set_epoch
         sampler = self.sampler
-        self._epoch, self._batches = getattr(sampler, "epoch", 0), getattr(sampler, "resume_batch", 0)
+        self._epoch = getattr(sampler, "epoch", 0)
+        self._batches = getattr(sampler, "resume_batch", 0)
         for batch in super().__iter__():
             self._batches += 1
             yield batch

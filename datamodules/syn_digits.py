@@ -15,10 +15,21 @@ from PIL import Image, ImageDraw, ImageFilter, ImageFont
 from torch import Tensor
 
 _FONT_NAMES = (
-    "DejaVuSans.ttf", "DejaVuSans-Bold.ttf", "DejaVuSans-Oblique.ttf", "DejaVuSansMono.ttf",
-    "DejaVuSansMono-Bold.ttf", "DejaVuSerif.ttf", "DejaVuSerif-Bold.ttf", "DejaVuSerif-Italic.ttf",
-    "STIXGeneral.ttf", "STIXGeneralBol.ttf", "STIXGeneralItalic.ttf", "cmr10.ttf", "cmss10.ttf", "cmtt10.ttf",
-)  # fmt: skip
+    "DejaVuSans.ttf",
+    "DejaVuSans-Bold.ttf",
+    "DejaVuSans-Oblique.ttf",
+    "DejaVuSansMono.ttf",
+    "DejaVuSansMono-Bold.ttf",
+    "DejaVuSerif.ttf",
+    "DejaVuSerif-Bold.ttf",
+    "DejaVuSerif-Italic.ttf",
+    "STIXGeneral.ttf",
+    "STIXGeneralBol.ttf",
+    "STIXGeneralItalic.ttf",
+    "cmr10.ttf",
+    "cmss10.ttf",
+    "cmtt10.ttf",
+)
 
 
 def font_paths() -> list[Path]:
@@ -35,7 +46,8 @@ def font_paths() -> list[Path]:
 def _colours(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Background and foreground colours with a luminance gap of at least 60/255."""
     while True:
-        bg, fg = rng.integers(0, 256, 3), rng.integers(0, 256, 3)
+        bg = rng.integers(0, 256, 3)
+        fg = rng.integers(0, 256, 3)
         if abs(float(bg @ [0.299, 0.587, 0.114]) - float(fg @ [0.299, 0.587, 0.114])) > 60:
             return bg, fg
 

@@ -19,8 +19,19 @@ from tqdm import tqdm
 
 SAMPLE_RATE = 16000
 # F1, F2, F3 (Hz) of a few vowels for an average adult vocal tract (Peterson & Barney style values)
-VOWELS = np.array([[730, 1090, 2440], [270, 2290, 3010], [300, 870, 2240], [530, 1840, 2480], [570, 840, 2410],
-                   [660, 1720, 2410], [440, 1020, 2240], [390, 1990, 2550]], dtype=float)  # fmt: skip
+VOWELS = np.array(
+    [
+        [730, 1090, 2440],
+        [270, 2290, 3010],
+        [300, 870, 2240],
+        [530, 1840, 2480],
+        [570, 840, 2410],
+        [660, 1720, 2410],
+        [440, 1020, 2240],
+        [390, 1990, 2550],
+    ],
+    dtype=float,
+)
 
 
 def speaker_profile(rng: np.random.Generator) -> dict:

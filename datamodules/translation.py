@@ -19,7 +19,9 @@ class DigitDataset(Dataset):
     """``(image float [C, S, S] in [-1, 1], label)`` pairs over uint8 ``[N, 3, S, S]`` images."""
 
     def __init__(self, images: Tensor, labels: Tensor, channels: int) -> None:
-        self.images, self.labels, self.channels = images, labels, channels
+        self.images = images
+        self.labels = labels
+        self.channels = channels
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -105,21 +107,31 @@ class _DigitsBase(L.LightningDataModule):
         one_of("data.mnist_m_recipe", mnist_m_recipe, MNIST_M_RECIPES)
         if channels not in (1, 3):
             raise ValueError(f"data.channels={channels} is not 1 or 3")
-        _at_least(batch_size=(batch_size, 1), image_size=(image_size, 8), num_workers=(num_workers, 0),
-                  seed=(seed, 0), val_size=(val_size, 1))  # fmt: skip
+        _at_least(
+            batch_size=(batch_size, 1),
+            image_size=(image_size, 8),
+            num_workers=(num_workers, 0),
+            seed=(seed, 0),
+            val_size=(val_size, 1),
+        )
         for name, value in (("batches_per_epoch", batches_per_epoch), ("test_limit", test_limit)):
             if value is not None:
                 _at_least(**{name: (value, 1)})
-        self.data_root, self.download, self.cache_dir, self.photos_dir = data_root, download, cache_dir, photos_dir
-        self.channels, self.image_size, self.batch_size, self.num_workers = (
-            channels,
-            image_size,
-            batch_size,
-            num_workers,
-        )
-        self.batches_per_epoch, self.seed, self.val_size = batches_per_epoch, seed, val_size
-        self.test_limit, self.syn_digits_size = test_limit, tuple(syn_digits_size)
-        self.usps_root, self.mnist_m_recipe = usps_root, mnist_m_recipe
+        self.data_root = data_root
+        self.download = download
+        self.cache_dir = cache_dir
+        self.photos_dir = photos_dir
+        self.channels = channels
+        self.image_size = image_size
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.batches_per_epoch = batches_per_epoch
+        self.seed = seed
+        self.val_size = val_size
+        self.test_limit = test_limit
+        self.syn_digits_size = tuple(syn_digits_size)
+        self.usps_root = usps_root
+        self.mnist_m_recipe = mnist_m_recipe
         self.held_out: dict[str, tuple[Tensor, Tensor]] = {}  # domain -> (train, val) indices into its train split
 
     def _domains(self) -> tuple[str, ...]:
@@ -127,9 +139,17 @@ class _DigitsBase(L.LightningDataModule):
 
     def _load(self, domain: str, split: str) -> DigitDataset:
         images, labels = load_domain(
-            domain, split, self.image_size, self.data_root, self.download, self.cache_dir, self.photos_dir,
-            self.syn_digits_size, self.usps_root, self.mnist_m_recipe,
-        )  # fmt: skip
+            domain,
+            split,
+            self.image_size,
+            self.data_root,
+            self.download,
+            self.cache_dir,
+            self.photos_dir,
+            self.syn_digits_size,
+            self.usps_root,
+            self.mnist_m_recipe,
+        )
         if split == "test" and self.test_limit is not None:
             images, labels = images[: self.test_limit], labels[: self.test_limit]
         return DigitDataset(images, labels, self.channels)
@@ -144,13 +164,29 @@ class _DigitsBase(L.LightningDataModule):
         for domain in self._domains():  # downloads and builds caches once, on one process
             for split in ("train", "test"):
                 load_domain(
-                    domain, split, self.image_size, self.data_root, self.download, self.cache_dir, self.photos_dir,
-                    self.syn_digits_size, self.usps_root, self.mnist_m_recipe,
-                )  # fmt: skip
+                    domain,
+                    split,
+                    self.image_size,
+                    self.data_root,
+                    self.download,
+                    self.cache_dir,
+                    self.photos_dir,
+                    self.syn_digits_size,
+                    self.usps_root,
+                    self.mnist_m_recipe,
+                )
 
     def _train_loader(self, ds: Dataset, num_batches: int, stream: int) -> ResumableLoader:
-        return sharded_loader(ds, num_batches, self.batch_size, self.seed, stream, self.trainer,
-                              num_workers=self.num_workers, persistent_workers=self.num_workers > 0)  # fmt: skip
+        return sharded_loader(
+            ds,
+            num_batches,
+            self.batch_size,
+            self.seed,
+            stream,
+            self.trainer,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
 
     def _global_batches(self, largest: int) -> int:
         world = self.trainer.world_size if self.trainer is not None else 1
@@ -159,8 +195,13 @@ class _DigitsBase(L.LightningDataModule):
     def _eval_loader(self, ds: Dataset) -> DataLoader:
         # its own generator: starting an evaluation pass draws no number from the global RNG, so validating
         # does not shift training's random stream (exact resume)
-        return DataLoader(ds, batch_size=self.batch_size, num_workers=self.num_workers,
-                          persistent_workers=self.num_workers > 0, generator=torch.Generator())  # fmt: skip
+        return DataLoader(
+            ds,
+            batch_size=self.batch_size,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            generator=torch.Generator(),
+        )
 
 
 class UnpairedDigitsDataModule(_DigitsBase):
@@ -177,7 +218,8 @@ class UnpairedDigitsDataModule(_DigitsBase):
 
     def __init__(self, domain_a: str = "mnist", domain_b: str = "mnist_m", **kwargs) -> None:
         super().__init__(**kwargs)
-        self.domain_a, self.domain_b = check_domain(domain_a), check_domain(domain_b)
+        self.domain_a = check_domain(domain_a)
+        self.domain_b = check_domain(domain_b)
 
     def _domains(self) -> tuple[str, ...]:
         return (self.domain_a, self.domain_b)
@@ -186,7 +228,8 @@ class UnpairedDigitsDataModule(_DigitsBase):
         if stage in ("fit", "validate", None):
             self.train_a, self.val_a = self._load_train_val(self.domain_a)
             self.train_b, self.val_b = self._load_train_val(self.domain_b)
-        self.test_a, self.test_b = self._load(self.domain_a, "test"), self._load(self.domain_b, "test")
+        self.test_a = self._load(self.domain_a, "test")
+        self.test_b = self._load(self.domain_b, "test")
 
     def train_dataloader(self) -> CombinedLoader:
         n = self._global_batches(max(len(self.train_a), len(self.train_b)))

@@ -207,15 +207,19 @@ class VoxCelebDataModule(L.LightningDataModule):
         if seed < 0:
             raise ValueError(f"seed={seed} must be >= 0")
         self.seed = seed
-        self.root, self.trial_list = Path(root), trial_list
-        self.crop, self.eval_max = (
-            int(crop_seconds * SAMPLE_RATE),
-            eval_max_seconds and int(eval_max_seconds * SAMPLE_RATE),
-        )
-        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
-        self.num_workers, self.pin_memory = num_workers, pin_memory
-        self.skip_missing, self.synthesize, self.iden_split = skip_missing_trials, synthesize, iden_split
-        self.synth_speakers, self.synth_seed = synth_speakers, synth_seed
+        self.root = Path(root)
+        self.trial_list = trial_list
+        self.crop = int(crop_seconds * SAMPLE_RATE)
+        self.eval_max = eval_max_seconds and int(eval_max_seconds * SAMPLE_RATE)
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size
+        self.num_workers = num_workers
+        self.pin_memory = pin_memory
+        self.skip_missing = skip_missing_trials
+        self.synthesize = synthesize
+        self.iden_split = iden_split
+        self.synth_speakers = synth_speakers
+        self.synth_seed = synth_seed
         self.sort_trials_by_length = sort_trials_by_length
         if max_trials is not None and max_trials < 1:
             raise ValueError(f"max_trials={max_trials} must be at least 1 (or None for every trial)")
@@ -267,7 +271,8 @@ class VoxCelebDataModule(L.LightningDataModule):
             files = read_iden_split(split if split.parent != Path(".") else self.root / split, wav)
             source = f"subset 1 of {split}"
         else:
-            files, source = list_training_files(wav), f"{wav}/<speaker>/<session>/"
+            files = list_training_files(wav)
+            source = f"{wav}/<speaker>/<session>/"
         files = [f for f in files if speaker_of(f) not in self.trial_speakers]
         if not files:
             raise FileNotFoundError(
@@ -298,8 +303,15 @@ class VoxCelebDataModule(L.LightningDataModule):
 
     def _loader(self, ds: Dataset, batch_size: int, **kwargs) -> DataLoader:
         # own generator: an evaluation pass draws no number from the global RNG (exact resume)
-        return DataLoader(ds, batch_size=batch_size, num_workers=self.num_workers, pin_memory=self.pin_memory,
-                          persistent_workers=self.num_workers > 0, generator=torch.Generator(), **kwargs)  # fmt: skip
+        return DataLoader(
+            ds,
+            batch_size=batch_size,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.num_workers > 0,
+            generator=torch.Generator(),
+            **kwargs,
+        )
 
     def train_dataloader(self) -> ResumableLoader:
         index = {s: i for i, s in enumerate(self.speakers)}
@@ -307,9 +319,18 @@ class VoxCelebDataModule(L.LightningDataModule):
         ds = CropDataset(self.root / "wav", self.train_files, labels, self.crop)
         world = self.trainer.world_size if self.trainer is not None else 1
         n = global_batches(None, len(ds), self.batch_size, world)
-        return sharded_loader(ds, n, self.batch_size, self.seed, 0, self.trainer, with_seeds=True,
-                              num_workers=self.num_workers, pin_memory=self.pin_memory,
-                              persistent_workers=self.num_workers > 0)  # fmt: skip
+        return sharded_loader(
+            ds,
+            n,
+            self.batch_size,
+            self.seed,
+            0,
+            self.trainer,
+            with_seeds=True,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.num_workers > 0,
+        )
 
     def val_dataloader(self) -> DataLoader:
         if self.eval_batches == "utterances":

@@ -42,7 +42,9 @@ class CrossNetworkConsistency:
     def __init__(self, lambda_dd: float = 0.0, lambda_gg: float = 0.0, lambda_gd: float = 0.0) -> None:
         for name, value in (("lambda_dd", lambda_dd), ("lambda_gg", lambda_gg), ("lambda_gd", lambda_gd)):
             at_least(name, value, 0)
-        self.lambda_dd, self.lambda_gg, self.lambda_gd = lambda_dd, lambda_gg, lambda_gd
+        self.lambda_dd = lambda_dd
+        self.lambda_gg = lambda_gg
+        self.lambda_gd = lambda_gd
 
     def generator_terms(
         self, model: CRCycleGAN, real_a: Tensor, real_b: Tensor, images: dict[str, Tensor]
@@ -66,8 +68,10 @@ class CrossNetworkConsistency:
             terms["cross_dd_ab"] = CR_SCALE * self.lambda_dd * F.mse_loss(model.d_b(images["fake_b"]), d_out["real_a"])
             terms["cross_dd_ba"] = CR_SCALE * self.lambda_dd * F.mse_loss(model.d_a(images["fake_a"]), d_out["real_b"])
         if self.lambda_gd:
-            for name, gen, disc, real, fake in (("cross_gd_ab", model.g_ab, model.d_b, real_a, images["fake_b"]),
-                                                ("cross_gd_ba", model.g_ba, model.d_a, real_b, images["fake_a"])):  # fmt: skip
+            for name, gen, disc, real, fake in (
+                ("cross_gd_ab", model.g_ab, model.d_b, real_a, images["fake_b"]),
+                ("cross_gd_ba", model.g_ba, model.d_a, real_b, images["fake_a"]),
+            ):
                 t_real, t_fake = paired_augment(model.augment, real, fake)
                 with torch.no_grad():
                     translated = gen(t_real)  # G(T(a))
@@ -107,7 +111,10 @@ class ACCR(CRCycleGAN):
         at_least("lambda_rec", lambda_rec, 0)
         one_of("fake_source", fake_source, ("pool", "current"))
         super().__init__(*args, **kwargs)
-        self.lambda_fake, self.lambda_rec, self.fake_source, self.cross = lambda_fake, lambda_rec, fake_source, cross
+        self.lambda_fake = lambda_fake
+        self.lambda_rec = lambda_rec
+        self.fake_source = fake_source
+        self.cross = cross
 
     def consistency_inputs(
         self, side: str, real: Tensor, images: dict[str, Tensor], d_out: dict[str, Tensor]
@@ -115,8 +122,9 @@ class ACCR(CRCycleGAN):
         items = super().consistency_inputs(side, real, images, d_out)
         if self.lambda_fake:
             if self.fake_source == "pool":
-                items.append(ConsistencyInput(f"cr_fake_{side}", self.lambda_fake, images[f"pool_{side}"],
-                                              d_out[f"fake_{side}"]))  # fmt: skip
+                items.append(
+                    ConsistencyInput(f"cr_fake_{side}", self.lambda_fake, images[f"pool_{side}"], d_out[f"fake_{side}"])
+                )
             else:
                 items.append(ConsistencyInput(f"cr_fake_{side}", self.lambda_fake, images[f"fake_{side}"], None))
         if self.lambda_rec:

@@ -50,8 +50,11 @@ class DigitClassifier(L.LightningModule):
         super().__init__()
         save_config(self)
         self.net = net if net is not None else DigitNet()
-        self.optimizer, self.augment = optimizer, augment
-        self.channels_last, self.compile_net, self._accelerated = channels_last, compile, False
+        self.optimizer = optimizer
+        self.augment = augment
+        self.channels_last = channels_last
+        self.compile_net = compile
+        self._accelerated = False
         n = self.net.config["num_classes"] if isinstance(self.net, DigitNet) else 10
         self.train_acc, self.val_acc, self.test_acc = (MulticlassAccuracy(n, average="micro") for _ in range(3))
 

@@ -58,7 +58,8 @@ class CRCycleGAN(CycleGAN):
         at_least("lambda_real", lambda_real, 0)
         one_of("cr_reduce", cr_reduce, CR_REDUCE)
         super().__init__(*args, **kwargs)
-        self.lambda_real, self.cr_reduce = lambda_real, cr_reduce
+        self.lambda_real = lambda_real
+        self.cr_reduce = cr_reduce
         self.augment = augment if augment is not None else Translate(1 / 16)
 
     def consistency_inputs(

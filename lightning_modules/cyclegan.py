@@ -86,8 +86,13 @@ class CycleGAN(L.LightningModule):
         init_from: str | None = None,
     ) -> None:
         super().__init__()
-        for name, value in (("lambda_cyc", lambda_cyc), ("lambda_idt", lambda_idt), ("pool_size", pool_size),
-                            ("lr_constant_epochs", lr_constant_epochs), ("lr_decay_epochs", lr_decay_epochs)):  # fmt: skip
+        for name, value in (
+            ("lambda_cyc", lambda_cyc),
+            ("lambda_idt", lambda_idt),
+            ("pool_size", pool_size),
+            ("lr_constant_epochs", lr_constant_epochs),
+            ("lr_decay_epochs", lr_decay_epochs),
+        ):
             at_least(name, value, 0)
         if init_std is not None:
             positive("init_std", init_std)
@@ -100,12 +105,18 @@ class CycleGAN(L.LightningModule):
         if init_std is not None:
             for net in (self.g_ab, self.g_ba, self.d_a, self.d_b):
                 init_weights(net, init_std)
-        self.generator_optimizer, self.discriminator_optimizer = generator_optimizer, discriminator_optimizer
-        self.lambda_cyc, self.lambda_idt, self.cycle_loss = lambda_cyc, lambda_idt, cycle_loss
-        self.pool_a, self.pool_b = ImagePool(pool_size), ImagePool(pool_size)
+        self.generator_optimizer = generator_optimizer
+        self.discriminator_optimizer = discriminator_optimizer
+        self.lambda_cyc = lambda_cyc
+        self.lambda_idt = lambda_idt
+        self.cycle_loss = cycle_loss
+        self.pool_a = ImagePool(pool_size)
+        self.pool_b = ImagePool(pool_size)
         self.lr_schedule = LinearDecay(lr_constant_epochs, lr_decay_epochs)
         self.evaluator = TranslationEvaluator(classifier_a, classifier_b)
-        self.batched_passes, self.channels_last, self.compile_nets = batched_passes, channels_last, compile
+        self.batched_passes = batched_passes
+        self.channels_last = channels_last
+        self.compile_nets = compile
         self.init_from = init_from
         self._accelerated = False
         self.automatic_optimization = False
@@ -133,7 +144,8 @@ class CycleGAN(L.LightningModule):
         """Generator terms and the images they produced (``fake_b = G(a)``, ``rec_a = F(G(a))``, ...)."""
         batched = self.batched_passes and self.lambda_idt > 0
         fake_b, rec_a, fake_a, rec_b, g_b, f_a = cycle_passes(self.g_ab, self.g_ba, real_a, real_b, batched)
-        pred_b, pred_a = self.d_b(fake_b), self.d_a(fake_a)
+        pred_b = self.d_b(fake_b)
+        pred_a = self.d_a(fake_a)
         terms = {
             "g_adv_ab": F.mse_loss(pred_b, torch.ones_like(pred_b)),  # (D_Y(G(a)) - 1)^2
             "g_adv_ba": F.mse_loss(pred_a, torch.ones_like(pred_a)),  # (D_X(F(b)) - 1)^2
@@ -143,7 +155,8 @@ class CycleGAN(L.LightningModule):
         if self.lambda_idt > 0:
             w = self.lambda_cyc * self.lambda_idt
             if g_b is None:
-                g_b, f_a = self.g_ab(real_b), self.g_ba(real_a)  # G(b), F(a)
+                g_b = self.g_ab(real_b)  # G(b), F(a)
+                f_a = self.g_ba(real_a)
             terms["idt_a"] = w * F.l1_loss(g_b, real_b)  # |G(b) - b|
             terms["idt_b"] = w * F.l1_loss(f_a, real_a)  # |F(a) - a|
         images = {"fake_a": fake_a, "fake_b": fake_b, "rec_a": rec_a, "rec_b": rec_b}
@@ -181,7 +194,8 @@ class CycleGAN(L.LightningModule):
 
     # ---- orchestration -----------------------------------------------------------------------------------
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        real_a, real_b = batch["a"][0], batch["b"][0]
+        real_a = batch["a"][0]
+        real_b = batch["b"][0]
         self.check_channels(real_a, real_b)
         if self.channels_last:
             real_a, real_b = to_channels_last(real_a), to_channels_last(real_b)

@@ -70,7 +70,8 @@ def save_config(module: L.LightningModule, frame: types.FrameType | None = None)
         module.save_hyperparameters(frame=frame)
         return
     module.hparams.clear()
-    names, unnamed = {}, []
+    names = {}
+    unnamed = []
     for key, value in values.items():
         try:
             names[key] = named(key, value)
@@ -82,8 +83,9 @@ def save_config(module: L.LightningModule, frame: types.FrameType | None = None)
     cls = type(module)
     for key, _, error in unnamed:
         rank_zero_warn(f"{cls.__name__}.{key} is left out of the checkpoint's hyperparameters: {error}")
-    module.save_hyperparameters({"_class_path": f"{cls.__module__}.{cls.__qualname__}", **names,
-                                 "_instantiator": INSTANTIATOR}, frame=frame)  # fmt: skip
+    module.save_hyperparameters(
+        {"_class_path": f"{cls.__module__}.{cls.__qualname__}", **names, "_instantiator": INSTANTIATOR}, frame=frame
+    )
 
 
 def restore_config(module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
@@ -96,7 +98,8 @@ def restore_config(module: L.LightningModule, checkpoint: dict[str, Any]) -> Non
 
 def check_nets_match(module: L.LightningModule, checkpoint: dict[str, Any], nets: tuple[str, ...]) -> None:
     """One clear error, before loading, when the checkpoint's ``nets`` are not shaped like the module's."""
-    own, state = module.state_dict(), checkpoint["state_dict"]
+    own = module.state_dict()
+    state = checkpoint["state_dict"]
 
     def shapes(tensors: dict[str, Any], net: str) -> dict[str, tuple[int, ...]]:
         return {k: tuple(v.shape) for k, v in tensors.items() if k.startswith(f"{net}.")}

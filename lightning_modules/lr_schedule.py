@@ -18,7 +18,8 @@ class LinearDecay:
     (CycleGAN's 'linear' policy), clamped at 0 so a longer run never flips the sign of the step."""
 
     def __init__(self, constant: int, decay: int) -> None:
-        self.constant, self.decay = constant, decay
+        self.constant = constant
+        self.decay = decay
 
     def __call__(self, epoch: int) -> float:
         return max(0.0, 1.0 - max(0, epoch + 1 - self.constant) / float(self.decay + 1))

@@ -25,8 +25,13 @@ def export_nets(checkpoint: str, out: str, **provenance: Any) -> dict[str, Any]:
     state = nets_only(full["state_dict"])
     if {k.split(".", 1)[0] for k in state} != set(NETS):
         raise ValueError(f"{checkpoint} holds no translation nets ({', '.join(NETS)})")
-    record = {"state_dict": state, "epoch": full.get("epoch"), "global_step": full.get("global_step"),
-              "source": str(checkpoint), **provenance}  # fmt: skip
+    record = {
+        "state_dict": state,
+        "epoch": full.get("epoch"),
+        "global_step": full.get("global_step"),
+        "source": str(checkpoint),
+        **provenance,
+    }
     torch.save(record, out)
     return record
 
@@ -73,8 +78,10 @@ def load_pools(module, checkpoint: dict[str, Any]) -> None:
         return
     world_size = module.trainer.world_size if module._trainer is not None else 1
     if len(per_rank) != world_size:
-        rank_zero_warn(f"the checkpoint holds the image pools of {len(per_rank)} process(es), this run has "
-                       f"{world_size}: rank r continues with saved rank r mod {len(per_rank)}'s pools")  # fmt: skip
+        rank_zero_warn(
+            f"the checkpoint holds the image pools of {len(per_rank)} process(es), this run has "
+            f"{world_size}: rank r continues with saved rank r mod {len(per_rank)}'s pools"
+        )
     pools = per_rank[module.global_rank % len(per_rank)]
     module.pool_a.load_state_dict(pools["a"], module.device)
     module.pool_b.load_state_dict(pools["b"], module.device)

@@ -37,10 +37,16 @@ class LeNet(nn.Module):
     def __init__(self, in_channels: int = 3, num_classes: int = 10) -> None:
         super().__init__()
         self.body = nn.Sequential(
-            nn.Conv2d(in_channels, 32, 5), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(32, 64, 5), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Flatten(), nn.LazyLinear(128), nn.ReLU(),
-        )  # fmt: skip
+            nn.Conv2d(in_channels, 32, 5),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, 5),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Flatten(),
+            nn.LazyLinear(128),
+            nn.ReLU(),
+        )
         self.head = nn.Linear(128, num_classes)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -71,10 +77,12 @@ def fit_classifier(make: Callable[[], nn.Module], x: Tensor, y: Tensor, recipe: 
         order = torch.Generator().manual_seed(recipe.seed)
         opt = torch.optim.Adam(net.parameters(), lr=recipe.lr)
         net.train()
-        perm, pos = torch.randperm(len(x), generator=order), 0
+        perm = torch.randperm(len(x), generator=order)
+        pos = 0
         for _ in range(recipe.steps):
             if pos + recipe.batch_size > len(x):
-                perm, pos = torch.randperm(len(x), generator=order), 0
+                perm = torch.randperm(len(x), generator=order)
+                pos = 0
             idx = perm[pos : pos + recipe.batch_size]
             pos += recipe.batch_size
             loss = F.cross_entropy(net(x[idx]), y[idx])
@@ -215,8 +223,9 @@ def direction_metrics(
     return out
 
 
-def reference_metrics(source: Split, target: Split, judge: nn.Module, joint: DigitNet, target_index: int,
-                      recipe: Recipe = Recipe()) -> dict[str, float]:  # fmt: skip
+def reference_metrics(
+    source: Split, target: Split, judge: nn.Module, joint: DigitNet, target_index: int, recipe: Recipe = Recipe()
+) -> dict[str, float]:
     """The reference rows of a direction: ``*_src`` (no translation: ``direction_metrics`` of the identity),
     ``judge_own`` (the judge on its own domain's test images) and ``informative`` (:func:`judge_informative`),
     ``tot_oracle`` (trained on target train) and ``tot_informative`` (:func:`probe_informative`), ``kid_train`` /
@@ -279,6 +288,24 @@ def collapsed(values: list[float], baseline: float, margin: float = 0.05) -> boo
 
 
 __all__ = [
-    "LeNet", "Split", "area_under_curve", "collapsed", "robustness_metrics", "direction_metrics", "reference_metrics", "Recipe", "accuracy", "distribution_distances", "fit_classifier", "fit_joint_judge",
-    "joint_labels", "joint_rates", "judge_informative", "predict", "probe_informative", "probe_correct", "train_on_translated", "translate",
-]  # fmt: skip
+    "LeNet",
+    "Split",
+    "area_under_curve",
+    "collapsed",
+    "robustness_metrics",
+    "direction_metrics",
+    "reference_metrics",
+    "Recipe",
+    "accuracy",
+    "distribution_distances",
+    "fit_classifier",
+    "fit_joint_judge",
+    "joint_labels",
+    "joint_rates",
+    "judge_informative",
+    "predict",
+    "probe_informative",
+    "probe_correct",
+    "train_on_translated",
+    "translate",
+]

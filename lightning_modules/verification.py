@@ -63,7 +63,10 @@ class SpeakerEmbedding(TrialScoring):
         check_arg("margin", margin, 0 <= margin < torch.pi / 2, "in [0, pi/2)")
         check_arg("scale", scale, scale > 0, "> 0")
         self.victim = victim if victim is not None else SEResNet34(width=16)
-        self.num_speakers, self.margin, self.scale, self.optimizer = num_speakers, margin, scale, optimizer
+        self.num_speakers = num_speakers
+        self.margin = margin
+        self.scale = scale
+        self.optimizer = optimizer
         self.head: AAMSoftmax | None = None
         self.compile_embed = compile
         self._train_embed = None  # the compiled victim.embed (configure_model)
@@ -134,7 +137,9 @@ class IVectorSystem(TrialScoring):
         check_arg("tv_iterations", tv_iterations, tv_iterations >= 1, ">= 1")
         check_arg("em_batch_size", em_batch_size, em_batch_size >= 1, ">= 1")
         self.victim = victim if victim is not None else IVector(n_components=32, rank=50, lda_dim=20)
-        self.ubm_iterations, self.tv_iterations, self.em_batch_size = ubm_iterations, tv_iterations, em_batch_size
+        self.ubm_iterations = ubm_iterations
+        self.tv_iterations = tv_iterations
+        self.em_batch_size = em_batch_size
         self.automatic_optimization = False
 
     def training_utterances(self) -> _Utterances:
@@ -146,8 +151,13 @@ class IVectorSystem(TrialScoring):
         labels = {s: i for i, s in enumerate(dm.speakers)}
         speakers = torch.tensor([labels[speaker_of(f)] for f in dm.train_files])
         workers = dm.num_workers
-        loader = DataLoader(UtteranceDataset(dm.root / "wav", dm.train_files, None), batch_size=self.em_batch_size,
-                            collate_fn=pad_utterances, num_workers=workers, persistent_workers=workers > 0)  # fmt: skip
+        loader = DataLoader(
+            UtteranceDataset(dm.root / "wav", dm.train_files, None),
+            batch_size=self.em_batch_size,
+            collate_fn=pad_utterances,
+            num_workers=workers,
+            persistent_workers=workers > 0,
+        )
         return _Utterances(loader, speakers, self.device)
 
     def on_fit_start(self) -> None:
@@ -173,7 +183,9 @@ class _Utterances:
     """``(waves at their true lengths, speaker indices)`` per batch of an utterance DataLoader, on ``device``."""
 
     def __init__(self, loader: DataLoader, speakers: Tensor, device: torch.device) -> None:
-        self.loader, self.speakers, self.device = loader, speakers, device
+        self.loader = loader
+        self.speakers = speakers
+        self.device = device
 
     def __iter__(self) -> Iterator[tuple[list[Tensor], Tensor]]:
         for batch in self.loader:

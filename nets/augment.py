@@ -63,7 +63,9 @@ class Translate(nn.Module):
         super().__init__()
         within("max_fraction", max_fraction, 0, 1)
         one_of("padding", padding, PADDINGS)
-        self.max_fraction, self.padding, self.integer = max_fraction, padding, integer
+        self.max_fraction = max_fraction
+        self.padding = padding
+        self.integer = integer
 
     def forward(self, x: Tensor) -> Tensor:
         b = x.shape[0]
@@ -90,11 +92,13 @@ class Rotate(nn.Module):
         super().__init__()
         within("max_degrees", max_degrees, 0, 180)
         one_of("padding", padding, PADDINGS)
-        self.max_degrees, self.padding = max_degrees, padding
+        self.max_degrees = max_degrees
+        self.padding = padding
 
     def forward(self, x: Tensor) -> Tensor:
         angle = _uniform(x.shape[0], -self.max_degrees, self.max_degrees, x) * math.pi / 180
-        cos, sin = angle.cos(), angle.sin()
+        cos = angle.cos()
+        sin = angle.sin()
         zero = torch.zeros_like(cos)
         theta = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)
         return _affine(x, theta, self.padding)
@@ -124,7 +128,8 @@ class Cutout(nn.Module):
         super().__init__()
         within("fraction", fraction, 0, 1)
         within("value", value, -1, 1)
-        self.fraction, self.value = fraction, value
+        self.fraction = fraction
+        self.value = value
 
     def forward(self, x: Tensor) -> Tensor:
         side = torch.full((x.shape[0],), float(round(self.fraction * x.shape[-1])), device=x.device)
@@ -155,7 +160,9 @@ class RandomErasing(nn.Module):
         within("p", p, 0, 1)
         _check_range("scale", scale, high=1.0)
         _check_range("ratio", ratio, high=math.inf)
-        self.p, self.scale, self.ratio = p, scale, ratio
+        self.p = p
+        self.scale = scale
+        self.ratio = ratio
 
     def forward(self, x: Tensor) -> Tensor:
         b, _, h, w = x.shape
@@ -180,7 +187,9 @@ class ColorJitter(nn.Module):
         super().__init__()
         for name, value in (("brightness", brightness), ("contrast", contrast), ("saturation", saturation)):
             within(name, value, 0, 1)
-        self.brightness, self.contrast, self.saturation = brightness, contrast, saturation
+        self.brightness = brightness
+        self.contrast = contrast
+        self.saturation = saturation
 
     def forward(self, x: Tensor) -> Tensor:
         b = x.shape[0]

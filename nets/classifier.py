@@ -35,7 +35,8 @@ class DigitNet(nn.Module):
         self.config = dict(
             in_channels=in_channels, num_classes=num_classes, width=width, feature_dim=feature_dim, dropout=dropout
         )
-        self.in_channels, self.num_features = in_channels, feature_dim
+        self.in_channels = in_channels
+        self.num_features = feature_dim
 
         def block(cin: int, cout: int) -> list[nn.Module]:
             conv = [nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU(True)]
@@ -85,8 +86,12 @@ def export_digit_net(checkpoint: str | Path, out: str | Path, **provenance: str)
     if "digit_net_config" not in full:
         raise KeyError(f"{str(checkpoint)!r} is not a DigitClassifier checkpoint (no 'digit_net_config' entry)")
     state = {k: v for k, v in full["state_dict"].items() if k.startswith("net.")}
-    record = {"digit_net_config": full["digit_net_config"], "state_dict": state, "source": str(checkpoint),
-              **provenance}  # fmt: skip
+    record = {
+        "digit_net_config": full["digit_net_config"],
+        "state_dict": state,
+        "source": str(checkpoint),
+        **provenance,
+    }
     torch.save(record, out)
     return record
 

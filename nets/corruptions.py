@@ -42,7 +42,9 @@ class Corruption(nn.Module):
         super().__init__()
         one_of("kind", kind, KINDS)
         within("severity", severity, 0, 3)
-        self.kind, self.severity, self.seed = kind, int(severity), seed
+        self.kind = kind
+        self.severity = int(severity)
+        self.seed = seed
 
     def generator(self, device: torch.device) -> torch.Generator:
         key = zlib.crc32(f"{self.kind}:{self.severity}:{self.seed}".encode())
@@ -67,7 +69,8 @@ class Corruption(nn.Module):
         if self.kind == "rotate":
             sign = torch.randint(0, 2, (b,), generator=g, device=x.device).to(x.dtype) * 2 - 1
             angle = sign * math.radians(level)
-            cos, sin = angle.cos(), angle.sin()
+            cos = angle.cos()
+            sin = angle.sin()
             theta = torch.stack([torch.stack([cos, -sin, 0 * cos], 1), torch.stack([sin, cos, 0 * cos], 1)], 1)
             return _affine(x, theta, "border")
         if self.kind == "blur":

@@ -70,7 +70,8 @@ class ResnetGenerator(nn.Module):
         at_least("n_blocks", n_blocks, 0)
         one_of("norm", norm, NORMS)
         within("dropout", dropout, 0, 1, open_high=True)
-        self.in_channels, self.out_channels = in_channels, out_channels
+        self.in_channels = in_channels
+        self.out_channels = out_channels
         bias = norm != "batch"
         layers: list[nn.Module] = [
             nn.ReflectionPad2d(3),
@@ -195,7 +196,8 @@ class ImagePool:
         images = images.detach()
         if self.size == 0:
             return images
-        stored, n = len(self), len(images)
+        stored = len(self)
+        n = len(images)
         # sources index cat([stored images, this query's images]); this query's image i is stored + i
         slots = [*range(stored), *range(stored, stored + min(n, self.size - stored))]
         out = list(range(stored, stored + n))

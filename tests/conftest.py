@@ -74,7 +74,8 @@ def victim_checkpoints(tmp_path_factory, corpus) -> dict[str, Path]:
     weights), validated on the corpus (which stores its EER threshold) and saved by the trainer."""
     from coadv.cli import cli_main
 
-    out, paths = tmp_path_factory.mktemp("victims"), {}
+    out = tmp_path_factory.mktemp("victims")
+    paths = {}
     for name in sorted({victim_name(c) for c in ATTACK_CONFIGS}):
         if name in OPTIONAL_VICTIMS and importlib.util.find_spec(OPTIONAL_VICTIMS[name]) is None:
             continue  # its attack configs skip (``checkpoint_for``)

@@ -44,7 +44,8 @@ class LinearVictim:
     """A linear scorer for exactness tests: s(enrol, x) = w^T x (the enrolment is ignored): a ``SpeakerVictim`` whose embedding is the waveform."""
 
     def __init__(self, w: torch.Tensor) -> None:
-        self.w, self.embedding_dim = w, len(w)
+        self.w = w
+        self.embedding_dim = len(w)
 
     def embed(self, wave: torch.Tensor) -> torch.Tensor:
         assert wave.device == self.w.device, f"input on {wave.device}, victim on {self.w.device}"

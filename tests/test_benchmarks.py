@@ -34,7 +34,8 @@ def batches(n=3, size=4):
 
 def assert_same_weights(module, plain: PlainCycleGAN, nets: dict) -> None:
     for name, start in nets.items():
-        ours, theirs = getattr(module, name), getattr(plain, ORIGINAL_NAMES[name])
+        ours = getattr(module, name)
+        theirs = getattr(plain, ORIGINAL_NAMES[name])
         for (key, p), q, p0 in zip(ours.named_parameters(), theirs.parameters(), start.parameters(), strict=True):
             assert torch.equal(p, q), f"{name}.{key}"
             assert not torch.equal(q, p0) or key.endswith("bias"), f"{name}.{key} never moved"
@@ -42,7 +43,8 @@ def assert_same_weights(module, plain: PlainCycleGAN, nets: dict) -> None:
 
 def test_project_step_equals_the_plain_loop_without_a_trainer():
     nets = tiny_nets()
-    plain, harness = plain_loop(nets, "cpu"), Trainerless(build(CycleGAN, nets, set()))
+    plain = plain_loop(nets, "cpu")
+    harness = Trainerless(build(CycleGAN, nets, set()))
     for i, batch in enumerate(batches()):
         harness.step(batch, i)
         plain.optimize_parameters(batch["a"][0], batch["b"][0])
@@ -50,7 +52,8 @@ def test_project_step_equals_the_plain_loop_without_a_trainer():
 
 
 def test_project_step_equals_the_plain_loop_through_the_trainer():
-    nets, data = tiny_nets(), batches()
+    nets = tiny_nets()
+    data = batches()
     plain = plain_loop(nets, "cpu")
     for batch in data:
         plain.optimize_parameters(batch["a"][0], batch["b"][0])
@@ -95,8 +98,10 @@ def assert_same_gradients(ours: list[list[torch.Tensor]], theirs: list[list[torc
 def test_levers_keep_the_gradients(levers):
     # weights are not compared after several steps: the biases before instance norm have a gradient of exactly 0
     # in exact arithmetic, so Adam turns their rounding noise into full-size random steps
-    nets, batch = tiny_nets(), batches(1)[0]
-    plain, harness = plain_loop(nets, "cpu"), Trainerless(build(CycleGAN, nets, levers))
+    nets = tiny_nets()
+    batch = batches(1)[0]
+    plain = plain_loop(nets, "cpu")
+    harness = Trainerless(build(CycleGAN, nets, levers))
     theirs = gradients_of_one_step(
         lambda: plain.optimize_parameters(batch["a"][0], batch["b"][0]), [plain.optimizer_G, plain.optimizer_D]
     )
@@ -108,7 +113,8 @@ def test_levers_keep_the_gradients(levers):
 
 def test_batched_passes_fall_back_to_separate_passes_for_batch_norm():
     nets = tiny_nets(norm="batch")
-    plain, harness = plain_loop(nets, "cpu"), Trainerless(build(CycleGAN, nets, {"batched"}))
+    plain = plain_loop(nets, "cpu")
+    harness = Trainerless(build(CycleGAN, nets, {"batched"}))
     for i, batch in enumerate(batches()):
         harness.step(batch, i)
         plain.optimize_parameters(batch["a"][0], batch["b"][0])
@@ -134,13 +140,16 @@ def sequential_pool(size, stored, images, swap, where):
 
 @pytest.mark.parametrize(("size", "queries"), [(5, (3, 4, 8)), (2, (6,)), (8, (8, 8))])
 def test_vectorized_pool_follows_the_per_image_loop(size, queries):
-    pool, stored, label = ImagePool(size), [], 0
+    pool = ImagePool(size)
+    stored = []
+    label = 0
     for n in queries:
         images = torch.arange(label, label + n, dtype=torch.float32).view(n, 1, 1, 1)
         label += n
         m = max(0, n - max(0, size - len(stored)))
         torch.manual_seed(n)
-        swap, where = (torch.rand(m) < 0.5).tolist(), torch.randint(size, (m,)).tolist()  # the pool's own draws
+        swap = (torch.rand(m) < 0.5).tolist()  # the pool's own draws
+        where = torch.randint(size, (m,)).tolist()
         expected_out, expected_pool = sequential_pool(size, stored, list(images), swap, where)
         torch.manual_seed(n)
         out = pool.query(images)

@@ -52,10 +52,12 @@ def test_unpaired_batches_are_independent_and_epoch_length_defined(cache_dir):
     dm.setup("fit")
     batches = list(dm.train_dataloader())
     assert len(batches) == 5
-    (xa, ya), (xb, yb) = batches[0][0]["a"], batches[0][0]["b"]
+    (xa, ya) = batches[0][0]["a"]
+    (xb, yb) = batches[0][0]["b"]
     assert xa.shape == xb.shape == (16, 3, 32, 32) and xa.min() >= -1 and xa.max() <= 1
     assert not torch.equal(ya, yb)  # mnist_m is built from the same digits: equal labels would mean paired order
-    val, test = dm.val_dataloader(), dm.test_dataloader()
+    val = dm.val_dataloader()
+    test = dm.test_dataloader()
     assert len(val) == 2 and len(val[0].dataset) == len(val[1].dataset) == 500  # held out of the 4,000 train images
     assert len(test) == 2 and len(test[0].dataset) == len(test[1].dataset) == 1000
 

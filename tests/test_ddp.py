@@ -108,7 +108,8 @@ def test_unpaired_streams_under_two_processes_are_the_single_process_epoch(tmp_p
         assert sorted(sum(batches, [])) == sorted(sum(one, []))  # the ranks' shares make the single-process epoch
         assert not set(sum(batches[:3], [])) & set(sum(batches[3:], []))  # disjoint shares (24 of 3,500, no repeat)
     for run in runs.values():
-        a, b = sum(run[("0", "a")], []), sum(run[("0", "b")], [])
+        a = sum(run[("0", "a")], [])
+        b = sum(run[("0", "b")], [])
         assert sum(i == j for i, j in zip(a, b)) <= 3  # independent orders (paired sampling would give 24 of 24)
         assert sum(run[("0", "a")], []) != sum(run[("1", "a")], [])  # a new order each epoch
 
@@ -116,8 +117,10 @@ def test_unpaired_streams_under_two_processes_are_the_single_process_epoch(tmp_p
 def test_ddp_averages_partial_gradients_for_both_optimization_modes(tmp_path):
     """A parameter with a gradient on one rank only is averaged with zeros; one no rank uses keeps no gradient (so
     weight decay skips it): the two-player steps rely on both, in manual and automatic optimization."""
-    lr, decay = 0.1, 0.5
-    w0, extra0 = torch.tensor([1.0, -1.0, 0.5]), torch.tensor([2.0, 4.0])
+    lr = 0.1
+    decay = 0.5
+    w0 = torch.tensor([1.0, -1.0, 0.5])
+    extra0 = torch.tensor([2.0, 4.0])
     w_grad = (torch.tensor([1.0, 2.0, 3.0]) + 2 * torch.tensor([1.0, 2.0, 3.0])) / 2  # mean of x_0, x_1
     extra_grad = torch.tensor([3.0, 3.0]) / 2  # rank 0 gives 3, rank 1 no gradient (zeros)
     expected = {

@@ -92,7 +92,8 @@ def test_shipped_judges_are_the_study_judges_weights(tmp_path, tiny_classifiers)
     out = tmp_path / "judge.pt"
     export_digit_net(tiny_classifiers["mnist"], out, trained_by="by hand")
     assert torch.load(out, weights_only=True)["trained_by"] == "by hand"
-    net, full = load_digit_net(out), load_digit_net(tiny_classifiers["mnist"])
+    net = load_digit_net(out)
+    full = load_digit_net(tiny_classifiers["mnist"])
     x = torch.rand(4, 3, 32, 32) * 2 - 1  # the digit nets read RGB
     assert torch.equal(net(x), full(x))
     assert out.stat().st_size < Path(tiny_classifiers["mnist"]).stat().st_size / 2  # no optimizer states

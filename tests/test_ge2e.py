@@ -33,7 +33,8 @@ def test_partial_windows_by_hand():
 def random_weights(tmp_path) -> Path:
     """A weights file in Resemblyzer's layout with random values (plus a key the victim ignores)."""
     torch.manual_seed(0)
-    lstm, linear = torch.nn.LSTM(40, 256, 3, batch_first=True), torch.nn.Linear(256, 256)
+    lstm = torch.nn.LSTM(40, 256, 3, batch_first=True)
+    linear = torch.nn.Linear(256, 256)
     state = {f"lstm.{k}": v for k, v in lstm.state_dict().items()}
     state.update({f"linear.{k}": v for k, v in linear.state_dict().items()})
     state["similarity_weight"] = torch.tensor([10.0])
@@ -80,7 +81,8 @@ def test_missing_package_is_one_clear_error(monkeypatch):
 def test_embedding_equals_resemblyzer_embed_utterance():
     from resemblyzer import VoiceEncoder
 
-    reference, victim = VoiceEncoder("cpu", verbose=False), GE2EResemblyzer()
+    reference = VoiceEncoder("cpu", verbose=False)
+    victim = GE2EResemblyzer()
     files = sorted((EMBEDDED / "wav").glob("*/*/*.flac"))
     waves = [read_wave(f, preprocess="resemblyzer") for f in files[-6:]]
     waves += [waves[0][:12000], waves[1][:40000]]  # one window (padded); a last window dropped by min_coverage

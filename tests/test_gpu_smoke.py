@@ -45,7 +45,8 @@ def test_translation_trains_with_every_lever(method, cls, tmp_path, cache_dir, t
     ]
     before = float_weights(cli_main(args, run=False).model)
     cli = cli_main(["fit", *args])
-    model, trainer = cli.model, cli.trainer
+    model = cli.model
+    trainer = cli.trainer
     assert isinstance(model, cls) and model.device.type == "cuda" and trainer.global_step == 8
     assert trainer.precision == "bf16-mixed" and all(o.defaults["fused"] for o in trainer.optimizers)
     nets = (model.g_ab, model.g_ba, model.d_a, model.d_b)

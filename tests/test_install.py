@@ -19,7 +19,8 @@ PACKAGES = ("coadv", "attacks", "callbacks", "configs", "datamodules", "lightnin
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
     """Built from a copy of the source tree, so no build/ folder is left in (or reused from) the checkout."""
-    source, out = tmp_path_factory.mktemp("source") / "coadv", tmp_path_factory.mktemp("wheel")
+    source = tmp_path_factory.mktemp("source") / "coadv"
+    out = tmp_path_factory.mktemp("wheel")
     junk = shutil.ignore_patterns(
         ".git",
         ".venv",

@@ -28,7 +28,8 @@ def test_embedded_counts(embedded):
     assert embedded.trial_speakers == TEST_SPEAKERS and not TEST_SPEAKERS & set(embedded.speakers)
     assert len(embedded.eval_utterances) == 60 and len(embedded.trials) == 1770
     assert int(embedded.trial_labels.sum()) == 270  # 6 speakers x C(10, 2) = 6 x 45
-    pairs, labels = embedded.trial_pairs, embedded.trial_labels
+    pairs = embedded.trial_pairs
+    labels = embedded.trial_labels
     same = [embedded.eval_utterances[a][:4] == embedded.eval_utterances[b][:4] for a, b in pairs.tolist()]
     assert torch.equal(torch.tensor(same), labels.bool()) and bool((pairs[:, 0] < pairs[:, 1]).all())
 

@@ -92,7 +92,9 @@ def write_speechbrain_folder(folder: Path, seed: int = 0) -> Path:
     torch.save(model.state_dict(), folder / "embedding_model.ckpt")
     torch.save(Classifier(12, out_neurons=5).state_dict(), folder / "classifier.ckpt")
     norm = InputNormalization(norm_type="global", std_norm=False)
-    norm.glob_mean, norm.glob_std, norm.count = torch.randn(12, generator=generator), torch.ones(12), 100
+    norm.glob_mean = torch.randn(12, generator=generator)
+    norm.glob_std = torch.ones(12)
+    norm.count = 100
     norm._save(folder / "mean_var_norm_emb.ckpt")
     encoder = CategoricalEncoder()
     encoder.update_from_iterable([f"id1000{i}" for i in range(5)])
@@ -156,7 +158,8 @@ def test_gradients_reach_the_waveform(sb_folder):
     # the gradient is the true derivative of the score: a small step along it raises the score as predicted
     step = 1e-3 * test.grad / test.grad.norm()
     with torch.no_grad():
-        before, after = adapter.score(enrol, test), adapter.score(enrol, test + step)
+        before = adapter.score(enrol, test)
+        after = adapter.score(enrol, test + step)
     predicted = (test.grad * step).sum()
     assert after - before == pytest.approx(predicted.item(), rel=0.2)
 
@@ -179,7 +182,8 @@ class _WritesMarker:
 
 
 def test_checkpoint_that_would_run_code_is_refused(sb_folder, tmp_path):
-    folder, marker = tmp_path / "evil", tmp_path / "pwned"
+    folder = tmp_path / "evil"
+    marker = tmp_path / "pwned"
     folder.mkdir()
     (folder / "hyperparams.yaml").write_text(HYPERPARAMS)
     state = torch.load(sb_folder / "embedding_model.ckpt", weights_only=True)
@@ -194,7 +198,8 @@ def test_checkpoint_that_would_run_code_is_refused(sb_folder, tmp_path):
 
 
 def test_hyperparams_tags_are_never_executed(sb_folder, tmp_path):
-    folder, marker = tmp_path / "evil_yaml", tmp_path / "pwned"
+    folder = tmp_path / "evil_yaml"
+    marker = tmp_path / "pwned"
     folder.mkdir()
     for name in ("embedding_model.ckpt", "mean_var_norm_emb.ckpt"):
         (folder / name).write_bytes((sb_folder / name).read_bytes())

@@ -210,7 +210,8 @@ def test_translation_killed_mid_epoch_resumes_to_the_same_weights(devices, tmp_p
     resumed, full = killed_resumed_and_uninterrupted(tmp_path, config, flags, "translation", 3, 5)
     assert full["global_step"] == 30 and len(full["rng_states"]) == devices
     assert_same_training_state(resumed, full)
-    pools, full_pools = resumed["image_pools_per_rank"], full["image_pools_per_rank"]
+    pools = resumed["image_pools_per_rank"]
+    full_pools = full["image_pools_per_rank"]
     assert len(pools) == len(full_pools) == devices
     for rank in range(devices):
         for domain in ("a", "b"):
@@ -245,7 +246,8 @@ class _Killed(BaseException):
 def test_atomic_checkpoint_keeps_the_previous_file_when_a_save_is_interrupted(tmp_path, monkeypatch):
     from callbacks import AtomicCheckpointIO
 
-    target, io = tmp_path / "last.ckpt", AtomicCheckpointIO()
+    target = tmp_path / "last.ckpt"
+    io = AtomicCheckpointIO()
     io.save_checkpoint({"step": 1, "w": torch.ones(1000)}, target)
 
     def half_written(obj, f):

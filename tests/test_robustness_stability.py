@@ -97,7 +97,7 @@ def test_stability_probe_logs_every_n_batches_and_does_not_change_training(tmp_p
 
 def test_cross_variants_join_the_stability_and_robustness_tables():
     """ACCR with cross-network terms is its own row, paired with CycleGAN by seed; other ablations are not rows."""
-    from coadv import results
+    from coadv.study import stability as results
     from nets.corruptions import KINDS
 
     def cell(method, variant, seed, level):

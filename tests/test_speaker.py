@@ -38,7 +38,8 @@ VICTIMS = {
 def test_score_gradient_reaches_the_test_waveform(name):
     torch.manual_seed(0)
     victim = VICTIMS[name]().eval()
-    enrol, test = torch.rand(2, 16000) - 0.5, (torch.rand(2, 16000) - 0.5).requires_grad_()
+    enrol = torch.rand(2, 16000) - 0.5
+    test = (torch.rand(2, 16000) - 0.5).requires_grad_()
     score = victim.score(enrol, test)
     assert score.shape == (2,) and score.abs().max() <= 1 + 1e-5
     (grad,) = torch.autograd.grad(score.sum(), test)
@@ -53,8 +54,10 @@ def test_aam_margin_penalises_the_true_class():
     head = AAMSoftmax(8, 5, margin=0.2, scale=30)
     plain = AAMSoftmax(8, 5, margin=0.0, scale=30)
     plain.weight.data.copy_(head.weight.data)
-    emb, labels = torch.randn(16, 8), torch.randint(0, 5, (16,))
-    (loss, logits), (plain_loss, plain_logits) = head(emb, labels), plain(emb, labels)
+    emb = torch.randn(16, 8)
+    labels = torch.randint(0, 5, (16,))
+    (loss, logits) = head(emb, labels)
+    (plain_loss, plain_logits) = plain(emb, labels)
     assert loss > plain_loss
     true = logits.gather(1, labels[:, None]) < plain_logits.gather(1, labels[:, None])
     assert true.all()

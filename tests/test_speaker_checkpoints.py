@@ -26,7 +26,8 @@ def corpus(tmp_path_factory) -> Path:
 
 def assert_same_module(rebuilt: L.LightningModule, original: L.LightningModule) -> None:
     assert type(rebuilt.victim) is type(original.victim) and rebuilt.victim.init_args == original.victim.init_args
-    state, rebuilt_state = original.state_dict(), rebuilt.state_dict()
+    state = original.state_dict()
+    rebuilt_state = rebuilt.state_dict()
     assert state.keys() == rebuilt_state.keys()
     for key, value in state.items():
         assert torch.equal(rebuilt_state[key], value), key

@@ -73,7 +73,8 @@ def test_bf16_fragment_trains_every_module_family(family, tmp_path, cache_dir, r
 def test_translation_speed_preset_switches_every_lever(tmp_path, cache_dir):
     flags = [*TINY_TRANSLATION, f"--data.init_args.cache_dir={cache_dir}", "--model.init_args.compile=false"]
     cli = fit("configs/translation/cr_cyclegan_m2mm.yaml", ["fast_translation"], tmp_path, flags)
-    model, trainer = cli.model, cli.trainer
+    model = cli.model
+    trainer = cli.trainer
     assert trainer.precision == "bf16-mixed" and trainer.global_step == 2
     assert model.batched_passes and model.channels_last
     assert all(o.defaults["fused"] for o in trainer.optimizers)
@@ -161,7 +162,8 @@ def test_compiled_steps_keep_the_math():
     from benchmarks.translation_throughput import Trainerless
 
     torch.manual_seed(0)
-    eager, compiled = tiny(CycleGAN), tiny(CycleGAN, compile=True)
+    eager = tiny(CycleGAN)
+    compiled = tiny(CycleGAN, compile=True)
     compiled.load_state_dict(eager.state_dict())
     runs = [Trainerless(m) for m in (eager, compiled)]
     batch = {k: (torch.rand(4, 3, 32, 32) * 2 - 1, None) for k in "ab"}

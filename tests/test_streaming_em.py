@@ -24,8 +24,10 @@ def full_batch_ubm(model: IVector, frames: torch.Tensor, iterations: int, seed: 
     """The textbook EM on every frame at once (the former ``fit_ubm``, in float64): the reference."""
     x = frames.double()
     means = x[torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[: model.means.shape[0]]]
-    floor, variances = 1e-3 * x.var(0), x.var(0).expand_as(means)
-    log_w, history = model.log_weights.double(), []
+    floor = 1e-3 * x.var(0)
+    variances = x.var(0).expand_as(means)
+    log_w = model.log_weights.double()
+    history = []
     for _ in range(iterations):
         ll = torch.distributions.Normal(means, variances.sqrt()).log_prob(x[:, None]).sum(-1) + log_w  # [N, C]
         history.append(float(ll.logsumexp(-1).mean()))
@@ -64,7 +66,8 @@ def utterances(count: int = 9, seed: int = 0) -> tuple[list[torch.Tensor], torch
 
 
 def test_streaming_ubm_equals_full_batch_em():
-    model, reference = IVector(n_components=6, rank=4, n_mfcc=8), IVector(n_components=6, rank=4, n_mfcc=8)
+    model = IVector(n_components=6, rank=4, n_mfcc=8)
+    reference = IVector(n_components=6, rank=4, n_mfcc=8)
     frames = [model.frames(w[None])[0] for w in utterances()[0]]
     chunks = [torch.cat(frames[:1]), torch.cat(frames[1:4]), frames[4][:0], torch.cat(frames[4:])]
     history = model.fit_ubm(chunks, iterations=4, generator=torch.Generator().manual_seed(3))
@@ -81,7 +84,8 @@ def full_batch_tv(model: IVector, n: torch.Tensor, f: torch.Tensor, iterations: 
         precision = torch.eye(t.shape[2], dtype=t.dtype) + torch.einsum("bc,cdr,cds->brs", n, t, t)
         w = torch.linalg.solve(precision, torch.einsum("cdr,bcd->br", t, f).unsqueeze(-1)).squeeze(-1)
         ww = torch.linalg.inv(precision) + w.unsqueeze(-1) * w.unsqueeze(-2)
-        a, c = torch.einsum("bc,brs->crs", n, ww), torch.einsum("bcd,br->cdr", f, w)
+        a = torch.einsum("bc,brs->crs", n, ww)
+        c = torch.einsum("bcd,br->cdr", f, w)
         t = torch.linalg.solve(a, c.transpose(1, 2)).transpose(1, 2)
     return t
 
@@ -108,7 +112,8 @@ def test_fit_gives_the_same_model_for_any_batch_size():
         models.append(model)
     for model in models[1:]:
         for name in BUFFERS:
-            a, b = getattr(model, name), getattr(models[0], name)
+            a = getattr(model, name)
+            b = getattr(models[0], name)
             if name == "lda":  # eigenvectors are defined up to sign: align each column before comparing
                 b = b * torch.sign((a * b).sum(0, keepdim=True))
             assert close(a, b), name
@@ -119,7 +124,8 @@ def test_ivector_system_reads_its_training_files_one_batch_at_a_time(tmp_path):
     dm = VoxCelebDataModule(root=str(tmp_path), batch_size=4)
     torch.manual_seed(0)
     model = IVectorSystem(IVector(n_components=4, rank=5, n_mfcc=8, lda_dim=2), 3, 2, em_batch_size=4)
-    seen, log_joint = [], model.victim._log_joint
+    seen = []
+    log_joint = model.victim._log_joint
     model.victim._log_joint = lambda x: seen.append(len(x)) or log_joint(x)
     quiet_trainer(max_epochs=1, limit_train_batches=1, enable_checkpointing=False).fit(model, dm)
     lengths = sorted(len(model.victim.frames(read_wave(dm.root / "wav" / f)[None])[0]) for f in dm.train_files)

@@ -96,7 +96,10 @@ def read_records(path: Path) -> list:
     if len(data) < 7:
         return []
     assert data[:4] == b":W&B"
-    pos, block, out, chunk = 7, 32768, [], b""
+    pos = 7
+    block = 32768
+    out = []
+    chunk = b""
     while pos + 7 <= len(data):
         left = block - pos % block
         _, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
@@ -156,7 +159,8 @@ def write_netrc(path: Path, host: str) -> Path:
     ],
 )
 def test_offline_only_when_nothing_chose(tmp_path, env, files, reason):
-    home, cwd = tmp_path / "home", tmp_path / "home" / "project"
+    home = tmp_path / "home"
+    cwd = tmp_path / "home" / "project"
     cwd.mkdir(parents=True)
     for name, content in files.items():
         path = home / name
@@ -190,7 +194,8 @@ def test_offline_one_run_per_training_with_its_config(wandb_sandbox, cache_dir, 
     os.environ["WANDB_MODE"] = "offline"
     first = tiny_fit(wandb_sandbox / "one", 1, cache_dir)
     second = tiny_fit(wandb_sandbox / "two", 2, cache_dir, "--trainer.logger.init_args.log_model=true")
-    (one,), (two,) = wandb_run_dirs(first.trainer), wandb_run_dirs(second.trainer)
+    (one,) = wandb_run_dirs(first.trainer)
+    (two,) = wandb_run_dirs(second.trainer)
     finish_previous_run()  # the second run's file is complete once it is finished (the first one was, by then)
     assert Path(one).parent == wandb_sandbox / "one" / "wandb" and Path(two).parent == wandb_sandbox / "two" / "wandb"
     assert run_record(one).run_id != run_record(two).run_id  # the second logger did not reuse the first run

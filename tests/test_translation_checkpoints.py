@@ -50,7 +50,8 @@ def fit(config: str, tmp_path, cache_dir, *extra: str):
 
 def assert_same_module(trained, loaded, inputs: dict[str, torch.Tensor]) -> None:
     assert type(loaded) is type(trained)
-    want, got = trained.state_dict(), loaded.state_dict()
+    want = trained.state_dict()
+    got = loaded.state_dict()
     assert list(got) == list(want) and all(torch.equal(got[k], want[k]) for k in want)
     trained.eval(), loaded.eval()
     for net, x in inputs.items():

@@ -9,7 +9,7 @@ import scipy.linalg
 import torch
 from torch import nn
 
-from coadv.results import t_interval, verdict
+from coadv.study.tables import t_interval, verdict
 from datamodules.digits import load_domain
 from lightning_modules.translation_metrics import (
     Recipe,
@@ -36,19 +36,25 @@ class Points(nn.Module):
 
 def test_kid_and_fid_against_hand_computed_values():
     g = torch.Generator().manual_seed(0)
-    real, fake = torch.randn(6, 3, generator=g), torch.randn(6, 3, generator=g) + 0.5
+    real = torch.randn(6, 3, generator=g)
+    fake = torch.randn(6, 3, generator=g) + 0.5
     out = distribution_distances(Points(), real, fake, subset_size=6, subsets=1)
-    x, y = real.double().numpy(), fake.double().numpy()
+    x = real.double().numpy()
+    y = fake.double().numpy()
 
     def k(p, q):  # torchmetrics' polynomial kernel: (p.q / d + 1)^3
         return (p @ q.T / 3 + 1) ** 3
 
     m = len(x)
-    kxx, kyy, kxy = k(x, x), k(y, y), k(x, y)
+    kxx = k(x, x)
+    kyy = k(y, y)
+    kxy = k(x, y)
     mmd = (kxx.sum() - np.trace(kxx) + kyy.sum() - np.trace(kyy)) / (m * (m - 1)) - 2 * kxy.sum() / m**2
     assert out["kid"] == pytest.approx(mmd, rel=1e-5)
-    mu1, mu2 = x.mean(0), y.mean(0)
-    s1, s2 = np.cov(x, rowvar=False), np.cov(y, rowvar=False)
+    mu1 = x.mean(0)
+    mu2 = y.mean(0)
+    s1 = np.cov(x, rowvar=False)
+    s2 = np.cov(y, rowvar=False)
     fid = ((mu1 - mu2) ** 2).sum() + np.trace(s1 + s2 - 2 * scipy.linalg.sqrtm(s1 @ s2).real)
     assert out["fid"] == pytest.approx(fid, rel=1e-4)
 
@@ -85,7 +91,8 @@ def statistics_stdev(values):
 
 
 def test_fit_classifier_is_seeded_and_leaves_the_global_rng_alone():
-    x, y = torch.randn(40, 3, 32, 32), torch.randint(0, 10, (40,))
+    x = torch.randn(40, 3, 32, 32)
+    y = torch.randint(0, 10, (40,))
     state = torch.random.get_rng_state()
     a = train_on_translated(x, y, x, y, Recipe(steps=5, batch_size=8))
     assert torch.equal(torch.random.get_rng_state(), state)
@@ -106,7 +113,8 @@ def _split(domain: str, cache_dir: str, n: int = 300) -> Split:
 def test_train_on_translated_identities(cache_dir):
     """G = identity on the source gives the "source only" figure, G = identity on the target itself the "target
     oracle" figure; the reference rows are the identity's metrics."""
-    source, target = _split("mnist", cache_dir), _split("mnist_m", cache_dir)
+    source = _split("mnist", cache_dir)
+    target = _split("mnist_m", cache_dir)
     from nets.classifier import DigitNet
 
     judge = fit_classifier(lambda: DigitNet(3, width=4, feature_dim=8), target.train_x, target.train_y, Recipe(steps=3))

@@ -98,7 +98,8 @@ class RollColumns(nn.Module):
 
 @pytest.mark.parametrize(("cr_reduce", "expected"), [("elementwise", (0.5, 0.25)), ("mean", (0.0, 0.0))])
 def test_cr_reduce_by_hand(cr_reduce, expected):
-    a, b = torch.zeros(2, 3, 4, 4), torch.zeros(2, 3, 4, 4)
+    a = torch.zeros(2, 3, 4, 4)
+    b = torch.zeros(2, 3, 4, 4)
     a[:, 0, :, 1::2] = 1  # columns 0 1 0 1: rolled, every patch score flips (|diff|^2 = 1 each)
     b[:, 0, :, 0] = 1  # one 1 per row: rolled, 2 of 4 patch scores change (mean 0.5)
     model = CRCycleGAN(
@@ -143,7 +144,8 @@ class Affine(nn.Module):
 
     def __init__(self, scale, shift=0.0):
         super().__init__()
-        self.scale, self.shift = scale, shift
+        self.scale = scale
+        self.shift = shift
 
     def forward(self, x):
         return self.scale * x + self.shift
@@ -199,7 +201,8 @@ def test_every_loss_term_equals_its_value_by_hand(fake_source):
         fake_source=fake_source,
         cross=cross,
     )
-    a, b = torch.full((2, 3, 4, 4), 0.5), torch.full((2, 3, 4, 4), -0.25)
+    a = torch.full((2, 3, 4, 4), 0.5)
+    b = torch.full((2, 3, 4, 4), -0.25)
     g_terms, imgs = model.generator_loss(a, b)
     d_terms = model.discriminator_loss(a, b, {k: v.detach() for k, v in imgs.items()})
     got = {k: v.item() for k, v in {**g_terms, **d_terms}.items()}
@@ -248,7 +251,8 @@ def watched_fit(model, cache_dir):
     return watcher.steps
 
 
-G_NETS, D_NETS = {"g_ab", "g_ba"}, {"d_a", "d_b"}
+G_NETS = {"g_ab", "g_ba"}
+D_NETS = {"d_a", "d_b"}
 EXPECTED_STEPS = [{"step": "G", "grads": G_NETS, "params": G_NETS}, {"step": "D", "grads": D_NETS, "params": D_NETS}]
 
 
@@ -303,7 +307,8 @@ def test_resume_follows_the_configured_schedule_not_the_checkpoints():
     for _ in range(2):  # two epochs: the next one has factor 1 - (2 + 1 - 1) / 4 = 1/2
         opt.step()
         sched.step()
-    opt_state, state = opt.state_dict(), sched.state_dict()
+    opt_state = opt.state_dict()
+    state = sched.state_dict()
     assert state["lr_lambdas"] == [{"constant": 1, "decay": 3}]  # what plain LambdaLR would restore
 
     same_opt, same = _sgd_with_schedule(1, 3)  # unchanged config: the uninterrupted LR, exactly

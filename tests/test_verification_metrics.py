@@ -28,7 +28,8 @@ def test_threshold_is_the_score_itself_when_scores_are_negative():
 
 def test_scores_beyond_the_unit_interval_are_neither_clamped_nor_squashed():
     assert metrics([12.0, 3.5, -4.0, -20.0], [1, 1, 0, 0])["threshold"] == 3.5  # was clamped to 1
-    saturating, labels = torch.tensor([30.0, 40.0, 25.0, 20.0]), torch.tensor([1, 1, 0, 0])
+    saturating = torch.tensor([30.0, 40.0, 25.0, 20.0])
+    labels = torch.tensor([1, 1, 0, 0])
     m = metrics(saturating.tolist(), labels.tolist())
     assert m["eer"] == 0 and m["threshold"] == 30.0
     assert float(BinaryEER(thresholds=None)(saturating, labels)) == 0.5  # sigmoid(>= 17) == 1.0: every score ties
@@ -67,10 +68,12 @@ def test_one_class_gives_nan():
 
 def brute_force(scores: torch.Tensor, labels: torch.Tensor, p: float) -> tuple[float, float, float]:
     """EER, threshold and minDCF straight from the definitions, accept <=> score >= t."""
-    target, nontarget = scores[labels == 1], scores[labels == 0]
+    target = scores[labels == 1]
+    nontarget = scores[labels == 0]
     points = []
     for t in sorted(set(scores.tolist()), reverse=True):
-        far, frr = float((nontarget >= t).float().mean()), float((target < t).float().mean())
+        far = float((nontarget >= t).float().mean())
+        frr = float((target < t).float().mean())
         points.append((abs(far - frr), (far + frr) / 2, t, (p * frr + (1 - p) * far) / min(p, 1 - p)))
     best = min(points, key=lambda q: q[0])  # min keeps the first, i.e. the largest t, on ties
     return best[1], best[2], min([q[3] for q in points] + [p / min(p, 1 - p)])

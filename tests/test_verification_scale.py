@@ -118,7 +118,8 @@ def test_shortened_evaluation_scores_the_whole_trials_it_embedded(batch, trials,
 
 def test_scores_come_from_the_cache_in_chunks_and_gaps_are_named():
     model = VICTIMS["ecapa"]()
-    embeddings, index = torch.randn(5, 8), torch.tensor([4, 0, 2, 1, 3])  # utterance index[i] has embeddings[i]
+    embeddings = torch.randn(5, 8)  # utterance index[i] has embeddings[i]
+    index = torch.tensor([4, 0, 2, 1, 3])
     pairs = torch.tensor([[0, 1], [4, 4], [3, 0], [2, 1], [1, 3]])
     of = {u: embeddings[i] for i, u in enumerate(index.tolist())}
     expected = torch.stack([torch.cosine_similarity(of[a], of[b], dim=0) for a, b in pairs.tolist()])

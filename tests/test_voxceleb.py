@@ -150,7 +150,8 @@ def test_identification_split_selects_training_files_without_trial_speakers(tmp_
 
 def count_frames_read(monkeypatch) -> list[int]:
     """Frames returned by every soundfile read from now on (SoundFile.read backs sf.read too)."""
-    counts, original = [], sf.SoundFile.read
+    counts = []
+    original = sf.SoundFile.read
 
     def counting(self, *args, **kwargs):
         out = original(self, *args, **kwargs)

@@ -92,7 +92,8 @@ def test_embed_is_wespeakers_pipeline(small):
 
 def test_gradients_reach_the_waveform(small):
     adapter = WeSpeakerResNet34(str(small[0]))
-    enrol, test = _pcm16(1, 8000) / 32768, (_pcm16(1, 9000, seed=2) / 32768).requires_grad_(True)
+    enrol = _pcm16(1, 8000) / 32768
+    test = (_pcm16(1, 9000, seed=2) / 32768).requires_grad_(True)
     adapter.score(enrol, test).sum().backward()
     assert test.grad is not None and torch.isfinite(test.grad).all() and test.grad.abs().sum() > 0
 

@@ -48,8 +48,13 @@ class _SEBasicBlock(nn.Module):
         self.bn1 = nn.BatchNorm2d(cout)
         self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
         self.bn2 = nn.BatchNorm2d(cout)
-        self.se = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(cout, max(cout // reduction, 4), 1), nn.ReLU(True),
-                                nn.Conv2d(max(cout // reduction, 4), cout, 1), nn.Sigmoid())  # fmt: skip
+        self.se = nn.Sequential(
+            nn.AdaptiveAvgPool2d(1),
+            nn.Conv2d(cout, max(cout // reduction, 4), 1),
+            nn.ReLU(True),
+            nn.Conv2d(max(cout // reduction, 4), cout, 1),
+            nn.Sigmoid(),
+        )
         self.shortcut = nn.Identity()
         if stride != 1 or cin != cout:
             self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
@@ -81,9 +86,11 @@ class SEResNet34(SpeakerEncoder):
         halvings = 2 ** (len(layers) - 1)
         check_arg("n_mels", n_mels, n_mels > 0 and n_mels % halvings == 0, f"a positive multiple of {halvings}")
         check_arg("embedding_dim", embedding_dim, embedding_dim >= 1, ">= 1")
-        self.frontend, self.embedding_dim = Fbank(n_mels), embedding_dim
+        self.frontend = Fbank(n_mels)
+        self.embedding_dim = embedding_dim
         self.stem = nn.Sequential(nn.Conv2d(1, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(True))
-        blocks, cin = [], width
+        blocks = []
+        cin = width
         for stage, n in enumerate(layers):
             cout = width * 2**stage
             for i in range(n):
@@ -102,12 +109,15 @@ class SEResNet34(SpeakerEncoder):
 class _SERes2Block(nn.Module):
     def __init__(self, channels: int, dilation: int, scale: int = 8, se_bottleneck: int = 128) -> None:
         super().__init__()
-        self.scale, width = scale, channels // scale
+        self.scale = scale
+        width = channels // scale
         self.pre = nn.Sequential(nn.Conv1d(channels, channels, 1), nn.ReLU(), nn.BatchNorm1d(channels))
         self.convs = nn.ModuleList(
-            nn.Sequential(nn.Conv1d(width, width, 3, dilation=dilation, padding=dilation), nn.ReLU(), nn.BatchNorm1d(width))
+            nn.Sequential(
+                nn.Conv1d(width, width, 3, dilation=dilation, padding=dilation), nn.ReLU(), nn.BatchNorm1d(width)
+            )
             for _ in range(scale - 1)
-        )  # fmt: skip
+        )
         self.post = nn.Sequential(nn.Conv1d(channels, channels, 1), nn.ReLU(), nn.BatchNorm1d(channels))
         self.se = nn.Sequential(
             nn.Linear(channels, se_bottleneck), nn.ReLU(), nn.Linear(se_bottleneck, channels), nn.Sigmoid()
@@ -115,7 +125,8 @@ class _SERes2Block(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         chunks = self.pre(x).chunk(self.scale, dim=1)
-        outs, prev = [chunks[0]], None
+        outs = [chunks[0]]
+        prev = None
         for conv, chunk in zip(self.convs, chunks[1:]):
             prev = conv(chunk if prev is None else chunk + prev)  # Res2Net hierarchical connections
             outs.append(prev)
@@ -154,7 +165,8 @@ class ECAPATDNN(SpeakerEncoder):
         check_arg("n_mels", n_mels, n_mels >= 1, ">= 1")
         check_arg("embedding_dim", embedding_dim, embedding_dim >= 1, ">= 1")
         check_arg("mfa_channels", mfa_channels, mfa_channels is None or mfa_channels >= 1, "None or >= 1")
-        self.frontend, self.embedding_dim = Fbank(n_mels), embedding_dim
+        self.frontend = Fbank(n_mels)
+        self.embedding_dim = embedding_dim
         mfa = mfa_channels or 3 * channels
         self.stem = nn.Sequential(nn.Conv1d(n_mels, channels, 5, padding=2), nn.ReLU(), nn.BatchNorm1d(channels))
         self.blocks = nn.ModuleList(_SERes2Block(channels, d, scale) for d in (2, 3, 4))
@@ -165,7 +177,8 @@ class ECAPATDNN(SpeakerEncoder):
         )
 
     def encode(self, feats: Tensor) -> Tensor:
-        x, outs = self.stem(feats), []
+        x = self.stem(feats)
+        outs = []
         for block in self.blocks:
             x = block(x)
             outs.append(x)

@@ -33,7 +33,8 @@ class Fbank(nn.Module):
         super().__init__()
         check_arg("n_mels", n_mels, n_mels >= 1, ">= 1")
         check_arg("preemphasis", preemphasis, 0 <= preemphasis < 1, "in [0, 1)")
-        self.n_mels, self.cmn = n_mels, cmn
+        self.n_mels = n_mels
+        self.cmn = cmn
         self.pre = _Preemphasis(preemphasis)
         self.mel = torchaudio.transforms.MelSpectrogram(
             sample_rate, n_fft=512, win_length=400, hop_length=160, n_mels=n_mels, window_fn=torch.hamming_window
@@ -60,9 +61,16 @@ class MFCC(nn.Module):
         self.deltas = deltas
         self.pre = _Preemphasis(0.97)
         self.mfcc = torchaudio.transforms.MFCC(
-            sample_rate, n_mfcc=n_mfcc,
-            melkwargs={"n_fft": 512, "win_length": 400, "hop_length": 160, "n_mels": n_mels, "window_fn": torch.hamming_window},
-        )  # fmt: skip
+            sample_rate,
+            n_mfcc=n_mfcc,
+            melkwargs={
+                "n_fft": 512,
+                "win_length": 400,
+                "hop_length": 160,
+                "n_mels": n_mels,
+                "window_fn": torch.hamming_window,
+            },
+        )
         self.dim = n_mfcc * (3 if deltas else 1)
 
     def forward(self, wave: Tensor) -> Tensor:

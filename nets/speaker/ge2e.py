@@ -79,7 +79,8 @@ class GE2EResemblyzer(SpeakerEncoder):
         fits = SAMPLE_RATE / (HOP * PARTIAL_FRAMES) <= rate <= SAMPLE_RATE / HOP
         check_arg("rate", rate, fits, "partials per second in [0.625, 100]")
         check_arg("min_coverage", min_coverage, 0 < min_coverage <= 1, "in (0, 1]")
-        self.rate, self.min_coverage = float(rate), float(min_coverage)
+        self.rate = float(rate)
+        self.min_coverage = float(min_coverage)
         self.embedding_dim = 256
         self.frontend = torchaudio.transforms.MelSpectrogram(
             sample_rate=SAMPLE_RATE,

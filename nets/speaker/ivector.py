@@ -47,7 +47,8 @@ class IVector(SpeakerEncoder):
         check_arg("rank", rank, rank >= 1, ">= 1")
         check_arg("lda_dim", lda_dim, lda_dim is None or 1 <= lda_dim <= rank, f"None or 1 to rank={rank}")
         self.frontend = MFCC(n_mfcc)
-        d, c = self.frontend.dim, n_components
+        d = self.frontend.dim
+        c = n_components
         self.embedding_dim = lda_dim or rank
         self.register_buffer("log_weights", torch.full((c,), -torch.log(torch.tensor(float(c)))))
         self.register_buffer("means", torch.zeros(c, d))
@@ -108,8 +109,10 @@ class IVector(SpeakerEncoder):
 
     def utterance_statistics(self, frames: list[Tensor]) -> tuple[Tensor, Tensor]:
         """Float64 ``N [B, C]`` and whitened centred ``F [B, C, D]`` of utterances given as frames ``[N_i, D]``."""
-        means, scale = self.means.double(), self.variances.double().sqrt()
-        n, f = [], []
+        means = self.means.double()
+        scale = self.variances.double().sqrt()
+        n = []
+        f = []
         for x in frames:
             gamma, x = self._log_joint(x).softmax(-1), x.double()
             n.append(gamma.sum(0))
@@ -147,7 +150,8 @@ class IVector(SpeakerEncoder):
         ``[C, D, R]``."""
         for _ in range(iterations):
             t = self.T.double()
-            a, c = t.new_zeros(t.shape[0], t.shape[2], t.shape[2]), torch.zeros_like(t)
+            a = t.new_zeros(t.shape[0], t.shape[2], t.shape[2])
+            c = torch.zeros_like(t)
             ttt = torch.einsum("cdr,cds->crs", t, t)
             for n, f in statistics:
                 precision = torch.eye(t.shape[2], dtype=t.dtype, device=t.device) + torch.einsum("bc,crs->brs", n, ttt)
@@ -176,15 +180,17 @@ class IVector(SpeakerEncoder):
         self.lda.copy_(eigvecs.real[:, order])
 
     @torch.no_grad()
-    def fit(self, utterances: Iterable[tuple[list[Tensor], Tensor]], ubm_iterations: int = 10,
-            tv_iterations: int = 5) -> dict:  # fmt: skip
+    def fit(
+        self, utterances: Iterable[tuple[list[Tensor], Tensor]], ubm_iterations: int = 10, tv_iterations: int = 5
+    ) -> dict:
         """Train UBM, T and the back-end on a re-iterable of batches ``(waves [T_i] each, speaker indices [B])``
         (a DataLoader; ``[(waves, speakers)]`` for data in memory). It is read ``ubm_iterations + tv_iterations + 3``
         times; memory follows one batch, except the training i-vectors ``[U, rank]`` kept for the back-end."""
         frames = _Mapped(utterances, lambda batch: [self.frames(w[None])[0] for w in batch[0]])
         history = self.fit_ubm(_Mapped(frames, torch.cat), ubm_iterations, torch.Generator().manual_seed(0))
         self.fit_tv(_Mapped(frames, self.utterance_statistics), tv_iterations)
-        ivectors, speakers = [], []
+        ivectors = []
+        speakers = []
         for waves, labels in utterances:
             n, f = self.utterance_statistics([self.frames(w[None])[0] for w in waves])
             ivectors.append(self.ivectors(n.float(), f.float())[0])
@@ -206,7 +212,8 @@ class UBMStatistics(NamedTuple):
     @staticmethod
     def zero(components: int, dims: int) -> UBMStatistics:
         zeros = torch.zeros(components, dims, dtype=torch.float64)
-        n, log_likelihood = torch.zeros(components, dtype=torch.float64), torch.zeros((), dtype=torch.float64)
+        n = torch.zeros(components, dtype=torch.float64)
+        log_likelihood = torch.zeros((), dtype=torch.float64)
         return UBMStatistics(n, zeros, zeros.clone(), log_likelihood, 0)
 
     @staticmethod
@@ -224,7 +231,8 @@ class _Mapped:
     """``fn`` over each item of a re-iterable, lazily, as often as it is iterated."""
 
     def __init__(self, items: Iterable, fn: Callable) -> None:
-        self.items, self.fn = items, fn
+        self.items = items
+        self.fn = fn
 
     def __iter__(self) -> Iterator:
         return map(self.fn, self.items)
@@ -232,7 +240,8 @@ class _Mapped:
 
 def _pick(chunks: Iterable[Tensor], positions: Tensor) -> Tensor:
     """Rows at ``positions`` of the concatenation of ``chunks`` (in the order of ``positions``)."""
-    out, offset = [None] * len(positions), 0
+    out = [None] * len(positions)
+    offset = 0
     for x in chunks:
         inside = ((positions >= offset) & (positions < offset + len(x))).nonzero().flatten().tolist()
         for i in inside:

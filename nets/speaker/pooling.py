@@ -27,8 +27,12 @@ class AttentiveStatsPool(nn.Module):
         self.global_context = global_context
         in_ch = 3 * channels if global_context else channels
         self.attention = nn.Sequential(
-            nn.Conv1d(in_ch, bottleneck, 1), nn.ReLU(), nn.BatchNorm1d(bottleneck), nn.Tanh(), nn.Conv1d(bottleneck, channels, 1)
-        )  # fmt: skip
+            nn.Conv1d(in_ch, bottleneck, 1),
+            nn.ReLU(),
+            nn.BatchNorm1d(bottleneck),
+            nn.Tanh(),
+            nn.Conv1d(bottleneck, channels, 1),
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         h = x
@@ -60,9 +64,12 @@ class AAMSoftmax(nn.Module):
         check_arg("scale", scale, scale > 0, "> 0")
         self.weight = nn.Parameter(torch.empty(n_classes, embedding_dim))
         nn.init.xavier_normal_(self.weight)
-        self.margin, self.scale = margin, scale
-        self.cos_m, self.sin_m = math.cos(margin), math.sin(margin)
-        self.th, self.mm = math.cos(math.pi - margin), math.sin(math.pi - margin) * margin
+        self.margin = margin
+        self.scale = scale
+        self.cos_m = math.cos(margin)
+        self.sin_m = math.sin(margin)
+        self.th = math.cos(math.pi - margin)
+        self.mm = math.sin(math.pi - margin) * margin
 
     def forward(self, embedding: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
         """Returns ``(loss, logits)``."""

@@ -47,7 +47,8 @@ class _Tag:
     """A HyperPyYAML tagged node (``!new:...``, ``!ref``, ``!name:...``) kept as data, never executed."""
 
     def __init__(self, tag: str, value: Any) -> None:
-        self.tag, self.value = tag, value
+        self.tag = tag
+        self.value = value
 
     def __repr__(self) -> str:
         return f"!{self.tag} {self.value!r}"
@@ -147,7 +148,8 @@ class _SentenceNormFbank(nn.Module):
 
     def __init__(self, fbank: nn.Module, norm: nn.Module) -> None:
         super().__init__()
-        self.fbank, self.norm = fbank, norm
+        self.fbank = fbank
+        self.norm = norm
 
     def forward(self, wave: Tensor) -> Tensor:
         return self.norm(self.fbank(wave.float()))  # every row is a whole utterance: relative length 1

@@ -73,7 +73,8 @@ class WeSpeakerResNet(nn.Module):
         m = m_channels
         self.conv1 = nn.Conv2d(1, m, 3, 1, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(m)
-        stages, cin = [], m
+        stages = []
+        cin = m
         for stage, n in enumerate(blocks):
             cout = m * 2**stage
             layers = [_BasicBlock(cin if i == 0 else cout, cout, 2 if (i == 0 and stage > 0) else 1) for i in range(n)]
@@ -102,8 +103,11 @@ class _KaldiFbank(nn.Module):
 
     def __init__(self, n_mels: int, frame_length: float, frame_shift: float, norm_mean: bool, norm_var: bool) -> None:
         super().__init__()
-        self.n_mels, self.frame_length, self.frame_shift = n_mels, frame_length, frame_shift
-        self.norm_mean, self.norm_var = norm_mean, norm_var
+        self.n_mels = n_mels
+        self.frame_length = frame_length
+        self.frame_shift = frame_shift
+        self.norm_mean = norm_mean
+        self.norm_var = norm_var
 
     def forward(self, wave: Tensor) -> Tensor:
         feats = torch.stack([self._one(row) for row in wave])
@@ -116,9 +120,14 @@ class _KaldiFbank(nn.Module):
     def _one(self, row: Tensor) -> Tensor:
         return kaldi.fbank(
             row[None].float() * (1 << 15),  # WeSpeaker reads PCM16 unnormalised
-            num_mel_bins=self.n_mels, frame_length=self.frame_length, frame_shift=self.frame_shift,
-            dither=0.0, sample_frequency=16000, window_type="hamming", use_energy=False,
-        )  # fmt: skip
+            num_mel_bins=self.n_mels,
+            frame_length=self.frame_length,
+            frame_shift=self.frame_shift,
+            dither=0.0,
+            sample_frequency=16000,
+            window_type="hamming",
+            use_energy=False,
+        )
 
 
 def _read_config(path: Path) -> dict[str, Any]:
@@ -155,13 +164,15 @@ class WeSpeakerResNet34(SpeakerEncoder):
                 "avg_model.pt) from WeSpeaker's pretrained-model page into it"
             )
         config = _read_config(folder / "config.yaml")
-        args, name = config["model_args"], config.get("model")
+        args = config["model_args"]
+        name = config.get("model")
         if name not in BLOCKS or args.get("pooling_func", "TSTP") != "TSTP":
             raise ValueError(
                 f"{folder / 'config.yaml'}: model {name!r} with pooling {args.get('pooling_func', 'TSTP')!r} is not "
                 f"supported (only {sorted(BLOCKS)} with TSTP)"
             )
-        feat_dim, self.embedding_dim = int(args.get("feat_dim", 80)), int(args.get("embed_dim", 256))
+        feat_dim = int(args.get("feat_dim", 80))
+        self.embedding_dim = int(args.get("embed_dim", 256))
         self.frontend = self._frontend(config, feat_dim, folder / "config.yaml")
         self.model = WeSpeakerResNet(
             BLOCKS[name], int(args.get("m_channels", 32)), feat_dim, self.embedding_dim, bool(args.get("two_emb_layer"))
@@ -172,12 +183,18 @@ class WeSpeakerResNet34(SpeakerEncoder):
     @staticmethod
     def _frontend(config: dict[str, Any], feat_dim: int, file: Path) -> _KaldiFbank:
         dataset = config.get("dataset_args") or {}
-        fbank, cmvn = dataset.get("fbank_args") or {}, dataset.get("cmvn_args") or {}
+        fbank = dataset.get("fbank_args") or {}
+        cmvn = dataset.get("cmvn_args") or {}
         n_mels = int(fbank.get("num_mel_bins", 80))
         if n_mels != feat_dim:
             raise ValueError(f"{file}: fbank_args.num_mel_bins={n_mels} differs from model_args.feat_dim={feat_dim}")
-        return _KaldiFbank(n_mels, float(fbank.get("frame_length", 25)), float(fbank.get("frame_shift", 10)),
-                           bool(cmvn.get("norm_mean", True)), bool(cmvn.get("norm_var", False)))  # fmt: skip
+        return _KaldiFbank(
+            n_mels,
+            float(fbank.get("frame_length", 25)),
+            float(fbank.get("frame_shift", 10)),
+            bool(cmvn.get("norm_mean", True)),
+            bool(cmvn.get("norm_var", False)),
+        )
 
     def _load(self, path: Path) -> None:
         state = load_weights(path)
