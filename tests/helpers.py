@@ -9,9 +9,11 @@ import lightning as L
 import torch
 import yaml
 
+from coadv import constants
+
 ROOT = Path(__file__).resolve().parents[1]
 ATTACK_CONFIGS = sorted((ROOT / "configs" / "attack").glob("*.yaml"))
-QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false", "--trainer.logger=false"]
+QUIET = [*constants.QUIET, "--trainer.logger=false"]
 
 
 def quiet_trainer(**kwargs) -> L.Trainer:
