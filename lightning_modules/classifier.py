@@ -28,8 +28,7 @@ class DigitClassifier(L.LightningModule):
         optimizer: optimizer factory (default Adam, lr 1e-3).
         augment: optional batch augmentation during training (e.g. ``nets.Translate(integer=False)``), so the judge
             does not reward pixel-exact copies of the source layout. Sub-pixel shifts also blur, which makes the
-            judge tolerant of a generator's blur (measured on the slow ACCR learning check, A->B after 240 steps:
-            0.74 with this judge, 0.37 with one trained on whole-pixel shifts).
+            judge tolerant of a generator's blur (``docs/guide/translation.md``).
         channels_last: net and images in channels-last memory format (GPU tensor cores; same math).
         compile: ``torch.compile`` the net (``nn.Module.compile``: state dict and checkpoints unchanged; on CPU it
             needs a C compiler).

@@ -55,7 +55,7 @@ class CycleGAN(L.LightningModule):
         classifier_a: DigitClassifier checkpoint judging domain A images (for ``val/acc_b2a``, FID of A).
         classifier_b: DigitClassifier checkpoint judging domain B images (for ``val/acc_a2b``, FID of B).
         batched_passes: one forward for each generator's ``G([a, b])`` and each D's real + pooled fakes: the same
-            math in fewer kernels (not for nets with batch statistics). For GPUs; 0.94-0.99x on 2 CPU cores.
+            math in fewer kernels (not for nets with batch statistics); meant for GPUs (``docs/guide/scaling.md``).
         channels_last: nets and input images in channels-last memory format (GPU tensor cores; same math).
         compile: ``torch.compile`` each net (state dict unchanged; the first steps compile; CPU needs a C compiler).
         init_from: start weights of the four nets for a fine-tune (a ``translation_io.export_nets`` file or a
