@@ -23,7 +23,7 @@ import torch
 
 from datamodules.audio import read_wave
 from datamodules.librispeech import EMBEDDED
-from datamodules.voxceleb import read_trials
+from datamodules.trials import read_trials
 from lightning_modules.attack import load_victim
 from nets.speaker import GE2EResemblyzer
 

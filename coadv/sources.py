@@ -20,6 +20,7 @@ ATTACK_CODE = (
     "datamodules/librispeech.py",
     "datamodules/sampling.py",
     "datamodules/synth_speech.py",
+    "datamodules/trials.py",
     "datamodules/voxceleb.py",
     "callbacks/attack_report.py",
     "lightning_modules/trial_scoring.py",

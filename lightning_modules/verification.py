@@ -145,7 +145,7 @@ class IVectorSystem(TrialScoring):
     def training_utterances(self) -> _Utterances:
         """The DataModule's training files, whole, as re-iterable ``(waves, speaker indices)`` batches."""
         from datamodules.audio import UtteranceDataset, pad_utterances
-        from datamodules.voxceleb import speaker_of
+        from datamodules.trials import speaker_of
 
         dm = self.trainer.datamodule
         labels = {s: i for i, s in enumerate(dm.speakers)}

@@ -244,7 +244,7 @@ def test_missing_folder_and_files_are_named(sb_folder, tmp_path):
 def test_validate_config_scores_trials(sb_folder, tmp_path):
     """The shipped config, as the user runs it, with the random-weight folder and a tiny synthetic corpus."""
     from coadv.cli import cli_main
-    from datamodules.voxceleb import read_wave
+    from datamodules.audio import read_wave
 
     config = ROOT / "configs" / "speaker" / "speechbrain_ecapa.yaml"
     cli = cli_main(

@@ -64,7 +64,7 @@ def test_aam_margin_penalises_the_true_class():
 
 
 def test_ubm_em_increases_likelihood(corpus):
-    from datamodules.voxceleb import read_wave
+    from datamodules.audio import read_wave
 
     model = IVector(n_components=8, rank=10, n_mfcc=13)
     frames = torch.cat([model.frames(read_wave(corpus.root / "wav" / f)[None])[0] for f in corpus.train_files[:20]])

@@ -8,8 +8,8 @@ import torch
 from helpers import quiet_trainer
 
 from datamodules import VoxCelebDataModule
+from datamodules.audio import read_wave
 from datamodules.synth_speech import write_corpus
-from datamodules.voxceleb import read_wave
 from lightning_modules import IVectorSystem
 from nets.speaker import IVector
 

@@ -17,8 +17,8 @@ from helpers import QUIET, quiet_trainer
 
 from coadv.cli import cli_main
 from datamodules import VoxCelebDataModule
+from datamodules.audio import read_wave
 from datamodules.synth_speech import write_corpus
-from datamodules.voxceleb import read_wave
 from lightning_modules import IVectorSystem, SpeakerEmbedding
 from nets.speaker import ECAPATDNN, IVector, SEResNet34
 

@@ -11,9 +11,10 @@ import torch
 import yaml
 from helpers import quiet_trainer
 
-from datamodules.audio import read_crop
+from datamodules.audio import read_crop, read_wave
 from datamodules.synth_speech import write_corpus
-from datamodules.voxceleb import VoxCelebDataModule, read_trials, read_wave
+from datamodules.trials import read_trials
+from datamodules.voxceleb import VoxCelebDataModule
 from lightning_modules import SpeakerEmbedding
 from nets.speaker import ECAPATDNN
 
