@@ -44,7 +44,7 @@ def describe(error: BaseException) -> str:
     return text if isinstance(cause, (ValueError, FileNotFoundError, UserError)) else f"{type(cause).__name__}: {text}"
 
 
-def read_checkpoint(path: str | Path) -> dict[str, Any]:
+def read_ckpt_path(path: str | Path) -> dict[str, Any]:
     """A ``--ckpt_path`` file as :func:`lightning_modules.hparams.read_checkpoint` reads it, its refusals as
     ``UserError`` (one line)."""
     try:
@@ -60,16 +60,17 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         ) from None
 
 
-def _short(class_path: str) -> str:
-    return class_path.rsplit(".", 1)[-1]
+def class_name(class_path: object) -> str:
+    """The class name of a ``module.Class`` path."""
+    return str(class_path).rsplit(".", 1)[-1]
 
 
 def check_checkpoint(path: str | Path, expected_class_path: str, model: torch.nn.Module | None = None) -> dict:
-    """The ``--ckpt_path`` checkpoint; refused when :func:`read_checkpoint` refuses it, when another model class
+    """The ``--ckpt_path`` checkpoint; refused when ``read_ckpt_path`` refuses it, when another model class
     saved it, or when its weights do not belong to ``model``."""
-    checkpoint = read_checkpoint(path)
+    checkpoint = read_ckpt_path(path)
     saved = (checkpoint.get("hyper_parameters") or {}).get("_class_path")
-    if saved and _short(saved) != _short(expected_class_path):
+    if saved and class_name(saved) != class_name(expected_class_path):
         raise UserError(f"checkpoint {str(path)!r} was saved by {saved}; this run builds {expected_class_path}")
     if model is not None:
         own = set(model.state_dict())

@@ -26,6 +26,7 @@ from lightning.pytorch.loggers import WandbLogger
 from tqdm import tqdm
 
 from callbacks.wandb_artifacts import WandbArtifacts
+from coadv.errors import class_name
 
 # what `wandb agent` exports before it starts the sweep's command (wandb/wandb_agent.py)
 AGENT_VARIABLES = ("WANDB_SWEEP_ID", "WANDB_RUN_ID", "WANDB_SWEEP_PARAM_PATH")
@@ -92,10 +93,6 @@ def finish_previous_run() -> None:
         wandb.finish()
 
 
-def _short(class_path: object) -> str:
-    return str(class_path).rsplit(".", 1)[-1]
-
-
 def _class_path(init: dict, key: str) -> str:
     value = init.get(key)
     return value.get("class_path", key) if isinstance(value, dict) else key
@@ -103,7 +100,7 @@ def _class_path(init: dict, key: str) -> str:
 
 def _subject(init: dict, data: dict) -> list[str]:
     """What a training learns on: the victim net, then the domains (``mnist→mnist_m``), one domain or the corpus."""
-    parts = [_short(_class_path(init, "victim"))] if isinstance(init.get("victim"), dict) else []
+    parts = [class_name(_class_path(init, "victim"))] if isinstance(init.get("victim"), dict) else []
     if data.get("domain_a") and data.get("domain_b"):
         parts.append(f"{data['domain_a']}→{data['domain_b']}")
     elif data.get("domain"):
@@ -126,17 +123,19 @@ def run_identity(config: dict, subcommand: str | None) -> dict:
     seed = config.get("seed_everything")
     seed_part = [] if seed is None or isinstance(seed, bool) else [f"s{seed}"]
     if isinstance(init.get("attack"), dict):
-        method = _short(_class_path(init, "attack"))
-        victim = Path(str(init["checkpoint"])).stem if init.get("checkpoint") else _short(_class_path(init, "victim"))
+        method = class_name(_class_path(init, "attack"))
+        victim = (
+            Path(str(init["checkpoint"])).stem if init.get("checkpoint") else class_name(_class_path(init, "victim"))
+        )
         name = " ".join([method, "vs", victim, *seed_part])
         group = f"attacks vs {victim}"
         parts = [victim]
     else:
-        method = _short(model.get("class_path", "model"))
+        method = class_name(model.get("class_path", "model"))
         parts = _subject(init, data)
         name = " ".join([method, *parts, *seed_part])
         group = " ".join([method, *parts])
-    tags = [subcommand, _short(model.get("class_path", "")), method, *parts, *(f"seed={seed}" for _ in seed_part)]
+    tags = [subcommand, class_name(model.get("class_path", "")), method, *parts, *(f"seed={seed}" for _ in seed_part)]
     return {
         "name": name,
         "group": group,
