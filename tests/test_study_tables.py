@@ -3,19 +3,45 @@ the probe's informativeness and the curves' validation floor."""
 
 import torch
 
-from coadv import results
+from coadv.study import stability
+from coadv.study import tables as results
 from lightning_modules.translation_metrics import probe_informative
 
 
 def cell(method, seed, tot, variant="base", real=0.5):
-    return {"variant": variant, "method": method, "pair": "m2mm", "seed": seed, "tot_a2b": tot, "tot_b2a": tot,
-            "judge_a2b": tot, "judge_b2a": tot, "joint_a2b": tot, "joint_b2a": tot, "real_a2b": real,
-            "real_b2a": real, "kid_a2b": 1.0, "kid_b2a": 1.0, "fid_a2b": 1.0, "fid_b2a": 1.0}  # fmt: skip
+    return {
+        "variant": variant,
+        "method": method,
+        "pair": "m2mm",
+        "seed": seed,
+        "tot_a2b": tot,
+        "tot_b2a": tot,
+        "judge_a2b": tot,
+        "judge_b2a": tot,
+        "joint_a2b": tot,
+        "joint_b2a": tot,
+        "real_a2b": real,
+        "real_b2a": real,
+        "kid_a2b": 1.0,
+        "kid_b2a": 1.0,
+        "fid_a2b": 1.0,
+        "fid_b2a": 1.0,
+    }
 
 
-REFERENCE = {"pair": "m2mm", "tot_src_a2b": 0.5, "tot_src_b2a": 0.9, "judge_src_a2b": 0.5, "judge_src_b2a": 0.5,
-             "tot_informative_a2b": 1.0, "tot_informative_b2a": 0.0, "informative_a2b": 1.0, "informative_b2a": 1.0,
-             "real_own_a2b": 1.0, "real_own_b2a": 0.9}  # fmt: skip
+REFERENCE = {
+    "pair": "m2mm",
+    "tot_src_a2b": 0.5,
+    "tot_src_b2a": 0.9,
+    "judge_src_a2b": 0.5,
+    "judge_src_b2a": 0.5,
+    "tot_informative_a2b": 1.0,
+    "tot_informative_b2a": 0.0,
+    "informative_a2b": 1.0,
+    "informative_b2a": 1.0,
+    "real_own_a2b": 1.0,
+    "real_own_b2a": 0.9,
+}
 
 
 def test_probe_informativeness_is_the_judges_rule_on_source_only_against_the_oracle():
@@ -60,13 +86,14 @@ def test_read_as_target_is_flagged_when_every_arm_sits_at_the_targets_own_level(
 
 def test_collapses_are_counted_against_the_validation_floor_only():
     curve = [[0, 0.0], [50, 0.5], [100, 0.1]]  # rose, then fell to 0.1
-    records = [{"variant": "base", "method": "cyclegan", "pair": "m2mm", "seed": 0, "curve_a2b": curve,
-                "curve_b2a": curve}]  # fmt: skip
-    text = results.stability_tables(records, {"joint_src_val_a2b": 0.1, "joint_src_val_b2a": 0.0}, "m2mm", "svhn")
+    records = [
+        {"variant": "base", "method": "cyclegan", "pair": "m2mm", "seed": 0, "curve_a2b": curve, "curve_b2a": curve}
+    ]
+    text = stability.stability_tables(records, {"joint_src_val_a2b": 0.1, "joint_src_val_b2a": 0.0}, "m2mm", "svhn")
     a2b, b2a = text.split("**MM→M**")
     assert "no translation reads 0.100" in a2b and "| 1 of 1 |" in a2b  # at the floor after rising: a collapse
     assert "| 0 of 1 |" in b2a  # above a floor of 0
-    test_floor_only = results.stability_tables(records, {"joint_src_a2b": 0.5}, "m2mm", "svhn")
+    test_floor_only = stability.stability_tables(records, {"joint_src_a2b": 0.5}, "m2mm", "svhn")
     assert "collapses not counted" in test_floor_only and "| — of 1 |" in test_floor_only
 
 
@@ -75,7 +102,8 @@ def test_validation_rates_read_untranslated_images_for_a_missing_net():
 
     class Data(torch.utils.data.Dataset):
         def __init__(self, x, y):
-            self.x, self.labels = x, y
+            self.x = x
+            self.labels = y
 
         def __len__(self):
             return len(self.x)

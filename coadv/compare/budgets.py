@@ -137,7 +137,7 @@ def flags(row: Variant, budget: int | None, feature: bool = False) -> list[str]:
     return [f"{prefix}{key}={json.dumps(value)}" for key, value in overrides(row, budget).items()]
 
 
-# rows that run in the feature domain (`--domain feature`): those tuned there (`attack_tuning.FEATURE_GRID`);
+# rows that run in the feature domain (`--domain feature`): those tuned there (`coadv.compare.tuning.FEATURE_GRID`);
 # FGSM there is MFCC-ivec
 FEATURE_ROWS = ("gauss_newton", "qn_lbfgs", "ssr", "ddn", "fmn", "bim", "pgd_l2", "mfcc_ivec")
 FEATURE_UNITS = CONFIGS / "attack" / "feature"  # per-attack overrides of waveform-unit arguments (e.g. BIM's ε)
@@ -184,12 +184,16 @@ def stopping_rule(config: Path, row: Variant, budget: int | None = None) -> tupl
     if name in ("PGD", "GaussNewton"):
         ball = " inside the ε ball" if name == "PGD" else ""
         minimises = name == "GaussNewton" and not args["early_stop"]
-        rule = (minimises, f"first success{ball}" if args["early_stop"] else "all steps; " + (
-            "smallest success kept" if minimises else "last iterate"))  # fmt: skip
+        rule = (
+            minimises,
+            f"first success{ball}"
+            if args["early_stop"]
+            else "all steps; " + ("smallest success kept" if minimises else "last iterate"),
+        )
     elif name in STOPPING:
         rule = STOPPING[name]
     else:
-        raise SystemExit(f"{config}: no stopping rule known for {name}; add it to coadv.attack_budgets.STOPPING")
+        raise SystemExit(f"{config}: no stopping rule known for {name}; add it to coadv.compare.budgets.STOPPING")
     if row.boundary_search:
         return True, f"{rule[1]}, then {BOUNDARY_STEPS} bisections of the scale"
     return rule

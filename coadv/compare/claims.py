@@ -1,15 +1,15 @@
 """The seed's two attack claims, the comparisons that test them, and ``claims.md`` (decision rule:
-``coadv.attack_stats``). Each claim is decided three times: at default settings (unequal budgets), at equal
+``coadv.compare.stats``). Each claim is decided three times: at default settings (unequal budgets), at equal
 budget, and at equal budget with equal stopping rule — only the last is a fair comparison."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from callbacks.attack_report import markdown_table
-from coadv import attack_stats
-from coadv.attack_stats import Comparison, correct, decide, paired, verdict
-from coadv.attack_tables import DEFAULT, Run, fmt
+from coadv.compare import stats
+from coadv.compare.stats import Comparison, correct, decide, paired, verdict
+from coadv.compare.tables import DEFAULT, Run, fmt
+from coadv.markdown import markdown_table
 
 
 @dataclass(frozen=True)
@@ -23,17 +23,28 @@ class Claim:
 
 
 CLAIMS = (
-    Claim("a", "the quasi-Newton search finds smaller perturbations ρ than MFCC-ivec (one step; and iterated: BIM with "
-          "a boundary search, in the feature domain) and than its own Gauss-Newton first step (on VoxCeleb)",
-          ("qn_lbfgs", "qn_bfgs"), ("gauss_newton", "gauss_newton+min", "mfcc_ivec", "bim+bs")),
-    Claim("b", "the step-size-regularized search gives smaller perturbations than conventional attacks (i-vector, "
-          "SE-ResNet-34 and ECAPA-TDNN victims)", ("ssr",),
-          ("pgd_l2", "bim", "pgd_linf", "cw", "ddn", "fmn", "fgsm", "pgd_l2+bs", "bim+bs", "pgd_linf+bs", "cw+bs",
-           "fgsm+bs")),
-    Claim("c", "the second-order searches (quasi-Newton, step-size-regularized) find smaller perturbations than the "
-          "strongest first-order minimum-norm attacks, FMN and DDN, at equal budget", ("qn_lbfgs", "ssr"),
-          ("fmn", "ddn")),
-)  # fmt: skip
+    Claim(
+        "a",
+        "the quasi-Newton search finds smaller perturbations ρ than MFCC-ivec (one step; and iterated: BIM with "
+        "a boundary search, in the feature domain) and than its own Gauss-Newton first step (on VoxCeleb)",
+        ("qn_lbfgs", "qn_bfgs"),
+        ("gauss_newton", "gauss_newton+min", "mfcc_ivec", "bim+bs"),
+    ),
+    Claim(
+        "b",
+        "the step-size-regularized search gives smaller perturbations than conventional attacks (i-vector, "
+        "SE-ResNet-34 and ECAPA-TDNN victims)",
+        ("ssr",),
+        tuple("pgd_l2 bim pgd_linf cw ddn fmn fgsm pgd_l2+bs bim+bs pgd_linf+bs cw+bs fgsm+bs".split()),
+    ),
+    Claim(
+        "c",
+        "the second-order searches (quasi-Newton, step-size-regularized) find smaller perturbations than the "
+        "strongest first-order minimum-norm attacks, FMN and DDN, at equal budget",
+        ("qn_lbfgs", "ssr"),
+        ("fmn", "ddn"),
+    ),
+)
 SCOPES = (
     ("default settings (unequal budgets: see grad evals)", lambda c: not c.equal_budget),
     ("equal budget (any stopping rule)", lambda c: c.equal_budget),
@@ -45,11 +56,17 @@ def compare(claimed: Run, other: Run, resamples: int, seed: int) -> Comparison:
     p = paired(claimed.trials, other.trials, resamples, seed)
     same_domain = claimed.summary.get("domain", "waveform") == other.summary.get("domain", "waveform")
     return Comparison(
-        claimed.victim, claimed.setting, claimed.row.name, other.row.name, same_domain,
+        claimed.victim,
+        claimed.setting,
+        claimed.row.name,
+        other.row.name,
+        same_domain,
         equal_budget=claimed.setting != DEFAULT and claimed.budget == other.budget,
-        equal_stop=claimed.minimises == other.minimises, stops=(claimed.stop, other.stop),
-        evals=(claimed.get("grad_evals_mean"), other.get("grad_evals_mean")), **p,
-    )  # fmt: skip
+        equal_stop=claimed.minimises == other.minimises,
+        stops=(claimed.stop, other.stop),
+        evals=(claimed.get("grad_evals_mean"), other.get("grad_evals_mean")),
+        **p,
+    )
 
 
 FEATURE_ONLY = {"a": ("bim+bs",)}  # claim -> others that stand for MFCC-ivec only in the feature domain
@@ -61,17 +78,21 @@ def applies(claim: Claim, run: Run, other: str) -> bool:
     return other not in FEATURE_ONLY.get(claim.key, ()) or run.summary.get("domain", "waveform") == "mfcc"
 
 
-def comparisons(runs: list[Run], resamples: int = attack_stats.RESAMPLES, seed: int = 0) -> dict[str, list]:
+def comparisons(runs: list[Run], resamples: int = stats.RESAMPLES, seed: int = 0) -> dict[str, list]:
     """Claim key -> its comparisons among ``runs``: each claimed run against each other run of the same victim
     at the same setting (fixed-cost attacks only at default settings)."""
     index = {(r.victim, r.row.name, r.setting): r for r in runs}
     out: dict[str, list[Comparison]] = {}
     for claim in CLAIMS:
-        out[claim.key] = correct([
-            compare(run, index[(run.victim, other, run.setting)], resamples, seed)
-            for run in runs if run.row.name in claim.claimed
-            for other in claim.others if (run.victim, other, run.setting) in index and applies(claim, run, other)
-        ])  # fmt: skip
+        out[claim.key] = correct(
+            [
+                compare(run, index[(run.victim, other, run.setting)], resamples, seed)
+                for run in runs
+                if run.row.name in claim.claimed
+                for other in claim.others
+                if (run.victim, other, run.setting) in index and applies(claim, run, other)
+            ]
+        )
     return out
 
 
@@ -81,15 +102,39 @@ def interval(i: tuple[float, float, float]) -> str:
 
 def comparison_table(found: list[Comparison]) -> str:
     """One row per comparison: settings, stopping rules, budgets spent, success side by side, paired ratio."""
-    header = ["victim", "setting", "claimed vs other", "stops (claimed / other)", "equal stop", "grad evals",
-              "attacked", "success", "Δ success [95 % CI]", "both flip",
-              "median ρ_other/ρ_claimed, all attacked [95 % CI]", "p (Holm)", "verdict"]  # fmt: skip
-    rows = [[c.victim, c.setting if c.setting == DEFAULT else f"B = {c.setting}", f"{c.claimed} vs {c.other}",
-             " / ".join(c.stops), "yes" if c.equal_stop else "no", f"{fmt(c.evals[0])} / {fmt(c.evals[1])}",
-             c.attacked, f"{fmt(c.success[0])} / {fmt(c.success[1])}", interval(c.success_diff), c.pairs,
-             interval(c.ratio) if c.comparable else "n/a (other units)",
-             fmt(c.p_holm if c.p_holm is not None else c.p, 2) if c.comparable else "—", "{}: {}".format(*decide(c))]
-            for c in found]  # fmt: skip
+    header = [
+        "victim",
+        "setting",
+        "claimed vs other",
+        "stops (claimed / other)",
+        "equal stop",
+        "grad evals",
+        "attacked",
+        "success",
+        "Δ success [95 % CI]",
+        "both flip",
+        "median ρ_other/ρ_claimed, all attacked [95 % CI]",
+        "p (Holm)",
+        "verdict",
+    ]
+    rows = [
+        [
+            c.victim,
+            c.setting if c.setting == DEFAULT else f"B = {c.setting}",
+            f"{c.claimed} vs {c.other}",
+            " / ".join(c.stops),
+            "yes" if c.equal_stop else "no",
+            f"{fmt(c.evals[0])} / {fmt(c.evals[1])}",
+            c.attacked,
+            f"{fmt(c.success[0])} / {fmt(c.success[1])}",
+            interval(c.success_diff),
+            c.pairs,
+            interval(c.ratio) if c.comparable else "n/a (other units)",
+            fmt(c.p_holm if c.p_holm is not None else c.p, 2) if c.comparable else "—",
+            "{}: {}".format(*decide(c)),
+        ]
+        for c in found
+    ]
     return markdown_table(header, rows)
 
 
@@ -108,15 +153,23 @@ def claim_section(claim: Claim, found: list[Comparison]) -> str:
     rows = []
     for scope, keep in SCOPES:
         chosen = [c for c in found if keep(c)]
-        rows.append([scope, verdict(chosen) if chosen else "not run", where(chosen, "holds"),
-                     where(chosen, "does not hold")])  # fmt: skip
-    lines = [f"## Claim ({claim.key}): {claim.text}", "",
-             f"Claimed: {', '.join(claim.claimed)}; against: {', '.join(claim.others)}.", "",
-             markdown_table(["scope", "verdict", "holds for", "does not hold for"], rows)]  # fmt: skip
-    unmatched = [c for c in found if decide(c)[0] not in attack_stats.DECIDED]
+        rows.append(
+            [scope, verdict(chosen) if chosen else "not run", where(chosen, "holds"), where(chosen, "does not hold")]
+        )
+    lines = [
+        f"## Claim ({claim.key}): {claim.text}",
+        "",
+        f"Claimed: {', '.join(claim.claimed)}; against: {', '.join(claim.others)}.",
+        "",
+        markdown_table(["scope", "verdict", "holds for", "does not hold for"], rows),
+    ]
+    unmatched = [c for c in found if decide(c)[0] not in stats.DECIDED]
     if unmatched:
-        lines.append("Not decided: " + "; ".join(f"{c.claimed} vs {c.other} on {c.victim} ({c.setting}): "
-                                                  f"{decide(c)[1]}" for c in unmatched) + "\n")  # fmt: skip
+        lines.append(
+            "Not decided: "
+            + "; ".join(f"{c.claimed} vs {c.other} on {c.victim} ({c.setting}): {decide(c)[1]}" for c in unmatched)
+            + "\n"
+        )
     lines.append(comparison_table(found) if found else "No comparison: the runs it needs are missing.\n")
     return "\n".join(lines)
 
@@ -129,12 +182,12 @@ STOPPING_NOTE = (
 )
 
 
-def claims_markdown(found: dict[str, list[Comparison]], command: str, resamples: int = attack_stats.RESAMPLES,
-                    seed: int = 0) -> str:  # fmt: skip
+def claims_markdown(
+    found: dict[str, list[Comparison]], command: str, resamples: int = stats.RESAMPLES, seed: int = 0
+) -> str:
     """``claims.md``: how it was made, the decision rule, then each claim with its verdicts and comparisons."""
-    rule = attack_stats.__doc__.split("\n\n", 1)[1].strip()
-    for name, value in (("RESAMPLES", resamples), ("LEVEL", f"{attack_stats.LEVEL}"),
-                        ("MIN_PAIRS", attack_stats.MIN_PAIRS)):  # fmt: skip
+    rule = stats.__doc__.split("\n\n", 1)[1].strip()
+    for name, value in (("RESAMPLES", resamples), ("LEVEL", f"{stats.LEVEL}"), ("MIN_PAIRS", stats.MIN_PAIRS)):
         rule = rule.replace(f"``{name}``", str(value))
     rule = rule.replace("seeded)", f"seed {seed})")
     head = ["# Attack claims: which hold", "", f"Reproduce: `{command}`", "", rule, "", STOPPING_NOTE, ""]

@@ -71,14 +71,16 @@ def sign_test(ratios: np.ndarray) -> float:
     #(ratio > 1)); a tie (ratio = 1, e.g. both attacks fail) counts as not above, so it agrees with the interval
     of ``median_interval``. 1.0 for no trials."""
     ratios = np.asarray(ratios, dtype=float)
-    above, n = int((ratios > 1).sum()), len(ratios)
+    above = int((ratios > 1).sum())
+    n = len(ratios)
     return float(binom.sf(above - 1, n, 0.5)) if n else 1.0
 
 
 def holm(p_values: list[float]) -> list[float]:
     """Holm's step-down adjusted p-values (same order as given): ``max_{j <= i} min(1, (m - j + 1) p_(j))``."""
     order = sorted(range(len(p_values)), key=lambda i: p_values[i])
-    adjusted, running = [1.0] * len(p_values), 0.0
+    adjusted = [1.0] * len(p_values)
+    running = 0.0
     for rank, i in enumerate(order):
         running = max(running, min(1.0, (len(p_values) - rank) * p_values[i]))
         adjusted[i] = running
@@ -102,7 +104,9 @@ def bootstrap(
         raise ValueError(f"bootstrap: expected one value per trial, got shape {values.shape}")
     if len(values) == 0:
         return NAN3
-    n, rng, draws = len(values), np.random.default_rng(seed), []
+    n = len(values)
+    rng = np.random.default_rng(seed)
+    draws = []
     chunk = max(1, 4_000_000 // n)  # bounded memory for large trial lists
     for start in range(0, resamples, chunk):
         draws.append(statistic(values[rng.integers(0, n, (min(chunk, resamples - start), n))]))
@@ -149,7 +153,8 @@ def ratios(claimed: dict[str, np.ndarray], other: dict[str, np.ndarray]) -> tupl
     aligned tables."""
     a, b = aligned(claimed, other)
     attacked = (a["clean_correct"] > 0) & (b["clean_correct"] > 0)
-    won_a, won_b = (a["success"] > 0) & attacked, (b["success"] > 0) & attacked
+    won_a = (a["success"] > 0) & attacked
+    won_b = (b["success"] > 0) & attacked
     rho_a = np.where(won_a, a["rho"], np.inf)[attacked]
     rho_b = np.where(won_b, b["rho"], np.inf)[attacked]
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -160,14 +165,16 @@ def ratios(claimed: dict[str, np.ndarray], other: dict[str, np.ndarray]) -> tupl
     return np.where(tie, 1.0, out), attacked
 
 
-def paired(claimed: dict[str, np.ndarray], other: dict[str, np.ndarray], resamples: int = RESAMPLES,
-           seed: int = 0) -> dict:  # fmt: skip
+def paired(
+    claimed: dict[str, np.ndarray], other: dict[str, np.ndarray], resamples: int = RESAMPLES, seed: int = 0
+) -> dict:
     """Success rates, their paired difference (bootstrap interval) and the lower-median ratio ``ρ_other /
     ρ_claimed`` over every attacked trial (failure: ρ = ∞) with its sign-test interval and one-sided p-value;
     trials are matched by ``index``, attacked = decided correctly when clean in both runs."""
     a, b = aligned(claimed, other)
     r, attacked = ratios(claimed, other)
-    won_a, won_b = (a["success"] > 0) & attacked, (b["success"] > 0) & attacked
+    won_a = (a["success"] > 0) & attacked
+    won_b = (b["success"] > 0) & attacked
     diff = (won_a.astype(float) - won_b.astype(float))[attacked]
     return {
         "attacked": int(attacked.sum()),

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
-from callbacks.attack_report import markdown_table
-from coadv.attack_budgets import BOUNDARY_STEPS, Variant
-from coadv.attack_stats import RESAMPLES, paired
+from coadv.compare.budgets import BOUNDARY_STEPS, Variant
+from coadv.compare.stats import RESAMPLES, paired
+from coadv.markdown import markdown_table
 
 DEFAULT = "default"
 
@@ -54,15 +54,41 @@ def shift(run: Run, key: str) -> str:
     return f"{fmt(run.get('clean_' + key))} → {fmt(run.get(key))}"
 
 
-CSV_KEYS = ["success_rate", "rho_median", "rho_median_successes", "rho_feat_median", "rho_mean", "snr_db_mean", "linf_mean", "pesq_mean", "stoi_mean",
-            "grad_evals_mean", "wall_s_mean", "clean_far", "far", "clean_frr", "frr"]  # fmt: skip
+CSV_KEYS = [
+    "success_rate",
+    "rho_median",
+    "rho_median_successes",
+    "rho_feat_median",
+    "rho_mean",
+    "snr_db_mean",
+    "linf_mean",
+    "pesq_mean",
+    "stoi_mean",
+    "grad_evals_mean",
+    "wall_s_mean",
+    "clean_far",
+    "far",
+    "clean_frr",
+    "frr",
+]
 
 
 def csv_rows(runs: list[Run]) -> list[list]:
     """One row per run (header first): what the tables show, in full precision."""
     header = ["victim", "attack", "setting", "budget", "keeps_minimising", "stopping_rule", "domain", *CSV_KEYS]
-    rows = [[r.victim, r.row.name, r.setting, r.budget if r.budget is not None else "", int(r.minimises), r.stop,
-             r.summary.get("domain", "waveform"), *(r.get(k) for k in CSV_KEYS)] for r in runs]  # fmt: skip
+    rows = [
+        [
+            r.victim,
+            r.row.name,
+            r.setting,
+            r.budget if r.budget is not None else "",
+            int(r.minimises),
+            r.stop,
+            r.summary.get("domain", "waveform"),
+            *(r.get(k) for k in CSV_KEYS),
+        ]
+        for r in runs
+    ]
     return [header, *rows]
 
 
@@ -73,14 +99,37 @@ def default_table(runs: list[Run]) -> str:
     evals."""
     perceptual = [k for k in ("pesq_mean", "stoi_mean") if any(not math.isnan(r.get(k)) for r in runs)]
     feature = ["rho_feat_median"] * any(not math.isnan(r.get("rho_feat_median")) for r in runs)
-    header = ["attack", "success", "ρ median", "ρ mean", *(["ρ_feat median (MFCC)"] * len(feature)), "SNR dB",
-              *(k[:4].upper() for k in perceptual), "grad evals", "wall s", "FAR clean → after",
-              "FRR clean → after", "stops"]  # fmt: skip
-    rows = [[r.label, fmt(r.get("success_rate")), fmt(r.get("rho_median")), fmt(r.get("rho_mean")),
-             *(fmt(r.get(k)) for k in feature),
-             fmt(r.get("snr_db_mean")), *(fmt(r.get(k)) for k in perceptual), fmt(r.get("grad_evals_mean")),
-             fmt(r.get("wall_s_mean")), shift(r, "far"), shift(r, "frr"),
-             ("keeps minimising: " if r.minimises else "") + r.stop] for r in runs]  # fmt: skip
+    header = [
+        "attack",
+        "success",
+        "ρ median",
+        "ρ mean",
+        *(["ρ_feat median (MFCC)"] * len(feature)),
+        "SNR dB",
+        *(k[:4].upper() for k in perceptual),
+        "grad evals",
+        "wall s",
+        "FAR clean → after",
+        "FRR clean → after",
+        "stops",
+    ]
+    rows = [
+        [
+            r.label,
+            fmt(r.get("success_rate")),
+            fmt(r.get("rho_median")),
+            fmt(r.get("rho_mean")),
+            *(fmt(r.get(k)) for k in feature),
+            fmt(r.get("snr_db_mean")),
+            *(fmt(r.get(k)) for k in perceptual),
+            fmt(r.get("grad_evals_mean")),
+            fmt(r.get("wall_s_mean")),
+            shift(r, "far"),
+            shift(r, "frr"),
+            ("keeps minimising: " if r.minimises else "") + r.stop,
+        ]
+        for r in runs
+    ]
     return markdown_table(header, rows)
 
 
@@ -91,14 +140,17 @@ def budget_columns(runs: list[Run]) -> list[int]:
 def budget_table(runs: list[Run]) -> str:
     """Rows: attacks; columns: budgets B (gradient evaluations per trial); cells ``success / median ρ``.
     Fixed-cost attacks (FGSM, MFCC-ivec) fill the B = 1 column with their single run."""
-    columns, names = budget_columns(runs), list(dict.fromkeys(r.label for r in runs if r.budget is not None))
+    columns = budget_columns(runs)
+    names = list(dict.fromkeys(r.label for r in runs if r.budget is not None))
     cell = {(r.label, r.budget): r for r in runs if r.budget is not None}
     header = ["attack", "keeps minimising", *(f"B = {b}" for b in columns)]
     rows = []
     for name in names:
         first = next(r for r in runs if r.label == name and r.budget is not None)
-        cells = [f"{fmt(c.get('success_rate'))} / {fmt(c.get('rho_median'))}" if (c := cell.get((name, b))) else ""
-                 for b in columns]  # fmt: skip
+        cells = [
+            f"{fmt(c.get('success_rate'))} / {fmt(c.get('rho_median'))}" if (c := cell.get((name, b))) else ""
+            for b in columns
+        ]
         rows.append([name, "yes" if first.minimises else "no", *cells])
     return markdown_table(header, rows)
 
@@ -114,10 +166,20 @@ def reference_table(runs: list[Run], reference: str, resamples: int = RESAMPLES,
         if run is ref or run.summary.get("domain", "waveform") != ref.summary.get("domain", "waveform"):
             continue
         p = paired(ref.trials, run.trials, resamples, seed)
-        rows.append([run.row.name, p["pairs"], f"{fmt(p['success'][0])} / {fmt(p['success'][1])}",
-                     f"{fmt(p['ratio'][0])} [{fmt(p['ratio'][1])}, {fmt(p['ratio'][2])}]"])  # fmt: skip
-    header = ["attack", "both flip", f"success {reference} / attack",
-              f"median ρ_attack / ρ_{reference}, all attacked [95 % CI]"]  # fmt: skip
+        rows.append(
+            [
+                run.row.name,
+                p["pairs"],
+                f"{fmt(p['success'][0])} / {fmt(p['success'][1])}",
+                f"{fmt(p['ratio'][0])} [{fmt(p['ratio'][1])}, {fmt(p['ratio'][2])}]",
+            ]
+        )
+    header = [
+        "attack",
+        "both flip",
+        f"success {reference} / attack",
+        f"median ρ_attack / ρ_{reference}, all attacked [95 % CI]",
+    ]
     return markdown_table(header, rows)
 
 
@@ -132,9 +194,11 @@ def curves_png(runs: list[Run], title: str) -> bytes:
     fig, (ax_rho, ax_ok) = plt.subplots(1, 2, figsize=(12, 4.6))
     for i, name in enumerate(dict.fromkeys(r.row.name for r in runs)):
         mine = [r for r in runs if r.row.name == name]
-        color, waveform = f"C{i % 10}", mine[0].label == name
+        color = f"C{i % 10}"
+        waveform = mine[0].label == name
         at = sorted((r for r in mine if r.budget is not None), key=lambda r: r.budget)
-        x, style = [r.budget for r in at], "--" if mine[0].row.boundary_search else "-"
+        x = [r.budget for r in at]
+        style = "--" if mine[0].row.boundary_search else "-"
         if waveform:
             ax_rho.plot(x, [r.get("rho_median") for r in at], style, marker="o", color=color, label=name)
         ax_ok.plot(x, [r.get("success_rate") for r in at], style, marker="o", color=color, label=mine[0].label)
@@ -142,10 +206,20 @@ def curves_png(runs: list[Run], title: str) -> bytes:
             if waveform:
                 ax_rho.plot([r.get("grad_evals_mean")], [r.get("rho_median")], "o", mfc="none", color=color)
             ax_ok.plot([r.get("grad_evals_mean")], [r.get("success_rate")], "o", mfc="none", color=color)
-    ax_rho.set(xscale="log", yscale="log", xlabel="budget B (gradient evaluations per trial)",
-               ylabel="median ρ = ‖δ‖₂/‖x‖₂ (failure = ∞)", title=title)  # fmt: skip
-    ax_ok.set(xscale="log", ylim=(-0.02, 1.02), xlabel="budget B", ylabel="success rate (attacked trials)",
-              title=f"hollow: default settings at their mean evaluations; dashed: + {BOUNDARY_STEPS} bisections")  # fmt: skip
+    ax_rho.set(
+        xscale="log",
+        yscale="log",
+        xlabel="budget B (gradient evaluations per trial)",
+        ylabel="median ρ = ‖δ‖₂/‖x‖₂ (failure = ∞)",
+        title=title,
+    )
+    ax_ok.set(
+        xscale="log",
+        ylim=(-0.02, 1.02),
+        xlabel="budget B",
+        ylabel="success rate (attacked trials)",
+        title=f"hollow: default settings at their mean evaluations; dashed: + {BOUNDARY_STEPS} bisections",
+    )
     ax_ok.title.set_fontsize(8)
     ticks = sorted({r.budget for r in runs if r.budget is not None})
     for ax in (ax_rho, ax_ok):

@@ -4,7 +4,7 @@
 
 Each attack gets a small grid over its one or two main knobs (``GRID``: CW's lr and c, PGD-L2's step, DDN's
 initial ε and step α, FMN's α, Gauss-Newton's overshoot, quasi-Newton's c, SSR's η and initial radius), every point
-run at one equal budget B (``coadv.attack_budgets``) on the tuning split: ``--trials`` trials starting at list
+run at one equal budget B (``coadv.compare.budgets``) on the tuning split: ``--trials`` trials starting at list
 position ``--offset`` (the evaluation uses the first ``compare-attacks --trials`` trials: keep ``--offset`` past
 them). The chosen point has the smallest lower-median ρ over every attacked trial, a failure counting as ρ = ∞
 (so success comes first), ties broken by success rate. Writes ``<out>/tuning.md`` (every point and the choice) and
@@ -20,10 +20,11 @@ import math
 import time
 from pathlib import Path
 
-from coadv import attack_budgets as budgets
-from coadv.attack_tables import fmt
-from coadv.compare_attacks import Job, run_jobs
+from coadv.compare import budgets
+from coadv.compare.jobs import Job, run_jobs
+from coadv.compare.tables import fmt
 from coadv.constants import VICTIMS
+from coadv.markdown import table_lines
 from coadv.progress import minutes
 
 PREFIX = "--model.init_args.attack.init_args."
@@ -77,11 +78,17 @@ def score(summary: dict) -> tuple[float, float]:
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="coadv tune-attacks", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser = argparse.ArgumentParser(
+        prog="coadv tune-attacks", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--victim", required=True, choices=VICTIMS)
-    parser.add_argument("--attacks", nargs="+", default=None, choices=sorted({*GRID, *FEATURE_GRID}),
-                        help="rows to tune (default: every row of the domain's grid)")  # fmt: skip
+    parser.add_argument(
+        "--attacks",
+        nargs="+",
+        default=None,
+        choices=sorted({*GRID, *FEATURE_GRID}),
+        help="rows to tune (default: every row of the domain's grid)",
+    )
     parser.add_argument(
         "--domain",
         choices=("waveform", "feature"),
@@ -108,22 +115,50 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> str:
-    ns, start = parse(argv), time.time()
+    ns = parse(argv)
+    start = time.time()
     feature = ns.domain == "feature"
     out = ns.out or Path("runs") / "tune" / (ns.victim + ("_feature" if feature else ""))
     extra = [f"--data.init_args.trial_offset={ns.offset}", *ns.extra]
-    jobs = {(row, tag(p)): Job(ns.victim, budgets.variant(row), str(ns.budget), out / row / tag(p), ns.trials,
-                               [*flags(p, row, feature), *extra], feature)
-            for row in ns.attacks for p in points(row, ns.grid)}  # fmt: skip
+    jobs = {
+        (row, tag(p)): Job(
+            ns.victim,
+            budgets.variant(row),
+            str(ns.budget),
+            out / row / tag(p),
+            ns.trials,
+            [*flags(p, row, feature), *extra],
+            feature,
+        )
+        for row in ns.attacks
+        for p in points(row, ns.grid)
+    }
     _, failed = run_jobs(list(jobs.values()), force=False, keep_going=True, in_process=ns.in_process)
-    command = " ".join(["coadv tune-attacks --victim", ns.victim, *(["--domain", "feature"] if feature else []),
-                        "--budget", str(ns.budget), "--trials", str(ns.trials), "--offset", str(ns.offset),
-                        *(["--", *ns.extra] if ns.extra else [])])  # fmt: skip
-    lines = ["# Attack tuning", "", f"`{command}`", "",
-             f"Tuning split: trials {ns.offset}-{ns.offset + ns.trials - 1} of the list, B = {ns.budget}; chosen: "
-             "smallest lower-median ρ over every attacked trial (failure = ∞), then highest success.", "",
-             "| attack | point | success | median ρ (failure = ∞) | chosen |", "|---|---|---|---|---|"]  # fmt: skip
+    command = " ".join(
+        [
+            "coadv tune-attacks --victim",
+            ns.victim,
+            *(["--domain", "feature"] if feature else []),
+            "--budget",
+            str(ns.budget),
+            "--trials",
+            str(ns.trials),
+            "--offset",
+            str(ns.offset),
+            *(["--", *ns.extra] if ns.extra else []),
+        ]
+    )
+    lines = [
+        "# Attack tuning",
+        "",
+        f"`{command}`",
+        "",
+        f"Tuning split: trials {ns.offset}-{ns.offset + ns.trials - 1} of the list, B = {ns.budget}; chosen: "
+        "smallest lower-median ρ over every attacked trial (failure = ∞), then highest success.",
+        "",
+    ]
     chosen = {}
+    rows = []
     for row in ns.attacks:
         results = {}
         for p in points(row, ns.grid):
@@ -134,11 +169,21 @@ def main(argv: list[str] | None = None) -> str:
         best = min(results, key=lambda t: score(results[t][1])) if results else None
         chosen[row] = results[best][0] if best else None
         for t, (_, summary) in results.items():
-            lines.append(f"| {row} | {t} | {fmt(summary.get('success_rate'))} | {fmt(summary.get('rho_median'))} | "
-                         f"{'**yes**' if t == best else ''} |")  # fmt: skip
+            rows.append(
+                [
+                    row,
+                    t,
+                    fmt(summary.get("success_rate")),
+                    fmt(summary.get("rho_median")),
+                    "**yes**" if t == best else "",
+                ]
+            )
+    lines += table_lines(["attack", "point", "success", "median ρ (failure = ∞)", "chosen"], rows)
     out.mkdir(parents=True, exist_ok=True)
-    lines += ["", f"Wall time: {minutes(time.time() - start)}; failed points: "
-              f"{', '.join(j.name for j in failed) or 'none'}."]  # fmt: skip
+    lines += [
+        "",
+        f"Wall time: {minutes(time.time() - start)}; failed points: {', '.join(j.name for j in failed) or 'none'}.",
+    ]
     text = "\n".join(lines) + "\n"
     (out / "tuning.md").write_text(text)
     print(text)

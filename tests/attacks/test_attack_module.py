@@ -2,7 +2,7 @@
 
 Victims here are built from their configs/speaker files with random weights, validated on a tiny corpus (which
 stores their EER threshold) and saved by the trainer (plumbing, not attack strength: the measured claims come from
-compare_attacks.py on trained victims). The ``corpus`` and ``victim_checkpoints`` fixtures live in conftest.py.
+coadv/compare/ on trained victims). The ``corpus`` and ``victim_checkpoints`` fixtures live in conftest.py.
 """
 
 from __future__ import annotations
@@ -354,7 +354,7 @@ def test_wandb_receives_audio_images_and_tables(tmp_path, corpus, victim_checkpo
 
 @pytest.mark.slow  # four attack runs: ~55 s on 2 cores
 def test_comparison_command_prints_the_table_and_reuses_runs(tmp_path, corpus, victim_checkpoints, capsys):
-    from coadv import compare_attacks
+    from coadv.compare import main as compare_attacks
 
     checkpoint = checkpoint_for(ROOT / "configs/attack/fgsm_ecapa.yaml", victim_checkpoints)
     argv = [

@@ -14,10 +14,11 @@ import pytest
 import yaml
 from helpers import ROOT
 
-from coadv import attack_budgets as budgets
-from coadv import compare_attacks
-from coadv.attack_claims import claims_markdown, comparisons
-from coadv.attack_stats import (
+from coadv.cli import cli_main
+from coadv.compare import budgets, jobs
+from coadv.compare import main as compare_attacks
+from coadv.compare.claims import claims_markdown, comparisons
+from coadv.compare.stats import (
     MEAN,
     Comparison,
     bootstrap,
@@ -30,8 +31,7 @@ from coadv.attack_stats import (
     sign_test,
     verdict,
 )
-from coadv.attack_tables import Run, budget_table, default_table
-from coadv.cli import cli_main
+from coadv.compare.tables import Run, budget_table, default_table
 from coadv.constants import ATTACKS, VICTIMS
 
 nan = float("nan")
@@ -401,7 +401,7 @@ def test_comparison_over_budgets_end_to_end(tmp_path, corpus, victim_checkpoints
     assert "Attacks against ecapa (2 trials" in text and "| attack | keeps minimising | B = 10 | B = 30 |" in text
     for name in ("ssr", "pgd_l2+bs"):
         for budget in (10, 30):
-            rows = compare_attacks.read_trials_csv(tmp_path / f"budget_{budget}" / name / "attack" / "trials.csv")
+            rows = jobs.read_trials_csv(tmp_path / f"budget_{budget}" / name / "attack" / "trials.csv")
             assert len(rows["index"]) == 2 and rows["grad_evals"].max() <= budget  # the cap held
     assert (tmp_path / "budget_10" / "pgd_l2+bs" / "wrapper.yaml").is_file()
     assert (tmp_path / "comparison.csv").read_text().count("\n") == 5 and (tmp_path / "rho_budget.png").is_file()
@@ -414,7 +414,7 @@ def test_comparison_over_budgets_end_to_end(tmp_path, corpus, victim_checkpoints
     assert "--model.init_args.attack.init_args.max_grad_evals=30" in record["args"]
 
     def results(path):  # every column but the wall time
-        return {k: v for k, v in compare_attacks.read_trials_csv(path).items() if k != "wall_s"}
+        return {k: v for k, v in jobs.read_trials_csv(path).items() if k != "wall_s"}
 
     trials = {p: results(p) for p in tmp_path.glob("budget_*/*/attack/trials.csv")}
     compare_attacks.main(argv[:-4] + ["--in-process", "--force"] + argv[-4:])  # the same runs in this process
@@ -425,7 +425,7 @@ def test_comparison_over_budgets_end_to_end(tmp_path, corpus, victim_checkpoints
         assert after.keys() == before.keys() and not differ, (path, differ, [(before[k], after[k]) for k in differ])
 
 
-def fake_finished_run(job: compare_attacks.Job, rho: list[float], threshold: float = 0.5) -> None:
+def fake_finished_run(job: jobs.Job, rho: list[float], threshold: float = 0.5) -> None:
     """The files a finished ``coadv test`` run leaves (every trial attacked and flipped), and its record."""
     import torch
 
@@ -514,7 +514,7 @@ def test_a_failed_run_stops_the_comparison_or_is_skipped_with_keep_going(tmp_pat
     def crash(args, check):
         raise subprocess.CalledProcessError(3, args)
 
-    monkeypatch.setattr(compare_attacks.subprocess, "run", crash)
+    monkeypatch.setattr(jobs.subprocess, "run", crash)
     argv = ["--victim", "ecapa", "--attacks", "ssr", "ddn", "--budgets", "10", "--trials", "12", "--out", str(tmp_path)]
     with pytest.raises(SystemExit, match=r"ecapa ddn B=10 failed \(exit 3\); rerun to continue"):
         compare_attacks.main(argv)
@@ -529,7 +529,7 @@ def test_reuse_key_follows_the_attack_code_and_the_victim_file(tmp_path, monkeyp
     victim = tmp_path / "victim.ckpt"
     victim.write_bytes(b"one")
     flag = f"--model.init_args.checkpoint={victim}"
-    job = compare_attacks.Job("ecapa", budgets.variant("fmn"), "10", tmp_path, 2, [flag])
+    job = jobs.Job("ecapa", budgets.variant("fmn"), "10", tmp_path, 2, [flag])
     assert job.victim_checkpoint() == victim
     job.summary_path.parent.mkdir(parents=True)
     job.summary_path.write_text("{}")
@@ -539,14 +539,14 @@ def test_reuse_key_follows_the_attack_code_and_the_victim_file(tmp_path, monkeyp
     assert not job.done()
     victim.write_bytes(b"one")
     assert job.done()
-    monkeypatch.setattr(compare_attacks, "code_hash", lambda text="", at_start=False: "an attack's source changed")
+    monkeypatch.setattr(jobs, "code_hash", lambda text="", at_start=False: "an attack's source changed")
     assert not job.done()
-    default = compare_attacks.Job("ecapa", budgets.variant("fmn"), "10", tmp_path, 2, [])
+    default = jobs.Job("ecapa", budgets.variant("fmn"), "10", tmp_path, 2, [])
     assert default.victim_checkpoint() == Path("checkpoints/victims/ecapa_synth.ckpt")  # the config's own
 
 
 def test_tuning_grid_points_and_the_choice_rule():
-    from coadv import attack_tuning as tuning
+    from coadv.compare import tuning
 
     assert tuning.points("ssr") == [
         {"eta": 0.0001, "rho0": 0.003},
@@ -576,7 +576,7 @@ def test_tuning_grid_points_and_the_choice_rule():
 
 
 def test_tuning_runs_on_the_offset_split_end_to_end(tmp_path, corpus, victim_checkpoints, monkeypatch):
-    from coadv import attack_tuning as tuning
+    from coadv.compare import tuning
 
     monkeypatch.setattr(tuning, "GRID", {"fmn": {"alpha_init": [0.3, 1.0]}})
     text = tuning.main(
@@ -610,7 +610,7 @@ def test_tuning_runs_on_the_offset_split_end_to_end(tmp_path, corpus, victim_che
 def test_feature_domain_rows_wrap_the_attack_and_cap_it_one_level_deeper(tmp_path):
     """``--domain feature``: each search inside attacks.FeatureDomain, with its feature-unit overrides; MFCC-ivec as
     it is; the budget flags reach the wrapped attack."""
-    job = compare_attacks.Job("ivector", budgets.variant("bim+bs"), "30", tmp_path, None, [], feature=True)
+    job = jobs.Job("ivector", budgets.variant("bim+bs"), "30", tmp_path, None, [], feature=True)
     fragment = yaml.safe_load(job.fragment)["model"]["init_args"]["attack"]
     assert fragment["class_path"] == "attacks.FeatureDomain"
     inner = fragment["init_args"]["attack"]
@@ -619,10 +619,10 @@ def test_feature_domain_rows_wrap_the_attack_and_cap_it_one_level_deeper(tmp_pat
     assert inner["init_args"]["attack"]["init_args"]["epsilon"] == tuned  # configs/attack/feature/bim.yaml
     assert "--model.init_args.attack.init_args.attack.init_args.attack.init_args.steps=30" in job.args
     assert str(tmp_path / "budget_30" / "bim+bs" / "wrapper.yaml") in job.args
-    plain = compare_attacks.Job("ivector", budgets.variant("mfcc_ivec"), "default", tmp_path, None, [], feature=True)
+    plain = jobs.Job("ivector", budgets.variant("mfcc_ivec"), "default", tmp_path, None, [], feature=True)
     block = yaml.safe_load(plain.fragment)["model"]["init_args"]["attack"]  # its tuned values, not wrapped
     assert block["class_path"] == "attacks.MFCCIvec" and "epsilon" in block["init_args"]
-    assert compare_attacks.Job("ivector", budgets.variant("mfcc_ivec"), "default", tmp_path, None, []).fragment is None
+    assert jobs.Job("ivector", budgets.variant("mfcc_ivec"), "default", tmp_path, None, []).fragment is None
     rows = [j.row.name for j in compare_attacks.plan("ivector", None, ["10"], tmp_path, None, [], feature=True)]
     assert (
         "mfcc_ivec" in rows and "qn_lbfgs" in rows and "fgsm" not in rows and "cw" not in rows and "qn_bfgs" not in rows
@@ -665,7 +665,7 @@ def test_feature_domain_comparison_end_to_end(tmp_path, corpus, victim_checkpoin
 
 
 def test_feature_domain_tuning_grid_reaches_the_wrapped_attack():
-    from coadv import attack_tuning as tuning
+    from coadv.compare import tuning
 
     assert set(tuning.FEATURE_GRID) <= set(budgets.variant_names())
     for row in tuning.FEATURE_GRID:  # every knob is an argument of its attack, <= 6 points: the same effort
@@ -690,21 +690,21 @@ def test_the_reuse_hash_covers_the_attack_a_run_names_and_what_it_imports():
     """A change to one attack's module reruns the runs that use it only: the hash reads the modules the config
     text names (a wrapper and the attack inside it) and their ``attacks`` imports (QN's Gauss-Newton warm start)."""
     qn = (ROOT / "configs/attack/qn_lbfgs_ivector.yaml").read_text()
-    assert compare_attacks.attack_sources(qn) == [
+    assert jobs.attack_sources(qn) == [
         "attacks/base.py",
         "attacks/gauss_newton.py",
         "attacks/quasi_newton.py",
     ]
     wrapped = "class_path: attacks.BoundarySearch\n  init_args:\n    attack:\n      class_path: attacks.PGD\n"
-    assert compare_attacks.attack_sources(wrapped) == [
+    assert jobs.attack_sources(wrapped) == [
         "attacks/base.py",
         "attacks/boundary_search.py",
         "attacks/pgd.py",
     ]
     ssr = (ROOT / "configs/attack/ssr_ivector.yaml").read_text()
-    assert "attacks/step_size_regularized.py" in compare_attacks.attack_sources(ssr)
-    assert compare_attacks.code_hash(qn) != compare_attacks.code_hash(ssr)
-    assert compare_attacks.code_hash(qn) == compare_attacks.code_hash(qn.replace("ivector", "ecapa"))
+    assert "attacks/step_size_regularized.py" in jobs.attack_sources(ssr)
+    assert jobs.code_hash(qn) != jobs.code_hash(ssr)
+    assert jobs.code_hash(qn) == jobs.code_hash(qn.replace("ivector", "ecapa"))
 
 
 def test_an_in_process_comparison_hashes_the_sources_it_imported_not_later_edits(tmp_path, monkeypatch):
@@ -719,15 +719,15 @@ def test_an_in_process_comparison_hashes_the_sources_it_imported_not_later_edits
     source.write_text("edited during the comparison")
     assert sources.source_bytes(source) == b"edited during the comparison"  # child processes
     assert sources.source_bytes(source, at_start=True) == b"as imported"  # in-process runs
-    job = compare_attacks.Job("ivector", budgets.variant("ssr"), "30", tmp_path, 4, [])
-    monkeypatch.setattr(compare_attacks.Job, "run", lambda self, in_process=False: None)
+    job = jobs.Job("ivector", budgets.variant("ssr"), "30", tmp_path, 4, [])
+    monkeypatch.setattr(jobs.Job, "run", lambda self, in_process=False: None)
     for in_process in (False, True):
-        compare_attacks.run_jobs([job], force=False, in_process=in_process)
+        jobs.run_jobs([job], force=False, in_process=in_process)
         assert job.at_start is in_process  # the record then hashes the sources as imported
     first = sources.files(list(sources.ATTACK_CODE))[0]
     monkeypatch.setitem(sources.AT_START, first, b"another version")
     config = (ROOT / "configs/attack/ssr_ivector.yaml").read_text()
-    assert compare_attacks.code_hash(config, at_start=True) != compare_attacks.code_hash(config)
+    assert jobs.code_hash(config, at_start=True) != jobs.code_hash(config)
 
 
 def test_the_reuse_hash_ignores_layout_and_docstrings_not_code():

@@ -136,7 +136,7 @@ def test_features_far_outside_the_waveform_clip_are_not_clipped_and_the_margin_h
 def test_claim_a_takes_bim_with_a_boundary_search_as_iterated_mfcc_ivec_only_on_features():
     from types import SimpleNamespace
 
-    from coadv.attack_claims import CLAIMS, applies
+    from coadv.compare.claims import CLAIMS, applies
 
     claim_a = next(c for c in CLAIMS if c.key == "a")
     waveform, feature = SimpleNamespace(summary={"domain": "waveform"}), SimpleNamespace(summary={"domain": "mfcc"})
