@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from attacks.base import Attack, AttackResult, VerificationObjective
+from attacks.base import Attack, AttackResult, Incumbent, VerificationObjective
 from nets.checks import check_arg
 
 
@@ -36,7 +36,8 @@ class BoundarySearch(Attack):
         check_arg("attack", type(attack).__name__, attack.domain == "waveform", "a waveform-domain attack")
         check_arg("steps", steps, steps >= 1, ">= 1")
         super().__init__(attack.clip)
-        self.attack, self.steps = attack, steps
+        self.attack = attack
+        self.steps = steps
 
     @property
     def name(self) -> str:
@@ -48,22 +49,20 @@ class BoundarySearch(Attack):
         delta = inner.adversarial - x
         searched = inner.success.clone()
         low = torch.zeros(len(x), dtype=x.dtype, device=x.device)  # t = 0 is the clean input
-        high = torch.ones_like(low)
-        best = inner.adversarial.clone()
+        best = Incumbent(inner.adversarial, torch.ones_like(low))  # its norm: the scale t, 1 the inner result
         evals = torch.zeros(len(x), dtype=torch.long, device=x.device)
         with torch.no_grad():
             for _ in range(self.steps if searched.any() else 0):
-                mid = (low + high) / 2
+                mid = (low + best.norm) / 2
                 candidate = self.clamp(x + mid[:, None] * delta)
                 won = objective.is_success(objective.residual(candidate)) & searched
                 evals += searched.long()
-                best = torch.where(won[:, None], candidate, best)
-                high = torch.where(won, mid, high)
+                best.offer(candidate, mid, won)
                 low = torch.where(searched & ~won, mid, low)
         if searched.any():  # a bisection point accepted on a batched score may not flip alone: keep the inner one
-            lost = inner.success & ~objective.flipped_alone(best)
-            best = torch.where(lost[:, None], inner.adversarial, best)
-            high = torch.where(lost, torch.ones_like(high), high)
-        extra = {**inner.extra, "forward_evals": evals, "scale": high}
-        success = objective.flipped_alone(best) if searched.any() else inner.success.clone()
-        return AttackResult(best, success, inner.iterations, inner.grad_evals, extra)
+            lost = inner.success & ~objective.flipped_alone(best.point)
+            best.point = torch.where(lost[:, None], inner.adversarial, best.point)
+            best.norm = torch.where(lost, torch.ones_like(best.norm), best.norm)
+        extra = {**inner.extra, "forward_evals": evals, "scale": best.norm}
+        success = objective.flipped_alone(best.point) if searched.any() else inner.success.clone()
+        return AttackResult(best.point, success, inner.iterations, inner.grad_evals, extra, clean=x)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from attacks.base import Attack, AttackResult, VerificationObjective, check_budget
+from attacks.base import Attack, AttackResult, GradientBudget, Incumbent, VerificationObjective, check_budget
 from nets.checks import check_arg
 
 
@@ -56,7 +56,11 @@ class CarliniWagnerL2(Attack):
         check_arg("lr", lr, lr > 0, "> 0")
         check_arg("kappa_cw", kappa_cw, kappa_cw >= 0, ">= 0")
         check_budget(max_grad_evals)
-        self.c, self.search_steps, self.steps, self.lr, self.kappa_cw = c, search_steps, steps, lr, kappa_cw
+        self.c = c
+        self.search_steps = search_steps
+        self.steps = steps
+        self.lr = lr
+        self.kappa_cw = kappa_cw
         self.max_grad_evals = max_grad_evals
 
     def round_steps(self) -> list[int]:
@@ -74,13 +78,13 @@ class CarliniWagnerL2(Attack):
         low, high = self.clip
         return torch.atanh(((x - low) / (high - low) * 2 - 1).clamp(-1 + 1e-6, 1 - 1e-6))
 
-    def _round(self, x: Tensor, c: Tensor, steps: int, objective: VerificationObjective, best: Tensor,
-               best_adv: Tensor) -> Tensor:  # fmt: skip
-        """One binary-search round of ``steps`` Adam steps at constants ``c``; updates ``best`` / ``best_adv`` in
-        place and returns which trials succeeded."""
+    def _round(self, x: Tensor, c: Tensor, steps: int, objective: VerificationObjective, best: Incumbent) -> Tensor:
+        """One binary-search round of ``steps`` Adam steps at constants ``c``; offers its successes to ``best``
+        and returns which trials succeeded."""
         low, high = self.clip
         w = self._from_box(x)
-        m, v = torch.zeros_like(w), torch.zeros_like(w)
+        m = torch.zeros_like(w)
+        v = torch.zeros_like(w)
         succeeded = torch.zeros(len(x), dtype=torch.bool, device=x.device)
         for t in range(1, steps + 1):
             adv = self._to_box(w)
@@ -91,26 +95,27 @@ class CarliniWagnerL2(Attack):
             grad = grad_adv * (1 - torch.tanh(w) ** 2) * (high - low) / 2  # d x_adv / d w
             m = self.betas[0] * m + (1 - self.betas[0]) * grad
             v = self.betas[1] * v + (1 - self.betas[1]) * grad**2
-            m_hat, v_hat = m / (1 - self.betas[0] ** t), v / (1 - self.betas[1] ** t)
+            m_hat = m / (1 - self.betas[0] ** t)
+            v_hat = v / (1 - self.betas[1] ** t)
             w = w - self.lr * m_hat / (v_hat.sqrt() + self.adam_eps)
             won = objective.is_success(r)
-            ok = won & (dist.sqrt() < best)
-            best.copy_(torch.where(ok, dist.sqrt(), best))
-            best_adv.copy_(torch.where(ok[:, None], adv, best_adv))
+            best.offer(adv, dist.sqrt(), won)
             succeeded |= won
         return succeeded
 
     def perturb(self, x: Tensor, objective: VerificationObjective) -> AttackResult:
-        n, start = len(x), objective.grad_evals.clone()
+        n = len(x)
+        budget = GradientBudget(objective)
         c = x.new_full((n,), self.c)
-        lower, upper = x.new_zeros(n), x.new_full((n,), float("inf"))
-        best, best_adv = x.new_full((n,), float("inf")), x.clone()
+        lower = x.new_zeros(n)
+        upper = x.new_full((n,), float("inf"))
+        best = Incumbent(x)
         for steps in self.round_steps():
             if steps == 0:
                 break
-            succeeded = self._round(x, c, steps, objective, best, best_adv)
+            succeeded = self._round(x, c, steps, objective, best)
             upper = torch.where(succeeded, torch.minimum(upper, c), upper)
             lower = torch.where(succeeded, lower, torch.maximum(lower, c))
             c = torch.where(torch.isfinite(upper), (lower + upper) / 2, c * 10)
-        spent = objective.grad_evals - start
-        return self._result(self.clamp(best_adv), objective, spent.clone(), spent)
+        spent = budget.spent()
+        return self._result(self.clamp(best.point), objective, spent.clone(), spent, clean=x)

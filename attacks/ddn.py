@@ -8,7 +8,7 @@ import math
 import torch
 from torch import Tensor
 
-from attacks.base import Attack, AttackResult, VerificationObjective
+from attacks.base import Attack, AttackResult, GradientBudget, Incumbent, VerificationObjective, capped, check_budget
 from nets.checks import check_arg
 
 
@@ -35,10 +35,9 @@ class DDN(Attack):
     Adaptation (not in the paper, hence arguments): lengths are in units of ``d0 = |r(x)| / |g(x)|``, the
     first-order distance to the boundary at ``x``, from the first gradient evaluation (no extra cost; kept within
     ``[1e-8, 1]`` times the box's largest norm, for ``r(x) = 0`` or ``g(x) = 0``). The paper's ``epsilon_0 =
-    alpha_0 = 1`` is about the size of the minimal norms on its images; ``d0`` was within 0.7-1.3x of the flips
-    found on 6 trials each of the LibriSpeech ECAPA and SE-ResNet victims, so the paper's values carry over. A
-    fixed fraction of ``|x|`` cannot play that part: minimal ρ differs 4-fold between those victims (lengths of
-    ``0.01 |x|`` gave 1.1x larger ρ here, 1.9-4.7x for FMN). No early stop (a minimum-norm search keeps
+    alpha_0 = 1`` is about the size of the minimal norms on its images; ``d0`` is about the size of the minimal
+    perturbation of each trial, so the paper's values carry over; a fixed fraction of ``|x|`` cannot play that
+    part, as minimal ρ differs between victims (measurements in docs/attacks/design.md). No early stop (a minimum-norm search keeps
     shrinking): every trial spends the whole budget; trials never flipped return ``x`` (as the reference code).
 
     Args:
@@ -68,35 +67,35 @@ class DDN(Attack):
     ) -> None:
         super().__init__(clip)
         check_arg("steps", steps, steps >= 1, ">= 1")
-        ok = max_grad_evals is None or max_grad_evals >= 1
-        check_arg("max_grad_evals", max_grad_evals, ok, "None or >= 1")
+        check_budget(max_grad_evals)
         check_arg("gamma", gamma, 0 < gamma < 1, "in (0, 1)")
         check_arg("init_epsilon", init_epsilon, init_epsilon > 0, "> 0")
         check_arg("alpha", alpha, alpha > 0, "> 0")
         check_arg("alpha_final", alpha_final, 0 < alpha_final <= 1, "in (0, 1]")
-        self.budget = steps if max_grad_evals is None else min(steps, max_grad_evals)
-        self.steps, self.gamma, self.init_epsilon = steps, gamma, init_epsilon
-        self.alpha, self.alpha_final = alpha, alpha_final
+        self.budget = capped(steps, max_grad_evals)
+        self.steps = steps
+        self.gamma = gamma
+        self.init_epsilon = init_epsilon
+        self.alpha = alpha
+        self.alpha_final = alpha_final
 
     def schedule(self, i: int) -> float:
         """Step of iteration ``i`` as a fraction of ``alpha`` (cosine annealing to ``alpha_final``)."""
         return self.alpha_final + (1 - self.alpha_final) * (1 + math.cos(math.pi * i / self.budget)) / 2
 
     def perturb(self, x: Tensor, objective: VerificationObjective) -> AttackResult:
-        worst = torch.maximum(x - self.clip[0], self.clip[1] - x).norm(dim=1)  # farthest point of the box
-        best = torch.full_like(worst, float("inf"))
-        adv, best_adv = x.clone(), x.clone()
+        worst = self.farthest(x)
+        budget = GradientBudget(objective)
+        best = Incumbent(x)
+        adv = x.clone()
         for i in range(self.budget):
             r, g = objective.residual_and_grad(adv)
             if i == 0:
                 unit = distance_unit(r, g, worst)
                 epsilon = self.init_epsilon * unit
             delta = adv - x
-            norm = delta.norm(dim=1)
             won = objective.is_success(r)
-            better = won & (norm < best)
-            best = torch.where(better, norm, best)
-            best_adv = torch.where(better[:, None], adv, best_adv)
+            best.offer(adv, delta.norm(dim=1), won)
             g_norm = g.norm(dim=1, keepdim=True)
             if (g_norm == 0).any():  # the reference code's guard: a random direction, not a NaN
                 g = torch.where(g_norm == 0, objective.random_like(g, "normal"), g)
@@ -105,5 +104,5 @@ class DDN(Attack):
             epsilon = torch.where(won, epsilon * (1 - self.gamma), epsilon * (1 + self.gamma)).minimum(worst)
             delta = delta * (epsilon / delta.norm(dim=1).clamp(min=1e-30))[:, None]  # onto the sphere
             adv = self.clamp(x + delta)
-        budget = torch.full((len(x),), self.budget, dtype=torch.long, device=x.device)
-        return self._result(best_adv, objective, budget, budget.clone())
+        spent = budget.spent()
+        return self._result(best.point, objective, spent.clone(), spent, clean=x)

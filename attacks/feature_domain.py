@@ -9,7 +9,7 @@ import math
 import torch
 from torch import Tensor
 
-from attacks.base import Attack, AttackResult, VerificationObjective, check_precision
+from attacks.base import Attack, AttackResult, FeatureAttack, VerificationObjective, check_precision
 from nets.checks import check_arg
 from nets.speaker.contract import FeatureDomainVictim
 
@@ -36,12 +36,15 @@ class FeatureView:
     gradient is zero on the others)."""
 
     def __init__(self, victim: FeatureDomainVictim, frames: Tensor, voiced: Tensor) -> None:
-        self.victim, self.frames, self.mask = victim, frames, voiced.unsqueeze(-1)
+        self.victim = victim
+        self.frames = frames
+        self.mask = voiced.unsqueeze(-1)
         self.embedding_dim = victim.embedding_dim
 
     def unflatten(self, z: Tensor, rows: Tensor | slice = slice(None)) -> Tensor:
         """Frames ``[B, N, D]`` of flattened features ``z`` (of the trials ``rows``), unvoiced frames clean."""
-        frames, mask = self.frames[rows], self.mask[rows]
+        frames = self.frames[rows]
+        mask = self.mask[rows]
         return torch.where(mask, z.reshape(frames.shape), frames)
 
     rows_hint: Tensor | slice | None = None  # the trials being embedded (set by FeatureObjective)
@@ -77,7 +80,7 @@ def lift_clip(attack: Attack) -> None:
             lift_clip(value)
 
 
-class FeatureDomain(Attack):
+class FeatureDomain(FeatureAttack):
     """Run ``attack`` on the voiced MFCC frames of an i-vector victim instead of the waveform.
 
     The inner attack sees each trial's feature matrix flattened (``[B, N * D]``); unvoiced frames (``voiced_quantile``,
@@ -92,13 +95,12 @@ class FeatureDomain(Attack):
         voiced_quantile: frames whose c0 is below this quantile of the utterance are left alone, in [0, 1) (0.3).
     """
 
-    domain = "mfcc"
-
     def __init__(self, attack: Attack, voiced_quantile: float = 0.3) -> None:
         super().__init__()
         check_arg("attack", attack, isinstance(attack, Attack) and attack.domain == "waveform", "a waveform Attack")
         check_arg("voiced_quantile", voiced_quantile, 0 <= voiced_quantile < 1, "in [0, 1)")
-        self.attack, self.voiced_quantile = attack, voiced_quantile
+        self.attack = attack
+        self.voiced_quantile = voiced_quantile
         lift_clip(self.attack)  # features have no valid range to keep
 
     def perturb(self, x: Tensor, objective: VerificationObjective) -> AttackResult:
@@ -109,10 +111,19 @@ class FeatureDomain(Attack):
         voiced = voiced_frames(frames, self.voiced_quantile)
         view = FeatureView(victim, frames, voiced)
         seeds = None if objective.seeds is None else torch.tensor(objective.seeds)
-        inner = FeatureObjective(view, objective.enrol, objective.labels, objective.threshold, objective.kappa,
-                                 objective.enrol_embedding, seeds)  # fmt: skip
+        inner = FeatureObjective(
+            view,
+            objective.enrol,
+            objective.labels,
+            objective.threshold,
+            objective.kappa,
+            objective.enrol_embedding,
+            seeds,
+        )
         result = self.attack.perturb(frames.flatten(1), inner)
         objective.grad_evals += inner.grad_evals
         adversarial = view.unflatten(result.adversarial).detach()
         extra = {**result.extra, "features": adversarial, "voiced": voiced}
-        return AttackResult(x.detach(), result.success, result.iterations, result.grad_evals, extra)
+        return AttackResult(
+            x.detach(), result.success, result.iterations, result.grad_evals, extra, clean=frames, attacked=adversarial
+        )

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from attacks.base import Attack, AttackResult, VerificationObjective
+from attacks.base import Attack, AttackResult, GradientBudget, VerificationObjective
 from nets.checks import check_arg
 
 
@@ -30,7 +30,7 @@ class FGSM(Attack):
         self.epsilon = epsilon
 
     def perturb(self, x: Tensor, objective: VerificationObjective) -> AttackResult:
-        start = objective.grad_evals.clone()
+        budget = GradientBudget(objective)
         _, g = objective.residual_and_grad(x)
         ones = torch.ones(len(x), dtype=torch.long, device=x.device)
-        return self._result(self.clamp(x - self.epsilon * g.sign()), objective, ones, objective.grad_evals - start)
+        return self._result(self.clamp(x - self.epsilon * g.sign()), objective, ones, budget.spent(), clean=x)

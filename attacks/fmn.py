@@ -8,7 +8,7 @@ import math
 import torch
 from torch import Tensor
 
-from attacks.base import Attack, AttackResult, VerificationObjective
+from attacks.base import Attack, AttackResult, GradientBudget, Incumbent, VerificationObjective, capped, check_budget
 from attacks.ddn import distance_unit
 from nets.checks import check_arg
 
@@ -29,13 +29,12 @@ class FMN(Attack):
     rounding puts it; ``overshoot`` (not in the paper) scales that radius by ``1 + overshoot`` to step past it.
     Adaptation for the clip range: the step and the estimate use the gradient without the components that would
     push a sample sitting at a clip edge outside (the clip would undo them); identical to the paper while no sample
-    sits at an edge. With the paper's raw gradient and a quarter of the samples at the edges of a linear scorer,
-    the estimate stayed short of the boundary and no trial flipped (50, 100 or 300 steps).
+    sits at an edge (with the raw gradient the estimate stays short of the boundary when samples sit at the edges:
+    docs/attacks/design.md).
 
     Adaptation (not in the paper): the step is in units of ``d0 = |r(x)| / |g(x)|``, the first radius, as in
-    ``attacks.ddn.DDN`` (the paper's ``alpha_0 = 1`` is about the size of the minimal norms on its images; ``alpha_0 =
-    0.01 |x|`` instead gave 1.9x (ECAPA) and 4.7x (SE-ResNet) larger ρ on 6 LibriSpeech trials each). No early
-    stop: every trial spends the whole budget; trials never flipped return ``x`` (as the reference code).
+    ``attacks.ddn.DDN`` (the paper's ``alpha_0 = 1`` is about the size of the minimal norms on its images; a
+    fixed fraction of ``|x|`` instead: docs/attacks/design.md). No early stop: every trial spends the whole budget; trials never flipped return ``x`` (as the reference code).
 
     Args:
         steps: iterations = gradient evaluations per trial, the budget, >= 1 (100; the paper also runs 1000).
@@ -66,22 +65,25 @@ class FMN(Attack):
     ) -> None:
         super().__init__(clip)
         check_arg("steps", steps, steps >= 1, ">= 1")
-        ok = max_grad_evals is None or max_grad_evals >= 1
-        check_arg("max_grad_evals", max_grad_evals, ok, "None or >= 1")
+        check_budget(max_grad_evals)
         check_arg("alpha_init", alpha_init, alpha_init > 0, "> 0")
         check_arg("alpha_final", alpha_final, 0 < alpha_final <= 1, "in (0, 1]")
         check_arg("gamma", gamma, 0 < gamma < 1, "in (0, 1)")
         check_arg("gamma_final", gamma_final, 0 < gamma_final <= gamma, f"in (0, gamma={gamma}]")
         check_arg("overshoot", overshoot, overshoot >= 0, ">= 0")
-        self.budget = steps if max_grad_evals is None else min(steps, max_grad_evals)
-        self.steps, self.alpha_init, self.alpha_final = steps, alpha_init, alpha_final
-        self.gamma, self.gamma_final, self.overshoot = gamma, gamma_final, overshoot
+        self.budget = capped(steps, max_grad_evals)
+        self.steps = steps
+        self.alpha_init = alpha_init
+        self.alpha_final = alpha_final
+        self.gamma = gamma
+        self.gamma_final = gamma_final
+        self.overshoot = overshoot
 
     def schedule(self, i: int) -> tuple[float, float]:
         """``(alpha_k / alpha_0, gamma_k)`` of iteration ``i`` (cosine annealing)."""
         cosine = (1 + math.cos(math.pi * i / self.budget)) / 2
-        return (self.alpha_final + (1 - self.alpha_final) * cosine,
-                self.gamma_final + (self.gamma - self.gamma_final) * cosine)  # fmt: skip
+        alpha = self.alpha_final + (1 - self.alpha_final) * cosine
+        return alpha, self.gamma_final + (self.gamma - self.gamma_final) * cosine
 
     def movable(self, adv: Tensor, g: Tensor) -> Tensor:
         """``g`` without the components whose descent step would push a sample at a clip edge outside."""
@@ -89,28 +91,28 @@ class FMN(Attack):
         return torch.where(blocked, 0.0, g)
 
     def perturb(self, x: Tensor, objective: VerificationObjective) -> AttackResult:
-        worst = torch.maximum(x - self.clip[0], self.clip[1] - x).norm(dim=1)  # farthest point of the box
-        epsilon, best = torch.full_like(worst, float("inf")), torch.full_like(worst, float("inf"))
+        worst = self.farthest(x)
+        budget = GradientBudget(objective)
+        epsilon = torch.full_like(worst, float("inf"))
+        best = Incumbent(x)
         found = torch.zeros(len(x), dtype=torch.bool, device=x.device)
-        adv, best_adv = x.clone(), x.clone()
+        adv = x.clone()
         for i in range(self.budget):
             alpha, gamma = self.schedule(i)
             r, g = objective.residual_and_grad(adv)
             delta = adv - x
             norm = delta.norm(dim=1)
             won = objective.is_success(r)
-            better = won & (norm < best)
-            best = torch.where(better, norm, best)
-            best_adv = torch.where(better[:, None], adv, best_adv)
+            best.offer(adv, norm, won)
             found |= won
             g = self.movable(adv, g)
             if i == 0:
                 alpha0 = self.alpha_init * distance_unit(r, g, worst)
             g_norm = g.norm(dim=1).clamp(min=1e-30)
             grow = torch.where(found, epsilon * (1 + gamma), (1 + self.overshoot) * (norm + r.abs() / g_norm))
-            epsilon = torch.where(won, torch.minimum(epsilon * (1 - gamma), best), grow).minimum(worst)
+            epsilon = torch.where(won, torch.minimum(epsilon * (1 - gamma), best.norm), grow).minimum(worst)
             delta = delta - (alpha * alpha0 / g_norm)[:, None] * g
             delta = delta * (epsilon / delta.norm(dim=1).clamp(min=1e-30)).clamp(max=1)[:, None]  # into the ball
             adv = self.clamp(x + delta)
-        budget = torch.full((len(x),), self.budget, dtype=torch.long, device=x.device)
-        return self._result(best_adv, objective, budget, budget.clone())
+        spent = budget.spent()
+        return self._result(best.point, objective, spent.clone(), spent, clean=x)

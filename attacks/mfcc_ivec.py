@@ -6,12 +6,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from attacks.base import Attack, AttackResult, VerificationObjective, check_precision
+from attacks.base import AttackResult, FeatureAttack, GradientBudget, VerificationObjective, check_precision
 from attacks.feature_domain import require_feature_victim, voiced_frames
 from nets.checks import check_arg
 
 
-class MFCCIvec(Attack):
+class MFCCIvec(FeatureAttack):
     """MFCC-ivec, L-inf in feature units: one FGSM step on the voiced MFCC frames against an i-vector victim.
 
     It works in the feature domain: the adversarial object is a feature matrix (``result.extra["features"]``,
@@ -30,18 +30,17 @@ class MFCCIvec(Attack):
     Example: ``MFCCIvec(epsilon=0.5).perturb(test, VerificationObjective(ivector, enrol, labels, theta))``.
     """
 
-    domain = "mfcc"
-
     def __init__(self, epsilon: float = 0.5, voiced_quantile: float = 0.3) -> None:
         super().__init__()
         check_arg("epsilon", epsilon, epsilon > 0, "> 0")
         check_arg("voiced_quantile", voiced_quantile, 0 <= voiced_quantile < 1, "in [0, 1)")
-        self.epsilon, self.voiced_quantile = epsilon, voiced_quantile
+        self.epsilon = epsilon
+        self.voiced_quantile = voiced_quantile
 
     def perturb(self, x: Tensor, objective: VerificationObjective) -> AttackResult:
         victim = require_feature_victim(objective.victim, "MFCC-ivec")
         check_precision("the attacked input", x.dtype)
-        start = objective.grad_evals.clone()
+        budget = GradientBudget(objective)
         with torch.no_grad():
             frames = victim.frames(x)
         voiced = voiced_frames(frames, self.voiced_quantile)
@@ -52,5 +51,5 @@ class MFCCIvec(Attack):
             score = victim.compare(objective.enrol_embedding, torch.cat(embedded))
             success = objective.flipped(score)
         ones = torch.ones(len(x), dtype=torch.long, device=x.device)
-        spent = objective.grad_evals - start
-        return AttackResult(x.detach(), success, ones, spent, {"features": adv.detach(), "voiced": voiced})
+        extra = {"features": adv.detach(), "voiced": voiced}
+        return AttackResult(x.detach(), success, ones, budget.spent(), extra, clean=frames, attacked=extra["features"])

@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from attacks.base import Attack, AttackResult, VerificationObjective
+from attacks.base import Attack, AttackResult, GradientBudget, VerificationObjective
 from nets.checks import check_arg
 
 
@@ -46,8 +46,12 @@ class PGD(Attack):
         check_arg("epsilon", epsilon, epsilon > 0, "> 0")
         check_arg("step_size", step_size, step_size > 0, "> 0")
         check_arg("steps", steps, steps >= 1, ">= 1")
-        self.epsilon, self.step_size, self.steps, self.norm = epsilon, step_size, steps, norm
-        self.random_start, self.early_stop = random_start, early_stop
+        self.epsilon = epsilon
+        self.step_size = step_size
+        self.steps = steps
+        self.norm = norm
+        self.random_start = random_start
+        self.early_stop = early_stop
 
     def project(self, delta: Tensor) -> Tensor:
         """``delta`` projected onto the budget ball."""
@@ -63,7 +67,7 @@ class PGD(Attack):
         return self.step_size * g / g.norm(dim=1, keepdim=True).clamp(min=1e-12)
 
     def perturb(self, x: Tensor, objective: VerificationObjective) -> AttackResult:
-        start = objective.grad_evals.clone()
+        budget = GradientBudget(objective)
         delta = torch.zeros_like(x)
         if self.random_start:
             delta = self.project((objective.random_like(x) * 2 - 1) * self.epsilon)
@@ -79,4 +83,4 @@ class PGD(Attack):
             iterations += active.long()
             new = self.project(delta - self.step(g))
             delta = torch.where(active[:, None], self.clamp(x + new) - x, delta)
-        return self._result(self.clamp(x + delta), objective, iterations, objective.grad_evals - start)
+        return self._result(self.clamp(x + delta), objective, iterations, budget.spent(), clean=x)

@@ -1,43 +1,28 @@
-"""Quasi-Newton minimum-norm search, the second-order method of the quasi-Newton attack paper (APSIPA ASC;
-reconstructed here, see DESIGN.md): L-BFGS or BFGS on a penalised minimum-norm problem with penalty continuation,
-warm-started from Gauss-Newton. All trials of a batch are solved together, each with its own curvature pairs,
-line search, penalty level and budget."""
+"""Quasi-Newton minimum-norm search, the second-order method of the quasi-Newton attack paper (APSIPA ASC):
+L-BFGS or BFGS on a penalised minimum-norm problem with penalty continuation, warm-started from Gauss-Newton.
+Reconstructed here from the method's description: the penalty form, its continuation (``c``, ``c_growth``,
+``eta``, ``eta_decay``), the line search and the budget accounting are this project's choices, all configurable.
+All trials of a batch are solved together, each with its own curvature pairs, line search, penalty level and
+budget (the penalised problem and its line search: ``attacks.penalty_search``)."""
 
 from __future__ import annotations
 
 import copy
-from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
 from attacks.base import Attack, AttackResult, VerificationObjective, check_budget
 from attacks.gauss_newton import GaussNewton
+from attacks.penalty_search import PenaltyRun, Point
 from nets.checks import check_arg
-
-C1, C2 = 1e-4, 0.9  # strong-Wolfe constants of quasi-Newton methods (Nocedal & Wright, ch. 3)
-
-
-class Point(NamedTuple):
-    """A penalised objective value ``f [B]``, its gradient ``grad [B, T]`` at ``delta [B, T]``, and the residual
-    ``r [B]`` with its gradient ``r_grad [B, T]`` (kept so that a new penalty level costs no evaluation)."""
-
-    delta: Tensor
-    f: Tensor
-    grad: Tensor
-    r: Tensor
-    r_grad: Tensor
-
-
-def where(mask: Tensor, a: Point, b: Point) -> Point:
-    """Row-wise choice between two points."""
-    return Point(*(torch.where(mask.view(-1, *[1] * (u.dim() - 1)), u, v) for u, v in zip(a, b)))
 
 
 def two_loop(grad: Tensor, pairs: list[tuple[Tensor, Tensor, Tensor]], gamma: Tensor) -> Tensor:
     """``H grad`` by the L-BFGS two-loop recursion over curvature pairs ``(s [B, T], y [B, T], rho [B])``, oldest
     first (``rho = 1 / y^T s``, 0 where a pair does not belong to a trial), with ``H_0 = gamma I``."""
-    q, alphas = grad.clone(), []
+    q = grad.clone()
+    alphas = []
     for s, y, rho in reversed(pairs):
         alpha = rho * (s * q).sum(1)
         q = q - alpha[:, None] * y
@@ -46,18 +31,6 @@ def two_loop(grad: Tensor, pairs: list[tuple[Tensor, Tensor, Tensor]], gamma: Te
     for (s, y, rho), alpha in zip(pairs, reversed(alphas)):
         q = q + (alpha - rho * (y * q).sum(1))[:, None] * s
     return q
-
-
-def cubic_step(a: Tensor, fa: Tensor, da: Tensor, b: Tensor, fb: Tensor, db: Tensor) -> Tensor:
-    """Minimiser of the cubic through ``(a, fa, da)`` and ``(b, fb, db)`` (Nocedal & Wright eq. 3.59), kept at least
-    a tenth of the interval away from its ends; bisection where the cubic has no minimiser there."""
-    d1 = da + db - 3 * (fa - fb) / (a - b)
-    d2 = torch.sign(b - a) * (d1**2 - da * db).clamp(min=0).sqrt()
-    step = b - (b - a) * (db + d2 - d1) / (db - da + 2 * d2)
-    low, high = torch.minimum(a, b), torch.maximum(a, b)
-    margin = 0.1 * (high - low)
-    ok = torch.isfinite(step) & (d1**2 - da * db >= 0)
-    return torch.where(ok, step.clamp(low + margin, high - margin), (a + b) / 2)
 
 
 class QuasiNewton(Attack):
@@ -69,12 +42,11 @@ class QuasiNewton(Attack):
     puts the penalised optimum just past the boundary. With ``normalize_penalty`` the penalised optimum of a
     linear scorer sits at ``r + eta = (r_0 + eta) / (1 + 2 c)``: the trial flips at the first level where that is
     below ``eta``, i.e. ``c >~ r_0 / (2 eta) = 50`` with the default ``eta`` (without it, ``c`` depends on the
-    victim's score and gradient scale, and a victim with small scores needed ``c ~ 1e5``). The default ``c = 100``
-    puts the first level's optimum just past the boundary, so a warm-started search minimises ``|delta|`` along
-    the boundary from its first iteration; ``c = 1`` spends two levels on the clean side first, which a small
-    budget cannot afford (i-vector, 20 trials, B = 30: median rho 0.00221 = its warm start's with ``c = 1``,
-    0.00202 with ``c = 100``). The starting ``c`` and its growth are this reconstruction's choices. The incumbent is the smallest successful perturbation seen
-    at any evaluation, the warm start's included, so a trial the warm start flipped never ends with a larger one.
+    victim's score and gradient scale). The default ``c = 100`` puts the first level's optimum just past the
+    boundary, so a warm-started search minimises ``|delta|`` along the boundary from its first iteration; ``c = 1``
+    spends two levels on the clean side first, which a small budget cannot afford (docs/attacks/design.md). The
+    incumbent (``attacks.base.Incumbent``) is the smallest successful perturbation seen at any evaluation, the warm
+    start's included, so a trial the warm start flipped never ends with a larger one.
 
     ``method="lbfgs"``: the last ``history`` curvature pairs, ``H_0 = (s^T y / y^T y) I`` from the newest pair,
     memory cleared at each penalty level. ``method="bfgs"``: BFGS proper, matrix-free: every pair since the start,
@@ -139,28 +111,36 @@ class QuasiNewton(Attack):
         check_arg("eta_decay", eta_decay, eta_decay is None or 0 < eta_decay < 1, "None or in (0, 1)")
         check_arg("line_search_evals", line_search_evals, line_search_evals >= 1, ">= 1")
         check_budget(max_grad_evals)
-        self.method, self.c, self.c_growth, self.eta, self.warm_start = method, c, c_growth, eta, warm_start
-        self.outer_steps, self.iterations, self.history = outer_steps, iterations, history
+        self.method = method
+        self.c = c
+        self.c_growth = c_growth
+        self.eta = eta
+        self.warm_start = warm_start
+        self.outer_steps = outer_steps
+        self.iterations = iterations
+        self.history = history
         self.line_search_evals = line_search_evals
         self.eta_decay = eta_decay
-        self.max_grad_evals, self.normalize_penalty = max_grad_evals, normalize_penalty
+        self.max_grad_evals = max_grad_evals
+        self.normalize_penalty = normalize_penalty
 
     def perturb(self, x: Tensor, objective: VerificationObjective) -> AttackResult:
-        run = _Run(self, x, objective)
-        delta, iterations = torch.zeros_like(x), torch.zeros(len(x), dtype=torch.long, device=x.device)
+        run = PenaltyRun(self, x, objective)
+        delta = torch.zeros_like(x)
+        iterations = torch.zeros(len(x), dtype=torch.long, device=x.device)
         if self.warm_start is not None:
             warm = self.warm_start
             if self.max_grad_evals is not None:  # the warm start spends from the same budget
                 warm = copy.copy(warm)
                 warm.max_grad_evals = min(self.max_grad_evals, warm.max_grad_evals or self.max_grad_evals)
             result = warm.perturb(x, objective)
-            delta, iterations = result.adversarial - x, result.iterations.clone()
+            delta = result.adversarial - x
+            iterations = result.iterations.clone()
             run.offer(result.adversarial, result.success)
-        active = run.budget_left()
+        active = run.budget.left()
         if not active.any():  # the warm start spent every trial's budget: its result is the answer
-            found = torch.isfinite(run.best)
-            final = torch.where(found[:, None], run.best_adversarial, self.clamp(x + delta))
-            return self._result(final, objective, iterations, objective.grad_evals - run.start)
+            final = run.best.or_else(self.clamp(x + delta))
+            return self._result(final, objective, iterations, run.budget.spent(), clean=x)
         here = run.evaluate(delta, active)
         if self.normalize_penalty:  # c / |g_r|^2: the residual in units of linearised distance, c unit-free
             run.c = run.c / (here.r_grad * here.r_grad).sum(1).clamp(min=1e-30)
@@ -181,16 +161,15 @@ class QuasiNewton(Attack):
                 # side, ever closer to the boundary
                 run.eta = torch.where(flipped, run.eta * self.eta_decay, run.eta)
                 run.c = torch.where(flipped, run.c / self.eta_decay / self.c_growth, run.c)  # x c_growth below
-        found = torch.isfinite(run.best)
-        final = torch.where(found[:, None], run.best_adversarial, self.clamp(x + here.delta))
-        return self._result(final, objective, iterations, objective.grad_evals - run.start)
+        final = run.best.or_else(self.clamp(x + here.delta))
+        return self._result(final, objective, iterations, run.budget.spent(), clean=x)
 
-    def _level(self, run: _Run, here: Point, pairs: list, active: Tensor, iterations: Tensor) -> Point:
+    def _level(self, run: PenaltyRun, here: Point, pairs: list, active: Tensor, iterations: Tensor) -> Point:
         """Quasi-Newton iterations at one penalty level for the ``active`` trials; ``pairs`` and ``iterations``
         are updated in place."""
         level = active.clone()
         for _ in range(self.iterations):
-            rows = level & run.budget_left()
+            rows = level & run.budget.left()
             if not rows.any():
                 break
             p = -two_loop(here.grad, pairs, self._gamma(pairs, here.f))
@@ -204,7 +183,8 @@ class QuasiNewton(Attack):
             step = torch.where(first, run.model_step(here, p).clamp(max=1.0), torch.ones_like(slope))
             new, moved = run.line_search(here, p, rows, self.line_search_evals, step)
             iterations += moved.long()
-            s, y = new.delta - here.delta, new.grad - here.grad
+            s = new.delta - here.delta
+            y = new.grad - here.grad
             self._remember(pairs, s, y, moved & ((s * y).sum(1) > 1e-10))
             level &= moved & ((here.f - new.f).abs() > 1e-9 * new.f.abs())  # stalled trials wait for a new c
             here = new
@@ -228,85 +208,7 @@ class QuasiNewton(Attack):
         excess = torch.stack([pair[2] > 0 for pair in pairs]).sum(0) - self.history
         for i, (s_i, y_i, rho_i) in enumerate(pairs):
             drop = (rho_i > 0) & (excess > 0)
-            pairs[i], excess = (s_i, y_i, torch.where(drop, 0.0, rho_i)), excess - drop.long()
+            pairs[i] = (s_i, y_i, torch.where(drop, 0.0, rho_i))
+            excess = excess - drop.long()
         alive = torch.stack([pair[2] > 0 for pair in pairs]).any(1).tolist()
         pairs[:] = [pair for pair, keep in zip(pairs, alive) if keep]
-
-
-class _Run:
-    """The state of one ``QuasiNewton.perturb`` call: penalty weights, budget and incumbent per trial."""
-
-    def __init__(self, attack: QuasiNewton, x: Tensor, objective: VerificationObjective) -> None:
-        self.attack, self.x, self.objective = attack, x, objective
-        self.start = objective.grad_evals.clone()
-        self.cap = attack.max_grad_evals
-        self.c = x.new_full((len(x),), attack.c)
-        with torch.no_grad():
-            self.eta = attack.eta * objective.residual(x).abs()  # relative, no floor; a forward pass, no gradient
-        self.best = x.new_full((len(x),), float("inf"))
-        self.best_adversarial = x.clone()
-
-    def budget_left(self) -> Tensor:
-        """Trials that may still evaluate a gradient."""
-        spent = self.objective.grad_evals - self.start
-        return torch.ones_like(spent, dtype=torch.bool) if self.cap is None else spent < self.cap
-
-    def offer(self, adversarial: Tensor, success: Tensor) -> None:
-        """Keep ``adversarial`` where it succeeded with a smaller perturbation than the incumbent."""
-        norm = (adversarial - self.x).norm(dim=1)
-        better = success & (norm < self.best)
-        self.best = torch.where(better, norm, self.best)
-        self.best_adversarial = torch.where(better[:, None], adversarial, self.best_adversarial)
-
-    def penalised(self, delta: Tensor, r: Tensor, r_grad: Tensor) -> Point:
-        """``f = 1/2 |delta|^2 + c max(0, r + eta)^2`` and its gradient."""
-        excess = torch.relu(r + self.eta)
-        f = 0.5 * (delta * delta).sum(1) + self.c * excess**2
-        return Point(delta, f, delta + (2 * self.c * excess)[:, None] * r_grad, r, r_grad)
-
-    def evaluate(self, delta: Tensor, rows: Tensor) -> Point:
-        """The penalised objective at ``delta`` for ``rows`` (one gradient evaluation each; other rows NaN);
-        successes are offered to the incumbent."""
-        shifted = self.x + delta
-        adversarial = self.attack.clamp(shifted)
-        r, r_grad = self.objective.residual_and_grad(adversarial, rows)
-        low, high = self.attack.clip
-        r_grad = r_grad * ((shifted >= low) & (shifted <= high))  # the clip passes no gradient where it binds
-        self.offer(adversarial, self.objective.is_success(r))
-        return self.penalised(delta, r, r_grad)
-
-    def model_step(self, here: Point, p: Tensor) -> Tensor:
-        """Minimiser along ``p`` of the Gauss-Newton model of ``f`` (Hessian ``I + 2 c g_r g_r^T`` where the
-        penalty is on): the first trial step while a trial has no curvature pair, where ``H_0 = I`` ignores the
-        penalty's curvature and a unit step would overshoot far past the boundary."""
-        on = (here.r + self.eta > 0).to(p.dtype)
-        curvature = (p * p).sum(1) + 2 * self.c * on * (here.r_grad * p).sum(1) ** 2
-        return -(here.grad * p).sum(1) / curvature.clamp(min=1e-30)
-
-    def line_search(self, here: Point, p: Tensor, rows: Tensor, evals: int, step: Tensor) -> tuple[Point, Tensor]:
-        """Strong-Wolfe line search along ``p`` for ``rows`` (Nocedal & Wright Alg. 3.5 and its zoom 3.6 as one
-        bracket ``[lo, hi]`` per trial, ``hi = inf`` while extrapolating). Returns the new point (``here`` where
-        no step decreased ``f``) and which trials moved; a search cut short keeps its best sufficient decrease.
-        ``step [B]``: the first trial step."""
-        slope0 = (here.grad * p).sum(1)
-        lo, lo_a, lo_d = here, torch.zeros_like(here.f), slope0
-        hi_a, hi_f, hi_d = torch.full_like(here.f, float("inf")), here.f, slope0
-        a, result, done = step, here, ~rows
-        for _ in range(evals):
-            searching = ~done & self.budget_left()
-            if not searching.any():
-                break
-            trial = self.evaluate(here.delta + a[:, None] * p, searching)
-            slope = (trial.grad * p).sum(1)
-            high = searching & ((trial.f > here.f + C1 * a * slope0) | (trial.f >= lo.f))
-            wolfe = searching & ~high & (slope.abs() <= -C2 * slope0)
-            low = searching & ~high & ~wolfe
-            flip = low & (slope * (hi_a - lo_a) >= 0)  # the minimum lies behind: the old lo becomes hi
-            hi_a = torch.where(high, a, torch.where(flip, lo_a, hi_a))
-            hi_f = torch.where(high, trial.f, torch.where(flip, lo.f, hi_f))
-            hi_d = torch.where(high, slope, torch.where(flip, lo_d, hi_d))
-            lo, lo_a, lo_d = where(low, trial, lo), torch.where(low, a, lo_a), torch.where(low, slope, lo_d)
-            result, done = where(wolfe, trial, result), done | wolfe
-            a = torch.where(torch.isinf(hi_a), 2 * lo_a, cubic_step(lo_a, lo.f, lo_d, hi_a, hi_f, hi_d))
-        fallback = rows & ~done & (lo_a > 0)
-        return where(fallback, lo, result), rows & (done | fallback)

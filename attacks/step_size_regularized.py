@@ -1,5 +1,5 @@
-"""Step-size-regularized search, the method of the step-size regularization paper (ICASSP; reconstructed here,
-see DESIGN.md): a trust-region iteration on the linearised verification residual that, once the decision flipped,
+"""Step-size-regularized search, the method of the step-size regularization paper (ICASSP), reconstructed here
+from the method's description: a trust-region iteration on the linearised verification residual that, once the decision flipped,
 walks along the boundary toward the smallest perturbation. The paper's details were not available: the merit
 functions, the inner solver and the constants are this project's choices, all configurable (standard
 trust-region values 0.25 / 0.75, x0.5 / x2).
@@ -10,50 +10,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from attacks.base import Attack, AttackResult, VerificationObjective, check_budget
+from attacks.base import Attack, AttackResult, GradientBudget, VerificationObjective, capped, check_budget
+from attacks.trust_region import dual_projected_gradient
 from nets.checks import check_arg
-
-
-def _project_ball(d: Tensor, radius: Tensor) -> Tensor:
-    norms = d.norm(dim=1, keepdim=True).clamp(min=1e-30)
-    return d * (radius[:, None] / norms).clamp(max=1.0)
-
-
-def dual_projected_gradient(p: Tensor, h: Tensor, radius: Tensor, steps: int, tol: float = 1e-12) -> Tensor:
-    """Euclidean projection of ``p [B, 2]`` onto ``{|d| <= radius} ∩ {d_0 <= h}``, for ``-radius <= h``.
-
-    The half-plane is dualised: for a multiplier ``mu >= 0`` the Lagrangian ``|d - p|^2 + 2 mu (d_0 - h)`` is
-    minimised over the disc by ``d(mu) = P_disc(p - mu e_0)``, and the dual gradient is ``psi(mu) = d(mu)_0 - h``,
-    non-increasing in ``mu``. Projected gradient ascent on ``mu >= 0``, the first step 1 (``psi`` is 1-Lipschitz),
-    then Barzilai-Borwein (secant) steps, kept inside the bracket of signs seen so far (bisection, or doubling
-    while no upper end is known). Stops after ``steps`` steps or when ``psi`` is within ``tol x radius`` of zero
-    on the feasible side; returns ``d`` at the bracket's feasible end (``-radius e_0`` if none was found), so the
-    result always satisfies both constraints."""
-    e0 = torch.zeros_like(p)
-    e0[:, 0] = 1
-
-    def at(mu: Tensor) -> tuple[Tensor, Tensor]:
-        d = _project_ball(p - mu[:, None] * e0, radius)
-        return d, d[:, 0] - h
-
-    mu = torch.zeros_like(h)
-    d, psi = at(mu)
-    lo, hi, step = mu, torch.where(psi <= 0, mu, torch.full_like(mu, float("inf"))), torch.ones_like(mu)
-    d_hi = torch.where((psi <= 0)[:, None], d, -radius[:, None] * e0)
-    for k in range(steps):
-        if k % 8 == 0 and bool(((hi - lo <= tol * radius) | (psi.abs() <= tol * radius) & (psi <= 0)).all()):
-            break  # one sync every 8 steps
-        candidate = (mu + step * psi).clamp(min=0)  # the projected gradient step on the dual
-        fallback = torch.where(torch.isinf(hi), 2 * lo + radius, (lo + hi) / 2)
-        candidate = torch.where((candidate > lo) & (candidate < hi), candidate, fallback)
-        d_new, psi_new = at(candidate)
-        secant = (candidate - mu) / (psi - psi_new)
-        step = torch.where(torch.isfinite(secant) & (secant > 0), secant, step)
-        feasible = psi_new <= 0
-        lo, hi = torch.where(feasible, lo, candidate), torch.where(feasible, candidate, hi)
-        d_hi = torch.where(feasible[:, None], d_new, d_hi)
-        mu, psi = candidate, psi_new
-    return d_hi
 
 
 class StepSizeRegularized(Attack):
@@ -64,14 +23,8 @@ class StepSizeRegularized(Attack):
     ``min |delta_k + d|^2  s.t.  r_k + eta + g_k^T d <= 0,  |d| <= rho_k`` when the linearised boundary (shifted by
     the overshoot ``eta``) is reachable inside the radius, else ``min r_k + g_k^T d, |d| <= rho_k`` (closed form:
     ``d = -rho_k g_k / |g_k|``). The first problem is the Euclidean projection of ``-delta_k`` onto a ball
-    intersected with a half-space (one projected-gradient step of length 1/2 on ``|delta_k + d|^2`` from any point
-    lands there, given that projection). It is solved by projected gradient on its Lagrangian dual
-    (``dual_projected_gradient``: the ball is kept as the simple set, the linearised boundary gets a multiplier
-    ``mu >= 0``, Barzilai-Borwein steps on ``mu``, bracketed); Dykstra's alternating projections, also tried, crawl
-    (sublinear) exactly in the common case ``|delta_k| >> rho_k``. Objective and constraints depend on ``d`` only
-    through its coordinates in ``span{g_k, delta_k}``, so the inner iteration runs on those two: O(T) set-up,
-    O(1) per inner step, no gradient evaluations (a closed form exists in that plane; the iteration is the
-    method as described, and the tests check it against the closed form). When the radius binds and
+    intersected with a half-space, solved in ``span{g_k, delta_k}`` by projected gradient on its Lagrangian dual
+    (``attacks.trust_region``: no gradient evaluations). When the radius binds and
     ``delta_k`` is not parallel to ``g_k`` the solution differs from the projected Newton step
     ``P_ball(-(r_k + eta) g_k / |g_k|^2)``.
 
@@ -79,8 +32,7 @@ class StepSizeRegularized(Attack):
     ``min |d|`` (``delta_k`` replaced by 0), i.e. the Gauss-Newton root step ``-(r_k + eta) g_k / |g_k|^2`` capped at
     the radius; ``"project"`` keeps ``|delta_k + d|``. On the trained victims the input gradient decorrelates within
     a step, so the projected start pulls back the samples already used (their gradient is near zero: the model
-    sees that as free) and undoes its progress, flipping almost nothing within 10 evaluations (measured in
-    docs/attacks/ssr_overshoot.md; the root start ends slightly larger at 30 and more).
+    sees that as free) and undoes its progress within small budgets (measured in docs/attacks/ssr_overshoot.md).
 
     Merit and radius: before the first success the merit is the residual (predicted decrease ``-g_k^T d``);
     after it, ``|delta|`` among successful points (predicted ``|delta_k| - |delta_k + d|``, actual ``-inf`` if the
@@ -95,8 +47,8 @@ class StepSizeRegularized(Attack):
     Overshoot: ``eta`` is relative to each trial's clean residual (no absolute floor: a trial near theta gets a
     proportionally small one). ``eta_decay < 1`` multiplies it by that factor at every step after the first success,
     so the walk aims ever closer to the boundary itself (exact on a linear victim); the default keeps it fixed: on
-    curved real boundaries an annealed walk loses the flip on about half its steps and stops at ``rho_min`` with
-    budget left (docs/attacks/ssr_overshoot.md); fixed, it ends on the boundary shifted by ``eta`` (relative).
+    curved real boundaries an annealed walk keeps losing the flip and stops at ``rho_min`` with budget left
+    (docs/attacks/ssr_overshoot.md); fixed, it ends on the boundary shifted by ``eta`` (relative).
 
     Correction (``correct``): a walk step after the first success that loses the flip (the boundary curves away
     from its linearisation) is not simply rejected: one Gauss-Newton step from the rejected candidate ``c`` back to
@@ -187,16 +139,23 @@ class StepSizeRegularized(Attack):
         check_arg("restart", restart, restart >= 1, ">= 1")
         check_arg("before_flip", before_flip, before_flip in ("root", "project"), "'root' or 'project'")
         check_budget(max_grad_evals)
-        self.rho0, self.rho0_fraction, self.rho_min, self.rho_max = rho0, rho0_fraction, rho_min, rho_max
-        self.steps, self.inner_steps, self.eta, self.tol, self.max_grad_evals = (
-            steps,
-            inner_steps,
-            eta,
-            tol,
-            max_grad_evals,
-        )
-        self.accept, self.good, self.bad, self.grow, self.shrink = accept, good, bad, grow, shrink
-        self.eta_decay, self.correct, self.restart = eta_decay, correct, restart
+        self.rho0 = rho0
+        self.rho0_fraction = rho0_fraction
+        self.rho_min = rho_min
+        self.rho_max = rho_max
+        self.steps = steps
+        self.inner_steps = inner_steps
+        self.eta = eta
+        self.tol = tol
+        self.max_grad_evals = max_grad_evals
+        self.accept = accept
+        self.good = good
+        self.bad = bad
+        self.grow = grow
+        self.shrink = shrink
+        self.eta_decay = eta_decay
+        self.correct = correct
+        self.restart = restart
         self.before_flip = before_flip
 
     def subproblem(self, delta: Tensor, r: Tensor, g: Tensor, rho: Tensor, eta: Tensor) -> Tensor:
@@ -222,33 +181,31 @@ class StepSizeRegularized(Attack):
             return (self.rho0_fraction * distance).clamp(self.rho_min, self.rho_max)
         return torch.full_like(r, self.rho0)
 
-    def perturb(self, x: Tensor, objective: VerificationObjective) -> AttackResult:
-        cap = self.steps + 1 if self.max_grad_evals is None else min(self.steps + 1, self.max_grad_evals)
-        start = objective.grad_evals.clone()
+    def initial_state(self, x: Tensor, objective: VerificationObjective) -> dict:
+        """The search's state at ``x`` after its first gradient evaluation: ``delta`` (zero), residual ``r``,
+        box-masked gradient ``g``, success ``won``, overshoot ``eta`` (its set value ``eta0``), clean residual size
+        ``r0`` and the gradient ``budget`` (opened before that evaluation)."""
+        budget = GradientBudget(objective, capped(self.steps + 1, self.max_grad_evals))
         r, g = objective.residual_and_grad(x)
         g = self.box_mask(x, g)
         eta = self.eta * r.abs()
-        state = {
-            "delta": torch.zeros_like(x),
-            "r": r,
-            "g": g,
-            "won": objective.is_success(r),
-            "eta": eta,
-            "eta0": eta,
-            "r0": r.abs(),
-            "start": start,
-            "cap": cap,
-        }
-        rho, active = self._radius0(r, g, eta), ~state["won"]  # a trial already flipped needs no perturbation
+        won = objective.is_success(r)
+        state = {"delta": torch.zeros_like(x), "r": r, "g": g, "won": won, "eta": eta, "eta0": eta, "r0": r.abs()}
+        return {**state, "budget": budget}
+
+    def perturb(self, x: Tensor, objective: VerificationObjective) -> AttackResult:
+        state = self.initial_state(x, objective)
+        budget = state["budget"]
+        rho = self._radius0(state["r"], state["g"], state["eta"])
+        active = ~state["won"]  # a trial already flipped needs no perturbation
         iterations = torch.zeros(len(x), dtype=torch.long, device=x.device)
         while True:
-            rows = active & (objective.grad_evals - start < cap)
+            rows = active & budget.left()
             if not rows.any():
                 break
             rows, active, rho = self._iterate(x, objective, state, rows, active, rho)
             iterations += rows.long()
-        spent = objective.grad_evals - start
-        return self._result(self.clamp(x + state["delta"]), objective, iterations, spent)
+        return self._result(self.clamp(x + state["delta"]), objective, iterations, budget.spent(), clean=x)
 
     def box_mask(self, point: Tensor, g: Tensor) -> Tensor:
         """``g`` with the components zeroed where ``point`` sits at a clip bound and a step along ``-g`` (which
@@ -261,7 +218,10 @@ class StepSizeRegularized(Attack):
         self, x: Tensor, objective: VerificationObjective, state: dict, rows: Tensor, active: Tensor, rho: Tensor
     ) -> tuple[Tensor, Tensor, Tensor]:
         """One trust-region step for ``rows``; updates ``state`` in place, returns (evaluated rows, active, rho)."""
-        delta, r, g, won = state["delta"], state["r"], state["g"], state["won"]
+        delta = state["delta"]
+        r = state["r"]
+        g = state["g"]
+        won = state["won"]
         eta = torch.where(rows & won, state["eta"] * self.eta_decay, state["eta"])  # after the flip: aim closer
         state["eta"] = eta
         # before the flip "root" solves for the increment alone: -delta's pull would undo the progress made
@@ -270,7 +230,8 @@ class StepSizeRegularized(Attack):
         norm = delta.norm(dim=1)
         predicted = torch.where(won, norm - (delta + d).norm(dim=1), -(g * d).sum(1))
         stalled = predicted <= self.tol * torch.where(won, norm, r + eta)  # the model sees no progress
-        active, rows = active & ~stalled, rows & ~stalled
+        active = active & ~stalled
+        rows = rows & ~stalled
         if not rows.any():
             return rows, active, rho
         candidate = self.clamp(x + delta + d) - x
@@ -299,20 +260,30 @@ class StepSizeRegularized(Attack):
             rho = torch.where(restart, self._radius0(r, g, eta, linearised=True), rho)
         state["eta"] = torch.where(accept & won_new & ~won, state["eta0"], eta)  # flipped: back to the set overshoot
         state["delta"] = torch.where(accept[:, None], candidate, delta)
-        state["r"], state["g"] = torch.where(accept, r_new, r), torch.where(accept[:, None], g_new, g)
+        state["r"] = torch.where(accept, r_new, r)
+        state["g"] = torch.where(accept[:, None], g_new, g)
         state["won"] = torch.where(accept, won_new, won)
         return rows, active & ~(stuck & ~restart), rho
 
     def _correct(
-        self, x: Tensor, objective: VerificationObjective, lost: Tensor, candidate: Tensor, r_new: Tensor,
-        g_new: Tensor, won_new: Tensor, eta: Tensor, norm: Tensor, state: dict,
-    ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:  # fmt: skip
+        self,
+        x: Tensor,
+        objective: VerificationObjective,
+        lost: Tensor,
+        candidate: Tensor,
+        r_new: Tensor,
+        g_new: Tensor,
+        won_new: Tensor,
+        eta: Tensor,
+        norm: Tensor,
+        state: dict,
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
         """Second-order correction of walk steps that lost the flip: one Gauss-Newton step from the rejected
         candidate back to its own linearised boundary, ``c - (r(c) + eta) g(c) / |g(c)|^2`` (one more gradient
         evaluation, within the budget); kept in place of the candidate when it is a success smaller than the
         incumbent, so the curvature of the boundary no longer shrinks the radius to its floor."""
         g_norm2 = (g_new * g_new).sum(1)
-        lost = lost & (objective.grad_evals - state["start"] < state["cap"]) & (g_norm2 > 1e-30)
+        lost = lost & state["budget"].left() & (g_norm2 > 1e-30)
         if not lost.any():
             return candidate, r_new, g_new, won_new, lost
         step = -((r_new + eta) / g_norm2.clamp(min=1e-30)).nan_to_num(0.0, 0.0, 0.0)[:, None] * g_new

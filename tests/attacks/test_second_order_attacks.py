@@ -7,7 +7,7 @@ from helpers import linear_case
 
 from attacks import PGD, GaussNewton, QuasiNewton, StepSizeRegularized, VerificationObjective
 from attacks.quasi_newton import two_loop
-from attacks.step_size_regularized import _project_ball
+from attacks.trust_region import _project_ball
 
 
 class MLPVictim(torch.nn.Module):
@@ -215,11 +215,12 @@ def test_step_size_regularized_gives_no_correction_along_a_zero_gradient():
     nothing is replaced (the old rule repeated the loser)."""
     x, objective = mlp_case(4)
     attack = StepSizeRegularized()
-    state = {"start": objective.grad_evals.clone(), "cap": 10}
+    state = attack.initial_state(x, objective)
+    spent = state["budget"].spent()
     lost = torch.ones(4, dtype=torch.bool)
     r, zero = torch.full((4,), 0.1), torch.zeros_like(x)
     out = attack._correct(x, objective, lost, zero, r, zero, torch.zeros(4, dtype=torch.bool), r * 0, r, state)
-    assert not out[-1].any() and (objective.grad_evals == state["start"]).all()
+    assert not out[-1].any() and torch.equal(state["budget"].spent(), spent)
 
 
 class QuantizedVictim:
@@ -289,21 +290,11 @@ def test_step_size_regularized_first_success_restores_the_set_overshoot():
     end on a boundary shifted 10^k times too far)."""
     x, objective, minimal = linear_case()
     attack = StepSizeRegularized(eta=1e-3, rho0=10.0)
-    r, g = objective.residual_and_grad(x)
-    eta0 = attack.eta * r.abs()
-    state = {
-        "delta": torch.zeros_like(x),
-        "r": r,
-        "g": g,
-        "won": objective.is_success(r),
-        "eta": 100 * eta0,
-        "eta0": eta0,
-        "r0": r.abs(),
-        "start": objective.grad_evals.clone() - 1,
-        "cap": 10,
-    }
+    state = attack.initial_state(x, objective)
+    eta0 = state["eta0"]
+    state["eta"] = 100 * eta0
     rows = torch.ones(len(x), dtype=torch.bool)
-    attack._iterate(x, objective, state, rows, rows.clone(), torch.full_like(r, 10.0))
+    attack._iterate(x, objective, state, rows, rows.clone(), torch.full_like(eta0, 10.0))
     assert state["won"].all()  # one linear step reaches the boundary
     assert torch.allclose(state["eta"], eta0)
 
