@@ -81,10 +81,10 @@ def timed(model: AdversarialAttack, batch: dict, device: torch.device) -> tuple[
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     start = time.perf_counter()
-    rows = model._attack_batch(batch)["rows"]
+    trials = model._attack_batch(batch)["trials"]
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    return time.perf_counter() - start, rows
+    return time.perf_counter() - start, torch.stack([trials[name] for name in COLUMNS], 1)
 
 
 def main(argv: list[str] | None = None) -> None:

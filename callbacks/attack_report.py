@@ -54,11 +54,12 @@ def _pyplot():
     return plt
 
 
-def example_figure(clean: Tensor, adversarial: Tensor, title: str, domain: str = "waveform") -> bytes:
-    """Clean signal and perturbation side by side: waveforms and dB spectrograms (torchaudio), or MFCC images."""
+def example_figure(clean: Tensor, adversarial: Tensor, title: str) -> bytes:
+    """Clean signal and perturbation side by side: waveforms ``[T]`` with dB spectrograms (torchaudio), or MFCC
+    frames ``[N, D]`` as images."""
     plt = _pyplot()
     delta = adversarial - clean
-    if domain != "waveform":
+    if clean.dim() == 2:  # feature frames
         fig, axes = plt.subplots(1, 2, figsize=(10, 3))
         for ax, image, name in zip(axes, (clean, delta), ("clean MFCC", "perturbation")):
             ax.imshow(image.T.numpy(), origin="lower", aspect="auto")
@@ -82,8 +83,8 @@ def example_figure(clean: Tensor, adversarial: Tensor, title: str, domain: str =
     low = min(float(im.min()) for im in images)
     high = max(float(im.max()) for im in images)
     for ax, image, name in zip((axes[0, 1], axes[1, 0], axes[1, 1]), images, ("clean", "adversarial", "perturbation")):
-        ax.imshow(image.numpy(), origin="lower", aspect="auto", vmin=low, vmax=high,
-                  extent=(0, len(clean) / SAMPLE_RATE, 0, SAMPLE_RATE / 2000))  # fmt: skip
+        extent = (0, len(clean) / SAMPLE_RATE, 0, SAMPLE_RATE / 2000)
+        ax.imshow(image.numpy(), origin="lower", aspect="auto", vmin=low, vmax=high, extent=extent)
         ax.set_title(f"{name} (dB)")
         ax.set_xlabel("s")
         ax.set_ylabel("kHz")
@@ -142,7 +143,8 @@ class AttackReport(L.Callback):
     """
 
     def __init__(self, n_examples: int = 4, save_audio: bool = True) -> None:
-        self.n_examples, self.save_audio = n_examples, save_audio
+        self.n_examples = n_examples
+        self.save_audio = save_audio
         self._examples: list[tuple[int, int, Tensor, Tensor]] = []
 
     @staticmethod
@@ -158,54 +160,53 @@ class AttackReport(L.Callback):
     def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._start()
 
-    def _batch(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: dict, batch: dict) -> None:
+    def _batch(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: dict) -> None:
+        """Save each trial's adversarial signal (audio as .wav, feature frames as .pt) and keep the first examples."""
         import soundfile
 
         folder = self.folder(trainer) / "adversarial"
         folder.mkdir(parents=True, exist_ok=True)
-        for i, (row, adversarial) in enumerate(zip(outputs["rows"], outputs["adversarial"])):
-            index, label = int(row[0]), int(row[1])
-            if self.save_audio:
-                if pl_module.domain == "waveform":
-                    soundfile.write(folder / f"{index:05d}_{label}.wav", adversarial.numpy(), SAMPLE_RATE, "FLOAT")
-                else:
-                    torch.save(adversarial, folder / f"{index:05d}_{label}.pt")
+        trials = outputs["trials"]
+        for i, (clean, adversarial) in enumerate(zip(outputs["clean"], outputs["adversarial"])):
+            index = int(trials["index"][i])
+            label = int(trials["label"][i])
+            name = f"{index:05d}_{label}"
+            if self.save_audio and pl_module.attack.audible:
+                soundfile.write(folder / f"{name}.wav", adversarial.numpy(), SAMPLE_RATE, "FLOAT")
+            elif self.save_audio:
+                torch.save(adversarial, folder / f"{name}.pt")
             if trainer.is_global_zero and len(self._examples) < self.n_examples:
-                clean = batch["test"][i, : int(batch["test_len"][i])].detach().cpu()
-                if pl_module.domain != "waveform":
-                    with torch.no_grad():
-                        clean = pl_module.victim.frames(clean[None].to(pl_module.device))[0].cpu()
                 self._examples.append((index, label, clean, adversarial))
 
     def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
-        self._batch(trainer, pl_module, outputs, batch)
+        self._batch(trainer, pl_module, outputs)
 
     def on_predict_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
-        self._batch(trainer, pl_module, outputs, batch)
+        self._batch(trainer, pl_module, outputs)
 
     def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.is_global_zero:
             self._write_examples(trainer, pl_module)
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not trainer.is_global_zero or pl_module.rows is None:
+        if not trainer.is_global_zero or pl_module.trials is None:
             return
-        from lightning_modules.attack import COLUMNS
-
         folder = self.folder(trainer)
         folder.mkdir(parents=True, exist_ok=True)
-        rows = [[int(v) if name in ("index", "label") else float(v) for name, v in zip(COLUMNS, row)]
-                for row in pl_module.rows.tolist()]  # fmt: skip
+        col = pl_module.trials
+        columns = list(col)
+        values = zip(*(col[c].tolist() for c in columns))
+        rows = [[int(v) if c in ("index", "label") else float(v) for c, v in zip(columns, row)] for row in values]
         with open(folder / "trials.csv", "w", newline="") as f:
             writer = csv.writer(f)
-            writer.writerow(COLUMNS)
+            writer.writerow(columns)
             writer.writerows(rows)
-        name, victim = type(pl_module.attack).__name__, type(pl_module.victim).__name__
-        summary = {"attack": name, "victim": victim, "domain": pl_module.domain, "threshold": pl_module.threshold,
-                   "checkpoint": str(pl_module.checkpoint), **pl_module.summary}  # fmt: skip
+        name = type(pl_module.attack).__name__
+        victim = type(pl_module.victim).__name__
+        summary = {"attack": name, "victim": victim, "domain": pl_module.domain, "threshold": pl_module.threshold}
+        summary = {**summary, "checkpoint": str(pl_module.checkpoint), **pl_module.summary}
         (folder / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         (folder / "summary.md").write_text(markdown_table(list(summary), [list(summary.values())]))
-        col = dict(zip(COLUMNS, pl_module.rows.T))
         won = (col["success"] > 0) & (col["clean_correct"] > 0)
         png = rho_figure({name: col["rho"][won].numpy()}, f"{name} vs {victim}")
         (folder / "rho.png").write_bytes(png)
@@ -213,7 +214,7 @@ class AttackReport(L.Callback):
         log_image(trainer, "attack/rho", _as_image(png), step)
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
-                logger.log_table("attack/trials", columns=list(COLUMNS), data=rows, step=step)
+                logger.log_table("attack/trials", columns=columns, data=rows, step=step)
                 logger.log_table("attack/summary", columns=list(summary), data=[list(summary.values())], step=step)
         self._write_examples(trainer, pl_module)
 
@@ -223,11 +224,15 @@ class AttackReport(L.Callback):
         name = type(pl_module.attack).__name__
         for index, label, clean, adversarial in self._examples:
             kind = "target" if label == 1 else "non-target"
-            png = example_figure(clean, adversarial, f"{name}: trial {index} ({kind})", pl_module.domain)
+            png = example_figure(clean, adversarial, f"{name}: trial {index} ({kind})")
             (folder / f"{index:05d}.png").write_bytes(png)
             log_image(trainer, f"attack/example_{index}", _as_image(png), trainer.global_step)
-            if pl_module.domain == "waveform":
-                for logger in trainer.loggers:
-                    if isinstance(logger, WandbLogger):
-                        logger.log_audio(f"attack/audio_{index}", [clean.numpy(), adversarial.numpy()],
-                                         caption=["clean", "adversarial"], sample_rate=[SAMPLE_RATE] * 2)  # fmt: skip
+            if not pl_module.attack.audible:
+                continue
+            audio = [clean.numpy(), adversarial.numpy()]
+            for logger in trainer.loggers:
+                if isinstance(logger, WandbLogger):
+                    rates = [SAMPLE_RATE] * 2
+                    logger.log_audio(
+                        f"attack/audio_{index}", audio, caption=["clean", "adversarial"], sample_rate=rates
+                    )

@@ -1,9 +1,8 @@
 """The attack LightningModule: a frozen, trained victim, an injected perturbation search, every trial of a list.
 
 ``coadv test -c configs/attack/<attack>_<victim>.yaml`` rebuilds the victim from its training checkpoint
-(architecture from the checkpoint's hyperparameters, weights under ``victim.``, the clean EER threshold under
-``checkpoint["verification"]``), attacks the test side of each trial, and reports per trial (``COLUMNS``) and in
-aggregate (``summarize``, in ``attack_metrics``).
+(``victim_loading``), attacks the test side of each trial, and reports per trial (a table of named columns,
+``COLUMNS``) and in aggregate (``summarize``, in ``attack_metrics``).
 
 Batching: in each step the enrolment sides are embedded once (equal lengths share a forward pass, every utterance
 at its true length), then the trials whose test utterances have exactly the same length are attacked together, one
@@ -29,9 +28,8 @@ the trials the victim decides correctly when clean (the others need no attack); 
 from __future__ import annotations
 
 import math
-import sys
 import time
-from pathlib import Path
+from functools import partial
 from typing import Any
 
 import lightning as L
@@ -40,78 +38,21 @@ from lightning.pytorch.cli import instantiate_module
 from torch import Tensor, nn
 
 from attacks import Attack, VerificationObjective
-from attacks.base import KAPPA
+from attacks.objective import KAPPA
 from lightning_modules.attack_metrics import (
     COLUMNS,
     announce_perceptual,
     feature_rho,
     perceptual_scores,
+    perturbation_columns,
     summarize,
-    trial_row,
+    table,
 )
-from lightning_modules.hparams import INSTANTIATOR, UnreadableCheckpoint, read_checkpoint, save_config
+from lightning_modules.hparams import save_config
 from lightning_modules.verification import TrialScoring
+from lightning_modules.victim_loading import load_victim
 from nets.checks import check_arg
 from nets.speaker.contract import FeatureDomainVictim
-
-EXPECTED = "expected a speaker-verification checkpoint written by `coadv fit -c configs/speaker/<victim>.yaml`"
-
-
-def _not_a_victim(path: Path, reason: str) -> ValueError:
-    return ValueError(f"{path}: not a coadv speaker checkpoint: {reason}; {EXPECTED} (SpeakerEmbedding, IVectorSystem)")
-
-
-def read_victim_checkpoint(path: Path) -> dict[str, Any]:
-    """A victim checkpoint as plain data (:func:`read_checkpoint`), its errors naming what a victim file must be."""
-    try:
-        return read_checkpoint(
-            path, "victim checkpoint", "; train the victim first (coadv fit -c configs/speaker/<victim>_synth.yaml)"
-        )
-    except UnreadableCheckpoint as error:
-        raise _not_a_victim(path, error.reason.split(" (found")[0]) from None
-
-
-def _victim_hparams(checkpoint: dict[str, Any], path: Path) -> dict[str, Any]:
-    hparams = checkpoint.get("hyper_parameters")
-    if not isinstance(hparams, dict) or hparams.get("_instantiator") != INSTANTIATOR:
-        raise _not_a_victim(
-            path, "it does not name its architecture (no hyper_parameters); set model.init_args.victim to it"
-        )
-    name = str(hparams.get("_class_path"))
-    module, _, cls = name.rpartition(".")
-    known = getattr(sys.modules.get(module), cls, None)  # imported modules only: a file never triggers an import
-    if not (isinstance(known, type) and issubclass(known, TrialScoring)):
-        raise _not_a_victim(path, f"it was written by {name}")
-    return hparams
-
-
-def load_victim(path: str | Path, victim: nn.Module | None = None) -> tuple[nn.Module, float | None, dict | None]:
-    """The victim of a training checkpoint, its clean threshold (``None`` when missing or NaN) and the
-    hyperparameters it was rebuilt from. ``victim`` overrides the architecture (its weights still come from the
-    checkpoint), for checkpoints that do not name theirs."""
-    path = Path(path)
-    checkpoint = read_victim_checkpoint(path)
-    hparams = None
-    if victim is None:
-        hparams = _victim_hparams(checkpoint, path)
-        try:
-            victim = instantiate_module(TrialScoring, {k: v for k, v in hparams.items() if k != "_instantiator"}).victim
-        except Exception as error:  # jsonargparse's message names no file; its innermost cause is the useful line
-            lines = [line.strip()[2:] for line in str(error).splitlines() if line.strip().startswith("- ")]
-            cause = next((x for x in lines if not x.startswith(("Expected a <class", "Does not validate"))), None)
-            cause = cause or str(error).strip().splitlines()[0]
-            raise _not_a_victim(path, f"its hyperparameters do not build {hparams['_class_path']} ({cause})") from error
-    state = {k.removeprefix("victim."): v for k, v in checkpoint["state_dict"].items() if k.startswith("victim.")}
-    if not state:
-        raise _not_a_victim(path, "no 'victim.*' weights in its state_dict")
-    try:
-        victim.load_state_dict(state)
-    except RuntimeError as error:
-        raise ValueError(f"{path}: weights do not fit {type(victim).__name__} as configured: {error}") from error
-    verification = checkpoint.get("verification")
-    threshold = verification.get("threshold") if isinstance(verification, dict) else None
-    finite = isinstance(threshold, (int, float)) and math.isfinite(threshold)
-    return victim, (float(threshold) if finite else None), hparams
 
 
 class AdversarialAttack(L.LightningModule):
@@ -153,15 +94,20 @@ class AdversarialAttack(L.LightningModule):
         save_config(self)
         check_arg("kappa", kappa, kappa >= 0, ">= 0")
         check_arg("threshold", threshold, threshold is None or math.isfinite(threshold), "None or a finite score")
-        self.victim, self.attack, self.checkpoint = victim, attack, checkpoint
-        self.kappa, self.threshold_override, self.seed = kappa, threshold, seed
-        self.batch_trials, self.perceptual = batch_trials, perceptual
+        self.victim = victim
+        self.attack = attack
+        self.checkpoint = checkpoint
+        self.kappa = kappa
+        self.threshold_override = threshold
+        self.seed = seed
+        self.batch_trials = batch_trials
+        self.perceptual = perceptual
         self._perceptual = {"pesq": False, "stoi": False}  # what this run computes (set in setup)
         self.threshold = float("nan")
         self.victim_hparams: dict | None = None  # the victim checkpoint's hyperparameters, kept in our checkpoints
         self._restored = False  # rebuilt from an attack checkpoint: the victim file is not read again
-        self._rows: list[Tensor] = []
-        self.rows: Tensor | None = None
+        self._tables: list[dict[str, Tensor]] = []  # the test batches' tables of trials
+        self.trials: dict[str, Tensor] | None = None  # the run's table of trials (``COLUMNS``), after a test
         self.summary: dict[str, float] = {}
 
     @property
@@ -180,7 +126,7 @@ class AdversarialAttack(L.LightningModule):
                 )
             self.threshold = float(threshold)
         self.victim.eval().requires_grad_(False)
-        self._perceptual = announce_perceptual(self.perceptual and self.domain == "waveform", self.global_rank == 0)
+        self._perceptual = announce_perceptual(self.perceptual and self.attack.audible, self.global_rank == 0)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["attack"] = {"threshold": self.threshold, "victim_hyper_parameters": self.victim_hparams}
@@ -192,7 +138,8 @@ class AdversarialAttack(L.LightningModule):
             self.victim = instantiate_module(
                 TrialScoring, {k: v for k, v in hparams.items() if k != "_instantiator"}
             ).victim
-        self.victim_hparams, self.threshold = hparams, float(stored.get("threshold", float("nan")))
+        self.victim_hparams = hparams
+        self.threshold = float(stored.get("threshold", float("nan")))
         self._restored = self.victim is not None and math.isfinite(self.threshold)
 
     def train(self, mode: bool = True) -> AdversarialAttack:
@@ -230,11 +177,11 @@ class AdversarialAttack(L.LightningModule):
 
     def attack_group(
         self, enrol: Tensor, enrol_len: Tensor, enrol_embedding: Tensor, test: Tensor, labels: Tensor, index: Tensor
-    ) -> tuple[list[Tensor], list[Tensor]]:
-        """Attack trials whose test waveforms ``test [G, T]`` have one length; rows ``[len(COLUMNS)]`` and
-        adversarial objects (waveform ``[T]`` or, for feature-domain attacks, MFCC frames ``[N, D]``) per trial.
-        ``enrol`` (padded, true lengths ``enrol_len``) is re-embedded alone for the final decision; the search
-        uses the given ``enrol_embedding``."""
+    ) -> tuple[list[dict[str, float]], Tensor, Tensor]:
+        """Attack trials whose test waveforms ``test [G, T]`` have one length; per trial a row (``COLUMNS``), and
+        the clean and adversarial signals in the domain attacked (``AttackResult.clean`` / ``attacked``: waveforms
+        ``[G, T]`` or MFCC frames ``[G, N, D]``). ``enrol`` (padded, true lengths ``enrol_len``) is re-embedded alone
+        for the final decision; the search uses the given ``enrol_embedding``."""
         torch.manual_seed(self.seed + int(index.min()))
         seeds = self.seed + index  # per-trial generators: a trial's random draws do not depend on its group
         objective = VerificationObjective(
@@ -243,26 +190,34 @@ class AdversarialAttack(L.LightningModule):
         start = time.perf_counter()
         result = self.attack.perturb(test, objective)
         wall = (time.perf_counter() - start) / len(test)
+        clean = test if result.clean is None else result.clean  # None: the waveforms given to the attack
+        adversarial = result.attacked
         with torch.no_grad():
-            if self.domain != "waveform":
-                clean, adversarial = self.victim.frames(test), result.extra["features"]
-                embed = self.victim.embed_frames
-            else:
-                clean, adversarial, embed = test, result.adversarial, self.victim.embed
             enrol_alone = torch.cat(
                 [self.victim.embed(enrol[j : j + 1, : int(enrol_len[j])]) for j in range(len(test))]
             )
             before = self.score_alone(enrol_alone, test)
-            after = self.score_alone(enrol_alone, adversarial, embed)
+            after = self.score_alone(enrol_alone, adversarial, partial(self.attack.embed, self.victim))
             success = objective.flipped(after)  # the victim's own decision, each trial scored alone
         rows = []
         for j in range(len(test)):
-            perceptual = perceptual_scores(adversarial[j], clean[j], self._perceptual)
-            bookkeeping = (float(result.iterations[j]), float(result.grad_evals[j]), wall)
-            rows.append(trial_row(int(index[j]), int(labels[j]), float(before[j]), float(after[j]),
-                                  bool(success[j]), clean[j], adversarial[j], self.threshold, perceptual,
-                                  bookkeeping, self.feature_rho(clean[j], adversarial[j])))  # fmt: skip
-        return rows, [a.detach().cpu() for a in adversarial]
+            correct = (float(before[j]) >= self.threshold) == (int(labels[j]) == 1)  # accept <=> score >= theta
+            row = {
+                "index": int(index[j]),
+                "label": int(labels[j]),
+                "clean_correct": float(correct),
+                "success": float(bool(success[j])),
+                **perturbation_columns(clean[j], adversarial[j]),
+                **dict(zip(("pesq", "stoi"), perceptual_scores(adversarial[j], clean[j], self._perceptual))),
+                "iterations": float(result.iterations[j]),
+                "grad_evals": float(result.grad_evals[j]),
+                "wall_s": wall,
+                "score_before": float(before[j]),
+                "score_after": float(after[j]),
+                "rho_feat": self.feature_rho(clean[j], adversarial[j]),
+            }
+            rows.append(row)
+        return rows, clean.detach(), adversarial.detach()
 
     @torch.no_grad()
     def feature_rho(self, clean: Tensor, adversarial: Tensor) -> float:
@@ -270,9 +225,8 @@ class AdversarialAttack(L.LightningModule):
         feature-domain attack's own ρ); NaN for victims without a feature front-end."""
         if not isinstance(self.victim, FeatureDomainVictim):
             return math.nan
-        if self.domain == "waveform":
-            clean, adversarial = self.victim.frames(clean[None])[0], self.victim.frames(adversarial[None])[0]
-        return feature_rho(clean, adversarial)
+        features = partial(self.attack.features, self.victim)
+        return feature_rho(features(clean[None])[0], features(adversarial[None])[0])
 
     @torch.no_grad()
     def score_alone(self, enrol_alone: Tensor, test: Tensor, embed=None) -> Tensor:
@@ -285,53 +239,62 @@ class AdversarialAttack(L.LightningModule):
         )
 
     def _attack_batch(self, batch: dict[str, Tensor]) -> dict[str, Any]:
+        """The trials of a batch attacked, in batch order: ``trials`` (a table: ``{column: [B]}``), ``clean`` /
+        ``adversarial`` (per trial, the signals in the domain attacked, on the CPU)."""
         enrol_embedding = self.embed_enrolment(batch["enrol"], batch["enrol_len"])
-        rows: list[Tensor] = [torch.empty(0)] * len(batch["label"])
-        adversarial: list[Tensor] = [torch.empty(0)] * len(batch["label"])
+        n = len(batch["label"])
+        rows: list[dict[str, float]] = [{}] * n
+        clean: list[Tensor] = [torch.empty(0)] * n
+        adversarial: list[Tensor] = [torch.empty(0)] * n
         for group in self.trial_groups(batch["test_len"]):
-            n = int(batch["test_len"][group[0]])
-            group_rows, group_adversarial = self.attack_group(
+            length = int(batch["test_len"][group[0]])
+            group_rows, group_clean, group_adversarial = self.attack_group(
                 batch["enrol"][group],
                 batch["enrol_len"][group],
                 enrol_embedding[group],
-                batch["test"][group, :n],
+                batch["test"][group, :length],
                 batch["label"][group],
                 batch["index"][group],
             )
-            for position, row, adv in zip(group.tolist(), group_rows, group_adversarial):
-                rows[position], adversarial[position] = row, adv
-        return {"rows": torch.stack(rows), "adversarial": adversarial}
+            for j, position in enumerate(group.tolist()):
+                rows[position] = group_rows[j]
+                clean[position] = group_clean[j].cpu()
+                adversarial[position] = group_adversarial[j].cpu()
+        return {"trials": table(rows), "clean": clean, "adversarial": adversarial}
 
     def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Any]:
         out = self._attack_batch(batch)
-        self._rows.append(out["rows"])
+        self._tables.append(out["trials"])
         return out
 
     def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Any]:
         return self._attack_batch(batch)
 
     def on_test_epoch_start(self) -> None:
-        self._rows = []
+        self._tables = []
 
-    def gather_rows(self, local: Tensor) -> Tensor:
-        """Every rank's rows, once, deduplicated by trial index (the distributed sampler repeats trials to even
-        out shards) and ordered by it."""
+    def gather_trials(self, local: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Every rank's trials, once, deduplicated by trial index (the distributed sampler repeats trials to even
+        out shards) and ordered by it. A dict of columns gathers as one: Lightning gathers each tensor."""
         if self.trainer.world_size > 1:
-            count = self.all_gather(torch.tensor(len(local), device=self.device)).max()
-            padded = torch.full((int(count), len(COLUMNS)), float("nan"), dtype=local.dtype, device=self.device)
-            padded[: len(local)] = local.to(self.device)
-            local = self.all_gather(padded).reshape(-1, len(COLUMNS)).cpu()
-            local = local[~local[:, 0].isnan()]
-        order = local[:, 0].argsort(stable=True)
-        local = local[order]
-        keep = torch.ones(len(local), dtype=torch.bool)
-        keep[1:] = local[1:, 0] != local[:-1, 0]
-        return local[keep]
+            count = int(self.all_gather(torch.tensor(len(local["index"]), device=self.device)).max())
+            padded = {}
+            for name, column in local.items():  # NaN rows pad a short shard (index NaN: dropped below)
+                padded[name] = torch.full((count,), float("nan"), dtype=column.dtype, device=self.device)
+                padded[name][: len(column)] = column.to(self.device)
+            local = {name: column.reshape(-1).cpu() for name, column in self.all_gather(padded).items()}
+            real = ~local["index"].isnan()
+            local = {name: column[real] for name, column in local.items()}
+        order = local["index"].argsort(stable=True)
+        local = {name: column[order] for name, column in local.items()}
+        keep = torch.ones(len(order), dtype=torch.bool)
+        keep[1:] = local["index"][1:] != local["index"][:-1]
+        return {name: column[keep] for name, column in local.items()}
 
     def on_test_epoch_end(self) -> None:
-        local = torch.cat(self._rows) if self._rows else torch.zeros(0, len(COLUMNS), dtype=torch.float64)
-        self._rows = []
-        self.rows = self.gather_rows(local)
-        self.summary = summarize(self.rows, self.threshold)
-        # every rank holds the gathered rows, so these values agree without a further reduction
+        local = {name: torch.cat([t[name] for t in self._tables]) for name in COLUMNS} if self._tables else table([])
+        self._tables = []
+        self.trials = self.gather_trials(local)
+        self.summary = summarize(self.trials, self.threshold)
+        # every rank holds the gathered trials, so these values agree without a further reduction
         self.log_dict({f"test/{k}": v for k, v in self.summary.items()}, sync_dist=False)

@@ -1,5 +1,8 @@
 """Per-trial columns of an attack run, their aggregates, and the optional perceptual scores (PESQ, STOI).
 
+A table of trials is a dict of named columns (``COLUMNS``, each a float64 tensor ``[N]``), in ``COLUMNS`` order: the
+order of ``trials.csv``.
+
 PESQ (ITU-T P.862.2 wideband, 16 kHz) and STOI come from torchmetrics' functional audio metrics, one value per
 utterance, adversarial against clean. They need the ``pesq`` and ``pystoi`` packages (``pip install
 'coadv[perceptual]'``); without them the columns are NaN and one log line says so.
@@ -18,9 +21,22 @@ from torch import Tensor
 log = logging.getLogger(__name__)
 
 COLUMNS = (
-    "index", "label", "clean_correct", "success", "rho", "snr_db", "linf", "pesq", "stoi", "iterations",
-    "grad_evals", "wall_s", "score_before", "score_after", "rho_feat",
-)  # fmt: skip
+    "index",
+    "label",
+    "clean_correct",
+    "success",
+    "rho",
+    "snr_db",
+    "linf",
+    "pesq",
+    "stoi",
+    "iterations",
+    "grad_evals",
+    "wall_s",
+    "score_before",
+    "score_after",
+    "rho_feat",
+)
 
 PERCEPTUAL_PACKAGES = {"pesq": "pesq", "stoi": "pystoi"}  # column -> the package its torchmetrics function needs
 
@@ -52,7 +68,8 @@ def perceptual_scores(adversarial: Tensor, clean: Tensor, which: dict[str, bool]
     computed; PESQ NaN when the pesq library refuses the pair: under 1/4 s, or no speech detected; STOI NaN when
     pystoi finds under 30 frames of speech, about 0.4 s, where it would return 1e-5)."""
     pesq = stoi = math.nan
-    adversarial, clean = adversarial.detach().double().cpu(), clean.detach().double().cpu()
+    adversarial = adversarial.detach().double().cpu()
+    clean = clean.detach().double().cpu()
     if which.get("pesq"):
         import pesq as backend
         from torchmetrics.functional.audio import perceptual_evaluation_speech_quality
@@ -79,8 +96,8 @@ def feature_rho(frames_clean: Tensor, frames_adversarial: Tensor) -> float:
     return float(delta.norm() / frames_clean.double().norm().clamp(min=1e-12))
 
 
-def summarize(rows: Tensor, threshold: float) -> dict[str, float]:
-    """Aggregates of a per-trial table ``[N, len(COLUMNS)]`` at the clean threshold (accept <=> score >= θ).
+def summarize(col: dict[str, Tensor], threshold: float) -> dict[str, float]:
+    """Aggregates of a table of trials (``{column: [N]}``) at the clean threshold (accept <=> score >= θ).
 
     ``success_rate`` and the perturbation statistics cover the trials decided correctly when clean (ρ mean, SNR,
     ‖δ‖∞, PESQ and STOI over the successful ones; NaN values of PESQ / STOI are left out of their means).
@@ -92,10 +109,10 @@ def summarize(rows: Tensor, threshold: float) -> dict[str, float]:
     rejected after it (every trial of the class), ``clean_far`` / ``clean_frr`` the same before. No EER after the
     attack: an attack that pushes both classes across the threshold makes it ≈ 1 by construction.
     """
-    col = {name: rows[:, i] for i, name in enumerate(COLUMNS)}
     attacked = col["clean_correct"] > 0
     won = attacked & (col["success"] > 0)
-    target, nontarget = col["label"] == 1, col["label"] == 0
+    target = col["label"] == 1
+    nontarget = col["label"] == 0
 
     def mean(x: Tensor) -> float:
         x = x[~x.isnan()]
@@ -105,7 +122,7 @@ def summarize(rows: Tensor, threshold: float) -> dict[str, float]:
         return float(decided[mask].float().mean()) if mask.any() else float("nan")
 
     return {
-        "trials": float(len(rows)),
+        "trials": float(len(col["index"])),
         "attacked": float(attacked.sum()),
         "success_rate": rate(col["success"] > 0, attacked),
         "rho_mean": mean(col["rho"][won]),
@@ -133,15 +150,13 @@ def lower_median(values: Tensor) -> float:
     return float(values.median())
 
 
-def trial_row(
-    index: int, label: int, before: float, after: float, success: bool, clean: Tensor, adversarial: Tensor,
-    threshold: float, perceptual: list[float], bookkeeping: tuple[float, float, float], rho_feat: float = math.nan,
-) -> Tensor:  # fmt: skip
-    """One row of ``COLUMNS`` (float64); ``bookkeeping`` = (iterations, grad_evals, wall_s); ``rho_feat``: the
-    feature-domain ρ (:func:`feature_rho`; NaN without a feature front-end)."""
+def perturbation_columns(clean: Tensor, adversarial: Tensor) -> dict[str, float]:
+    """``rho`` (``|delta| / |x|``), ``snr_db`` and ``linf`` of one trial's signal (any shape), in float64."""
     delta = (adversarial - clean).flatten().double()
     rho = float(delta.norm() / clean.double().norm().clamp(min=1e-12))
-    correct = (before >= threshold) == (label == 1)  # accept <=> score >= threshold
-    row = [index, label, float(correct), float(success), rho, -20 * math.log10(rho) if rho > 0 else math.inf,
-           float(delta.abs().max()), *perceptual, *bookkeeping, before, after, rho_feat]  # fmt: skip
-    return torch.tensor(row, dtype=torch.float64)
+    return {"rho": rho, "snr_db": -20 * math.log10(rho) if rho > 0 else math.inf, "linf": float(delta.abs().max())}
+
+
+def table(rows: list[dict[str, float]]) -> dict[str, Tensor]:
+    """Per-trial rows (dicts over ``COLUMNS``) as a table of trials: float64 columns ``[N]``, in ``COLUMNS`` order."""
+    return {name: torch.tensor([row[name] for row in rows], dtype=torch.float64) for name in COLUMNS}

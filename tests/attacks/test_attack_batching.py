@@ -30,6 +30,11 @@ ENROL_LENGTHS = [7000, 8000, 8000, 6000, 7000, 8000]
 NOT_WALL = [i for i, name in enumerate(COLUMNS) if name != "wall_s"]
 
 
+def matrix(out: dict) -> torch.Tensor:
+    """An ``_attack_batch`` output's table of trials as a matrix ``[B, len(COLUMNS)]``, columns in ``COLUMNS`` order."""
+    return torch.stack([out["trials"][name] for name in COLUMNS], 1)
+
+
 def tone(n: int, seed: int) -> torch.Tensor:
     """A voiced-like test signal: a few harmonics of a random pitch plus a little noise, in [-1, 1]."""
     g = torch.Generator().manual_seed(seed)
@@ -100,9 +105,9 @@ def test_groups_are_equal_test_lengths_and_each_is_attacked_once(victim_file, ba
     Recorded.shapes = []
     out = model._attack_batch(batch)
     assert Recorded.shapes == [(3, 8000), (2, 6400), (1, 7000)]
-    assert out["rows"][:, 0].tolist() == batch["index"].tolist()  # rows back in batch order
+    assert matrix(out)[:, 0].tolist() == batch["index"].tolist()  # rows back in batch order
     assert [len(a) for a in out["adversarial"]] == TEST_LENGTHS  # each at its true length, never padded
-    wall = out["rows"][:, COLUMNS.index("wall_s")]
+    wall = matrix(out)[:, COLUMNS.index("wall_s")]
     assert wall[0] == wall[1] == wall[3] and wall[2] == wall[4]  # a group's time, shared equally
     Recorded.shapes = []
     module(victim_file, Recorded(steps=2), batch_trials=False)._attack_batch(batch)
@@ -128,11 +133,11 @@ def test_batched_rows_equal_one_at_a_time_rows(victim_file, batch, attack):
     batched = module(victim_file, attack, batch_trials=True)._attack_batch(batch)
     single = module(victim_file, attack, batch_trials=False)._attack_batch(batch)
     torch.testing.assert_close(
-        batched["rows"][:, NOT_WALL], single["rows"][:, NOT_WALL], rtol=1e-4, atol=1e-5, equal_nan=True
+        matrix(batched)[:, NOT_WALL], matrix(single)[:, NOT_WALL], rtol=1e-4, atol=1e-5, equal_nan=True
     )
     for a, b in zip(batched["adversarial"], single["adversarial"]):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, equal_nan=True)
-    rows = dict(zip(COLUMNS, single["rows"].T))
+    rows = dict(zip(COLUMNS, matrix(single).T))
     threshold = victim_file[1]
     assert ((rows["score_before"] >= threshold) == (rows["label"] == 1)).float().tolist() == rows[
         "clean_correct"
@@ -148,7 +153,7 @@ def test_a_trial_alone_keeps_its_own_seed(victim_file, batch):
     last = {k: v[5:] for k, v in batch.items()}  # trial 15 (the one 7000-sample test) in a batch of its own
     alone = module(victim_file, attack, batch_trials=True)._attack_batch(last)
     torch.testing.assert_close(
-        whole["rows"][5, NOT_WALL], alone["rows"][0, NOT_WALL], rtol=1e-4, atol=1e-5, equal_nan=True
+        matrix(whole)[5, NOT_WALL], matrix(alone)[0, NOT_WALL], rtol=1e-4, atol=1e-5, equal_nan=True
     )
 
 
@@ -163,12 +168,12 @@ def test_perceptual_columns(victim_file, batch, monkeypatch, caplog):
     assert heavy[0] < light[0] < same[0] and heavy[1] < light[1] < same[1]  # more noise, lower scores
     too_short = perceptual_scores(clean[:2000], clean[:2000], {"pesq": True, "stoi": True})
     assert math.isnan(too_short[0]) and math.isnan(too_short[1])  # PESQ needs 1/4 s, STOI ~0.4 s of speech
-    rows = module(victim_file, FGSM(), batch_trials=True, perceptual=True)._attack_batch(batch)["rows"]
+    rows = matrix(module(victim_file, FGSM(), batch_trials=True, perceptual=True)._attack_batch(batch))
     pesq, stoi = rows[:, COLUMNS.index("pesq")], rows[:, COLUMNS.index("stoi")]
     assert ((pesq > 1) & (pesq <= 4.65)).all()
     short = torch.tensor(TEST_LENGTHS) < 7000  # 0.4 s: pystoi finds too few frames and would return 1e-5
     assert stoi[short].isnan().all() and ((stoi[~short] > 0) & (stoi[~short] <= 1)).all()
-    off = module(victim_file, FGSM(), batch_trials=True, perceptual=False)._attack_batch(batch)["rows"]
+    off = matrix(module(victim_file, FGSM(), batch_trials=True, perceptual=False)._attack_batch(batch))
     assert off[:, COLUMNS.index("pesq")].isnan().all() and off[:, COLUMNS.index("stoi")].isnan().all()
 
 
@@ -183,7 +188,7 @@ def test_missing_perceptual_packages_give_nan_and_one_line(victim_file, batch, m
         "(or set model.init_args.perceptual=false to silence this)"
     ]
     if metrics.importlib.util.find_spec("pystoi") is not None:
-        rows = model._attack_batch({k: v[:1] for k, v in batch.items()})["rows"]
+        rows = matrix(model._attack_batch({k: v[:1] for k, v in batch.items()}))
         assert rows[0, COLUMNS.index("pesq")].isnan() and not rows[0, COLUMNS.index("stoi")].isnan()
 
 

@@ -146,7 +146,7 @@ def test_predict_writes_adversarial_audio(tmp_path, corpus, victim_checkpoints):
     config = ROOT / "configs/attack/gauss_newton_ecapa.yaml"
     cli = cli_main(["predict", *attack_args(config, tmp_path, corpus, checkpoint_for(config, victim_checkpoints))])
     predictions = cli.trainer.predict_loop.predictions
-    assert sum(len(p["rows"]) for p in predictions) == 2
+    assert sum(len(p["trials"]["index"]) for p in predictions) == 2
     assert len(list((tmp_path / "attack" / "adversarial").glob("*.wav"))) == 2
 
 
@@ -234,8 +234,9 @@ def test_attack_module_rebuilds_from_its_checkpoint(tmp_path, corpus, victim_che
         assert torch.equal(model.victim.state_dict()[key], value), key
     trainer = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False, inference_mode=False)
     trainer.test(model, datamodule=cli.datamodule)
-    same = [i for i, name in enumerate(COLUMNS) if name != "wall_s"]
-    torch.testing.assert_close(model.rows[:, same], cli.model.rows[:, same], rtol=0, atol=0, equal_nan=True)
+    same = [name for name in COLUMNS if name != "wall_s"]
+    rebuilt = {name: model.trials[name] for name in same}
+    torch.testing.assert_close(rebuilt, {name: cli.model.trials[name] for name in same}, rtol=0, atol=0, equal_nan=True)
 
 
 def test_mfcc_ivec_on_a_neural_victim_is_refused(tmp_path, corpus, victim_checkpoints):
@@ -276,11 +277,11 @@ def test_summary_over_correct_clean_trials():
         ],
         dtype=torch.float64,
     )
-    s = summarize(rows, threshold=0.5)
+    s = summarize(dict(zip(COLUMNS, rows.T)), threshold=0.5)
     assert s["trials"] == 6 and s["attacked"] == 4 and s["success_rate"] == pytest.approx(2 / 4)
     assert s["rho_feat_median"] == 0.2  # lower median of 0.2, 0.1, inf, inf (two failures count as inf)
     rows[:, -1] = nan  # no feature front-end
-    assert math.isnan(summarize(rows, threshold=0.5)["rho_feat_median"])
+    assert math.isnan(summarize(dict(zip(COLUMNS, rows.T)), threshold=0.5)["rho_feat_median"])
     assert s["rho_mean"] == pytest.approx(0.02) and s["rho_median_successes"] == pytest.approx(0.01)
     # every attacked trial, a failure as ρ = ∞: [0.01, 0.03, ∞, ∞] -> the lower median 0.03
     assert s["rho_median"] == pytest.approx(0.03)
@@ -290,9 +291,9 @@ def test_summary_over_correct_clean_trials():
     assert s["clean_far"] == pytest.approx(1 / 3) and s["clean_frr"] == pytest.approx(1 / 3)
     assert s["far"] == pytest.approx(2 / 3) and s["frr"] == pytest.approx(2 / 3)
     assert "eer" not in s  # after an attack that pushes both classes across, EER says nothing
-    only_target = summarize(rows[rows[:, 1] == 1], threshold=0.5)
+    only_target = summarize(dict(zip(COLUMNS, rows[rows[:, 1] == 1].T)), threshold=0.5)
     assert math.isnan(only_target["far"]) and math.isnan(only_target["clean_far"])
-    none_won = summarize(rows[[2, 4]], threshold=0.5)
+    none_won = summarize(dict(zip(COLUMNS, rows[[2, 4]].T)), threshold=0.5)
     assert none_won["success_rate"] == 0 and none_won["rho_median"] == math.inf
     assert math.isnan(none_won["rho_median_successes"]) and math.isnan(none_won["pesq_mean"])
 

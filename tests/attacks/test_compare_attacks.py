@@ -459,7 +459,7 @@ def fake_finished_run(job: jobs.Job, rho: list[float], threshold: float = 0.5) -
     (folder / "trials.csv").write_text(
         "\n".join([",".join(COLUMNS), *(",".join(map(str, row)) for row in rows.tolist())]) + "\n"
     )
-    summary = {"domain": "waveform", "threshold": threshold, **summarize(rows, threshold)}
+    summary = {"domain": "waveform", "threshold": threshold, **summarize(dict(zip(COLUMNS, rows.T)), threshold)}
     (folder / "summary.json").write_text(json.dumps(summary))
     job.record_path.write_text(json.dumps(job.record))
 
@@ -693,12 +693,15 @@ def test_the_reuse_hash_covers_the_attack_a_run_names_and_what_it_imports():
     assert jobs.attack_sources(qn) == [
         "attacks/base.py",
         "attacks/gauss_newton.py",
+        "attacks/objective.py",
+        "attacks/penalty_search.py",
         "attacks/quasi_newton.py",
     ]
     wrapped = "class_path: attacks.BoundarySearch\n  init_args:\n    attack:\n      class_path: attacks.PGD\n"
     assert jobs.attack_sources(wrapped) == [
         "attacks/base.py",
         "attacks/boundary_search.py",
+        "attacks/objective.py",
         "attacks/pgd.py",
     ]
     ssr = (ROOT / "configs/attack/ssr_ivector.yaml").read_text()
