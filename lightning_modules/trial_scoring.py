@@ -100,7 +100,8 @@ class TrialScoring(L.LightningModule):
         grouped by length)."""
         if not {"wave", "length", "index"} <= batch.keys():
             raise ValueError(f"expected utterance batches {{wave, length, index}}, got keys {sorted(batch)}")
-        index, embeddings = [], []
+        index = []
+        embeddings = []
         for length in batch["length"].unique().tolist():
             rows = (batch["length"] == length).nonzero().flatten()
             index.append(batch["index"][rows])
@@ -129,9 +130,11 @@ class TrialScoring(L.LightningModule):
             padded[: len(index)] = embeddings
             index = self.all_gather(padded_index).flatten()
             embeddings = self.all_gather(padded).reshape(-1, padded.shape[1])
-            embeddings, index = embeddings[index >= 0], index[index >= 0]
+            embeddings = embeddings[index >= 0]
+            index = index[index >= 0]
         order = index.argsort(stable=True)
-        index, embeddings = index[order], embeddings[order]
+        index = index[order]
+        embeddings = embeddings[order]
         first = torch.ones_like(index, dtype=torch.bool)
         first[1:] = index[1:] != index[:-1]
         return index[first], embeddings[first]
@@ -140,7 +143,8 @@ class TrialScoring(L.LightningModule):
     def score_trials(self, index: Tensor, embeddings: Tensor, pairs: Tensor, chunk: int = 8192) -> Tensor:
         """Scores of trials ``pairs [N, 2]`` (indices of utterances) from cached ``embeddings`` of utterances
         ``index``, with the victim's ``compare``; ``chunk`` trials at a time. Every utterance must be cached."""
-        index, pairs = index.to(embeddings.device), pairs.to(embeddings.device)
+        index = index.to(embeddings.device)
+        pairs = pairs.to(embeddings.device)
         if len(pairs) == 0:
             return embeddings.new_zeros(0)
         position = torch.full((int(max(index.max(), pairs.max())) + 1,), -1, dtype=torch.long, device=index.device)
@@ -154,7 +158,8 @@ class TrialScoring(L.LightningModule):
         if not self._index:
             return
         index, embeddings = self.gather_embeddings(torch.cat(self._index), torch.cat(self._embeddings))
-        self._index, self._embeddings = [], []
+        self._index = []
+        self._embeddings = []
         data = self._trial_data()
         embedded = torch.zeros(len(data.eval_utterances), dtype=torch.bool)
         embedded[index.cpu()] = True
