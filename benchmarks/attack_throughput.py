@@ -3,7 +3,7 @@
     python benchmarks/attack_throughput.py [--trials 8] [--seconds 1.0] [--device cpu|cuda]
 
 The victim is an ECAPA-TDNN with random weights (C=128, the synthetic-corpus config; timing does not need a
-trained one); the attacks are those of ``configs/attack/<name>_ecapa.yaml`` at their configured settings. Every
+trained one); the attacks are those of ``configs/attack/<name>.yaml`` against ECAPA at their configured settings. Every
 trial's test utterance has the same length (one group when batched), enrolments have different lengths (each
 embedded at its own). The threshold is the median clean score and each trial's label is chosen so that the victim
 decides it correctly when clean: every trial is attacked, with a success margin ``--kappa``. Both modes run ``AdversarialAttack`` on the same batch
@@ -21,11 +21,10 @@ import time
 from pathlib import Path
 
 import torch
-import yaml
 from jsonargparse import ArgumentParser
 
 from attacks import Attack
-from coadv.constants import CONFIGS
+from coadv.compare import configs
 from datamodules.audio import pad_waves
 from lightning_modules import AdversarialAttack
 from lightning_modules.attack_metrics import COLUMNS
@@ -33,8 +32,8 @@ from nets.speaker import ECAPATDNN
 
 
 def config_attack(name: str) -> Attack:
-    """The attack of ``configs/attack/<name>_ecapa.yaml``, built as LightningCLI builds it."""
-    block = yaml.safe_load((CONFIGS / "attack" / f"{name}_ecapa.yaml").read_text())["model"]["init_args"]["attack"]
+    """The attack of ``configs/attack/<name>.yaml`` against ECAPA (tuned values included), as LightningCLI builds it."""
+    block = configs.merged(name, "ecapa")["model"]["init_args"]["attack"]
     parser = ArgumentParser(exit_on_error=False)
     parser.add_subclass_arguments(Attack, "attack")
     return parser.instantiate(parser.parse_object({"attack": block})).attack
@@ -92,7 +91,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--trials", type=int, default=8, help="trials per batch, all of one test length (8)")
     p.add_argument("--seconds", type=float, default=1.0, help="test utterance length (1.0)")
     p.add_argument("--channels", type=int, default=128, help="ECAPA-TDNN C (128)")
-    p.add_argument("--attacks", nargs="+", default=["pgd_linf", "qn_lbfgs"], help="configs/attack/<name>_ecapa")
+    p.add_argument("--attacks", nargs="+", default=["pgd_linf", "qn_lbfgs"], help="configs/attack/<name>.yaml")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     # random weights put every clean score within ~0.01 of the median: a margin makes the searches run several
     # steps, as on a trained victim, instead of stopping after one or two

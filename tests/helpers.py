@@ -7,12 +7,12 @@ from pathlib import Path
 
 import lightning as L
 import torch
-import yaml
 
 from coadv import constants
+from coadv.compare import configs as attack_configs
 
 ROOT = Path(__file__).resolve().parents[1]
-ATTACK_CONFIGS = sorted((ROOT / "configs" / "attack").glob("*.yaml"))
+ATTACK_CONFIGS = attack_configs.names()  # every composed <attack>_<victim> run (coadv.compare.configs)
 QUIET = [*constants.QUIET, "--trainer.logger=false"]
 
 
@@ -37,9 +37,9 @@ def tiny(cls, **kwargs):
 OPTIONAL_VICTIMS = {"ge2e": "resemblyzer"}  # victim -> the optional package it needs (make test-all installs it)
 
 
-def victim_name(config: Path) -> str:
-    """The victim an attack config names: its checkpoint's stem, also the name of its configs/speaker file."""
-    return Path(yaml.safe_load(config.read_text())["model"]["init_args"]["checkpoint"]).stem
+def victim_name(name: str) -> str:
+    """The victim an attack run ``<attack>_<victim>`` names: its checkpoint's stem, also its configs/speaker file."""
+    return Path(attack_configs.merged(*attack_configs.split(name))["model"]["init_args"]["checkpoint"]).stem
 
 
 class LinearVictim:

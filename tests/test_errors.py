@@ -6,11 +6,12 @@ import pytest
 import torch
 
 from coadv.cli import main
+from coadv.compare import configs
 from coadv.errors import summarize_parse_error
 
 ACCR = ["fit", "-c", "configs/translation/accr_m2mm.yaml", "--trainer.logger=false"]
 DOMAINS = "mnist, mnist_m, svhn, usps, syn_digits"
-ATTACK = ["test", "-c", "configs/attack/fmn_ivector.yaml", "--trainer.logger=false", "--data.init_args.max_trials=1"]
+ATTACK = ["test", *configs.args("fmn", "ivector"), "--trainer.logger=false", "--data.init_args.max_trials=1"]
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ from lightning.pytorch.loggers import WandbLogger
 from callbacks.common import run_dir
 from callbacks.wandb_artifacts import WandbArtifacts
 from coadv.cli import cli_main
+from coadv.compare import configs as attack_configs
 from coadv.progress import meter
 from coadv.tracking import finish_previous_run, mode_chosen_by, run_identity, wandb_environment, wandb_run_dirs
 
@@ -234,7 +235,7 @@ def test_csv_fragment_logs_without_wandb(wandb_sandbox, cache_dir):
 
 
 def test_run_identity_of_an_attack_and_a_translation():
-    attack = yaml.safe_load((ROOT / "configs/attack/cw_ecapa.yaml").read_text()) | {"seed_everything": 7}
+    attack = attack_configs.merged("cw", "ecapa") | {"seed_everything": 7}
     assert run_identity(attack, "test") == {
         "name": "CarliniWagnerL2 vs ecapa_synth s7",
         "group": "attacks vs ecapa_synth",

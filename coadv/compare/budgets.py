@@ -24,10 +24,10 @@ import importlib
 import inspect
 import json
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import yaml
 
+from coadv.compare import configs
 from coadv.constants import ATTACKS, CONFIGS
 
 FIXED_COST = {"fgsm": 1, "mfcc_ivec": 1}  # gradient evaluations per trial, whatever the budget
@@ -63,7 +63,7 @@ STOPPING = {
 
 @dataclass(frozen=True)
 class Variant:
-    """One row of the comparison: ``configs/attack/<base>_<victim>.yaml``, maybe wrapped in a boundary search,
+    """One row of the comparison: attack ``base`` (``coadv.compare.configs``), maybe wrapped in a boundary search,
     with ``fixed`` init-arg overrides that define the row (e.g. ``early_stop: False``)."""
 
     name: str
@@ -94,18 +94,13 @@ def variant(name: str) -> Variant:
     return Variant(name, base, suffix == "bs", {"early_stop": False} if suffix == "min" else {})
 
 
-def config_of(base: str, victim: str) -> Path:
-    """The shipped config of attack ``base`` against ``victim``."""
-    return CONFIGS / "attack" / f"{base}_{victim}.yaml"
-
-
-def attack_block(config: Path) -> dict:
-    """``model.init_args.attack`` of an attack config (``class_path`` + ``init_args``)."""
+def attack_block(base: str, victim: str) -> dict:
+    """``model.init_args.attack`` of attack ``base`` against ``victim`` (``class_path`` + ``init_args``)."""
     try:
-        block = yaml.safe_load(config.read_text())["model"]["init_args"]["attack"]
+        block = configs.merged(base, victim)["model"]["init_args"]["attack"]
         block["class_path"]  # noqa: B018  (must be there)
     except (KeyError, TypeError) as error:
-        raise SystemExit(f"{config}: no model.init_args.attack.class_path ({error!r} missing)") from None
+        raise SystemExit(f"{base} against {victim}: no model.init_args.attack.class_path ({error!r} missing)") from None
     return block
 
 
@@ -143,13 +138,12 @@ FEATURE_ROWS = ("gauss_newton", "qn_lbfgs", "ssr", "ddn", "fmn", "bim", "pgd_l2"
 FEATURE_UNITS = CONFIGS / "attack" / "feature"  # per-attack overrides of waveform-unit arguments (e.g. BIM's ε)
 
 
-def wrapped_fragment(config: Path, boundary_search: bool, feature: bool) -> str | None:
-    """A config fragment, passed after ``config``, that wraps its attack in ``attacks.BoundarySearch`` and / or runs
+def wrapped_fragment(base: str, victim: str, boundary_search: bool, feature: bool) -> str | None:
+    """A config fragment, passed after the run's configs, that wraps its attack in ``attacks.BoundarySearch`` and / or runs
     it in the victim's feature domain: ``attacks.FeatureDomain`` around a waveform attack (MFCC-ivec works on the
     features itself), with the attack's feature-unit values from ``configs/attack/feature/<attack>.yaml`` when that
     file exists; None when nothing changes."""
-    block = attack_block(config)
-    base = config.stem.rsplit("_", 1)[0]
+    block = attack_block(base, victim)
     units = FEATURE_UNITS / f"{base}.yaml"
     tuned = feature and units.is_file()
     if tuned:
@@ -164,22 +158,22 @@ def wrapped_fragment(config: Path, boundary_search: bool, feature: bool) -> str 
     return yaml.safe_dump({"model": {"init_args": {"attack": block}}}, sort_keys=False)
 
 
-def boundary_fragment(config: Path) -> str:
-    """A config fragment that wraps the attack of ``config`` in ``attacks.BoundarySearch`` (passed after it)."""
-    return wrapped_fragment(config, boundary_search=True, feature=False)
+def boundary_fragment(base: str, victim: str) -> str:
+    """A config fragment that wraps attack ``base`` in ``attacks.BoundarySearch`` (passed after its configs)."""
+    return wrapped_fragment(base, victim, boundary_search=True, feature=False)
 
 
-def effective_args(config: Path, row: Variant, budget: int | None) -> tuple[type, dict]:
-    """The (inner) attack class of a run and its arguments: class defaults, then the config's, then the run's."""
-    block = attack_block(config)
+def effective_args(victim: str, row: Variant, budget: int | None) -> tuple[type, dict]:
+    """The (inner) attack class of a run and its arguments: class defaults, then the configs', then the run's."""
+    block = attack_block(row.base, victim)
     cls = attack_class(block["class_path"])
     defaults = {k: p.default for k, p in inspect.signature(cls).parameters.items() if p.default is not p.empty}
     return cls, {**defaults, **(block.get("init_args") or {}), **overrides(row, budget)}
 
 
-def stopping_rule(config: Path, row: Variant, budget: int | None = None) -> tuple[bool, str]:
+def stopping_rule(victim: str, row: Variant, budget: int | None = None) -> tuple[bool, str]:
     """(keeps minimising after the first flip, how the run stops), from its effective arguments."""
-    cls, args = effective_args(config, row, budget)
+    cls, args = effective_args(victim, row, budget)
     name = cls.__name__
     if name in ("PGD", "GaussNewton"):
         ball = " inside the ε ball" if name == "PGD" else ""
@@ -193,7 +187,7 @@ def stopping_rule(config: Path, row: Variant, budget: int | None = None) -> tupl
     elif name in STOPPING:
         rule = STOPPING[name]
     else:
-        raise SystemExit(f"{config}: no stopping rule known for {name}; add it to coadv.compare.budgets.STOPPING")
+        raise SystemExit(f"{row.base}: no stopping rule known for {name}; add it to coadv.compare.budgets.STOPPING")
     if row.boundary_search:
         return True, f"{rule[1]}, then {BOUNDARY_STEPS} bisections of the scale"
     return rule

@@ -13,9 +13,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-import yaml
 
-from coadv.compare import budgets
+from coadv.compare import budgets, configs
 from coadv.compare.tables import DEFAULT, Run
 from coadv.progress import meter, minutes
 from coadv.sources import ATTACK_CODE, ROOT, code_of, files, source_bytes
@@ -34,7 +33,7 @@ class Job:
     """One ``coadv test`` run of a comparison: its folder, arguments, and the record that lets it be reused.
 
     Args:
-        victim: victim name (``configs/attack/<attack>_<victim>.yaml``).
+        victim: victim name (``configs/attack/victim/<victim>.yaml``).
         row: the comparison row (attack, "+bs" / "+min" variant).
         setting: ``"default"`` (the config's settings) or a budget B as text.
         out: the victim's comparison folder; the run goes to ``out/<row>`` or ``out/budget_<B>/<row>``.
@@ -56,14 +55,15 @@ class Job:
         self.victim = victim
         self.row = row
         self.setting = setting
-        self.config = budgets.config_of(row.base, victim)
+        self.configs = configs.files(row.base, victim)
         self.folder = out / row.name if setting == DEFAULT else out / f"budget_{setting}" / row.name
         self.budget = None if setting == DEFAULT else int(setting)
-        self.fragment = budgets.wrapped_fragment(self.config, row.boundary_search, feature)
-        configs = ["-c", str(self.config)] + (["-c", str(self.folder / "wrapper.yaml")] * bool(self.fragment))
+        self.fragment = budgets.wrapped_fragment(row.base, victim, row.boundary_search, feature)
+        wrapper = ["-c", str(self.folder / "wrapper.yaml")] * bool(self.fragment)
         self.args = [
             "test",
-            *configs,
+            *configs.args(row.base, victim),
+            *wrapper,
             f"--trainer.default_root_dir={self.folder}",
             *CHILD_FLAGS,
             *budgets.flags(row, self.budget, feature),
@@ -77,9 +77,9 @@ class Job:
 
     @property
     def record(self) -> dict:
-        """What a finished run must match to be reused: arguments, config text, fragment, and hashes of the attack
-        code and of the victim checkpoint (a code change or a retrained victim reruns it)."""
-        config = self.config.read_text()
+        """What a finished run must match to be reused: arguments, the composed configs' text, fragment, and hashes
+        of the attack code and of the victim checkpoint (a code change or a retrained victim reruns it)."""
+        config = configs.text(self.row.base, self.victim)
         return {
             "args": self.args,
             "config": config,
@@ -89,11 +89,11 @@ class Job:
         }
 
     def victim_checkpoint(self) -> Path:
-        """The victim file the run reads: the last ``--model.init_args.checkpoint=`` flag, else the config's."""
+        """The victim file the run reads: the last ``--model.init_args.checkpoint=`` flag, else the configs'."""
         flags = [a.split("=", 1)[1] for a in self.args if a.startswith("--model.init_args.checkpoint=")]
         if flags:
             return Path(flags[-1])
-        return Path(yaml.safe_load(self.config.read_text())["model"]["init_args"]["checkpoint"])
+        return Path(configs.merged(self.row.base, self.victim)["model"]["init_args"]["checkpoint"])
 
     @property
     def name(self) -> str:
@@ -129,7 +129,7 @@ class Job:
         print(f"[compare] {self.name}: {minutes(time.time() - start)}", flush=True)
 
     def result(self) -> Run:
-        minimises, stop = budgets.stopping_rule(self.config, self.row, self.budget)
+        minimises, stop = budgets.stopping_rule(self.victim, self.row, self.budget)
         summary = json.loads(self.summary_path.read_text())
         trials = read_trials_csv(self.folder / "attack" / "trials.csv")
         return Run(self.victim, self.row, self.setting, summary, trials, minimises, stop, self.folder)

@@ -11,7 +11,8 @@
         runs/attack_libri -- --data=datamodules.LibriSpeechDataModule --data.init_args.root=null
         --data.init_args.synthesize=false          # (one line) the LibriSpeech victims on the embedded trials
 
-Each row is one ``coadv test -c configs/attack/<attack>_<victim>.yaml`` run per setting; "+bs" rows wrap the
+Each row is one ``coadv test`` run per setting of the composed configs (``coadv.compare.configs``: base, attack,
+victim, tuned values); "+bs" rows wrap the
 attack in a boundary search (bisection of its perturbation's scale), "+min" rows turn its early stop off
 (how each budget is set: ``coadv.compare.budgets``). Per victim it prints and writes to ``<out>/comparison.md``:
 (i) the default-settings table (success, ρ median / mean, SNR, PESQ / STOI when computed, gradient evaluations,
@@ -32,7 +33,7 @@ import time
 from pathlib import Path
 
 from callbacks.attack_report import rho_figure
-from coadv.compare import budgets
+from coadv.compare import budgets, configs
 from coadv.compare.claims import claims_markdown, comparison_table, comparisons
 from coadv.compare.jobs import Job, run_jobs
 from coadv.compare.stats import RESAMPLES, correct
@@ -58,7 +59,7 @@ def plan(
     config for this victim (MFCC-ivec beside a neural victim) are left out; ``check_rows`` refuses names that no
     victim has. ``feature``: the rows of ``budgets.FEATURE_ROWS``, each run in the victim's feature domain."""
     rows = [budgets.variant(n) for n in (names or budgets.variant_names())]
-    rows = [r for r in rows if budgets.config_of(r.base, victim).is_file()]
+    rows = [r for r in rows if configs.exists(r.base, victim)]
     if feature:
         rows = [r for r in rows if r.base in budgets.FEATURE_ROWS]
     return [
@@ -71,8 +72,8 @@ def plan(
 def check_rows(names: list[str] | None, victims: list[str]) -> None:
     """Every named row exists (``variant`` exits otherwise) and has a config for at least one of ``victims``."""
     for base in sorted({budgets.variant(n).base for n in names or []}):
-        if not any(budgets.config_of(base, v).is_file() for v in victims):
-            raise SystemExit(f"no config configs/attack/{base}_<victim>.yaml for {', '.join(victims)}")
+        if not any(configs.exists(base, v) for v in victims):
+            raise SystemExit(f"no attack config for {base} against {', '.join(victims)}")
 
 
 def victim_report(victim: str, runs: list[Run], ns: argparse.Namespace, out: Path) -> tuple[str, dict]:

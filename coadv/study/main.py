@@ -52,7 +52,8 @@ def load_preset(name_or_path: str) -> dict:
     return yaml.safe_load(path.read_text())
 
 
-def main(argv: list[str] | None = None) -> list[dict]:
+def parse(argv: list[str]) -> argparse.Namespace:
+    """The command line, checked (the preset read into ``preset_config``); nothing runs."""
     p = argparse.ArgumentParser(
         prog="coadv study", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -81,21 +82,29 @@ def main(argv: list[str] | None = None) -> list[dict]:
         "(2 on 2 cores: the cpu preset's cells are too small to use 2 threads well)",
     )
     p.add_argument("--worker", help=argparse.SUPPRESS)  # "i/N": the i-th of N --jobs processes (no tables)
-    raw = list(sys.argv[2:] if argv is None else argv)
-    args = p.parse_args(raw)
+    args = p.parse_args(argv)
     if args.jobs < 1:
         raise SystemExit(f"--jobs {args.jobs}: must be at least 1")
     preset = load_preset(args.preset)
+    args.preset_config = preset
+    if not args.search:
+        _check("method", args.methods or preset["methods"], METHODS)
+        _check("pair", args.pairs or preset["pairs"], DIRECTIONS)
+    for variant in args.variants or []:
+        if not variant.is_file():
+            raise SystemExit(f"ablation variant {str(variant)!r} does not exist")
+    return args
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    raw = list(sys.argv[2:] if argv is None else argv)
+    args = parse(raw)
+    preset = args.preset_config
     if args.search:
         return search(preset, args)
     methods = args.methods or preset["methods"]
     pairs = args.pairs or preset["pairs"]
     seeds = args.seeds if args.seeds is not None else preset["seeds"]
-    _check("method", methods, METHODS)
-    _check("pair", pairs, DIRECTIONS)
-    for variant in args.variants or []:
-        if not variant.is_file():
-            raise SystemExit(f"ablation variant {str(variant)!r} does not exist")
     out = args.out or Path("runs") / f"study_{Path(args.preset).stem}"
     out.mkdir(parents=True, exist_ok=True)
     svhn = preset.get("svhn", "svhn")

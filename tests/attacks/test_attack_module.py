@@ -1,4 +1,4 @@
-"""The attack LightningModule as users run it: every configs/attack file, written outputs, DDP sharding, errors.
+"""The attack LightningModule as users run it: every composed configs/attack run, written outputs, DDP sharding, errors.
 
 Victims here are built from their configs/speaker files with random weights, validated on a tiny corpus (which
 stores their EER threshold) and saved by the trainer (plumbing, not attack strength: the measured claims come from
@@ -19,33 +19,26 @@ import lightning as L
 import pytest
 import soundfile
 import torch
-import yaml
-from helpers import QUIET, ROOT
+from helpers import ATTACK_CONFIGS, QUIET, ROOT, victim_name
 
 from attacks import PGD
 from coadv.cli import cli_main
+from coadv.compare import configs as attack_configs
 from datamodules.voxceleb import read_wave
 from lightning_modules.attack import COLUMNS, summarize
 
-ATTACK_CONFIGS = sorted((ROOT / "configs" / "attack").glob("*.yaml"))
 
-
-def victim_name(config: Path) -> str:
-    """The victim an attack config names: its checkpoint's stem, also the name of its configs/speaker file."""
-    return Path(yaml.safe_load(config.read_text())["model"]["init_args"]["checkpoint"]).stem
-
-
-def checkpoint_for(config: Path, checkpoints: dict[str, Path]) -> Path:
+def checkpoint_for(config: str, checkpoints: dict[str, Path]) -> Path:
     name = victim_name(config)
     if name not in checkpoints:
         pytest.skip(f"victim {name} needs the optional extra: pip install 'coadv[resemblyzer]' (make test-all)")
     return checkpoints[name]
 
 
-def attack_args(config: Path, tmp_path: Path, corpus: Path, checkpoint: Path, trials: int = 2) -> list[str]:
+def attack_args(config: str, tmp_path: Path, corpus: Path, checkpoint: Path, trials: int = 2) -> list[str]:
+    """The composed configs of run ``config`` (``<attack>_<victim>``) on the tiny corpus."""
     return [
-        "-c",
-        str(config),
+        *attack_configs.args(*attack_configs.split(config)),
         f"--model.init_args.checkpoint={checkpoint}",
         f"--data.init_args.root={corpus}",
         f"--data.init_args.max_trials={trials}",
@@ -60,7 +53,7 @@ def read_rows(path: Path) -> list[dict]:
 
 
 def test_every_attack_victim_pair_has_a_config():
-    names = {p.stem for p in ATTACK_CONFIGS}
+    names = set(ATTACK_CONFIGS)
     for victim in ("ivector", "seresnet34", "ecapa", "ge2e"):
         for attack in (
             "fgsm",
@@ -83,25 +76,24 @@ def test_every_attack_victim_pair_has_a_config():
 # every attack runs against the i-vector and ECAPA victims in the fast tier; the SE-ResNet-34 runs (the slowest
 # victim, the same attack code) in make test-all
 ATTACK_PARAMS = [
-    pytest.param(p, marks=pytest.mark.slow if p.stem.endswith(("seresnet34", "ge2e")) else (), id=p.stem)
-    for p in ATTACK_CONFIGS
+    pytest.param(p, marks=pytest.mark.slow if p.endswith(("seresnet34", "ge2e")) else (), id=p) for p in ATTACK_CONFIGS
 ]
 
 
 @pytest.mark.parametrize("config", ATTACK_PARAMS)
 def test_attack_config_runs_and_reports(config, tmp_path, corpus, victim_checkpoints):
     short = []  # attacks that keep minimising spend their whole budget: a small one keeps the run short
-    if config.stem.startswith(("ddn", "fmn")):
+    if config.startswith(("ddn", "fmn")):
         short = ["--model.init_args.attack.init_args.steps=5"]
-    elif config.stem.startswith(("qn_", "ssr")):
+    elif config.startswith(("qn_", "ssr")):
         short = ["--model.init_args.attack.init_args.max_grad_evals=12"]
     cli = cli_main(["test", *attack_args(config, tmp_path, corpus, checkpoint_for(config, victim_checkpoints)), *short])
     report = tmp_path / "attack"
     rows = read_rows(report / "trials.csv")
     assert [int(r["index"]) for r in rows] == [0, 1] and list(rows[0]) == list(COLUMNS)
-    has_features = config.stem.endswith("ivector")  # the MFCC-domain rho: i-vector victims only
+    has_features = config.endswith("ivector")  # the MFCC-domain rho: i-vector victims only
     assert all(math.isfinite(float(r["rho_feat"])) == has_features for r in rows)
-    if config.stem.startswith("mfcc_ivec"):  # a feature-domain attack: its rho is the feature rho
+    if config.startswith("mfcc_ivec"):  # a feature-domain attack: its rho is the feature rho
         assert all(float(r["rho_feat"]) == pytest.approx(float(r["rho"])) for r in rows)
     summary = json.loads((report / "summary.json").read_text())
     theta = summary["threshold"]
@@ -136,14 +128,14 @@ def test_attack_config_runs_and_reports(config, tmp_path, corpus, victim_checkpo
 
 
 def test_budgets_hold_in_the_report(tmp_path, corpus, victim_checkpoints):
-    config = ROOT / "configs/attack/pgd_linf_ecapa.yaml"
+    config = "pgd_linf_ecapa"
     cli_main(["test", *attack_args(config, tmp_path, corpus, checkpoint_for(config, victim_checkpoints), trials=4)])
-    eps = yaml.safe_load(config.read_text())["model"]["init_args"]["attack"]["init_args"]["epsilon"]
+    eps = attack_configs.merged("pgd_linf", "ecapa")["model"]["init_args"]["attack"]["init_args"]["epsilon"]
     assert all(float(r["linf"]) <= eps + 1e-6 for r in read_rows(tmp_path / "attack" / "trials.csv"))
 
 
 def test_predict_writes_adversarial_audio(tmp_path, corpus, victim_checkpoints):
-    config = ROOT / "configs/attack/gauss_newton_ecapa.yaml"
+    config = "gauss_newton_ecapa"
     cli = cli_main(["predict", *attack_args(config, tmp_path, corpus, checkpoint_for(config, victim_checkpoints))])
     predictions = cli.trainer.predict_loop.predictions
     assert sum(len(p["trials"]["index"]) for p in predictions) == 2
@@ -159,7 +151,7 @@ def rewrite(source: Path, target: Path, change) -> Path:
 
 
 def test_missing_threshold_is_named(tmp_path, corpus, victim_checkpoints):
-    config = ROOT / "configs/attack/fgsm_ecapa.yaml"
+    config = "fgsm_ecapa"
     checkpoint = rewrite(
         checkpoint_for(config, victim_checkpoints), tmp_path / "no_threshold.ckpt", lambda c: c.pop("verification")
     )
@@ -182,7 +174,7 @@ class Executes:
 
 
 def test_corrupt_or_foreign_victim_checkpoint_is_one_clear_error(tmp_path, corpus, victim_checkpoints):
-    config = ROOT / "configs/attack/fgsm_ecapa.yaml"
+    config = "fgsm_ecapa"
     good = checkpoint_for(config, victim_checkpoints)
     expected = r"expected a speaker-verification checkpoint written by `coadv fit -c configs/speaker/<victim>.yaml`"
     (tmp_path / "garbage.ckpt").write_text("not a checkpoint")
@@ -219,7 +211,7 @@ def test_attack_module_rebuilds_from_its_checkpoint(tmp_path, corpus, victim_che
     victim's file; the rebuilt module reproduces the table."""
     from lightning_modules import AdversarialAttack
 
-    config = ROOT / "configs/attack/pgd_linf_ecapa.yaml"
+    config = "pgd_linf_ecapa"
     victim = tmp_path / "victim.ckpt"
     victim.write_bytes(checkpoint_for(config, victim_checkpoints).read_bytes())
     args = attack_args(config, tmp_path / "first", corpus, victim)
@@ -240,7 +232,7 @@ def test_attack_module_rebuilds_from_its_checkpoint(tmp_path, corpus, victim_che
 
 
 def test_mfcc_ivec_on_a_neural_victim_is_refused(tmp_path, corpus, victim_checkpoints):
-    config = ROOT / "configs/attack/fgsm_ecapa.yaml"
+    config = "fgsm_ecapa"
     args = attack_args(config, tmp_path, corpus, checkpoint_for(config, victim_checkpoints))
     with pytest.raises(TypeError, match="MFCC-ivec attacks i-vector victims.*ECAPATDNN"):
         cli_main(["test", *args, "--model.init_args.attack=attacks.MFCCIvec"])
@@ -250,14 +242,14 @@ def test_trial_with_missing_file_is_named(tmp_path, corpus, victim_checkpoints):
     broken = tmp_path / "trials.txt"
     first = (corpus / "veri_test.txt").read_text().splitlines()[0]
     broken.write_text(first + "\n1 id10099/vid00/00001.wav id10099/vid00/00002.wav\n")
-    config = ROOT / "configs/attack/fgsm_ecapa.yaml"
+    config = "fgsm_ecapa"
     args = attack_args(config, tmp_path, corpus, checkpoint_for(config, victim_checkpoints))
     with pytest.raises(FileNotFoundError, match=r"trials.txt, line 2: .*id10099/vid00/00001.wav.* not found"):
         cli_main(["test", *args, f"--data.init_args.trial_list={broken}"])
 
 
 def test_inference_mode_is_refused_with_the_fix(tmp_path, corpus, victim_checkpoints):
-    config = ROOT / "configs/attack/fgsm_ecapa.yaml"
+    config = "fgsm_ecapa"
     args = attack_args(config, tmp_path, corpus, checkpoint_for(config, victim_checkpoints))
     with pytest.raises(RuntimeError, match="set trainer.inference_mode: false"):
         cli_main(["test", *args, "--trainer.inference_mode=true"])
@@ -299,7 +291,7 @@ def test_summary_over_correct_clean_trials():
 
 
 def run_ddp(tmp_path: Path, corpus: Path, checkpoint: Path, devices: int) -> list[dict]:
-    config = ROOT / "configs/attack/pgd_linf_ecapa.yaml"  # random start: per-trial seeds must survive sharding
+    config = "pgd_linf_ecapa"  # random start: per-trial seeds must survive sharding
     # one trial at a time: batched, a trial's equal-length group follows the shard (bit-exact only unbatched)
     args = [
         sys.executable,
@@ -322,7 +314,7 @@ def run_ddp(tmp_path: Path, corpus: Path, checkpoint: Path, devices: int) -> lis
 
 @pytest.mark.slow  # two processes: ~45 s on 2 cores
 def test_two_processes_give_the_table_of_one(tmp_path, corpus, victim_checkpoints):
-    checkpoint = checkpoint_for(ROOT / "configs/attack/pgd_linf_ecapa.yaml", victim_checkpoints)
+    checkpoint = checkpoint_for("pgd_linf_ecapa", victim_checkpoints)
     one = run_ddp(tmp_path / "one", corpus, checkpoint, 1)
     two = run_ddp(tmp_path / "two", corpus, checkpoint, 2)  # 5 trials: the sampler pads rank 1 with a repeat
     assert [int(r["index"]) for r in two] == [0, 1, 2, 3, 4]
@@ -331,7 +323,7 @@ def test_two_processes_give_the_table_of_one(tmp_path, corpus, victim_checkpoint
 
 
 def test_wandb_receives_audio_images_and_tables(tmp_path, corpus, victim_checkpoints):
-    config = ROOT / "configs/attack/gauss_newton_ecapa.yaml"
+    config = "gauss_newton_ecapa"
     args = [
         a
         for a in attack_args(config, tmp_path, corpus, checkpoint_for(config, victim_checkpoints))
@@ -357,7 +349,7 @@ def test_wandb_receives_audio_images_and_tables(tmp_path, corpus, victim_checkpo
 def test_comparison_command_prints_the_table_and_reuses_runs(tmp_path, corpus, victim_checkpoints, capsys):
     from coadv.compare import main as compare_attacks
 
-    checkpoint = checkpoint_for(ROOT / "configs/attack/fgsm_ecapa.yaml", victim_checkpoints)
+    checkpoint = checkpoint_for("fgsm_ecapa", victim_checkpoints)
     argv = [
         "--victim",
         "ecapa",

@@ -12,10 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from helpers import ROOT
 
 from coadv.cli import cli_main
-from coadv.compare import budgets, jobs
+from coadv.compare import budgets, configs, jobs
 from coadv.compare import main as compare_attacks
 from coadv.compare.claims import claims_markdown, comparisons
 from coadv.compare.stats import (
@@ -244,9 +243,8 @@ def test_budget_flags_per_attack():
 def test_budget_arguments_exist_in_the_attack_each_config_names(victim):
     for name in budgets.variant_names():
         row = budgets.variant(name)
-        config = budgets.config_of(row.base, victim)
-        if config.is_file():
-            cls, args = budgets.effective_args(config, row, 30)
+        if configs.exists(row.base, victim):
+            cls, args = budgets.effective_args(victim, row, 30)
             accepted = inspect.signature(cls).parameters
             assert set(budgets.overrides(row, 30)) <= set(accepted), (name, cls.__name__)
             assert all(args[k] == 30 for k in budgets.BUDGET_ARGS.get(row.base, ())), name
@@ -254,7 +252,7 @@ def test_budget_arguments_exist_in_the_attack_each_config_names(victim):
 
 def test_stopping_rules():
     def rule(name):
-        return budgets.stopping_rule(budgets.config_of(budgets.variant(name).base, "ecapa"), budgets.variant(name), 10)
+        return budgets.stopping_rule("ecapa", budgets.variant(name), 10)
 
     assert rule("gauss_newton") == (False, "first success")
     assert rule("gauss_newton+min") == (True, "all steps; smallest success kept")
@@ -265,14 +263,20 @@ def test_stopping_rules():
 
 def test_boundary_search_fragment_and_budget_flags_reach_the_attack(tmp_path, capsys):
     row = budgets.variant("cw+bs")
-    config = budgets.config_of("cw", "ecapa")
-    (tmp_path / "bs.yaml").write_text(budgets.boundary_fragment(config))
+    (tmp_path / "bs.yaml").write_text(budgets.boundary_fragment("cw", "ecapa"))
     with pytest.raises(SystemExit):
         cli_main(
-            ["test", "-c", str(config), "-c", str(tmp_path / "bs.yaml"), *budgets.flags(row, 12), "--print_config"]
+            [
+                "test",
+                *configs.args("cw", "ecapa"),
+                "-c",
+                str(tmp_path / "bs.yaml"),
+                *budgets.flags(row, 12),
+                "--print_config",
+            ]
         )
     attack = yaml.safe_load(capsys.readouterr().out)["model"]["init_args"]["attack"]
-    inner = yaml.safe_load(config.read_text())["model"]["init_args"]["attack"]["init_args"]
+    inner = configs.merged("cw", "ecapa")["model"]["init_args"]["attack"]["init_args"]
     assert attack["class_path"] == "attacks.BoundarySearch" and attack["init_args"]["steps"] == 10
     got = attack["init_args"]["attack"]
     assert got["class_path"] == "attacks.CarliniWagnerL2"
@@ -310,7 +314,7 @@ def test_settings_and_plan(tmp_path):
     named = compare_attacks.plan("ecapa", ["fgsm", "mfcc_ivec"], ["default"], tmp_path, None, [])
     assert [j.row.name for j in named] == ["fgsm"]  # one attack list for several victims: MFCC-ivec where it exists
     compare_attacks.check_rows(["fgsm", "mfcc_ivec"], ["ivector", "ecapa"])
-    with pytest.raises(SystemExit, match=r"no config configs/attack/mfcc_ivec_<victim>.yaml for ecapa, seresnet34"):
+    with pytest.raises(SystemExit, match=r"no attack config for mfcc_ivec against ecapa, seresnet34"):
         compare_attacks.check_rows(["mfcc_ivec"], ["ecapa", "seresnet34"])
 
 
@@ -560,7 +564,7 @@ def test_tuning_grid_points_and_the_choice_rule():
     ]
     assert set(tuning.GRID) <= set(budgets.variant_names())
     for row in tuning.GRID:  # every knob is an argument of the attack its config names (the same effort: <= 6)
-        cls, _ = budgets.effective_args(budgets.config_of(budgets.variant(row).base, "ecapa"), budgets.variant(row), 30)
+        cls, _ = budgets.effective_args("ecapa", budgets.variant(row), 30)
         assert set(tuning.GRID[row]) <= set(inspect.signature(cls).parameters) and len(tuning.points(row)) <= 6
     # a failure on half the trials (median ∞) loses to any finite median; ties go to the higher success
     ranked = sorted(
@@ -669,9 +673,7 @@ def test_feature_domain_tuning_grid_reaches_the_wrapped_attack():
 
     assert set(tuning.FEATURE_GRID) <= set(budgets.variant_names())
     for row in tuning.FEATURE_GRID:  # every knob is an argument of its attack, <= 6 points: the same effort
-        cls, _ = budgets.effective_args(
-            budgets.config_of(budgets.variant(row).base, "ivector"), budgets.variant(row), 30
-        )
+        cls, _ = budgets.effective_args("ivector", budgets.variant(row), 30)
         assert set(tuning.FEATURE_GRID[row]) <= set(inspect.signature(cls).parameters)
         assert len(tuning.points(row, tuning.FEATURE_GRID)) <= 6
     deep = "--model.init_args.attack.init_args.attack.init_args."
@@ -689,7 +691,7 @@ def test_feature_domain_tuning_grid_reaches_the_wrapped_attack():
 def test_the_reuse_hash_covers_the_attack_a_run_names_and_what_it_imports():
     """A change to one attack's module reruns the runs that use it only: the hash reads the modules the config
     text names (a wrapper and the attack inside it) and their ``attacks`` imports (QN's Gauss-Newton warm start)."""
-    qn = (ROOT / "configs/attack/qn_lbfgs_ivector.yaml").read_text()
+    qn = configs.text("qn_lbfgs", "ivector")
     assert jobs.attack_sources(qn) == [
         "attacks/base.py",
         "attacks/gauss_newton.py",
@@ -704,7 +706,7 @@ def test_the_reuse_hash_covers_the_attack_a_run_names_and_what_it_imports():
         "attacks/objective.py",
         "attacks/pgd.py",
     ]
-    ssr = (ROOT / "configs/attack/ssr_ivector.yaml").read_text()
+    ssr = configs.text("ssr", "ivector")
     assert "attacks/step_size_regularized.py" in jobs.attack_sources(ssr)
     assert jobs.code_hash(qn) != jobs.code_hash(ssr)
     assert jobs.code_hash(qn) == jobs.code_hash(qn.replace("ivector", "ecapa"))
@@ -729,7 +731,7 @@ def test_an_in_process_comparison_hashes_the_sources_it_imported_not_later_edits
         assert job.at_start is in_process  # the record then hashes the sources as imported
     first = sources.files(list(sources.ATTACK_CODE))[0]
     monkeypatch.setitem(sources.AT_START, first, b"another version")
-    config = (ROOT / "configs/attack/ssr_ivector.yaml").read_text()
+    config = configs.text("ssr", "ivector")
     assert jobs.code_hash(config, at_start=True) != jobs.code_hash(config)
 
 

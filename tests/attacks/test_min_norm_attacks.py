@@ -11,6 +11,7 @@ import torch
 from helpers import QUIET, ROOT, LinearVictim
 
 from attacks import DDN, FGSM, FMN, PGD, BoundarySearch, MFCCIvec, VerificationObjective
+from coadv.compare import configs
 from nets.speaker.contract import config
 
 
@@ -286,8 +287,7 @@ def test_boundary_search_is_configurable_from_the_cli(tmp_path, ecapa_checkpoint
     cli = cli_main(
         [
             "test",
-            "-c",
-            str(ROOT / "configs/attack/pgd_l2_ecapa.yaml"),
+            *configs.args("pgd_l2", "ecapa"),
             f"--model.init_args.checkpoint={checkpoint}",
             f"--data.init_args.root={corpus}",
             "--data.init_args.max_trials=2",
