@@ -17,7 +17,7 @@ import torch
 
 from attacks import FGSM, PGD, GaussNewton
 from coadv.cli import cli_main
-from coadv.constants import CONFIGS
+from coadv.compare import configs
 from datamodules.audio import pad_waves
 from datamodules.synth_speech import write_corpus
 from datamodules.voxceleb import VoxCelebDataModule
@@ -230,8 +230,7 @@ def test_batched_run_writes_the_table_of_one_at_a_time(tmp_path, victim_file):
         cli_main(
             [
                 "test",
-                "-c",
-                str(CONFIGS / "attack" / "gauss_newton_ecapa.yaml"),
+                *configs.args("gauss_newton", "ecapa"),
                 f"--model.init_args.checkpoint={victim_file[0]}",
                 f"--model.init_args.victim={json.dumps(ecapa)}",
                 f"--model.init_args.threshold={threshold}",
