@@ -12,9 +12,8 @@
         --data.init_args.synthesize=false          # (one line) the LibriSpeech victims on the embedded trials
 
 Each row is one ``coadv test`` run per setting of the composed configs (``coadv.compare.configs``: base, attack,
-victim, tuned values); "+bs" rows wrap the
-attack in a boundary search (bisection of its perturbation's scale), "+min" rows turn its early stop off
-(how each budget is set: ``coadv.compare.budgets``). Per victim it prints and writes to ``<out>/comparison.md``:
+victim, tuned values); "+bs" rows wrap the attack in a boundary search (bisection of its perturbation's scale),
+"+min" rows turn its early stop off (how each budget is set: ``coadv.compare.budgets``). Per victim it prints and writes to ``<out>/comparison.md``:
 (i) the default-settings table (success, ρ median / mean, SNR, PESQ / STOI when computed, gradient evaluations,
 wall time, FAR on non-target and FRR on target trials clean → after, stopping rule); (ii) the equal-budget table
 (``success / median ρ`` per budget); a table paired with ``--reference``; (iv) the claims' paired statistics
