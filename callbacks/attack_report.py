@@ -23,7 +23,6 @@ import csv
 import io
 import json
 from pathlib import Path
-from typing import Any
 
 import lightning as L
 import numpy as np
@@ -33,6 +32,7 @@ from torch import Tensor
 from torchvision.io import decode_png
 
 from callbacks.common import SAMPLE_RATE, log_image, run_dir
+from callbacks.markdown import markdown_table
 
 
 def _png(fig) -> bytes:
@@ -119,15 +119,6 @@ def rho_figure(rho: dict[str, np.ndarray], title: str) -> bytes:
         ax.set_ylabel("trials")
     ax.set_title(title, fontsize=10)
     return _png(fig)
-
-
-def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
-    def cell(v: Any) -> str:
-        return f"{v:.4g}" if isinstance(v, float) else str(v)
-
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
-    return "\n".join(lines) + "\n"
 
 
 def _as_image(png: bytes) -> Tensor:

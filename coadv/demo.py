@@ -19,9 +19,9 @@ from pathlib import Path
 import torch
 from torchvision.utils import make_grid, save_image
 
+from callbacks.markdown import markdown_table
 from coadv.cli import cli_main
 from coadv.constants import CONFIGS, QUIET
-from coadv.markdown import markdown_table
 from coadv.progress import minutes, summary
 from coadv.study.evaluation import ensure_classifier, splits
 from coadv.tracking import wandb_run_dirs

@@ -12,6 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]
 ATTACK_CODE = (
     "attacks/__init__.py",
     "attacks/base.py",
+    "attacks/objective.py",
     "lightning_modules/attack.py",
     "lightning_modules/attack_metrics.py",
     "nets/speaker",
@@ -24,6 +25,7 @@ ATTACK_CODE = (
     "datamodules/voxceleb.py",
     "callbacks/attack_report.py",
     "lightning_modules/trial_scoring.py",
+    "lightning_modules/victim_loading.py",
 )
 
 

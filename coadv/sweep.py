@@ -26,8 +26,8 @@ import yaml
 from jsonschema import Draft7Validator
 from tqdm import tqdm
 
+from callbacks.markdown import markdown_table
 from coadv.constants import CONFIGS, config_path
-from coadv.markdown import markdown_table
 from coadv.progress import bar, minutes, summary
 
 SCHEMA = CONFIGS / "sweeps" / "schema" / "wandb_sweep_schema.json"

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from callbacks.markdown import markdown_table
 from coadv.compare import stats
 from coadv.compare.stats import Comparison, correct, decide, paired, verdict
 from coadv.compare.tables import DEFAULT, Run, fmt
-from coadv.markdown import markdown_table
 
 
 @dataclass(frozen=True)

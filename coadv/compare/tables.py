@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
+from callbacks.markdown import markdown_table
 from coadv.compare.budgets import BOUNDARY_STEPS, Variant
 from coadv.compare.stats import RESAMPLES, paired
-from coadv.markdown import markdown_table
 
 DEFAULT = "default"
 

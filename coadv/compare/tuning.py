@@ -20,11 +20,11 @@ import math
 import time
 from pathlib import Path
 
+from callbacks.markdown import table_lines
 from coadv.compare import budgets
 from coadv.compare.jobs import Job, run_jobs
 from coadv.compare.tables import fmt
 from coadv.constants import VICTIMS
-from coadv.markdown import table_lines
 from coadv.progress import minutes
 
 PREFIX = "--model.init_args.attack.init_args."

@@ -28,8 +28,8 @@ from pathlib import Path
 
 import yaml
 
+from callbacks.markdown import markdown_table
 from coadv.constants import CONFIGS, DIRECTIONS, METHODS, config_path
-from coadv.markdown import markdown_table
 from coadv.progress import minutes, quiet_lightning, summary
 from coadv.study import cells, evaluation, report
 from coadv.study.cells import cell_name, finished_records, pair_references, run_workers

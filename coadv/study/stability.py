@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import statistics
 
-from coadv.markdown import table_lines
+from callbacks.markdown import table_lines
 from coadv.study.tables import SIDES, arm, arm_name, arms, baselines, direction_label, mean_std, t_interval, verdict
 
 STABILITY_STEPS = (100, 250, 500, 1000)  # batches at which the seed spread is reported

@@ -7,9 +7,9 @@ from __future__ import annotations
 import math
 import statistics
 
+from callbacks.markdown import table_lines
 from coadv.constants import ARROWS, CONFIGS, DIRECTIONS
 from coadv.constants import METHODS as NAMES
-from coadv.markdown import table_lines
 
 # (key, column title, higher is better)
 METRICS = (

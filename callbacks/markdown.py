@@ -1,4 +1,5 @@
-"""Markdown pipe tables, the one builder every ``coadv`` table uses (study, attack comparison, tuning, demo)."""
+"""Markdown pipe tables, the one builder every table of the project uses (attack reports, study, attack comparison,
+tuning, demo)."""
 
 from __future__ import annotations
 
