@@ -1,7 +1,7 @@
 """The ``coadv`` command: LightningCLI subcommands and the project's tools under one entry point.
 
-coadv fit -c configs/translation/accr_m2mm.yaml       # fit / validate / test / predict (LightningCLI)
-coadv study --preset ci                               # tools: study, sweep, compare-attacks, tune-attacks, demo, corpus
+coadv fit -c configs/translation/method/accr.yaml -c configs/translation/direction/m2mm.yaml  # LightningCLI
+coadv study --preset ci  # tools: study, sweep, compare-attacks, tune-attacks, demo, corpus
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import os
 import sys
 import warnings
 
-from coadv.constants import CONFIGS, config_path
+from coadv.constants import CONFIGS, config_path, direction
 
 LIGHTNING = ("fit", "validate", "test", "predict")
 TOOLS = {
@@ -37,7 +37,8 @@ Tools:
 {chr(10).join(f"  {name:<16} {text}" for name, (_, text) in TOOLS.items())}
 
 Configs are looked up relative to the current folder first, then among the shipped ones ({CONFIGS}),
-so `coadv fit -c configs/translation/accr_m2mm.yaml` works from any folder.
+so `coadv fit -c configs/translation/method/accr.yaml -c configs/translation/direction/m2mm.yaml` works from any
+folder.
 `coadv <command> --help` shows a command's options."""
 
 
@@ -59,6 +60,7 @@ def resolve_configs(args: list[str]) -> list[str]:
 def cli_main(args: list[str] | None = None, run: bool = True):
     """Build and run LightningCLI (``args=None`` reads ``sys.argv``); returns it so tests and tools can inspect it."""
     from jsonargparse import set_parsing_settings
+    from omegaconf import OmegaConf
 
     import callbacks  # noqa: F401  (short class_path names)
     import datamodules  # noqa: F401
@@ -68,6 +70,7 @@ def cli_main(args: list[str] | None = None, run: bool = True):
     from coadv.tracking import wandb_environment
 
     set_parsing_settings(omegaconf_absolute_to_relative_paths=True)  # "${trainer.x}" works under a subcommand
+    OmegaConf.register_resolver("direction", direction, replace=True)  # runs/accr_${direction:...}: accr_m2mm
     # tools and tests pass their own args while sys.argv holds theirs: expected, not a mistake
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
     wandb_environment()

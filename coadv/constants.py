@@ -17,6 +17,15 @@ DIRECTIONS = {
     "m2u": ("mnist", "usps"),
     "u2m": ("usps", "mnist"),
 }
+
+
+def direction(domain_a: str, domain_b: str) -> str:
+    """A translation direction's short name, ``mnist``, ``mnist_m`` -> ``m2mm`` (else ``<domain_a>2<domain_b>``): the
+    configs' ``${direction:${data.init_args.domain_a},${data.init_args.domain_b}}`` (registered by ``cli_main``)."""
+    names = {domains: name for name, domains in DIRECTIONS.items()}
+    return names.get((domain_a, domain_b), f"{domain_a}2{domain_b}")
+
+
 ARROWS = {"mnist": "M", "mnist_m": "MM", "svhn": "S", "usps": "U"}
 ATTACKS = (
     "fgsm",
@@ -36,6 +45,18 @@ ATTACKS = (
 VICTIMS = ("ivector", "seresnet34", "ecapa", "ge2e")
 # runs launched by a tool show the tool's own progress bar (one line per cell / attack / trial) instead
 QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
+
+
+def translation_files(method: str, pair: str) -> list[Path]:
+    """A translation run's configs in merge order: ``translation/method/<method>.yaml`` (model, trainer), then
+    ``translation/direction/<pair>.yaml`` (data); the judges and the run folder follow the direction."""
+    root = CONFIGS / "translation"
+    return [root / "method" / f"{method}.yaml", root / "direction" / f"{pair}.yaml"]
+
+
+def translation_args(method: str, pair: str) -> list[str]:
+    """``-c <file>`` for each of :func:`translation_files`."""
+    return [arg for path in translation_files(method, pair) for arg in ("-c", str(path))]
 
 
 def config_path(path: str | Path) -> Path:

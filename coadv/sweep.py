@@ -6,7 +6,8 @@ Why Optuna: it needs no server, has grid and random samplers matching W&B's `gri
 sampler for `bayes` (TPE; W&B's own bayes uses a Gaussian process, so suggestions differ), and an ask-and-tell
 API for trials that run as separate processes. Each trial runs the sweep's `command` exactly as `wandb agent`
 would (macros ${env}, ${interpreter}, ${program}, ${args}, ${args_no_hyphens}; a bare `python` becomes this
-interpreter), plus a trial folder, a CSV logger and the preset's sizing flags; the metric is read from the CSV.
+interpreter), plus a trial folder, a CSV logger and the preset's sizing (its `configs` fragments and `flags`); the
+metric is read from the CSV.
 """
 
 from __future__ import annotations
@@ -122,7 +123,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     )
     p.add_argument("sweep", type=Path, help="a W&B sweep YAML (configs/sweeps/*.yaml)")
     p.add_argument("--trials", type=int, help="number of trials (default: the whole grid, else 10)")
-    p.add_argument("--preset", help="configs/study/<name>.yaml whose sizing flags every trial gets (e.g. ci)")
+    p.add_argument(
+        "--preset", help="configs/study/<name>.yaml whose sizing (configs, flags) every trial gets (e.g. ci)"
+    )
     p.add_argument("--seed", type=int, default=0, help="sampler seed")
     p.add_argument("--out", type=Path, help="output folder (default: runs/sweep_<name>)")
     args = p.parse_args(argv)
@@ -131,9 +134,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
     validate(config, str(args.sweep))
     flags = []
     if args.preset:
+        from coadv.study.cells import preset_args
         from coadv.study.main import load_preset
 
-        flags = load_preset(args.preset).get("flags", [])
+        flags = preset_args(load_preset(args.preset))
     out = args.out or Path("runs") / f"sweep_{args.sweep.stem}"
     goal = config.get("metric", {}).get("goal", "minimize")
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # one line per trial comes from here instead

@@ -8,6 +8,7 @@ import yaml
 from helpers import usps_root
 
 from coadv.cli import cli_main
+from coadv.constants import DIRECTIONS, METHODS, translation_args, translation_files
 from coadv.errors import root_cause
 from lightning_modules import CycleGAN
 
@@ -20,15 +21,20 @@ FRAGMENTS = (
     "attack",
     "loggers",
     "trainer",
-)  # not fit configs; tested on their own (attack: test_attack_module)
+    "translation",
+)  # not fit configs on their own; tested on their own (attack: test_attack_module), translation composed below
 # pretrained public victims are evaluated, not trained: `validate` on them runs in test_pretrained / test_wespeaker
 # / test_ge2e
 VALIDATE_ONLY = ("speechbrain_ecapa.yaml", "wespeaker_resnet34.yaml", "ge2e.yaml")
-CONFIGS = sorted(
-    p
-    for p in (ROOT / "configs").rglob("*.yaml")
-    if p.name not in ("defaults.yaml", *VALIDATE_ONLY) and not set(FRAGMENTS) & set(p.parts)
-)
+# every fit run: one file, or the files merged in order (a translation method x a direction)
+RUNS = [
+    *(
+        (p,)
+        for p in sorted((ROOT / "configs").rglob("*.yaml"))
+        if p.name not in ("defaults.yaml", *VALIDATE_ONLY) and not set(FRAGMENTS) & set(p.relative_to(ROOT).parts)
+    ),
+    *(tuple(translation_files(method, pair)) for method in METHODS for pair in DIRECTIONS),
+]
 ABLATIONS = sorted((ROOT / "configs" / "ablations").rglob("*.yaml"))
 
 
@@ -41,9 +47,25 @@ def usps_args(data: dict, classifiers: dict[str, str]) -> list[str]:
     return [f"--data.init_args.usps_root={usps_root()}"]
 
 
-def overrides(config: Path, tmp_path: Path, classifiers: dict[str, str], cache_dir: str) -> list[str]:
+def merged(paths: tuple[Path, ...]) -> dict:
+    """The files' YAML merged in order, mappings key by key (plain YAML: no defaults, no interpolation)."""
+
+    def merge(into: dict, other: dict) -> dict:
+        out = dict(into)
+        for key, value in other.items():
+            both = isinstance(value, dict) and isinstance(out.get(key), dict)
+            out[key] = merge(out[key], value) if both else value
+        return out
+
+    cfg: dict = {}
+    for path in paths:
+        cfg = merge(cfg, yaml.safe_load(path.read_text()) or {})
+    return cfg
+
+
+def overrides(run: tuple[Path, ...], tmp_path: Path, classifiers: dict[str, str], cache_dir: str) -> list[str]:
     """Offline substitutions, each explicit: SVHN -> syn_digits, tiny classifiers, temporary run folder."""
-    cfg = yaml.safe_load(config.read_text())
+    cfg = merged(run)
     data = cfg["data"]["init_args"]
     if cfg["data"]["class_path"].endswith("LibriSpeechDataModule"):  # the embedded real speech, as shipped
         args = [f"--trainer.default_root_dir={tmp_path}", "--data.init_args.batch_size=4"]
@@ -84,15 +106,14 @@ def overrides(config: Path, tmp_path: Path, classifiers: dict[str, str], cache_d
     return args
 
 
-@pytest.mark.parametrize("config", CONFIGS, ids=lambda p: str(p.relative_to(ROOT / "configs")))
-def test_config_fast_dev_run(config, tmp_path, tiny_classifiers, cache_dir):
+@pytest.mark.parametrize("run", RUNS, ids=lambda run: " + ".join(str(p.relative_to(ROOT / "configs")) for p in run))
+def test_config_fast_dev_run(run, tmp_path, tiny_classifiers, cache_dir):
     cli = cli_main(
         [
             "fit",
-            "-c",
-            str(config),
+            *(arg for path in run for arg in ("-c", str(path))),
             "--trainer.fast_dev_run=true",
-            *overrides(config, tmp_path, tiny_classifiers, cache_dir),
+            *overrides(run, tmp_path, tiny_classifiers, cache_dir),
         ]
     )
     assert cli.trainer.state.finished
@@ -115,12 +136,11 @@ ABLATION_PARAMS = [
 
 @pytest.mark.parametrize("fragment", ABLATION_PARAMS)
 def test_ablation_fragment_applies_and_runs(fragment, tmp_path, tiny_classifiers, cache_dir):
-    base = ROOT / "configs/translation/accr_m2mm.yaml"
+    base = tuple(translation_files("accr", "m2mm"))
     cli = cli_main(
         [
             "fit",
-            "-c",
-            str(base),
+            *translation_args("accr", "m2mm"),
             "-c",
             str(fragment),
             "--trainer.fast_dev_run=true",
@@ -149,24 +169,27 @@ def test_help_documents_arguments(capsys):
 
 def test_print_config_resolves_interpolation(capsys):
     with pytest.raises(SystemExit):
-        cli_main(["fit", "-c", str(ROOT / "configs/translation/accr_m2mm.yaml"), "--print_config"])
+        cli_main(["fit", *translation_args("accr", "m2u"), "--print_config"])
     cfg = yaml.safe_load(capsys.readouterr().out)
-    assert cfg["trainer"]["logger"]["init_args"]["save_dir"] == "runs/accr_m2mm"
+    assert cfg["trainer"]["default_root_dir"] == "runs/accr_m2u"  # the method's name, ${direction:...} of the domains
+    assert cfg["trainer"]["logger"]["init_args"]["save_dir"] == "runs/accr_m2u"
+    assert cfg["trainer"]["callbacks"][1]["init_args"]["dirpath"] == "runs/accr_m2u/checkpoints"
     assert cfg["model"]["class_path"] == "lightning_modules.ACCR"
+    assert cfg["model"]["init_args"]["classifier_b"] == "checkpoints/classifiers/usps.ckpt"  # the direction's judges
 
 
 def test_unknown_config_key_is_named(tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
     bad.write_text("model:\n  class_path: lightning_modules.ACCR\n  init_args:\n    lambda_fkae: 1.0\n")
     with pytest.raises(SystemExit) as exit_info:
-        cli_main(["fit", "-c", str(ROOT / "configs/translation/accr_m2mm.yaml"), "-c", str(bad)])
+        cli_main(["fit", *translation_args("accr", "m2mm"), "-c", str(bad)])
     assert exit_info.value.code != 0
     assert "lambda_fkae" in capsys.readouterr().err
 
 
 def test_unknown_domain_from_cli_is_named():
     with pytest.raises(ValueError) as info:
-        cli_main(["fit", "-c", str(ROOT / "configs/translation/accr_m2mm.yaml"), "--data.init_args.domain_b=kmnist"])
+        cli_main(["fit", *translation_args("accr", "m2mm"), "--data.init_args.domain_b=kmnist"])
     # Python callers get jsonargparse's exception; its root cause is the DataModule's own message
     assert str(root_cause(info.value)).startswith("unknown digit domain 'kmnist'; valid domains: mnist")
 

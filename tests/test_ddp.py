@@ -13,21 +13,23 @@ from pathlib import Path
 import pytest
 import torch
 
+from coadv.constants import translation_args
+
 pytestmark = pytest.mark.slow  # two processes each: make test-all
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1", "PYTHONPATH": f"{ROOT}:{ROOT / 'tests'}"}
 
 
 def ddp_fit(
-    tmp_path: Path, config: str, strategy: str, cache_dir: str, extra=(), devices=2, max_steps=6
+    tmp_path: Path, method: str, strategy: str, cache_dir: str, extra=(), devices=2, max_steps=6
 ) -> subprocess.CompletedProcess:
+    """``coadv fit`` of ``method`` on MNIST -> MNIST-M in ``devices`` CPU processes, tiny and without judges."""
     args = [
         sys.executable,
         "-m",
         "coadv",
         "fit",
-        "-c",
-        config,
+        *translation_args(method, "m2mm"),
         "--trainer.accelerator=cpu",
         f"--trainer.devices={devices}",
         f"--trainer.strategy={strategy}",
@@ -54,14 +56,12 @@ def replica_records(folder: Path) -> list[dict]:
 
 
 def test_plain_ddp_trips_the_unused_parameter_check(tmp_path, cache_dir):
-    result = ddp_fit(tmp_path, "configs/translation/cyclegan_m2mm.yaml", "ddp", cache_dir, SMALL_NETS)
+    result = ddp_fit(tmp_path, "cyclegan", "ddp", cache_dir, SMALL_NETS)
     assert result.returncode != 0 and "not used in producing the loss" in result.stderr
 
 
 def test_find_unused_parameters_keeps_replicas_identical(tmp_path, cache_dir):
-    result = ddp_fit(
-        tmp_path, "configs/translation/accr_m2mm.yaml", "ddp_find_unused_parameters_true", cache_dir, SMALL_NETS
-    )
+    result = ddp_fit(tmp_path, "accr", "ddp_find_unused_parameters_true", cache_dir, SMALL_NETS)
     assert result.returncode == 0, result.stderr[-3000:]
     records = replica_records(tmp_path)
     assert [r["world_size"] for r in records] == [2, 2] and [r["global_step"] for r in records] == [6, 6]
@@ -97,7 +97,7 @@ def test_unpaired_streams_under_two_processes_are_the_single_process_epoch(tmp_p
     for devices in (1, 2):
         out = tmp_path / f"devices{devices}"
         strategy = "ddp_find_unused_parameters_true" if devices == 2 else "auto"
-        result = ddp_fit(out, "configs/translation/cyclegan_m2mm.yaml", strategy, cache_dir, flags, devices, -1)
+        result = ddp_fit(out, "cyclegan", strategy, cache_dir, flags, devices, -1)
         assert result.returncode == 0, result.stderr[-3000:]
         records = [json.loads((out / "batches" / f"rank{r}.json").read_text()) for r in range(devices)]
         assert all(sorted(r) == ["0", "1"] for r in records)  # 2 epochs of 6 batches of 4 over all processes

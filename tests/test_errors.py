@@ -7,9 +7,10 @@ import torch
 
 from coadv.cli import main
 from coadv.compare import configs
+from coadv.constants import translation_args
 from coadv.errors import summarize_parse_error
 
-ACCR = ["fit", "-c", "configs/translation/accr_m2mm.yaml", "--trainer.logger=false"]
+ACCR = ["fit", *translation_args("accr", "m2mm"), "--trainer.logger=false"]
 DOMAINS = "mnist, mnist_m, svhn, usps, syn_digits"
 ATTACK = ["test", *configs.args("fmn", "ivector"), "--trainer.logger=false", "--data.init_args.max_trials=1"]
 

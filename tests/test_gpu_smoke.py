@@ -7,6 +7,7 @@ import torch
 from helpers import QUIET
 
 from coadv.cli import cli_main
+from coadv.constants import translation_args
 from lightning_modules import ACCR, CRCycleGAN, CycleGAN
 from lightning_modules.acceleration import is_compiled
 
@@ -32,8 +33,7 @@ def float_weights(module):
 @pytest.mark.parametrize(("method", "cls"), [("cyclegan", CycleGAN), ("cr_cyclegan", CRCycleGAN), ("accr", ACCR)])
 def test_translation_trains_with_every_lever(method, cls, tmp_path, cache_dir, tiny_classifiers):
     args = [
-        "-c",
-        f"configs/translation/{method}_m2mm.yaml",
+        *translation_args(method, "m2mm"),
         "-c",
         "configs/trainer/fast_translation.yaml",
         *QUIET,

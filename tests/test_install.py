@@ -91,7 +91,7 @@ def test_wheel_holds_every_package_and_the_configs(wheel):
     names = zipfile.ZipFile(wheel).namelist()
     for package in PACKAGES:
         assert f"{package}/__init__.py" in names, package
-    assert "configs/translation/accr_m2mm.yaml" in names
+    assert {"configs/translation/method/accr.yaml", "configs/translation/direction/m2mm.yaml"} <= set(names)
     assert "configs/defaults.yaml" in names
     assert "configs/weights/accr_m2mm.pt" in names  # the demo's start weights
     assert any(n.startswith("datamodules/embedded/mnist/") and n.endswith(".gz") for n in names)
@@ -127,7 +127,8 @@ def test_installed_command_runs_from_another_folder(installed, tmp_path):
         text=True,
     )
     assert str(installed) in where.stdout and str(ROOT) not in where.stdout  # the wheel, not the checkout
-    printed = run(installed, tmp_path, "fit", "--print_config", "-c", "configs/translation/accr_m2mm.yaml")
+    translation = ["-c", "configs/translation/method/accr.yaml", "-c", "configs/translation/direction/m2mm.yaml"]
+    printed = run(installed, tmp_path, "fit", "--print_config", *translation)
     assert printed.returncode == 0, printed.stderr
     assert "class_path: lightning_modules.ACCR" in printed.stdout
     assert "class_path: nets.ResnetGenerator" in printed.stdout

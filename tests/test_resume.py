@@ -98,16 +98,19 @@ COMMON = [
 ]
 
 
-def fit(root: Path, config: str, flags: list[str], kill_at: int | None = None, resume: bool = False):
-    """``coadv fit`` in a subprocess with the config's callbacks, its ``ResumeCheckpoint`` saving every 2 batches (4
-    GAN steps, 2 speaker steps) and every folder under ``root``; ``kill_at``: SIGKILL before that batch."""
-    callbacks = yaml.safe_load((ROOT / config).read_text())["trainer"]["callbacks"]
+def fit(root: Path, configs: list[str], flags: list[str], kill_at: int | None = None, resume: bool = False):
+    """``coadv fit`` of ``configs`` (merged in order) in a subprocess with their callbacks, the ``ResumeCheckpoint``
+    saving every 2 batches (4 GAN steps, 2 speaker steps) and every folder under ``root``; ``kill_at``: SIGKILL
+    before that batch."""
+    trees = [yaml.safe_load((ROOT / config).read_text()) for config in configs]
+    callbacks = [tree["trainer"]["callbacks"] for tree in trees if "callbacks" in tree.get("trainer", {})][-1]
+    translation = any("translation" in config for config in configs)
     for callback in callbacks:
         args = callback.get("init_args", {})
         if "dirpath" in args:
             args["dirpath"] = str(root / args["dirpath"].replace("${trainer.default_root_dir}/", ""))
         if callback["class_path"] == "callbacks.ResumeCheckpoint":
-            args["every_n_train_steps"] = 4 if "translation" in config else 2
+            args["every_n_train_steps"] = 4 if translation else 2
     if kill_at is not None:
         callbacks.append({"class_path": "probes.KillAt", "init_args": {"batch": kill_at}})
     args = [
@@ -115,8 +118,7 @@ def fit(root: Path, config: str, flags: list[str], kill_at: int | None = None, r
         "-m",
         "coadv",
         "fit",
-        "-c",
-        config,
+        *(arg for config in configs for arg in ("-c", config)),
         *COMMON,
         *flags,
         f"--trainer.default_root_dir={root}",
@@ -127,18 +129,18 @@ def fit(root: Path, config: str, flags: list[str], kill_at: int | None = None, r
 
 
 def killed_resumed_and_uninterrupted(
-    tmp_path: Path, config: str, flags: list[str], family: str, epochs: int, per_epoch: int
+    tmp_path: Path, configs: list[str], flags: list[str], family: str, epochs: int, per_epoch: int
 ) -> tuple[dict, dict]:
     """Final checkpoints of a run killed at a seeded random batch and resumed, and of the uninterrupted run."""
-    full = fit(tmp_path / "full", config, flags)
+    full = fit(tmp_path / "full", configs, flags)
     assert full.returncode == 0, full.stderr[-3000:]
     kill_at = random.Random(f"{family}-3").randrange(3, epochs * per_epoch)  # seed 3: a kill that resumes mid-epoch
-    killed = fit(tmp_path / "part", config, flags, kill_at=kill_at)
+    killed = fit(tmp_path / "part", configs, flags, kill_at=kill_at)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     interrupted = torch.load(tmp_path / "part" / "checkpoints" / "last.ckpt", weights_only=True)
     position = [s["batches"] for s in interrupted["loops"]["fit_loop"]["state_dict"]["combined_loader"]]
     assert 0 < position[0] < per_epoch and interrupted["global_step"] > 0  # mid-epoch: resumes at the next batch
-    resumed = fit(tmp_path / "part", config, flags, resume=True)
+    resumed = fit(tmp_path / "part", configs, flags, resume=True)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     last = "checkpoints/last.ckpt"
     return torch.load(tmp_path / "part" / last, weights_only=True), torch.load(
@@ -152,12 +154,12 @@ def test_training_configs_keep_a_resumable_last_checkpoint():
     plugins = yaml.safe_load((ROOT / "configs" / "defaults.yaml").read_text())["trainer"]["plugins"]
     assert {"class_path": "callbacks.AtomicCheckpointIO"} in plugins
     configs = [
-        *(ROOT / "configs").glob("translation/*.yaml"),
+        *(ROOT / "configs").glob("translation/method/*.yaml"),
         *(ROOT / "configs").glob("classifier/*.yaml"),
         *(ROOT / "configs").glob("speaker/*_*.yaml"),
     ]
     trained = [c for c in configs if "IVectorSystem" not in c.read_text() and "pretrained/" not in c.read_text()]
-    assert len(trained) == 29  # 18 translation, 5 classifiers, 6 speaker victims
+    assert len(trained) == 14  # 3 translation methods (with any direction), 5 classifiers, 6 speaker victims
     for config in trained:
         callbacks = yaml.safe_load(config.read_text())["trainer"]["callbacks"]
         resume = [c for c in callbacks if c["class_path"] == "callbacks.ResumeCheckpoint"]
@@ -206,8 +208,8 @@ def test_translation_killed_mid_epoch_resumes_to_the_same_weights(devices, tmp_p
     ]
     if devices > 1:  # each rank's RNG states, pools and 5 of the 10 batches per epoch
         flags += [f"--trainer.devices={devices}", "--trainer.strategy=ddp_find_unused_parameters_true"]
-    config = "configs/translation/accr_m2mm.yaml"
-    resumed, full = killed_resumed_and_uninterrupted(tmp_path, config, flags, "translation", 3, 5)
+    configs = ["configs/translation/method/accr.yaml", "configs/translation/direction/m2mm.yaml"]
+    resumed, full = killed_resumed_and_uninterrupted(tmp_path, configs, flags, "translation", 3, 5)
     assert full["global_step"] == 30 and len(full["rng_states"]) == devices
     assert_same_training_state(resumed, full)
     pools = resumed["image_pools_per_rank"]
@@ -233,7 +235,7 @@ def test_speaker_victim_killed_mid_epoch_resumes_to_the_same_weights(tmp_path, c
         "--trainer.limit_val_batches=0",
     ]
     resumed, full = killed_resumed_and_uninterrupted(
-        tmp_path, "configs/speaker/ecapa_synth.yaml", flags, "speaker", 2, 6
+        tmp_path, ["configs/speaker/ecapa_synth.yaml"], flags, "speaker", 2, 6
     )
     assert full["global_step"] == 12  # 6 training speakers x 2 utterances, batches of 2, 2 epochs
     assert_same_training_state(resumed, full)

@@ -8,6 +8,7 @@ from helpers import QUIET, tiny
 from test_benchmarks import assert_same_gradients
 
 from coadv.cli import cli_main
+from coadv.constants import translation_files
 from lightning_modules import CycleGAN, DigitClassifier, SpeakerEmbedding
 from lightning_modules.acceleration import is_compiled
 
@@ -33,8 +34,10 @@ TINY_SPEAKER = [
 
 
 def fit(config, fragments, tmp_path, flags, run=True):
-    configs = [arg for fragment in fragments for arg in ("-c", f"configs/trainer/{fragment}.yaml")]
-    args = ["-c", config, *configs, *QUIET, f"--trainer.default_root_dir={tmp_path}", *flags]
+    """``coadv fit`` of ``config`` (a path, or a list of paths merged in order) + the configs/trainer fragments."""
+    paths = [*([config] if isinstance(config, str) else config), *(f"configs/trainer/{f}.yaml" for f in fragments)]
+    configs = [arg for path in paths for arg in ("-c", str(path))]
+    args = [*configs, *QUIET, f"--trainer.default_root_dir={tmp_path}", *flags]
     return cli_main(["fit", *args, "--trainer.fast_dev_run=true"] if run else args, run=run)
 
 
@@ -51,7 +54,7 @@ def speaker_flags(corpus):
 def test_bf16_fragment_trains_every_module_family(family, tmp_path, cache_dir, request):
     config, flags = {
         "translation": (
-            "configs/translation/accr_m2mm.yaml",
+            translation_files("accr", "m2mm"),
             [*TINY_TRANSLATION, f"--data.init_args.cache_dir={cache_dir}"],
         ),
         "classifier": (
@@ -72,7 +75,7 @@ def test_bf16_fragment_trains_every_module_family(family, tmp_path, cache_dir, r
 
 def test_translation_speed_preset_switches_every_lever(tmp_path, cache_dir):
     flags = [*TINY_TRANSLATION, f"--data.init_args.cache_dir={cache_dir}", "--model.init_args.compile=false"]
-    cli = fit("configs/translation/cr_cyclegan_m2mm.yaml", ["fast_translation"], tmp_path, flags)
+    cli = fit(translation_files("cr_cyclegan", "m2mm"), ["fast_translation"], tmp_path, flags)
     model = cli.model
     trainer = cli.trainer
     assert trainer.precision == "bf16-mixed" and trainer.global_step == 2
@@ -114,7 +117,7 @@ def test_gpus_fragment_uses_ddp_that_finds_unused_parameters(tmp_path, cache_dir
         "--trainer.accelerator=cpu",
         "--trainer.devices=1",
     ]
-    cli = fit("configs/translation/cyclegan_m2mm.yaml", ["gpus"], tmp_path, flags, run=False)
+    cli = fit(translation_files("cyclegan", "m2mm"), ["gpus"], tmp_path, flags, run=False)
     strategy = cli.trainer.strategy
     assert isinstance(strategy, DDPStrategy) and strategy._ddp_kwargs["find_unused_parameters"] is True
 
@@ -149,7 +152,7 @@ def test_slurm_fragment_lets_lightning_detect_slurm(tmp_path, cache_dir, monkeyp
         "--trainer.accelerator=cpu",
         "--trainer.devices=1",
     ]
-    trainer = fit("configs/translation/cyclegan_m2mm.yaml", ["slurm"], tmp_path, flags, run=False).trainer
+    trainer = fit(translation_files("cyclegan", "m2mm"), ["slurm"], tmp_path, flags, run=False).trainer
     env = trainer.strategy.cluster_environment
     assert isinstance(env, SLURMEnvironment) and not env.auto_requeue
     assert (trainer.num_nodes, trainer.world_size, trainer.global_rank, trainer.node_rank) == (2, 2, 1, 1)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from coadv.cli import cli_main
 from coadv.study import cells as study_cells
@@ -166,6 +167,26 @@ def test_variants_run_as_their_own_rows_differenced_against_the_base(tmp_path, t
 def test_unknown_names_list_valid_ones(flag, value, listed):
     with pytest.raises(SystemExit, match=f"unknown .*'{value}'.*: {listed}"):
         study.main([flag, value])
+
+
+@pytest.mark.parametrize("name", ["ci", "cpu"])
+def test_a_cell_composes_method_direction_and_the_presets_nets(name, tmp_path, capsys):
+    """A cell is the method's and the direction's configs, then the preset's `configs` fragments (small nets), then
+    its flags, in its own folder."""
+    preset = {**study.load_preset(name), "stability": None}
+    args = study_cells.cell_args("cr_cyclegan", "m2u", 3, None, preset, tmp_path / "cell")
+    with pytest.raises(SystemExit):
+        cli_main([*args, "--print_config"])
+    cfg = yaml.safe_load(capsys.readouterr().out)
+    nets = {net: cfg["model"]["init_args"][net]["init_args"] for net in ("g_ab", "g_ba", "d_a", "d_b")}
+    assert [(nets[g]["width"], nets[g]["n_blocks"]) for g in ("g_ab", "g_ba")] == [(8, 2), (8, 2)]
+    assert [(nets[d]["width"], nets[d]["n_layers"]) for d in ("d_a", "d_b")] == [(16, 2), (16, 2)]
+    assert (
+        cfg["model"]["class_path"] == "lightning_modules.CRCycleGAN" and cfg["model"]["init_args"]["lambda_real"] == 10
+    )
+    assert cfg["model"]["init_args"]["classifier_b"] == "checkpoints/classifiers/usps.ckpt"
+    assert cfg["trainer"]["default_root_dir"] == str(tmp_path / "cell") and cfg["seed_everything"] == 3
+    assert cfg["data"]["init_args"]["batch_size"] == {"ci": 16, "cpu": 32}[name]  # the flags come last
 
 
 def test_verdict_table_by_hand():

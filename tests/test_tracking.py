@@ -18,6 +18,7 @@ from callbacks.common import run_dir
 from callbacks.wandb_artifacts import WandbArtifacts
 from coadv.cli import cli_main
 from coadv.compare import configs as attack_configs
+from coadv.constants import translation_files
 from coadv.progress import meter
 from coadv.tracking import finish_previous_run, mode_chosen_by, run_identity, wandb_environment, wandb_run_dirs
 
@@ -242,7 +243,8 @@ def test_run_identity_of_an_attack_and_a_translation():
         "job_type": "test",
         "tags": ["test", "AdversarialAttack", "CarliniWagnerL2", "ecapa_synth", "seed=7"],
     }
-    accr = yaml.safe_load((ROOT / "configs/translation/accr_m2s.yaml").read_text()) | {"seed_everything": True}
+    method, direction = (yaml.safe_load(path.read_text()) for path in translation_files("accr", "m2s"))
+    accr = method | direction | {"seed_everything": True}  # model and trainer, then data
     assert run_identity(accr, "fit")["name"] == "ACCR mnist→svhn"  # no fixed seed: none in the name
 
 

@@ -7,6 +7,7 @@ import torch
 from helpers import ROOT, quiet_trainer
 
 from coadv.cli import cli_main
+from coadv.constants import translation_args
 from datamodules import UnpairedDigitsDataModule
 from lightning_modules import ACCR, CRCycleGAN, CycleGAN, DigitClassifier
 from lightning_modules.hparams import is_plain
@@ -22,16 +23,15 @@ TINY_NETS = [
     "--model.init_args.d_b.init_args.width=16",
     "--model.init_args.d_b.init_args.n_layers=1",
 ]
-TRANSLATION = {CycleGAN: "cyclegan_m2mm", CRCycleGAN: "cr_cyclegan_m2mm", ACCR: "accr_m2mm"}
+TRANSLATION = {CycleGAN: "cyclegan", CRCycleGAN: "cr_cyclegan", ACCR: "accr"}
 
 
-def fit(config: str, tmp_path, cache_dir, *extra: str):
-    """One fast_dev_run step through the CLI, then a checkpoint of the trained module."""
+def fit(configs: list[str], tmp_path, cache_dir, *extra: str):
+    """One fast_dev_run step through the CLI (``-c`` each of ``configs``), then a checkpoint of the trained module."""
     cli = cli_main(
         [
             "fit",
-            "-c",
-            str(ROOT / "configs" / config),
+            *configs,
             f"--trainer.default_root_dir={tmp_path}",
             "--trainer.fast_dev_run=true",
             "--trainer.logger=false",
@@ -53,7 +53,8 @@ def assert_same_module(trained, loaded, inputs: dict[str, torch.Tensor]) -> None
     want = trained.state_dict()
     got = loaded.state_dict()
     assert list(got) == list(want) and all(torch.equal(got[k], want[k]) for k in want)
-    trained.eval(), loaded.eval()
+    trained.eval()
+    loaded.eval()
     for net, x in inputs.items():
         assert torch.equal(getattr(loaded, net)(x), getattr(trained, net)(x)), net
     assert dict(loaded.hparams) == dict(trained.hparams)  # saving the rebuilt module stays self-contained
@@ -74,7 +75,7 @@ def test_cli_trained_translation_module_rebuilds_from_checkpoint_alone(cls, tmp_
         else []
     )
     cli, path = fit(
-        f"translation/{TRANSLATION[cls]}.yaml",
+        translation_args(TRANSLATION[cls], "m2mm"),
         tmp_path,
         cache_dir,
         *TINY_NETS,
@@ -102,7 +103,7 @@ def same_weights(x: dict[str, torch.Tensor], y: dict[str, torch.Tensor]) -> bool
 
 def test_judges_come_from_the_configured_files_not_the_checkpoint(tmp_path, tiny_classifiers, cache_dir):
     cli, path = fit(
-        "translation/cyclegan_m2mm.yaml", tmp_path, cache_dir, *TINY_NETS, *judge_copies(tiny_classifiers, tmp_path)
+        translation_args("cyclegan", "m2mm"), tmp_path, cache_dir, *TINY_NETS, *judge_copies(tiny_classifiers, tmp_path)
     )
     saved = torch.load(path, weights_only=True)
     assert not any(k.startswith("evaluator.") for k in saved["state_dict"])  # no judge weights, not even once
@@ -147,7 +148,7 @@ def test_judges_come_from_the_configured_files_not_the_checkpoint(tmp_path, tiny
 
 def test_cli_trained_classifier_rebuilds_from_checkpoint_alone(tmp_path, cache_dir):
     cli, path = fit(
-        "classifier/mnist_m.yaml",
+        ["-c", str(ROOT / "configs/classifier/mnist_m.yaml")],
         tmp_path,
         cache_dir,
         "--model.init_args.net.init_args.width=4",

@@ -1,6 +1,6 @@
-"""The study's cells: each one ordinary ``coadv fit`` run (method config + preset flags + ablation fragment) at a
-fixed budget, evaluated at its last step; the pair's reference rows; running the cells (in worker processes with
-``--jobs``) and reading the finished ones back."""
+"""The study's cells: each one ordinary ``coadv fit`` run (method and direction configs, ablation fragment, preset)
+at a fixed budget, evaluated at its last step; the pair's reference rows; running the cells (in worker processes
+with ``--jobs``) and reading the finished ones back."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from pathlib import Path
 
 from callbacks.stability import load_joint_judge, validation_rates
 from coadv.cli import cli_main
-from coadv.constants import CONFIGS, DIRECTIONS, QUIET
+from coadv.constants import DIRECTIONS, QUIET, config_path, translation_args
 from coadv.progress import bar
 from coadv.study import evaluation
 from coadv.study.evaluation import joint_judge_of, pair_metrics, pair_robustness, splits
@@ -25,13 +25,19 @@ from lightning_modules.translation_metrics import probe_informative
 METHOD_CLASSES = {"cyclegan": CycleGAN, "cr_cyclegan": CRCycleGAN, "accr": ACCR}
 
 
+def preset_args(preset: dict) -> list[str]:
+    """A preset's sizing for every run: ``-c`` for each of its ``configs`` fragments, then its ``flags``."""
+    configs = [arg for path in preset.get("configs", []) for arg in ("-c", str(config_path(path)))]
+    return [*configs, *preset.get("flags", [])]
+
+
 def cell_args(method: str, pair: str, seed: int, variant: Path | None, preset: dict, cell: Path) -> list[str]:
     a, b = DIRECTIONS[pair]
-    args = ["fit", "-c", str(CONFIGS / "translation" / f"{method}_{pair}.yaml")]
+    args = ["fit", *translation_args(method, pair)]
     if variant is not None:
         args += ["-c", str(variant)]
     args += [
-        *preset.get("flags", []),
+        *preset_args(preset),
         *QUIET,
         f"--seed_everything={seed}",
         f"--data.init_args.seed={seed}",

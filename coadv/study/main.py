@@ -5,14 +5,15 @@
     coadv study --preset cpu --methods accr --pairs m2mm --seeds 0 1 2 --variants configs/ablations/cr_reduce/*.yaml
 
 Protocol (fixed budget, paired): every cell is one ordinary `coadv fit` run of
-`configs/translation/<method>_<pair>.yaml` (+ the preset's flags, + an ablation fragment) for the same number of
-steps, LR constant then linearly decaying, no early stopping and no checkpoint selection: the cell is evaluated at
-its last step. A seed fixes `seed_everything` and `data.seed`, so every method of a seed sees the same batches in
-the same order and starts from the same nets where the architectures agree. One CycleGAN trains both generators,
-so a cell gives both directions of its pair. Metrics (`lightning_modules.translation_metrics`) on the test splits:
-train-on-translated / test-on-real-target, target judge, joint judge, KID / FID, next to reference rows computed
-once per pair. Tables (`coadv.study.tables`): mean ± std per method, paired differences against CycleGAN with a 95 %
-Student-t interval over seeds, and a verdict per metric and direction.
+`configs/translation/method/<method>.yaml` + `configs/translation/direction/<pair>.yaml` (+ an ablation fragment, +
+the preset's `configs` fragments and `flags`) for the same number of steps, LR constant then linearly decaying, no
+early stopping and no checkpoint selection: the cell is evaluated at its last step. A seed fixes `seed_everything`
+and `data.seed`, so every method of a seed sees the same batches in the same order and starts from the same nets
+where the architectures agree. One CycleGAN trains both generators, so a cell gives both directions of its pair.
+Metrics (`lightning_modules.translation_metrics`) on the test splits: train-on-translated / test-on-real-target,
+target judge, joint judge, KID / FID, next to reference rows computed once per pair. Tables (`coadv.study.tables`):
+mean ± std per method, paired differences against CycleGAN with a 95 % Student-t interval over seeds, and a verdict
+per metric and direction.
 
 A finished cell has `metrics.json` and is skipped on the next start; an interrupted cell resumes from its last
 checkpoint. Tables are rebuilt from the cells' files every time.
@@ -29,7 +30,7 @@ from pathlib import Path
 import yaml
 
 from callbacks.markdown import markdown_table
-from coadv.constants import CONFIGS, DIRECTIONS, METHODS, config_path
+from coadv.constants import CONFIGS, DIRECTIONS, METHODS, config_path, translation_files
 from coadv.progress import minutes, quiet_lightning, summary
 from coadv.study import cells, evaluation, report
 from coadv.study.cells import cell_name, finished_records, pair_references, run_workers
@@ -170,7 +171,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
 
 def leaves_base(fragment: str, method: str, pair: str) -> bool:
-    """Whether a config fragment only restates values the method's config for the pair already has (the search
+    """Whether a config fragment only restates values the method's and the pair's configs already have (the search
     point equal to the base cells, e.g. lambda 10)."""
 
     def flat(tree: dict, prefix: str = "") -> dict:
@@ -180,7 +181,9 @@ def leaves_base(fragment: str, method: str, pair: str) -> bool:
         return out
 
     mine = flat(yaml.safe_load(config_path(fragment).read_text()) or {})
-    base = flat(yaml.safe_load(config_path(f"configs/translation/{method}_{pair}.yaml").read_text()) or {})
+    base = {}
+    for path in translation_files(method, pair):
+        base.update(flat(yaml.safe_load(path.read_text()) or {}))
     return all(key in base and base[key] == value for key, value in mine.items())
 
 
