@@ -59,6 +59,18 @@ def translation_args(method: str, pair: str) -> list[str]:
     return [arg for path in translation_files(method, pair) for arg in ("-c", str(path))]
 
 
+def classifier_files(domain: str) -> list[Path]:
+    """A domain's evaluation classifier configs in merge order: ``classifier/base.yaml``, then
+    ``classifier/<domain>.yaml``; the checkpoint ``checkpoints/classifiers/<domain>.ckpt`` follows the domain."""
+    root = CONFIGS / "classifier"
+    return [root / "base.yaml", root / f"{domain}.yaml"]
+
+
+def classifier_args(domain: str) -> list[str]:
+    """``-c <file>`` for each of :func:`classifier_files`."""
+    return [arg for path in classifier_files(domain) for arg in ("-c", str(path))]
+
+
 def config_path(path: str | Path) -> Path:
     """``path`` as given when it exists; else the shipped config of that name (``configs/...`` from any folder)."""
     given = Path(path)

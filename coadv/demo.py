@@ -69,12 +69,17 @@ def export_start(checkpoint: str) -> None:
     )
 
 
+def classifier_command(domain: str) -> str:
+    """The command that trains a domain's judge (what an exported judge names as its provenance)."""
+    return f"coadv fit -c configs/classifier/base.yaml -c configs/classifier/{domain}.yaml"
+
+
 def export_judges() -> None:
     from nets.classifier import export_digit_net
 
     for domain, out in JUDGES.items():
         checkpoint = ensure_classifier(domain)
-        export_digit_net(checkpoint, out, trained_by=f"coadv fit -c configs/classifier/{domain}.yaml")
+        export_digit_net(checkpoint, out, trained_by=classifier_command(domain))
         print(f"[demo] wrote {out} ({out.stat().st_size / 2**20:.1f} MiB): the DigitNet of {checkpoint}")
 
 

@@ -103,7 +103,8 @@ def load_digit_net(path: str | Path) -> DigitNet:
     if not path.is_file():
         raise FileNotFoundError(
             f"digit classifier checkpoint {str(path)!r} does not exist; train it with "
-            "`coadv fit -c configs/classifier/<domain>.yaml` (make demo does this for its domains)"
+            "`coadv fit -c configs/classifier/base.yaml -c configs/classifier/<domain>.yaml` (make demo does this for "
+            "its domains)"
         )
     ckpt = torch.load(path, map_location="cpu", weights_only=False)  # a checkpoint this project wrote
     if "digit_net_config" not in ckpt:

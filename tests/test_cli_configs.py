@@ -8,7 +8,7 @@ import yaml
 from helpers import usps_root
 
 from coadv.cli import cli_main
-from coadv.constants import DIRECTIONS, METHODS, translation_args, translation_files
+from coadv.constants import DIRECTIONS, METHODS, classifier_files, translation_args, translation_files
 from coadv.errors import root_cause
 from lightning_modules import CycleGAN
 
@@ -22,11 +22,12 @@ FRAGMENTS = (
     "loggers",
     "trainer",
     "translation",
-)  # not fit configs on their own; tested on their own (attack: test_attack_module), translation composed below
+    "classifier",
+)  # not fit configs on their own; tested on their own (attack: test_attack_module), composed runs below
 # pretrained public victims are evaluated, not trained: `validate` on them runs in test_pretrained / test_wespeaker
 # / test_ge2e
 VALIDATE_ONLY = ("speechbrain_ecapa.yaml", "wespeaker_resnet34.yaml", "ge2e.yaml")
-# every fit run: one file, or the files merged in order (a translation method x a direction)
+# every fit run: one file, or the files merged in order (a translation method x a direction, a classifier's domain)
 RUNS = [
     *(
         (p,)
@@ -34,6 +35,7 @@ RUNS = [
         if p.name not in ("defaults.yaml", *VALIDATE_ONLY) and not set(FRAGMENTS) & set(p.relative_to(ROOT).parts)
     ),
     *(tuple(translation_files(method, pair)) for method in METHODS for pair in DIRECTIONS),
+    *(tuple(classifier_files(domain)) for domain in ("mnist", "mnist_m", "svhn", "syn_digits", "usps")),
 ]
 ABLATIONS = sorted((ROOT / "configs" / "ablations").rglob("*.yaml"))
 

@@ -98,7 +98,7 @@ def test_shipped_judges_are_the_study_judges_weights(tmp_path, tiny_classifiers)
     assert torch.equal(net(x), full(x))
     assert out.stat().st_size < Path(tiny_classifiers["mnist"]).stat().st_size / 2  # no optimizer states
     for domain, judge in demo.JUDGES.items():  # the shipped files name the command that trained them
-        assert torch.load(judge, weights_only=True)["trained_by"] == f"coadv fit -c configs/classifier/{domain}.yaml"
+        assert torch.load(judge, weights_only=True)["trained_by"] == demo.classifier_command(domain)
 
 
 def tiny_flags(run, cache_dir, paths) -> list[str]:

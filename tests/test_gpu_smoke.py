@@ -7,7 +7,7 @@ import torch
 from helpers import QUIET
 
 from coadv.cli import cli_main
-from coadv.constants import translation_args
+from coadv.constants import classifier_args, translation_args
 from lightning_modules import ACCR, CRCycleGAN, CycleGAN
 from lightning_modules.acceleration import is_compiled
 
@@ -63,21 +63,19 @@ def test_translation_trains_with_every_lever(method, cls, tmp_path, cache_dir, t
 
 
 @pytest.mark.parametrize(
-    ("config", "flags"),
+    ("configs", "flags"),
     [
-        ("configs/classifier/mnist.yaml", ["--model.init_args.channels_last=true"]),
-        ("configs/speaker/ecapa_synth.yaml", ["--model.init_args.victim.init_args.channels=64"]),
+        (classifier_args("mnist"), ["--model.init_args.channels_last=true"]),
+        (["-c", "configs/speaker/ecapa_synth.yaml"], ["--model.init_args.victim.init_args.channels=64"]),
     ],
 )
-def test_classifier_and_speaker_victim_train_with_bf16_and_compile(config, flags, tmp_path, cache_dir, corpus):
-    data = (
-        [f"--data.init_args.cache_dir={cache_dir}"] if "classifier" in config else [f"--data.init_args.root={corpus}"]
-    )
+def test_classifier_and_speaker_victim_train_with_bf16_and_compile(configs, flags, tmp_path, cache_dir, corpus):
+    classifier = any("classifier" in arg for arg in configs)
+    data = [f"--data.init_args.cache_dir={cache_dir}"] if classifier else [f"--data.init_args.root={corpus}"]
     cli = cli_main(
         [
             "fit",
-            "-c",
-            config,
+            *configs,
             "-c",
             "configs/trainer/bf16.yaml",
             "-c",

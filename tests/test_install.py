@@ -138,6 +138,8 @@ def test_installed_command_runs_from_another_folder(installed, tmp_path):
         tmp_path,
         "fit",
         "-c",
+        "configs/classifier/base.yaml",
+        "-c",
         "configs/classifier/mnist.yaml",
         "--trainer.fast_dev_run=true",
         "--trainer.logger=false",

@@ -155,11 +155,11 @@ def test_training_configs_keep_a_resumable_last_checkpoint():
     assert {"class_path": "callbacks.AtomicCheckpointIO"} in plugins
     configs = [
         *(ROOT / "configs").glob("translation/method/*.yaml"),
-        *(ROOT / "configs").glob("classifier/*.yaml"),
+        ROOT / "configs" / "classifier" / "base.yaml",
         *(ROOT / "configs").glob("speaker/*_*.yaml"),
     ]
     trained = [c for c in configs if "IVectorSystem" not in c.read_text() and "pretrained/" not in c.read_text()]
-    assert len(trained) == 14  # 3 translation methods (with any direction), 5 classifiers, 6 speaker victims
+    assert len(trained) == 10  # 3 translation methods, the classifiers (any domain), 6 speaker victims
     for config in trained:
         callbacks = yaml.safe_load(config.read_text())["trainer"]["callbacks"]
         resume = [c for c in callbacks if c["class_path"] == "callbacks.ResumeCheckpoint"]

@@ -18,7 +18,7 @@ from callbacks.common import run_dir
 from callbacks.wandb_artifacts import WandbArtifacts
 from coadv.cli import cli_main
 from coadv.compare import configs as attack_configs
-from coadv.constants import translation_files
+from coadv.constants import classifier_args, translation_files
 from coadv.progress import meter
 from coadv.tracking import finish_previous_run, mode_chosen_by, run_identity, wandb_environment, wandb_run_dirs
 
@@ -60,8 +60,7 @@ def tiny_fit(root: Path, seed: int, cache_dir: str, *extra: str):
     return cli_main(
         [
             "fit",
-            "-c",
-            str(ROOT / "configs/classifier/mnist.yaml"),
+            *classifier_args("mnist"),
             f"--trainer.default_root_dir={root}",
             f"--data.init_args.cache_dir={cache_dir}",
             "--data.init_args.batch_size=4",

@@ -7,7 +7,7 @@ import torch
 from helpers import ROOT, quiet_trainer
 
 from coadv.cli import cli_main
-from coadv.constants import translation_args
+from coadv.constants import classifier_args, translation_args
 from datamodules import UnpairedDigitsDataModule
 from lightning_modules import ACCR, CRCycleGAN, CycleGAN, DigitClassifier
 from lightning_modules.hparams import is_plain
@@ -148,7 +148,7 @@ def test_judges_come_from_the_configured_files_not_the_checkpoint(tmp_path, tiny
 
 def test_cli_trained_classifier_rebuilds_from_checkpoint_alone(tmp_path, cache_dir):
     cli, path = fit(
-        ["-c", str(ROOT / "configs/classifier/mnist_m.yaml")],
+        classifier_args("mnist_m"),
         tmp_path,
         cache_dir,
         "--model.init_args.net.init_args.width=4",

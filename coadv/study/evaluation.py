@@ -12,7 +12,7 @@ from tqdm import tqdm
 
 from callbacks.stability import load_joint_judge
 from coadv.cli import cli_main
-from coadv.constants import CONFIGS, QUIET
+from coadv.constants import QUIET, classifier_args
 from lightning_modules.translation_metrics import (
     Recipe,
     Split,
@@ -29,7 +29,7 @@ def ensure_classifier(domain: str, extra: list[str] = (), trained: list | None =
     path = Path("checkpoints") / "classifiers" / f"{domain}.ckpt"
     if not path.is_file():
         tqdm.write(f"[study] training the {domain} evaluation classifier -> {path}")
-        cli = cli_main(["fit", "-c", str(CONFIGS / "classifier" / f"{domain}.yaml"), *QUIET, *extra])
+        cli = cli_main(["fit", *classifier_args(domain), *QUIET, *extra])
         score = cli.trainer.checkpoint_callback.best_model_score
         tqdm.write(f"[study] {domain} classifier: chosen on held-out val/acc = {float(score):.3f}")
         if trained is not None:
