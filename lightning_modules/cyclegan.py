@@ -1,7 +1,5 @@
-"""CycleGAN for unpaired image-to-image translation, with manual optimization (CR-CycleGAN and ACCR build on it).
-
-Notation (Zhu et al. 2017, Eqs. 1-3): ``g_ab = G`` (A->B), ``g_ba = F`` (B->A), ``d_a = D_X``, ``d_b = D_Y``.
-"""
+"""CycleGAN for unpaired image-to-image translation (Zhu et al. 2017), manual optimization; CR-CycleGAN and ACCR
+build on it."""
 
 from __future__ import annotations
 
@@ -36,10 +34,8 @@ class CycleGAN(L.LightningModule):
     ``hparams.save_config``); the judges are read from ``classifier_a`` / ``classifier_b``, never stored.
 
     Args:
-        g_ab: generator A->B (G). Default: ``ResnetGenerator(width=32, n_blocks=6)``; ``g_ba`` (F, B->A) likewise.
-        g_ba: generator B->A (F).
-        d_a: discriminator of domain A (D_X). Default: ``PatchDiscriminator(width=64, n_layers=2)``.
-        d_b: discriminator of domain B (D_Y). Default as ``d_a``.
+        g_ab, g_ba: generators G (A->B) and F (B->A). Default: ``ResnetGenerator(width=32, n_blocks=6)``.
+        d_a, d_b: discriminators D_X, D_Y. Default: ``PatchDiscriminator(width=64, n_layers=2)``.
         generator_optimizer: optimizer factory for both generators (default Adam 2e-4, betas (0.5, 0.999)).
         discriminator_optimizer: optimizer factory for both discriminators (same default).
         lambda_cyc: cycle-consistency weight (10; >= 0).

@@ -286,26 +286,3 @@ def collapsed(values: list[float], baseline: float, margin: float = 0.05) -> boo
             return True
     return False
 
-
-__all__ = [
-    "LeNet",
-    "Split",
-    "area_under_curve",
-    "collapsed",
-    "robustness_metrics",
-    "direction_metrics",
-    "reference_metrics",
-    "Recipe",
-    "accuracy",
-    "distribution_distances",
-    "fit_classifier",
-    "fit_joint_judge",
-    "joint_labels",
-    "joint_rates",
-    "judge_informative",
-    "predict",
-    "probe_informative",
-    "probe_correct",
-    "train_on_translated",
-    "translate",
-]
