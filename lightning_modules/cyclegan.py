@@ -117,8 +117,7 @@ class CycleGAN(L.LightningModule):
         self._accelerated = False
         self.automatic_optimization = False
 
-    def forward(self, x: Tensor) -> Tensor:
-        """Translate A -> B."""
+    def forward(self, x: Tensor) -> Tensor:  # A -> B
         return self.g_ab(x)
 
     def check_channels(self, real_a: Tensor, real_b: Tensor) -> None:

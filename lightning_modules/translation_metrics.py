@@ -285,4 +285,3 @@ def collapsed(values: list[float], baseline: float, margin: float = 0.05) -> boo
         elif risen and v <= baseline:
             return True
     return False
-
