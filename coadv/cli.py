@@ -11,7 +11,7 @@ import os
 import sys
 import warnings
 
-from coadv.constants import CONFIGS, config_path, direction
+from coadv.constants import CONFIGS, config_path, direction, speaker_run
 
 LIGHTNING = ("fit", "validate", "test", "predict")
 TOOLS = {
@@ -71,6 +71,7 @@ def cli_main(args: list[str] | None = None, run: bool = True):
 
     set_parsing_settings(omegaconf_absolute_to_relative_paths=True)  # "${trainer.x}" works under a subcommand
     OmegaConf.register_resolver("direction", direction, replace=True)  # runs/accr_${direction:...}: accr_m2mm
+    OmegaConf.register_resolver("speaker_run", speaker_run, replace=True)  # runs/${speaker_run:...}: ecapa_libri
     # tools and tests pass their own args while sys.argv holds theirs: expected, not a mistake
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
     wandb_environment()

@@ -26,6 +26,19 @@ def direction(domain_a: str, domain_b: str) -> str:
     return names.get((domain_a, domain_b), f"{domain_a}2{domain_b}")
 
 
+SPEAKER_MODELS = {"ECAPATDNN": "ecapa", "SEResNet34": "seresnet34", "IVector": "ivector"}  # victim class -> run name
+
+
+def speaker_run(model, data) -> str:
+    """A trained speaker victim's run name ``<model>_<corpus>`` (``ecapa_libri``), from the ``model`` and ``data``
+    config nodes: the configs' ``${speaker_run:${model},${data}}`` (run folder, checkpoint name; see ``cli_main``).
+    The corpus follows the data: LibriSpeech -> ``libri``, VoxCeleb with ``synthesize`` -> ``synth``, else ``vox1``."""
+    victim = SPEAKER_MODELS[str(model["init_args"]["victim"]["class_path"]).rsplit(".", 1)[-1]]
+    if str(data["class_path"]).endswith("LibriSpeechDataModule"):
+        return f"{victim}_libri"
+    return f"{victim}_synth" if data["init_args"].get("synthesize") else f"{victim}_vox1"
+
+
 ARROWS = {"mnist": "M", "mnist_m": "MM", "svhn": "S", "usps": "U"}
 ATTACKS = (
     "fgsm",
@@ -69,6 +82,38 @@ def classifier_files(domain: str) -> list[Path]:
 def classifier_args(domain: str) -> list[str]:
     """``-c <file>`` for each of :func:`classifier_files`."""
     return [arg for path in classifier_files(domain) for arg in ("-c", str(path))]
+
+
+def demo_files() -> list[Path]:
+    """``coadv demo``'s configs in merge order: ACCR M -> MM (:func:`translation_files`), the small nets, then
+    ``translation/demo.yaml`` (its budget, start weights and shipped judges)."""
+    root = CONFIGS / "translation"
+    return [*translation_files("accr", "m2mm"), root / "small_nets.yaml", root / "demo.yaml"]
+
+
+# the trained speaker victims, <model>_<corpus> (configs/speaker/); the pretrained ones have one file each
+SPEAKER_RUNS = tuple(f"{m}_{c}" for m in ("ecapa", "seresnet34", "ivector") for c in ("synth", "libri", "vox1"))
+
+
+def speaker_files(run: str) -> list[Path]:
+    """A speaker victim's configs in merge order, by run name (``ecapa_libri``): ``speaker/base.yaml``,
+    ``speaker/model/<model>.yaml``, ``speaker/data/<corpus>.yaml``, then ``speaker/pair/<run>.yaml`` where it exists;
+    the i-vector: ``speaker/ivector/base.yaml``, ``speaker/ivector/<corpus>.yaml``; a pretrained victim (``ge2e``):
+    its one file ``speaker/<run>.yaml``."""
+    root = CONFIGS / "speaker"
+    if (root / f"{run}.yaml").is_file():
+        return [root / f"{run}.yaml"]
+    model, corpus = run.rsplit("_", 1)
+    if model == "ivector":
+        return [root / "ivector" / "base.yaml", root / "ivector" / f"{corpus}.yaml"]
+    files = [root / "base.yaml", root / "model" / f"{model}.yaml", root / "data" / f"{corpus}.yaml"]
+    pair = root / "pair" / f"{run}.yaml"
+    return files + [pair] * pair.is_file()
+
+
+def speaker_args(run: str) -> list[str]:
+    """``-c <file>`` for each of :func:`speaker_files`."""
+    return [arg for path in speaker_files(run) for arg in ("-c", str(path))]
 
 
 def config_path(path: str | Path) -> Path:

@@ -3,7 +3,7 @@ translated, test on real target) and the target judge, translated vs untranslate
 per-image paired 95 % interval and a verdict; then write a grid of translated test images. The two target judges
 are shipped too (``configs/weights/judge_<domain>.pt``, the study's evaluation classifiers, weights only).
 
-    coadv demo                      # the demo (configs/demo.yaml; any `coadv fit` flag may follow)
+    coadv demo                      # the demo (configs/translation/demo.yaml; any `coadv fit` flag may follow)
     coadv demo --no-start           # the same steps from random weights (what the start weights are worth)
     coadv demo --export-start CKPT  # write configs/weights/accr_m2mm.pt from a translation checkpoint
     coadv demo --export-judges      # write configs/weights/judge_{mnist,mnist_m}.pt (trains the classifiers if absent)
@@ -21,7 +21,7 @@ from torchvision.utils import make_grid, save_image
 
 from callbacks.markdown import markdown_table
 from coadv.cli import cli_main
-from coadv.constants import CONFIGS, QUIET
+from coadv.constants import CONFIGS, QUIET, demo_files
 from coadv.progress import minutes, summary
 from coadv.study.evaluation import ensure_classifier, splits
 from coadv.tracking import wandb_run_dirs
@@ -30,7 +30,7 @@ from nets.classifier import load_digit_net
 
 START = CONFIGS / "weights" / "accr_m2mm.pt"
 START_COMMAND = "coadv study --preset cpu --methods accr --pairs m2mm --seeds 0"
-JUDGES = {d: CONFIGS / "weights" / f"judge_{d}.pt" for d in ("mnist", "mnist_m")}  # the judges demo.yaml names
+JUDGES = {d: CONFIGS / "weights" / f"judge_{d}.pt" for d in ("mnist", "mnist_m")}  # the judges the demo config names
 PROBE_STEPS = 300
 DOMAIN_NAMES = {"mnist": "MNIST", "mnist_m": "MNIST-M", "usps": "USPS", "svhn": "SVHN", "syn_digits": "syn_digits"}
 
@@ -140,8 +140,9 @@ def main(args: list[str] | None = None) -> None:
         init = [f"--model.init_args.init_from={START}"]
         shown = START.relative_to(CONFIGS.parent) if START.is_relative_to(CONFIGS.parent) else START
         what = f"fine-tuning {shown} (trained by `{START_COMMAND}`)"
-    print(f"[demo] ACCR mnist <-> mnist_m, {what} (configs/demo.yaml)", flush=True)
-    cli = cli_main(["fit", "-c", str(CONFIGS / "demo.yaml"), *QUIET, *init, *args])
+    print(f"[demo] ACCR mnist <-> mnist_m, {what} (configs/translation/demo.yaml)", flush=True)
+    configs = [arg for path in demo_files() for arg in ("-c", str(path))]
+    cli = cli_main(["fit", *configs, *QUIET, *init, *args])
     trained.append(("ACCR mnist <-> mnist_m", cli))
     model = cli.model.cpu().eval()
     dm = cli.datamodule

@@ -62,7 +62,7 @@ class AdversarialAttack(L.LightningModule):
 
     Args:
         checkpoint: the victim's training checkpoint (``checkpoints/victims/<name>.ckpt``), written by
-            ``coadv fit -c configs/speaker/<victim>.yaml``.
+            ``coadv fit`` of its configs/speaker files.
         attack: the perturbation search (``attacks.*``).
         kappa: success margin past the threshold a search needs, in score units, >= 0 (``attacks.base.KAPPA`` =
             1e-5, about 10x the victims' measured batch noise); the reported success is the decision re-scored

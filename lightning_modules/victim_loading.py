@@ -15,7 +15,7 @@ from torch import nn
 from lightning_modules.hparams import INSTANTIATOR, UnreadableCheckpoint, read_checkpoint
 from lightning_modules.verification import TrialScoring
 
-EXPECTED = "expected a speaker-verification checkpoint written by `coadv fit -c configs/speaker/<victim>.yaml`"
+EXPECTED = "expected a speaker-verification checkpoint written by `coadv fit` of its configs/speaker files"
 
 
 def _not_a_victim(path: Path, reason: str) -> ValueError:
@@ -26,7 +26,9 @@ def read_victim_checkpoint(path: Path) -> dict[str, Any]:
     """A victim checkpoint as plain data (:func:`read_checkpoint`), its errors naming what a victim file must be."""
     try:
         return read_checkpoint(
-            path, "victim checkpoint", "; train the victim first (coadv fit -c configs/speaker/<victim>_synth.yaml)"
+            path,
+            "victim checkpoint",
+            "; train the victim first (coadv fit with its configs/speaker files: docs/guide/speaker.md)",
         )
     except UnreadableCheckpoint as error:
         raise _not_a_victim(path, error.reason.split(" (found")[0]) from None

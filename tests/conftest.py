@@ -14,6 +14,8 @@ os.environ["WANDB_MODE"] = "disabled"
 
 from helpers import ATTACK_CONFIGS, OPTIONAL_VICTIMS, QUIET, ROOT, usps_root, victim_name  # noqa: E402
 
+from coadv import constants  # noqa: E402
+
 
 @pytest.fixture(autouse=True)
 def restore_environment():
@@ -70,7 +72,7 @@ def corpus(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def victim_checkpoints(tmp_path_factory, corpus) -> dict[str, Path]:
-    """Every victim configs/attack names, built from its configs/speaker file as ``coadv fit`` builds it (random
+    """Every victim configs/attack names, built from its configs/speaker files as ``coadv fit`` builds it (random
     weights), validated on the corpus (which stores its EER threshold) and saved by the trainer."""
     from coadv.cli import cli_main
 
@@ -81,8 +83,7 @@ def victim_checkpoints(tmp_path_factory, corpus) -> dict[str, Path]:
             continue  # its attack configs skip (``checkpoint_for``)
         cli = cli_main(
             [
-                "-c",
-                str(ROOT / "configs" / "speaker" / f"{name}.yaml"),
+                *constants.speaker_args(name),
                 f"--data.init_args.root={corpus}",
                 f"--trainer.default_root_dir={out}",
                 *QUIET,

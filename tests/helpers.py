@@ -7,6 +7,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
+import yaml
 
 from coadv import constants
 from coadv.compare import configs as attack_configs
@@ -37,8 +38,17 @@ def tiny(cls, **kwargs):
 OPTIONAL_VICTIMS = {"ge2e": "resemblyzer"}  # victim -> the optional package it needs (make test-all installs it)
 
 
+def merged_files(paths) -> dict:
+    """Config files' plain YAML merged in order as ``-c`` after ``-c`` merges them (no defaults, no interpolation)."""
+    out: dict = {}
+    for path in paths:
+        out = attack_configs.merge(out, yaml.safe_load(Path(path).read_text()) or {})
+    return out
+
+
 def victim_name(name: str) -> str:
-    """The victim an attack run ``<attack>_<victim>`` names: its checkpoint's stem, also its configs/speaker file."""
+    """The victim an attack run ``<attack>_<victim>`` names: its checkpoint's stem, also its configs/speaker run name
+    (``coadv.constants.speaker_files``)."""
     return Path(attack_configs.merged(*attack_configs.split(name))["model"]["init_args"]["checkpoint"]).stem
 
 

@@ -8,7 +8,16 @@ import yaml
 from helpers import usps_root
 
 from coadv.cli import cli_main
-from coadv.constants import DIRECTIONS, METHODS, classifier_files, translation_args, translation_files
+from coadv.constants import (
+    DIRECTIONS,
+    METHODS,
+    SPEAKER_RUNS,
+    classifier_files,
+    demo_files,
+    speaker_files,
+    translation_args,
+    translation_files,
+)
 from coadv.errors import root_cause
 from lightning_modules import CycleGAN
 
@@ -23,19 +32,21 @@ FRAGMENTS = (
     "trainer",
     "translation",
     "classifier",
+    "speaker",
 )  # not fit configs on their own; tested on their own (attack: test_attack_module), composed runs below
-# pretrained public victims are evaluated, not trained: `validate` on them runs in test_pretrained / test_wespeaker
-# / test_ge2e
-VALIDATE_ONLY = ("speechbrain_ecapa.yaml", "wespeaker_resnet34.yaml", "ge2e.yaml")
-# every fit run: one file, or the files merged in order (a translation method x a direction, a classifier's domain)
+# every fit run: one file, or the files merged in order (a translation method x a direction, the demo, a classifier's
+# domain, a trained speaker victim); the pretrained speaker victims are evaluated, not trained: `validate` on them
+# runs in test_pretrained / test_wespeaker / test_ge2e
 RUNS = [
     *(
         (p,)
         for p in sorted((ROOT / "configs").rglob("*.yaml"))
-        if p.name not in ("defaults.yaml", *VALIDATE_ONLY) and not set(FRAGMENTS) & set(p.relative_to(ROOT).parts)
+        if p.name != "defaults.yaml" and not set(FRAGMENTS) & set(p.relative_to(ROOT).parts)
     ),
     *(tuple(translation_files(method, pair)) for method in METHODS for pair in DIRECTIONS),
+    tuple(demo_files()),
     *(tuple(classifier_files(domain)) for domain in ("mnist", "mnist_m", "svhn", "syn_digits", "usps")),
+    *(tuple(speaker_files(run)) for run in SPEAKER_RUNS),
 ]
 ABLATIONS = sorted((ROOT / "configs" / "ablations").rglob("*.yaml"))
 
@@ -199,8 +210,7 @@ def test_unknown_domain_from_cli_is_named():
 def quick_fit_args(tmp_path, cache_dir):
     return [
         "fit",
-        "-c",
-        str(ROOT / "configs/demo.yaml"),
+        *(arg for path in demo_files() for arg in ("-c", str(path))),
         f"--trainer.default_root_dir={tmp_path}",
         "--trainer.max_steps=2",
         "--trainer.limit_val_batches=0",

@@ -7,7 +7,7 @@ import torch
 from helpers import QUIET
 
 from coadv.cli import cli_main
-from coadv.constants import classifier_args, translation_args
+from coadv.constants import classifier_args, speaker_args, translation_args
 from lightning_modules import ACCR, CRCycleGAN, CycleGAN
 from lightning_modules.acceleration import is_compiled
 
@@ -66,7 +66,7 @@ def test_translation_trains_with_every_lever(method, cls, tmp_path, cache_dir, t
     ("configs", "flags"),
     [
         (classifier_args("mnist"), ["--model.init_args.channels_last=true"]),
-        (["-c", "configs/speaker/ecapa_synth.yaml"], ["--model.init_args.victim.init_args.channels=64"]),
+        (speaker_args("ecapa_synth"), ["--model.init_args.victim.init_args.channels=64"]),
     ],
 )
 def test_classifier_and_speaker_victim_train_with_bf16_and_compile(configs, flags, tmp_path, cache_dir, corpus):

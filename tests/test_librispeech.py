@@ -7,12 +7,13 @@ import pytest
 import soundfile as sf
 import torch
 import yaml
+from helpers import merged_files
 
 from coadv.cli import cli_main
+from coadv.constants import speaker_files
 from datamodules import LibriSpeechDataModule
 from datamodules.librispeech import EMBEDDED, all_pairs_trials, build_embedded, convert_librispeech, find_utterances
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "speaker"
 TEST_SPEAKERS = {"1688", "1998", "2033", "2414", "3080", "3331"}  # test-other speakers of librispeech_mini
 
 
@@ -130,9 +131,9 @@ def test_bad_names_and_missing_data_are_explained(tmp_path):
 
 
 def test_fit_and_test_commands_of_the_libri_config(tmp_path):
-    """``coadv fit -c configs/speaker/ecapa_libri.yaml`` then ``coadv test ... --ckpt_path``, shrunk: tiny net, two
+    """``coadv fit`` of the composed ecapa_libri configs then ``coadv test ... --ckpt_path``, shrunk: tiny net, two
     steps, 24 trials (4 target), checkpoint in a temporary folder."""
-    cfg = yaml.safe_load((CONFIGS / "ecapa_libri.yaml").read_text())
+    cfg = merged_files(speaker_files("ecapa_libri"))
     cfg["trainer"]["callbacks"][1]["init_args"]["dirpath"] = str(tmp_path)
     cfg["trainer"].update(
         default_root_dir=str(tmp_path),

@@ -13,9 +13,10 @@ import lightning as L
 import pytest
 import torch
 import yaml
-from helpers import quiet_trainer, tiny
+from helpers import merged_files, quiet_trainer, tiny
 from lightning.pytorch.callbacks import ModelCheckpoint
 
+from coadv.constants import SPEAKER_RUNS, classifier_files, demo_files, speaker_files
 from datamodules import UnpairedDigitsDataModule
 from lightning_modules import ACCR
 
@@ -68,8 +69,7 @@ def test_cli_resumes_from_last_checkpoint(tmp_path, cache_dir):
 
     args = [
         "fit",
-        "-c",
-        "configs/demo.yaml",
+        *(arg for path in demo_files() for arg in ("-c", str(path))),
         f"--trainer.default_root_dir={tmp_path}",
         "--trainer.logger=false",
         "--trainer.limit_val_batches=0",
@@ -153,15 +153,17 @@ def test_training_configs_keep_a_resumable_last_checkpoint():
     ResumeCheckpoint under its run folder."""
     plugins = yaml.safe_load((ROOT / "configs" / "defaults.yaml").read_text())["trainer"]["plugins"]
     assert {"class_path": "callbacks.AtomicCheckpointIO"} in plugins
-    configs = [
-        *(ROOT / "configs").glob("translation/method/*.yaml"),
-        ROOT / "configs" / "classifier" / "base.yaml",
-        *(ROOT / "configs").glob("speaker/*_*.yaml"),
+    trained = [
+        *([p] for p in (ROOT / "configs").glob("translation/method/*.yaml")),
+        demo_files(),
+        classifier_files("mnist"),
+        *(
+            speaker_files(run) for run in SPEAKER_RUNS if not run.startswith("ivector")
+        ),  # the i-vector: EM, no optimizer
     ]
-    trained = [c for c in configs if "IVectorSystem" not in c.read_text() and "pretrained/" not in c.read_text()]
-    assert len(trained) == 10  # 3 translation methods, the classifiers (any domain), 6 speaker victims
+    assert len(trained) == 11  # 3 translation methods, the demo, the classifiers (any domain), 6 speaker victims
     for config in trained:
-        callbacks = yaml.safe_load(config.read_text())["trainer"]["callbacks"]
+        callbacks = merged_files(config)["trainer"]["callbacks"]
         resume = [c for c in callbacks if c["class_path"] == "callbacks.ResumeCheckpoint"]
         assert len(resume) == 1 and resume[0]["init_args"]["dirpath"] == "${trainer.default_root_dir}/checkpoints"
         others = [c.get("init_args", {}) for c in callbacks if c["class_path"].endswith(".ModelCheckpoint")]
@@ -235,7 +237,7 @@ def test_speaker_victim_killed_mid_epoch_resumes_to_the_same_weights(tmp_path, c
         "--trainer.limit_val_batches=0",
     ]
     resumed, full = killed_resumed_and_uninterrupted(
-        tmp_path, ["configs/speaker/ecapa_synth.yaml"], flags, "speaker", 2, 6
+        tmp_path, [str(path) for path in speaker_files("ecapa_synth")], flags, "speaker", 2, 6
     )
     assert full["global_step"] == 12  # 6 training speakers x 2 utterances, batches of 2, 2 epochs
     assert_same_training_state(resumed, full)

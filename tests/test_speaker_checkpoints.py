@@ -9,6 +9,7 @@ import torch
 from helpers import QUIET, quiet_trainer
 
 from coadv.cli import cli_main
+from coadv.constants import speaker_args
 from datamodules import VoxCelebDataModule
 from datamodules.synth_speech import write_corpus
 from lightning_modules import SpeakerEmbedding
@@ -59,8 +60,7 @@ def test_cli_built_module_rebuilds_from_its_checkpoint(config, extra, corpus, tm
     cli = cli_main(
         [
             "fit",
-            "-c",
-            str(ROOT / "configs" / "speaker" / f"{config}.yaml"),
+            *speaker_args(config),
             "--trainer.fast_dev_run=true",
             f"--data.init_args.root={corpus}",
             "--data.init_args.batch_size=4",

@@ -8,7 +8,7 @@ from helpers import QUIET, tiny
 from test_benchmarks import assert_same_gradients
 
 from coadv.cli import cli_main
-from coadv.constants import classifier_files, translation_files
+from coadv.constants import classifier_files, speaker_files, translation_files
 from lightning_modules import CycleGAN, DigitClassifier, SpeakerEmbedding
 from lightning_modules.acceleration import is_compiled
 
@@ -61,7 +61,7 @@ def test_bf16_fragment_trains_every_module_family(family, tmp_path, cache_dir, r
             classifier_files("mnist_m"),
             [*TINY_CLASSIFIER, f"--data.init_args.cache_dir={cache_dir}"],
         ),
-        "speaker": ("configs/speaker/ecapa_synth.yaml", request.getfixturevalue("speaker_flags")),
+        "speaker": (speaker_files("ecapa_synth"), request.getfixturevalue("speaker_flags")),
     }[family]
     before = weights(fit(config, ["bf16"], tmp_path, flags, run=False).model)
     cli = fit(config, ["bf16"], tmp_path, flags)
@@ -189,7 +189,7 @@ def test_compiled_steps_keep_the_math():
 def test_compile_fragment_trains_the_classifier_and_the_speaker_victims(family, tmp_path, cache_dir, request):
     config, flags = {
         "classifier": (classifier_files("mnist"), [*TINY_CLASSIFIER, f"--data.init_args.cache_dir={cache_dir}"]),
-        "speaker": ("configs/speaker/ecapa_synth.yaml", request.getfixturevalue("speaker_flags")),
+        "speaker": (speaker_files("ecapa_synth"), request.getfixturevalue("speaker_flags")),
     }[family]
     cli = fit(config, ["compile"], tmp_path, [*flags, "--trainer.limit_val_batches=0"])
     assert cli.trainer.global_step == 1

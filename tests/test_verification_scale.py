@@ -16,6 +16,7 @@ import torch
 from helpers import QUIET, quiet_trainer
 
 from coadv.cli import cli_main
+from coadv.constants import speaker_args
 from datamodules import VoxCelebDataModule
 from datamodules.audio import read_wave
 from datamodules.synth_speech import write_corpus
@@ -23,7 +24,7 @@ from lightning_modules import IVectorSystem, SpeakerEmbedding
 from nets.speaker import ECAPATDNN, IVector, SEResNet34
 
 ROOT = Path(__file__).resolve().parents[1]
-ECAPA = str(ROOT / "configs" / "speaker" / "ecapa_synth.yaml")
+ECAPA = speaker_args("ecapa_synth")
 # samples per utterance: three share 5,600 and two share 8,000 (batched), the others stand alone
 LENGTHS = {
     "id10001/v0/00001.wav": 5600,
@@ -141,8 +142,7 @@ def run_validate(tmp_path: Path, corpus: Path, devices: int) -> tuple[dict[str, 
         "-m",
         "coadv",
         "validate",
-        "-c",
-        ECAPA,
+        *ECAPA,
         f"--data.init_args.root={corpus}",
         "--data.init_args.eval_batch_size=2",
         "--model.init_args.victim.init_args.channels=16",
@@ -175,8 +175,7 @@ def test_checkpoint_validates_on_a_corpus_of_trial_utterances_only(tmp_path):
     train = tmp_path / "train"
     write_corpus(train, n_speakers=8, videos=1, utts_per_video=2, seconds=(0.5, 0.6), n_trials=6, seed=3)
     common = [
-        "-c",
-        ECAPA,
+        *ECAPA,
         "--model.init_args.victim.init_args.channels=16",
         "--data.init_args.batch_size=4",
         f"--trainer.default_root_dir={tmp_path}",

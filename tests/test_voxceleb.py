@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-import yaml
-from helpers import quiet_trainer
+from helpers import merged_files, quiet_trainer
 
+from coadv.constants import speaker_files
 from datamodules.audio import read_crop, read_wave
 from datamodules.synth_speech import write_corpus
 from datamodules.trials import read_trials
@@ -232,5 +232,5 @@ def test_loaders_pass_workers_and_pinned_memory(tmp_path):
     for loader in (dm.train_dataloader(), dm.val_dataloader(), dm.utterance_dataloader()):
         assert (loader.num_workers, loader.pin_memory, loader.persistent_workers) == (2, True, True)
     for config in ("ecapa_vox1", "seresnet34_vox1", "ivector_vox1"):
-        data = yaml.safe_load((CONFIGS / f"{config}.yaml").read_text())["data"]["init_args"]
+        data = merged_files(speaker_files(config))["data"]["init_args"]
         assert data["num_workers"] >= 4 and data["pin_memory"] is True, config

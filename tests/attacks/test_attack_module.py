@@ -176,7 +176,7 @@ class Executes:
 def test_corrupt_or_foreign_victim_checkpoint_is_one_clear_error(tmp_path, corpus, victim_checkpoints):
     config = "fgsm_ecapa"
     good = checkpoint_for(config, victim_checkpoints)
-    expected = r"expected a speaker-verification checkpoint written by `coadv fit -c configs/speaker/<victim>.yaml`"
+    expected = r"expected a speaker-verification checkpoint written by `coadv fit` of its configs/speaker files"
     (tmp_path / "garbage.ckpt").write_text("not a checkpoint")
     marker = tmp_path / "executed"
     torch.save({"state_dict": {}, "payload": Executes(marker)}, tmp_path / "code.ckpt")

@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import QUIET, ROOT, LinearVictim
+from helpers import QUIET, LinearVictim
 
 from attacks import DDN, FGSM, FMN, PGD, BoundarySearch, MFCCIvec, VerificationObjective
 from coadv.compare import configs
+from coadv.constants import speaker_args
 from nets.speaker.contract import config
 
 
@@ -248,7 +249,7 @@ def test_random_weight_ecapa_flips_and_the_searches_stay_honest():
 
 @pytest.fixture(scope="module")
 def ecapa_checkpoint(tmp_path_factory) -> tuple[Path, Path]:
-    """A tiny synthetic corpus and the ECAPA victim of configs/speaker/ecapa_synth.yaml with random weights,
+    """A tiny synthetic corpus and the ECAPA victim of the composed ecapa_synth configs with random weights,
     validated on it (which stores its EER threshold) and saved by the trainer."""
     from coadv.cli import cli_main
     from datamodules.synth_speech import write_corpus
@@ -257,8 +258,7 @@ def ecapa_checkpoint(tmp_path_factory) -> tuple[Path, Path]:
     write_corpus(corpus, n_speakers=8, videos=1, utts_per_video=2, seconds=(0.5, 0.8), n_trials=8, seed=3)
     cli = cli_main(
         [
-            "-c",
-            str(ROOT / "configs/speaker/ecapa_synth.yaml"),
+            *speaker_args("ecapa_synth"),
             f"--data.init_args.root={corpus}",
             f"--trainer.default_root_dir={out}",
             *QUIET,
