@@ -109,6 +109,8 @@ def fit(root: Path, configs: list[str], flags: list[str], kill_at: int | None = 
         args = callback.get("init_args", {})
         if "dirpath" in args:
             args["dirpath"] = str(root / args["dirpath"].replace("${trainer.default_root_dir}/", ""))
+        if "${" in args.get("filename", ""):  # the speaker victims' ${speaker_run:...}: not resolvable from a CLI value
+            args["filename"] = "victim"
         if callback["class_path"] == "callbacks.ResumeCheckpoint":
             args["every_n_train_steps"] = 4 if translation else 2
     if kill_at is not None:
