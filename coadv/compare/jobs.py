@@ -100,10 +100,10 @@ class Job:
         return f"{self.victim} {self.row.name}" + ("" if self.setting == DEFAULT else f" B={self.setting}")
 
     def done(self) -> bool:
-        """A finished run made with the same arguments, config text and fragment exists."""
+        """A finished run made with the same arguments, config text (comment lines aside) and fragment exists."""
         if not (self.summary_path.is_file() and self.record_path.is_file()):
             return False
-        return json.loads(self.record_path.read_text()) == self.record
+        return uncommented(json.loads(self.record_path.read_text())) == uncommented(self.record)
 
     def run(self, in_process: bool = False) -> None:
         """Run ``coadv test``: in a child process, or with ``in_process`` in this one (no start-up per run:
@@ -198,3 +198,10 @@ def run_jobs(jobs: list[Job], force: bool, keep_going: bool = False, in_process:
             print(f"[compare] {job.name}: FAILED (exit {error.returncode}), left out of the tables", flush=True)
             failed.append(job)
     return len(jobs) - len(todo), failed
+
+
+def uncommented(record: dict) -> dict:
+    """A reuse record with the configs' whole-line comments and blank lines dropped: a comment edit keeps a finished
+    run reusable (values, code and victim still decide)."""
+    lines = str(record.get("config", "")).splitlines()
+    return {**record, "config": "\n".join(x for x in lines if x.strip() and not x.lstrip().startswith("#"))}

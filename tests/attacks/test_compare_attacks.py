@@ -745,3 +745,13 @@ def test_the_reuse_hash_ignores_layout_and_docstrings_not_code():
     )
     assert code_of(base) != code_of(b'def f(x):\n    """Doc."""\n    return x + 2\n')
     assert code_of(b"not python at all") == b"not python at all"
+
+
+def test_a_comment_edit_in_a_config_keeps_a_finished_run_reusable_a_value_edit_does_not():
+    from coadv.compare.jobs import uncommented
+
+    record = {"args": ["test"], "config": "# about\nmodel:\n  init_args: {c: 1.0}  # why\n", "code": "h"}
+    edited = {**record, "config": "# about, reworded\n\nmodel:\n  init_args: {c: 1.0}  # why\n"}
+    changed = {**record, "config": "# about\nmodel:\n  init_args: {c: 2.0}  # why\n"}
+    assert uncommented(record) == uncommented(edited)
+    assert uncommented(record) != uncommented(changed)
