@@ -13,7 +13,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("coadv", "attacks", "callbacks", "configs", "datamodules", "lightning_modules", "nets")
+TOP = ("coadv", "attacks", "callbacks", "configs", "datamodules", "lightning_modules", "nets")
+# every package of the source tree, subpackages too (a subpackage missing from pyproject's list is absent from the wheel)
+PACKAGES = sorted({f.parent.relative_to(ROOT).as_posix() for top in TOP for f in (ROOT / top).rglob("__init__.py")})
 
 
 @pytest.fixture(scope="module")
@@ -116,6 +118,9 @@ def test_installed_command_runs_from_another_folder(installed, tmp_path):
     assert help_text.returncode == 0, help_text.stderr
     for command in ("fit", "test", "study", "sweep", "compare-attacks", "tune-attacks", "demo", "corpus"):
         assert f"  {command}" in help_text.stdout
+    for tool in ("study", "compare-attacks", "tune-attacks"):  # their modules live in subpackages
+        done = run(installed, tmp_path, tool, "--help")
+        assert done.returncode == 0, done.stderr
     where = subprocess.run(
         [
             str(installed / "bin" / "python"),
