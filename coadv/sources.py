@@ -29,7 +29,7 @@ ATTACK_CODE = (
 )
 
 
-def files(names: tuple[str, ...] | list[str]) -> list[Path]:
+def source_files(names: tuple[str, ...] | list[str]) -> list[Path]:
     """The ``.py`` files of ``names`` (files or folders, relative to the project root), sorted per folder."""
     out = []
     for name in names:
@@ -38,7 +38,7 @@ def files(names: tuple[str, ...] | list[str]) -> list[Path]:
     return out
 
 
-AT_START: dict[Path, bytes] = {f: f.read_bytes() for f in files([*ATTACK_CODE, "attacks"]) if f.is_file()}
+AT_START: dict[Path, bytes] = {f: f.read_bytes() for f in source_files([*ATTACK_CODE, "attacks"]) if f.is_file()}
 
 
 def source_bytes(file: Path, at_start: bool = False) -> bytes:

@@ -93,7 +93,7 @@ def test_cells_are_evaluated_at_their_last_step_and_tabled_with_paired_differenc
     diff = [r["tot_a2b"] for r in records if r["method"] == "accr"], [r["tot_a2b"] for r in records[::2]]
     mean, low, high = results.t_interval([a - c for a, c in zip(*diff)])
     row = next(line for line in text.splitlines() if line.startswith("| ACCR − CycleGAN | train on translated"))
-    assert f"{mean:+.4f} [{low:+.4f}, {high:+.4f}], n = 2: {results.verdict(low, high, True)}" in row
+    assert f"{mean:+.4f} [{low:+.4f}, {high:+.4f}], n = 2: {results.interval_verdict(low, high, True)}" in row
     assert len(list(csv.DictReader(open(out / "cells.csv")))) == 4 and (out / "results.png").stat().st_size > 0
 
     stamps = {p: p.stat().st_mtime_ns for p in out.glob("cells/**/metrics.json")}
@@ -157,7 +157,7 @@ def test_variants_run_as_their_own_rows_differenced_against_the_base(tmp_path, t
     config = next((out / "cells/rec_only/accr_m2mm/seed0").rglob("config.yaml")).read_text()
     assert "lambda_fake: 0.0" in config and "lambda_rec: 10.0" in config
     records.append({**records[0], "variant": "base", "tot_a2b": records[0]["tot_a2b"] - 0.1})
-    assert ("rec_only", "accr", "base", "accr") in results.comparisons(records)
+    assert ("rec_only", "accr", "base", "accr") in results.paired_arms(records)
 
 
 @pytest.mark.parametrize(
@@ -319,7 +319,7 @@ def test_each_method_is_compared_at_the_weights_its_search_chose(tmp_path):
         + [("m2mm", "cr_cyclegan", s, 0.6 + 0.01 * s) for s in range(3)]
         + [("m2u", "cyclegan", 0, 0.4), ("m2u", "cr_cyclegan", 0, 0.45)]
     )
-    comparisons = results.comparisons(records + copies)
+    comparisons = results.paired_arms(records + copies)
     assert (results.SEARCHED, "accr", results.SEARCHED, "cyclegan") in comparisons
     assert (results.SEARCHED, "accr", "base", "accr") not in comparisons  # the same as lambda_1 vs base
     assert ("lambda_1", "accr", "base", "accr") in comparisons

@@ -9,7 +9,7 @@ import scipy.linalg
 import torch
 from torch import nn
 
-from coadv.study.tables import t_interval, verdict
+from coadv.study.tables import interval_verdict, t_interval
 from datamodules.digits import load_domain
 from lightning_modules.translation_metrics import (
     Recipe,
@@ -80,9 +80,9 @@ def test_t_interval_and_verdicts_by_hand():
     mean, low, high = t_interval([0.1, 0.2, 0.3, 0.4])
     half = 3.182446305284263 * statistics_stdev([0.1, 0.2, 0.3, 0.4]) / 2  # t(0.975, 3)
     assert (mean, low, high) == pytest.approx((0.25, 0.25 - half, 0.25 + half))
-    assert verdict(low, high, True) == "holds" and verdict(low, high, False) == "does not hold"
-    assert verdict(-0.1, 0.2, True) == "inconclusive"
-    assert verdict(*t_interval([0.3])[1:], True).startswith("inconclusive")
+    assert interval_verdict(low, high, True) == "holds" and interval_verdict(low, high, False) == "does not hold"
+    assert interval_verdict(-0.1, 0.2, True) == "inconclusive"
+    assert interval_verdict(*t_interval([0.3])[1:], True).startswith("inconclusive")
 
 
 def statistics_stdev(values):
@@ -134,11 +134,11 @@ def test_train_on_translated_identities(cache_dir):
 
 
 def test_verdicts_on_tied_empty_and_one_sided_inputs():
-    assert verdict(*t_interval([0.0, 0.0, 0.0])[1:], True) == "inconclusive"  # no difference at all
-    assert verdict(*t_interval([0.02, 0.02])[1:], True) == "holds"  # every seed the same gain: zero spread
-    assert verdict(*t_interval([-0.02, -0.02])[1:], False) == "holds"  # lower is better (KID, FID)
+    assert interval_verdict(*t_interval([0.0, 0.0, 0.0])[1:], True) == "inconclusive"  # no difference at all
+    assert interval_verdict(*t_interval([0.02, 0.02])[1:], True) == "holds"  # every seed the same gain: zero spread
+    assert interval_verdict(*t_interval([-0.02, -0.02])[1:], False) == "holds"  # lower is better (KID, FID)
     mean, low, high = t_interval([])
-    assert math.isnan(mean) and verdict(low, high, True).startswith("inconclusive")
+    assert math.isnan(mean) and interval_verdict(low, high, True).startswith("inconclusive")
 
 
 def test_robustness_summary_is_the_mean_of_every_corruption_and_severity():

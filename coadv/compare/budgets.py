@@ -124,7 +124,7 @@ def overrides(row: Variant, budget: int | None) -> dict:
     return {**row.fixed, **(budget_overrides(row.base, budget) if budget is not None else {})}
 
 
-def flags(row: Variant, budget: int | None, feature: bool = False) -> list[str]:
+def budget_flags(row: Variant, budget: int | None, feature: bool = False) -> list[str]:
     """CLI flags that make a ``coadv test`` of ``row`` spend ``budget`` (None: the config's own settings); with
     ``feature`` the attack sits inside ``attacks.FeatureDomain`` (one level deeper)."""
     feature = feature and row.base != "mfcc_ivec"

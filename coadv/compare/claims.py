@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from callbacks.markdown import markdown_table
 from coadv.compare import stats
-from coadv.compare.stats import Comparison, correct, decide, paired, verdict
+from coadv.compare.stats import Comparison, claim_verdict, correct, decide, paired
 from coadv.compare.tables import DEFAULT, Run, fmt
 
 
@@ -138,7 +138,7 @@ def comparison_table(found: list[Comparison]) -> str:
     return markdown_table(header, rows)
 
 
-def where(found: list[Comparison], outcome: str) -> str:
+def scopes_with(found: list[Comparison], outcome: str) -> str:
     """``other on victim at settings`` for the comparisons decided ``outcome``, grouped."""
     groups: dict[str, list[str]] = {}
     for c in found:
@@ -154,7 +154,12 @@ def claim_section(claim: Claim, found: list[Comparison]) -> str:
     for scope, keep in SCOPES:
         chosen = [c for c in found if keep(c)]
         rows.append(
-            [scope, verdict(chosen) if chosen else "not run", where(chosen, "holds"), where(chosen, "does not hold")]
+            [
+                scope,
+                claim_verdict(chosen) if chosen else "not run",
+                scopes_with(chosen, "holds"),
+                scopes_with(chosen, "does not hold"),
+            ]
         )
     lines = [
         f"## Claim ({claim.key}): {claim.text}",

@@ -33,7 +33,7 @@ def names() -> list[str]:
     return [f"{a}_{v}" for a in attacks for v in VICTIMS if exists(a, v)]
 
 
-def files(attack: str, victim: str) -> list[Path]:
+def config_files(attack: str, victim: str) -> list[Path]:
     """The files of one run, in merge order."""
     if not exists(attack, victim):
         raise SystemExit(f"no attack config for {attack} against {victim} (configs/attack/{attack}.yaml, victim/)")
@@ -43,12 +43,12 @@ def files(attack: str, victim: str) -> list[Path]:
 
 def args(attack: str, victim: str) -> list[str]:
     """``-c <file>`` for each file of the run."""
-    return [arg for path in files(attack, victim) for arg in ("-c", str(path))]
+    return [arg for path in config_files(attack, victim) for arg in ("-c", str(path))]
 
 
 def text(attack: str, victim: str) -> str:
     """The files' texts, concatenated (what a reuse record compares)."""
-    return "".join(path.read_text() for path in files(attack, victim))
+    return "".join(path.read_text() for path in config_files(attack, victim))
 
 
 def merge(into: dict, other: dict) -> dict:
@@ -68,6 +68,6 @@ def merge(into: dict, other: dict) -> dict:
 def merged(attack: str, victim: str) -> dict:
     """The run's config as the files merge (plain YAML: no defaults, no interpolation)."""
     out: dict = {}
-    for path in files(attack, victim):
+    for path in config_files(attack, victim):
         out = merge(out, yaml.safe_load(path.read_text()) or {})
     return out

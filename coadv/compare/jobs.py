@@ -17,7 +17,7 @@ import numpy as np
 from coadv.compare import budgets, configs
 from coadv.compare.tables import DEFAULT, Run
 from coadv.progress import meter, minutes
-from coadv.sources import ATTACK_CODE, ROOT, code_of, files, source_bytes
+from coadv.sources import ATTACK_CODE, ROOT, code_of, source_bytes, source_files
 
 # each run keeps Lightning's test progress bar (trial batches, with ETA); the model summary would only repeat itself
 CHILD_FLAGS = ["--trainer.enable_model_summary=false"]
@@ -55,7 +55,7 @@ class Job:
         self.victim = victim
         self.row = row
         self.setting = setting
-        self.configs = configs.files(row.base, victim)
+        self.configs = configs.config_files(row.base, victim)
         self.folder = out / row.name if setting == DEFAULT else out / f"budget_{setting}" / row.name
         self.budget = None if setting == DEFAULT else int(setting)
         self.fragment = budgets.wrapped_fragment(row.base, victim, row.boundary_search, feature)
@@ -66,7 +66,7 @@ class Job:
             *wrapper,
             f"--trainer.default_root_dir={self.folder}",
             *CHILD_FLAGS,
-            *budgets.flags(row, self.budget, feature),
+            *budgets.budget_flags(row, self.budget, feature),
             *extra,
         ]
         if trials is not None:
@@ -157,7 +157,7 @@ def code_hash(config_text: str = "", at_start: bool = False) -> str:
     (``attack_sources``): a change to one attack reruns that attack only. ``at_start``: the sources as this process
     first read them (``coadv.sources``: what an in-process run executes)."""
     digest = hashlib.sha256()
-    for file in files([*ATTACK_CODE, *attack_sources(config_text, at_start)]):
+    for file in source_files([*ATTACK_CODE, *attack_sources(config_text, at_start)]):
         digest.update(file.relative_to(ROOT).as_posix().encode() + b"\0" + code_of(source_bytes(file, at_start)))
     return digest.hexdigest()
 

@@ -22,7 +22,7 @@ Decision rule for one comparison (``decide``), in order:
 5. otherwise "does not hold" (the other is smaller when the ratio's interval lies below 1, else no difference
    shown).
 
-A claim over several comparisons (``verdict``): "holds" when every decided comparison holds, "does not hold" when
+A claim over several comparisons (``claim_verdict``): "holds" when every decided comparison holds, "does not hold" when
 none does, "mixed" otherwise; "not decided" when no comparison was decided (2.-5.).
 """
 
@@ -213,7 +213,7 @@ def decide(c: Comparison) -> tuple[str, str]:
     return "does not hold", f"no difference shown (p = {p:.2g})"
 
 
-def verdict(comparisons: list[Comparison]) -> str:
+def claim_verdict(comparisons: list[Comparison]) -> str:
     """ "holds" / "does not hold" / "mixed" over the decided comparisons, "not decided" without any."""
     decided = [decide(c)[0] for c in comparisons if decide(c)[0] in DECIDED]
     if not decided:

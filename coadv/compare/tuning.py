@@ -64,7 +64,7 @@ def tag(point: dict) -> str:
     return "_".join(f"{k}={'null' if v is None else v}" for k, v in point.items())
 
 
-def flags(point: dict, row: str = "", feature: bool = False) -> list[str]:
+def point_flags(point: dict, row: str = "", feature: bool = False) -> list[str]:
     """The point's values on the tuned attack: inside a boundary search ("+bs") and / or ``attacks.FeatureDomain``
     (``feature``, except MFCC-ivec, which works on the features itself), one level deeper each."""
     depth = row.endswith("+bs") + (feature and not row.startswith("mfcc_ivec"))
@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> str:
             str(ns.budget),
             out / row / tag(p),
             ns.trials,
-            [*flags(p, row, feature), *extra],
+            [*point_flags(p, row, feature), *extra],
             feature,
         )
         for row in ns.attacks

@@ -6,7 +6,17 @@ from __future__ import annotations
 import statistics
 
 from callbacks.markdown import table_lines
-from coadv.study.tables import SIDES, arm, arm_name, arms, baselines, direction_label, mean_std, t_interval, verdict
+from coadv.study.tables import (
+    SIDES,
+    arm,
+    arm_name,
+    arms,
+    baselines,
+    direction_label,
+    interval_verdict,
+    mean_std,
+    t_interval,
+)
 
 STABILITY_STEPS = (100, 250, 500, 1000)  # batches at which the seed spread is reported
 
@@ -60,7 +70,7 @@ def stability_tables(records: list[dict], reference: dict | None, pair: str, svh
                 mean, low, high = t_interval([auc[method][s] - auc[other][s] for s in seeds])
                 lines.append(
                     f"\n{arm_name(method)} − {arm_name(other)}, area under the curve: {mean:+.4f} "
-                    f"[{low:+.4f}, {high:+.4f}], n = {len(seeds)}: {verdict(low, high, True)}"
+                    f"[{low:+.4f}, {high:+.4f}], n = {len(seeds)}: {interval_verdict(low, high, True)}"
                 )
         parts.append("\n".join(lines))
     return "\n\n".join(parts)
@@ -111,7 +121,7 @@ def robustness_tables(records: list[dict], reference: dict | None, pair: str, sv
                     mean, low, high = t_interval([mine[s] - theirs[s] for s in seeds])
                     lines.append(
                         f"\n{arm_name(method)} − {arm_name(other)}, {what}: {mean:+.4f} [{low:+.4f}, "
-                        f"{high:+.4f}], n = {len(seeds)}: {verdict(low, high, higher)}"
+                        f"{high:+.4f}], n = {len(seeds)}: {interval_verdict(low, high, higher)}"
                     )
         parts.append("\n".join(lines))
     parts.append(

@@ -83,7 +83,7 @@ def t_interval(diffs: list[float], level: float = 0.95) -> tuple[float, float, f
     return mean, mean - half, mean + half
 
 
-def verdict(low: float, high: float, higher_is_better: bool) -> str:
+def interval_verdict(low: float, high: float, higher_is_better: bool) -> str:
     """``holds`` when the interval lies on the better side of 0, ``does not hold`` when it lies on the worse side,
     ``inconclusive`` when it contains 0 (or there are too few seeds for one)."""
     if math.isnan(low):
@@ -140,7 +140,7 @@ def direction_table(records: list[dict], reference: dict | None, pair: str, side
     return "\n".join(table_lines(header, rows))
 
 
-def comparisons(records: list[dict]) -> list[tuple[str, str, str, str]]:
+def paired_arms(records: list[dict]) -> list[tuple[str, str, str, str]]:
     """(variant, method, versus variant, versus method) pairs to difference: the claims within every variant, and
     each non-base variant's method against the same method in ``base``."""
     out = []
@@ -168,14 +168,14 @@ def difference(records: list[dict], reference: dict | None, pair: str, key: str,
     mean, low, high = t_interval([mine[s] - theirs[s] for s in seeds])
     higher = next(h for k, _, h in METRICS if k == key)
     d = _digits(key) + (1 if key != "fid" else 0)
-    text = f"{mean:+.{d}f} [{low:+.{d}f}, {high:+.{d}f}], n = {len(seeds)}: {verdict(low, high, higher)}"
+    text = f"{mean:+.{d}f} [{low:+.{d}f}, {high:+.{d}f}], n = {len(seeds)}: {interval_verdict(low, high, higher)}"
     return text + flag(records, reference, pair, key, side)
 
 
 def verdict_table(records: list[dict], reference: dict | None, pair: str, svhn_name: str) -> str:
     """Paired differences (same seed) per comparison and metric, both directions, with intervals and verdicts."""
     rows = []
-    for variant, method, vs_variant, vs_method in comparisons(records):
+    for variant, method, vs_variant, vs_method in paired_arms(records):
         name = f"{NAMES.get(method, method)} − {NAMES.get(vs_method, vs_method)}"
         if variant != "base" or vs_variant != "base":
             name = f"{NAMES.get(method, method)} [{variant}] − {NAMES.get(vs_method, vs_method)} [{vs_variant}]"
@@ -228,7 +228,7 @@ def no_translation_table(records: list[dict], reference: dict, pair: str, svhn_n
         if not mine or nothing is None:
             return "—"
         mean, low, high = t_interval([v - nothing for v in mine.values()])
-        text = f"{mean:+.4f} [{low:+.4f}, {high:+.4f}], n = {len(mine)}: {verdict(low, high, higher)}"
+        text = f"{mean:+.4f} [{low:+.4f}, {high:+.4f}], n = {len(mine)}: {interval_verdict(low, high, higher)}"
         return text + flag(records, reference, pair, key, side)
 
     rows = []
@@ -273,6 +273,8 @@ def ablation_table(records: list[dict], pair: str, svhn_name: str) -> str:
             seeds = sorted(mine.keys() & base.keys())
             mean, low, high = t_interval([mine[s] - base[s] for s in seeds])
             interval = f" [{low:+.3f}, {high:+.3f}]" if len(seeds) > 1 else ""
-            cells.append("—" if not seeds else f"{mean:+.3f}{interval} n={len(seeds)}: {verdict(low, high, True)}")
+            cells.append(
+                "—" if not seeds else f"{mean:+.3f}{interval} n={len(seeds)}: {interval_verdict(low, high, True)}"
+            )
         lines.append([variant, NAMES.get(method, method), *cells])
     return "\n".join(table_lines(header, lines))

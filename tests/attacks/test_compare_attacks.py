@@ -21,6 +21,7 @@ from coadv.compare.stats import (
     MEAN,
     Comparison,
     bootstrap,
+    claim_verdict,
     correct,
     decide,
     holm,
@@ -28,7 +29,6 @@ from coadv.compare.stats import (
     median_interval,
     paired,
     sign_test,
-    verdict,
 )
 from coadv.compare.tables import Run, budget_table, default_table
 from coadv.constants import ATTACKS, VICTIMS
@@ -177,11 +177,11 @@ def test_decision_rule_on_hand_made_comparisons():
     assert decide(comparison(attacked=9))[0] == "too few trials"
     assert decide(comparison(comparable=False, ratio=(nan,) * 3))[0] == "not comparable"
     against = comparison(ratio=(0.7, 0.6, 0.8), p=0.99)
-    assert verdict([holds, holds]) == "holds"
-    assert verdict([against, lower_success]) == "does not hold"
-    assert verdict([holds, against]) == "mixed"
-    assert verdict([holds, comparison(attacked=3), comparison(comparable=False)]) == "holds"  # undecided left out
-    assert verdict([comparison(attacked=3)]) == verdict([]) == "not decided"
+    assert claim_verdict([holds, holds]) == "holds"
+    assert claim_verdict([against, lower_success]) == "does not hold"
+    assert claim_verdict([holds, against]) == "mixed"
+    assert claim_verdict([holds, comparison(attacked=3), comparison(comparable=False)]) == "holds"  # undecided left out
+    assert claim_verdict([comparison(attacked=3)]) == claim_verdict([]) == "not decided"
 
 
 def test_ties_cannot_make_a_holds():
@@ -225,15 +225,15 @@ def test_budget_flags_per_attack():
     assert set(EXPECTED_FLAGS) == set(ATTACKS)
     prefix = "--model.init_args.attack.init_args."
     for name, expected in EXPECTED_FLAGS.items():
-        assert budgets.flags(budgets.variant(name), 30) == [prefix + f for f in expected], name
-        assert budgets.flags(budgets.variant(name), None) == [], name  # default settings: the config's
-    assert budgets.flags(budgets.variant("pgd_l2+bs"), 30) == [prefix + "attack.init_args.steps=30"]
-    assert budgets.flags(budgets.variant("gauss_newton+min"), 10) == [
+        assert budgets.budget_flags(budgets.variant(name), 30) == [prefix + f for f in expected], name
+        assert budgets.budget_flags(budgets.variant(name), None) == [], name  # default settings: the config's
+    assert budgets.budget_flags(budgets.variant("pgd_l2+bs"), 30) == [prefix + "attack.init_args.steps=30"]
+    assert budgets.budget_flags(budgets.variant("gauss_newton+min"), 10) == [
         prefix + "early_stop=false",
         prefix + "steps=10",
         prefix + "max_grad_evals=10",
     ]
-    assert budgets.flags(budgets.variant("gauss_newton+min"), None) == [prefix + "early_stop=false"]
+    assert budgets.budget_flags(budgets.variant("gauss_newton+min"), None) == [prefix + "early_stop=false"]
     for bad in ("qn_lbfgs+bs", "pgd_l2+min", "pgd"):
         with pytest.raises(SystemExit, match=f"unknown attack '{re.escape(bad)}'; valid: fgsm, fgsm\\+bs"):
             budgets.variant(bad)
@@ -271,7 +271,7 @@ def test_boundary_search_fragment_and_budget_flags_reach_the_attack(tmp_path, ca
                 *configs.args("cw", "ecapa"),
                 "-c",
                 str(tmp_path / "bs.yaml"),
-                *budgets.flags(row, 12),
+                *budgets.budget_flags(row, 12),
                 "--print_config",
             ]
         )
@@ -558,7 +558,7 @@ def test_tuning_grid_points_and_the_choice_rule():
         {"eta": 0.001, "rho0": 0.003},
         {"eta": 0.001, "rho0": 0.01},
     ]
-    assert tuning.flags({"eta": 0.1, "rho0": None}) == [
+    assert tuning.point_flags({"eta": 0.1, "rho0": None}) == [
         "--model.init_args.attack.init_args.eta=0.1",
         "--model.init_args.attack.init_args.rho0=null",
     ]
@@ -677,9 +677,9 @@ def test_feature_domain_tuning_grid_reaches_the_wrapped_attack():
         assert set(tuning.FEATURE_GRID[row]) <= set(inspect.signature(cls).parameters)
         assert len(tuning.points(row, tuning.FEATURE_GRID)) <= 6
     deep = "--model.init_args.attack.init_args.attack.init_args."
-    assert tuning.flags({"c": 10.0}, "qn_lbfgs", feature=True) == [f"{deep}c=10.0"]
-    assert tuning.flags({"epsilon": 0.5}, "bim+bs", feature=True) == [f"{deep}attack.init_args.epsilon=0.5"]
-    assert tuning.flags({"epsilon": 0.3}, "mfcc_ivec", feature=True) == [
+    assert tuning.point_flags({"c": 10.0}, "qn_lbfgs", feature=True) == [f"{deep}c=10.0"]
+    assert tuning.point_flags({"epsilon": 0.5}, "bim+bs", feature=True) == [f"{deep}attack.init_args.epsilon=0.5"]
+    assert tuning.point_flags({"epsilon": 0.3}, "mfcc_ivec", feature=True) == [
         "--model.init_args.attack.init_args.epsilon=0.3"
     ]
     with pytest.raises(SystemExit, match="--domain feature needs a victim with an MFCC front-end"):
@@ -729,7 +729,7 @@ def test_an_in_process_comparison_hashes_the_sources_it_imported_not_later_edits
     for in_process in (False, True):
         jobs.run_jobs([job], force=False, in_process=in_process)
         assert job.at_start is in_process  # the record then hashes the sources as imported
-    first = sources.files(list(sources.ATTACK_CODE))[0]
+    first = sources.source_files(list(sources.ATTACK_CODE))[0]
     monkeypatch.setitem(sources.AT_START, first, b"another version")
     config = configs.text("ssr", "ivector")
     assert jobs.code_hash(config, at_start=True) != jobs.code_hash(config)
