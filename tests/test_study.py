@@ -62,6 +62,7 @@ def tiny_preset(tmp_path, tiny_classifiers, monkeypatch) -> Path:
     return preset
 
 
+@pytest.mark.slow  # 47 s on 2 cores: the end-to-end study of tiny cells
 def test_cells_are_evaluated_at_their_last_step_and_tabled_with_paired_differences(tmp_path, tiny_preset, capsys):
     out = tmp_path / "study"
     records = study.main(["--preset", str(tiny_preset), "--out", str(out)])
