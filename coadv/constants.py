@@ -33,7 +33,13 @@ def speaker_run(model, data) -> str:
     """A trained speaker victim's run name ``<model>_<corpus>`` (``ecapa_libri``), from the ``model`` and ``data``
     config nodes: the configs' ``${speaker_run:${model},${data}}`` (run folder, checkpoint name; see ``cli_main``).
     The corpus follows the data: LibriSpeech -> ``libri``, VoxCeleb with ``synthesize`` -> ``synth``, else ``vox1``."""
-    victim = SPEAKER_MODELS[str(model["init_args"]["victim"]["class_path"]).rsplit(".", 1)[-1]]
+    name = str(((model.get("init_args") or {}).get("victim") or {}).get("class_path", "")).rsplit(".", 1)[-1]
+    if name not in SPEAKER_MODELS:
+        raise ValueError(
+            f"model.init_args.victim={name or None!r}: the speaker configs' run name (${{speaker_run:...}}) knows "
+            f"{', '.join(SPEAKER_MODELS)}; set trainer.default_root_dir and the checkpoint filename yourself"
+        )
+    victim = SPEAKER_MODELS[name]
     if str(data["class_path"]).endswith("LibriSpeechDataModule"):
         return f"{victim}_libri"
     return f"{victim}_synth" if data["init_args"].get("synthesize") else f"{victim}_vox1"

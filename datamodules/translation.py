@@ -137,8 +137,9 @@ class _DigitsBase(L.LightningDataModule):
     def _domains(self) -> tuple[str, ...]:
         raise NotImplementedError
 
-    def _load(self, domain: str, split: str) -> DigitDataset:
-        images, labels = load_domain(
+    def _load_domain(self, domain: str, split: str) -> tuple:
+        """``load_domain`` with this DataModule's settings (images, labels)."""
+        return load_domain(
             domain,
             split,
             self.image_size,
@@ -150,6 +151,9 @@ class _DigitsBase(L.LightningDataModule):
             self.usps_root,
             self.mnist_m_recipe,
         )
+
+    def _load(self, domain: str, split: str) -> DigitDataset:
+        images, labels = self._load_domain(domain, split)
         if split == "test" and self.test_limit is not None:
             images, labels = images[: self.test_limit], labels[: self.test_limit]
         return DigitDataset(images, labels, self.channels)
@@ -163,18 +167,7 @@ class _DigitsBase(L.LightningDataModule):
     def prepare_data(self) -> None:
         for domain in self._domains():  # downloads and builds caches once, on one process
             for split in ("train", "test"):
-                load_domain(
-                    domain,
-                    split,
-                    self.image_size,
-                    self.data_root,
-                    self.download,
-                    self.cache_dir,
-                    self.photos_dir,
-                    self.syn_digits_size,
-                    self.usps_root,
-                    self.mnist_m_recipe,
-                )
+                self._load_domain(domain, split)
 
     def _train_loader(self, ds: Dataset, num_batches: int, stream: int) -> ResumableLoader:
         return sharded_loader(
