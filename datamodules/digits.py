@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import os
 from pathlib import Path
 
 import numpy as np
@@ -219,7 +220,7 @@ def _cached(path: Path, build) -> tuple[Tensor, Tensor]:
         return data["images"], data["labels"]
     images, labels = build()
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")  # one per process: parallel builders never write one file
     torch.save({"images": images, "labels": labels}, tmp)
     tmp.replace(path)  # atomic: an interrupted build never leaves a half-written cache
     return images, labels

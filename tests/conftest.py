@@ -11,6 +11,12 @@ import lightning as L
 import pytest
 
 os.environ["WANDB_MODE"] = "disabled"
+# `pytest -n 2`: one thread per worker, or the workers oversubscribe the cores
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = "1"
+    import torch
+
+    torch.set_num_threads(1)
 
 from helpers import ATTACK_CONFIGS, OPTIONAL_VICTIMS, QUIET, ROOT, usps_root, victim_name  # noqa: E402
 

@@ -113,6 +113,7 @@ def run(installed: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow  # about 40 s on 2 cores: the help of every subcommand and a fit from another folder
 def test_installed_command_runs_from_another_folder(installed, tmp_path):
     help_text = run(installed, tmp_path, "--help")
     assert help_text.returncode == 0, help_text.stderr

@@ -2,6 +2,7 @@
 differences and verdicts; restarts skip finished cells; bad names fail."""
 
 import csv
+import hashlib
 import json
 import re
 import shutil
@@ -400,3 +401,35 @@ def test_cells_trained_by_parallel_workers_give_the_sequential_tables(tmp_path, 
     logs = [(parallel / f"worker_{i}.log").read_text() for i in (0, 1)]
     assert "cyclegan_m2mm/seed0" in logs[0] and "accr_m2mm/seed0" in logs[1] and "accr_m2mm" not in logs[0]
     assert (parallel / "results.md").read_text() == (sequential / "results.md").read_text()
+
+
+def test_the_joint_judge_is_named_by_its_data_bytes_at_any_thread_count(tmp_path, monkeypatch):
+    """The judge's file is named from its data exactly: the parent (2 threads) and its 1-thread workers find one
+    file, trained once; one changed pixel names another."""
+    from types import SimpleNamespace
+
+    from lightning_modules.translation_metrics import Split
+    from nets import DigitNet
+
+    trained = []
+    monkeypatch.setattr(
+        evaluation, "fit_joint_judge", lambda *args: trained.append(1) or DigitNet(3, num_classes=20, width=4)
+    )
+    dm = SimpleNamespace(domain_a="mnist", domain_b="mnist_m", mnist_m_recipe="ganin", image_size=32, val_size=10)
+    x = torch.rand(512, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    y = torch.zeros(512, dtype=torch.long)
+    a, b = Split(x, y, x[:1], y[:1]), Split(-x, y, x[:1], y[:1])
+    threads = torch.get_num_threads()
+    paths = []
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            paths.append(evaluation.joint_judge_file(dm, a, b, steps=5, folder=str(tmp_path)))
+    finally:
+        torch.set_num_threads(threads)
+    assert paths[0] == paths[1] and len(trained) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == [paths[0].name]  # no temporary file left
+    bumped = x.clone()
+    bumped[7, 1, 3, 4] += 1e-3
+    assert evaluation.joint_judge_file(dm, Split(bumped, y, x[:1], y[:1]), b, 5, str(tmp_path)) != paths[0]
+    assert evaluation.data_digest(x) == hashlib.sha1(x.numpy().tobytes()).hexdigest()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import torch
@@ -84,8 +85,8 @@ def joint_judge_file(dm, a: Split, b: Split, steps: int, folder: str = "checkpoi
             len(a.train_y),
             len(b.train_y),
             steps,
-            float(a.train_x.sum()),
-            float(b.train_x.sum()),
+            data_digest(a.train_x),
+            data_digest(b.train_x),
         ]
     )
     path = Path(folder) / f"joint_{dm.domain_a}_{dm.domain_b}-{hashlib.sha1(key.encode()).hexdigest()[:8]}.pt"
@@ -93,8 +94,16 @@ def joint_judge_file(dm, a: Split, b: Split, steps: int, folder: str = "checkpoi
         tqdm.write(f"[study] training the joint judge {dm.domain_a} x {dm.domain_b} ({steps} steps) -> {path}")
         net = fit_joint_judge(a.train_x, a.train_y, b.train_x, b.train_y, Recipe(steps=steps))
         path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save({"config": net.config, "state_dict": net.state_dict(), "key": key}, path)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")  # atomic, and one per process: workers never share a file
+        torch.save({"config": net.config, "state_dict": net.state_dict(), "key": key}, tmp)
+        tmp.replace(path)
     return path
+
+
+def data_digest(x: torch.Tensor) -> str:
+    """SHA-1 of a tensor's bytes: names its data exactly (a float sum would depend on the thread count, so the
+    main process and its 1-thread workers would name one judge twice and train it twice)."""
+    return hashlib.sha1(x.detach().cpu().contiguous().numpy()).hexdigest()
 
 
 def joint_judge_of(dm, preset: dict) -> Path:

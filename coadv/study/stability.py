@@ -29,6 +29,23 @@ def value_at(curve: list[list[float]], batch: int) -> float | None:
     return next((v for b, v in curve if b == batch), None)
 
 
+def pairs(methods: list[str]) -> list[tuple[str, str]]:
+    """(method, baseline) pairs of the paired differences, each method against its baselines."""
+    return [(m, o) for m in methods for o in baselines(m) if m != o]
+
+
+def paired_line(method: str, other: str, what: str, mine: dict, theirs: dict, higher: bool = True) -> list[str]:
+    """The paired difference ``mine - theirs`` over their common seeds (95 % t interval, verdict); none without one."""
+    seeds = sorted(mine.keys() & theirs.keys())
+    if not seeds:
+        return []
+    mean, low, high = t_interval([mine[s] - theirs[s] for s in seeds])
+    return [
+        f"\n{arm_name(method)} − {arm_name(other)}, {what}: {mean:+.4f} [{low:+.4f}, {high:+.4f}], "
+        f"n = {len(seeds)}: {interval_verdict(low, high, higher)}"
+    ]
+
+
 def stability_tables(records: list[dict], reference: dict | None, pair: str, svhn_name: str) -> str:
     """Per direction: area under the joint-judge curve (mean ± std), the seed spread at fixed batches, collapses;
     then the paired AUC differences against CycleGAN (95 % t interval, verdict)."""
@@ -62,16 +79,9 @@ def stability_tables(records: list[dict], reference: dict | None, pair: str, svh
             area = mean_std(list(auc[method].values()), 3)
             rows.append([arm_name(method), len(runs), area, *spread, f"{falls} of {len(runs)}"])
         lines += table_lines([*header, "collapses"], rows)
-        for method in methods:
-            for other in baselines(method):
-                if method == other or other not in auc:
-                    continue
-                seeds = sorted(auc[method].keys() & auc[other].keys())
-                mean, low, high = t_interval([auc[method][s] - auc[other][s] for s in seeds])
-                lines.append(
-                    f"\n{arm_name(method)} − {arm_name(other)}, area under the curve: {mean:+.4f} "
-                    f"[{low:+.4f}, {high:+.4f}], n = {len(seeds)}: {interval_verdict(low, high, True)}"
-                )
+        for method, other in pairs(methods):
+            if other in auc:
+                lines += paired_line(method, other, "area under the curve", auc[method], auc[other])
         parts.append("\n".join(lines))
     return "\n\n".join(parts)
 
@@ -112,17 +122,9 @@ def robustness_tables(records: list[dict], reference: dict | None, pair: str, sv
         if reference and f"rob_mean_{side}" in reference:
             rows.append(["no translation", "—", *(f"{v:.3f}" for v in columns(reference))])
         lines += table_lines(["method", "n", *head], rows)
-        for method, other in ((m, o) for m in methods for o in baselines(m) if m != o):
-            for what, at, higher in (("mean over corruptions", -2, True),):
-                mine = {r["seed"]: columns(r)[at] for r in base if arm(r) == method}
-                theirs = {r["seed"]: columns(r)[at] for r in base if arm(r) == other}
-                seeds = sorted(mine.keys() & theirs.keys())
-                if seeds:
-                    mean, low, high = t_interval([mine[s] - theirs[s] for s in seeds])
-                    lines.append(
-                        f"\n{arm_name(method)} − {arm_name(other)}, {what}: {mean:+.4f} [{low:+.4f}, "
-                        f"{high:+.4f}], n = {len(seeds)}: {interval_verdict(low, high, higher)}"
-                    )
+        overall = {m: {r["seed"]: r[f"rob_mean_{side}"] for r in base if arm(r) == m} for m in methods}
+        for method, other in pairs(methods):
+            lines += paired_line(method, other, "mean over corruptions", overall[method], overall.get(other, {}))
         parts.append("\n".join(lines))
     parts.append(
         "The verdicts use the mean over corruptions (as corruption benchmarks do). The drop from clean is "
