@@ -126,3 +126,12 @@ def test_validation_rates_read_untranslated_images_for_a_missing_net():
     shift = torch.nn.Identity()
     shift.forward = lambda t: t + 5  # A -> B: first pixel back to 1..4, mean > 0: class 10 + digit
     assert validation_rates(Judge(), shift, None, dm, 3) == {"a2b": 1.0, "b2a": 0.0}  # first 3 match 1, 2, 3
+
+
+def test_paired_line_by_hand_and_none_without_common_seeds():
+    from coadv.study.stability import paired_line
+
+    line = paired_line("accr", "cyclegan", "what", {0: 0.5, 1: 0.7, 5: 9.0}, {0: 0.4, 1: 0.4, 7: -9.0})
+    # differences 0.1, 0.3 on the common seeds: mean 0.2, se 0.1, t(0.975, 1) = 12.706
+    assert len(line) == 1 and "what: +0.2000 [-1.0706, +1.4706], n = 2: " in line[0]
+    assert paired_line("accr", "cyclegan", "what", {0: 0.5}, {1: 0.4}) == []
